@@ -1,0 +1,132 @@
+"""Neighbour search for Boundary Shrink: FGSM / PGD steps taken in pixel space.
+
+The models of this library normalise inside (a first layer), so inputs are pixels in
+[0, 1]. A user's model that expects normalised inputs passes ``normalization=(mean, std)``;
+the search then undoes the normalisation, steps in pixel space, and normalises again (the
+authors' code gets this wrong, see PAPER.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._utils import eval_mode, model_device
+from .errors import HyperparameterError
+
+__all__ = ["AttackName", "Neighbours", "neighbour_search"]
+
+AttackName = Literal["fgsm", "pgd"]
+Normalization = tuple[Sequence[float], Sequence[float]]
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """Result of the neighbour search on a set of forget samples."""
+
+    inputs: torch.Tensor  # the adversarial neighbours x' (in the caller's input space)
+    labels: torch.Tensor  # y_nb = argmax f_w0(x')
+    probs: torch.Tensor  # softmax f_w0(x'), for the optional loss re-weighting
+    success_ratio: float  # fraction of inputs whose neighbour label differs from the true one
+
+
+def _channel_view(values: Sequence[float], x: torch.Tensor) -> torch.Tensor:
+    t = torch.as_tensor(list(values), dtype=x.dtype, device=x.device)
+    return t.view(1, -1, *([1] * (x.dim() - 2))) if x.dim() > 2 else t.view(1, -1)
+
+
+def neighbour_search(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    eps: float = 0.1,
+    attack: AttackName = "fgsm",
+    pgd_steps: int = 5,
+    pgd_step_size: float = 8 / 255,
+    normalization: Normalization | None = None,
+    quantize: bool = True,
+    batch_size: int = 512,
+) -> Neighbours:
+    """Nearest adversarial neighbour of each input under the frozen ``model``.
+
+    FGSM: ``x' = x + eps * sign(grad_x CE(f(x), y))``; PGD: ``pgd_steps`` steps of
+    ``pgd_step_size`` projected onto the eps-ball. In pixel space the perturbation is
+    clipped to ``[-eps, eps]``, the result clamped to [0, 1] and (``quantize``) rounded to
+    1/255 while staying inside the ball. The neighbour label is the argmax over all classes
+    of the model's output at ``x'`` (the true class is not excluded). The model's parameters
+    get no gradient and its mode is restored.
+    """
+    if attack not in ("fgsm", "pgd"):
+        raise HyperparameterError(f"attack='{attack}' is not one of 'fgsm', 'pgd'")
+    if not eps > 0:
+        raise HyperparameterError(f"eps={eps} must be positive (the paper uses 0.1)")
+    if attack == "pgd" and (pgd_steps < 1 or not pgd_step_size > 0):
+        raise HyperparameterError("PGD needs pgd_steps >= 1 and pgd_step_size > 0")
+    device = model_device(model)
+    out_x: list[torch.Tensor] = []
+    out_p: list[torch.Tensor] = []
+    requires = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        with eval_mode(model):
+            for start in range(0, len(inputs), batch_size):
+                x = inputs[start : start + batch_size].to(device)
+                y = labels[start : start + batch_size].to(device)
+                x_adv, probs = _attack_batch(
+                    model, x, y, eps, attack, pgd_steps, pgd_step_size, normalization, quantize
+                )
+                out_x.append(x_adv)
+                out_p.append(probs)
+    finally:
+        for p, r in zip(model.parameters(), requires, strict=True):
+            p.requires_grad_(r)
+    adv = torch.cat(out_x) if out_x else inputs.to(device)
+    probs = torch.cat(out_p) if out_p else torch.zeros((0, 0), device=device)
+    nb_labels = probs.argmax(1) if len(probs) else labels.to(device)
+    ratio = float((nb_labels != labels.to(device)).float().mean()) if len(labels) else 0.0
+    return Neighbours(adv, nb_labels, probs, ratio)
+
+
+def _attack_batch(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    attack: AttackName,
+    pgd_steps: int,
+    pgd_step_size: float,
+    normalization: Normalization | None,
+    quantize: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if normalization is not None:
+        mean: torch.Tensor | None = _channel_view(normalization[0], x)
+        std: torch.Tensor | None = _channel_view(normalization[1], x)
+        pixels = x * std + mean  # type: ignore[operator]
+    else:
+        mean = std = None
+        pixels = x
+
+    def to_model(p: torch.Tensor) -> torch.Tensor:
+        return (p - mean) / std if mean is not None and std is not None else p
+
+    low, high = (pixels - eps).clamp(0, 1), (pixels + eps).clamp(0, 1)
+    step, n_steps = (eps, 1) if attack == "fgsm" else (pgd_step_size, pgd_steps)
+    adv = pixels.detach().clone()
+    for _ in range(n_steps):
+        adv.requires_grad_(True)
+        with torch.enable_grad():
+            loss = F.cross_entropy(model(to_model(adv)), y)
+            (grad,) = torch.autograd.grad(loss, adv)
+        adv = torch.max(torch.min(adv.detach() + step * grad.sign(), high), low)
+    if quantize:
+        adv = torch.max(torch.min(torch.round(adv * 255) / 255, high), low)
+    with torch.inference_mode():
+        probs = F.softmax(model(to_model(adv)), dim=1)
+    return to_model(adv).detach(), probs.clone()

@@ -1,0 +1,269 @@
+"""``bunlearn``: the command line. It parses arguments and calls the library, nothing more."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import HyperparameterError, UnlearningError
+
+DEMO_OUT = "bunlearn-demo"
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _parse_sets(items: Sequence[str], scoped: bool) -> dict[str, Any]:
+    """``--set k=v`` (or ``method.k=v`` when ``scoped``) into a (nested) dict."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            form = "method.name=value" if scoped else "name=value"
+            raise HyperparameterError(f"--set {item!r} is not of the form {form}")
+        if scoped:
+            method, dot, name = key.partition(".")
+            if not dot or not name:
+                raise HyperparameterError(
+                    f"--set {item!r} must name its method, e.g. boundary_shrink.lr=1e-4"
+                )
+            out.setdefault(method, {})[name] = _parse_value(value)
+        else:
+            out[key] = _parse_value(value)
+    return out
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-root", help="folder holding the data set files")
+    p.add_argument("--download", action="store_true", help="fetch the data set (needs internet)")
+    p.add_argument("--cache-dir", help="where trained originals/retrained models are cached")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or table")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="bunlearn",
+        description="Make a trained image classifier forget a whole class (Boundary Unlearning).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="forget digit 3 with both Boundary Unlearning methods")
+    demo.add_argument("--out", default=DEMO_OUT, help=f"output folder (default {DEMO_OUT})")
+    demo.add_argument("--forget-class", default="3", help="class to forget (default 3)")
+    demo.add_argument("--seed", type=int, default=0)
+    _add_common(demo)
+
+    tr = sub.add_parser("train", help="train an original model and save it (cached)")
+    tr.add_argument("--dataset", default="digits")
+    tr.add_argument("--model", default="cnn")
+    tr.add_argument("--epochs", type=int, default=20)
+    tr.add_argument("--lr", type=float, default=0.01)
+    tr.add_argument("--batch-size", type=int, default=64)
+    tr.add_argument("--weight-decay", type=float, default=5e-4)
+    tr.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--out", required=True, help="folder for model.safetensors + model.json")
+    _add_common(tr)
+
+    un = sub.add_parser("unlearn", help="make an existing checkpoint forget a class")
+    un.add_argument("--checkpoint", required=True, help="folder or .safetensors/.pt file")
+    un.add_argument("--method", default="boundary_shrink")
+    un.add_argument("--forget-class", action="append", required=True, help="index or name")
+    un.add_argument("--dataset", help="data set (default: the checkpoint's)")
+    un.add_argument("--model", help="architecture for a plain state_dict without metadata")
+    un.add_argument("--forget-fraction", type=float, default=1.0)
+    un.add_argument("--seed", type=int, default=0)
+    un.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="method hyperparameter, e.g. --set eps=0.05")  # fmt: skip
+    un.add_argument("--out", required=True, help="folder for the unlearned model and report")
+    un.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    _add_common(un)
+
+    run = sub.add_parser("run", help="train/cache, retrain, unlearn with several methods, report")
+    run.add_argument("--dataset", default="digits")
+    run.add_argument("--model", default="cnn")
+    run.add_argument("--forget-class", action="append", help="index or name (repeatable)")
+    run.add_argument("--methods", default="boundary_shrink,boundary_expanding")
+    run.add_argument("--forget-fraction", type=float, default=1.0)
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--epochs", type=int, default=20, help="original and retrain epochs")
+    run.add_argument("--lr", type=float, default=0.01, help="original and retrain lr")
+    run.add_argument("--batch-size", type=int, default=64)
+    run.add_argument("--set", action="append", default=[], metavar="METHOD.NAME=VALUE",
+                     help="method hyperparameter, e.g. --set boundary_shrink.eps=0.05")  # fmt: skip
+    run.add_argument("--out", required=True)
+    _add_common(run)
+
+    sub.add_parser("methods", help="list the registered unlearning methods")
+    sub.add_parser("models", help="list the registered models")
+    return parser
+
+
+def _echo(quiet: bool) -> Any:
+    return None if quiet else (lambda msg: print(msg, flush=True))
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .experiment import ExperimentConfig, run_experiment
+
+    config = ExperimentConfig(**demo_settings(args))
+    run_experiment(config, args.out, echo=_echo(args.quiet))
+    if not args.quiet:
+        print(f"\nreports written to {Path(args.out) / 'report.md'} and report.json")
+    return 0
+
+
+def demo_settings(args: argparse.Namespace) -> dict[str, Any]:
+    from .experiment import DEMO_HYPERPARAMETERS
+
+    return {
+        "dataset": "digits",
+        "model": "cnn",
+        "forget_classes": [args.forget_class],
+        "methods": ["boundary_shrink", "boundary_expanding"],
+        "hyperparameters": DEMO_HYPERPARAMETERS,
+        "seed": args.seed,
+        "epochs": 20,
+        "data_root": args.data_root,
+        "cache_dir": args.cache_dir,
+        "device": args.device,
+        "progress": not args.quiet,
+    }
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .experiment import ExperimentConfig, save_original
+
+    config = ExperimentConfig(
+        dataset=args.dataset,
+        model=args.model,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        weight_decay=args.weight_decay,
+        optimizer=args.optimizer,
+        seed=args.seed,
+        data_root=args.data_root,
+        download=args.download,
+        cache_dir=args.cache_dir,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    meta, reused = save_original(config, args.out)
+    if not args.quiet:
+        verb = "reused" if reused else "trained"
+        print(
+            f"{verb} {meta['model']} on {meta['dataset']}: test accuracy "
+            f"{100 * meta['test_accuracy']:.2f}% -> {Path(args.out) / 'model.safetensors'}"
+        )
+    return 0
+
+
+def _cmd_unlearn(args: argparse.Namespace) -> int:
+    from .experiment import unlearn_checkpoint
+
+    report = unlearn_checkpoint(
+        checkpoint=args.checkpoint,
+        method=args.method,
+        forget_classes=args.forget_class,
+        out=args.out,
+        dataset=args.dataset,
+        model=args.model,
+        data_root=args.data_root,
+        download=args.download,
+        forget_fraction=args.forget_fraction,
+        seed=args.seed,
+        hyperparameters=_parse_sets(args.set, scoped=False),
+        overwrite=args.overwrite,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    if not args.quiet:
+        acc = report["results"][args.method]["acc"]
+        before = report["results"]["original"]["acc"]
+        print(
+            f"{args.method}: forget accuracy {100 * before['forget']:.2f}% -> "
+            f"{100 * acc['forget']:.2f}%, test-retain accuracy {100 * before['test_retain']:.2f}%"
+            f" -> {100 * acc['test_retain']:.2f}%; wrote {args.out}"
+        )
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .experiment import ExperimentConfig, run_experiment
+
+    config = ExperimentConfig(
+        dataset=args.dataset,
+        model=args.model,
+        forget_classes=args.forget_class or [3],
+        methods=[m.strip() for m in args.methods.split(",") if m.strip()],
+        hyperparameters=_parse_sets(args.set, scoped=True),
+        forget_fraction=args.forget_fraction,
+        seed=args.seed,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        data_root=args.data_root,
+        download=args.download,
+        cache_dir=args.cache_dir,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    run_experiment(config, args.out, echo=_echo(args.quiet))
+    return 0
+
+
+def _cmd_methods(args: argparse.Namespace) -> int:
+    from .methods import list_methods
+
+    for name in list_methods():
+        print(name)
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from .models import list_models
+
+    for name in list_models():
+        print(name)
+    return 0
+
+
+COMMANDS = {
+    "demo": _cmd_demo,
+    "train": _cmd_train,
+    "unlearn": _cmd_unlearn,
+    "run": _cmd_run,
+    "methods": _cmd_methods,
+    "models": _cmd_models,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``bunlearn``; returns the exit code (2 for bad input)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UnlearningError as exc:
+        print(f"bunlearn: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bunlearn: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,417 @@
+"""Dataset loaders. Every loader returns in-memory ``TensorDataset``s of pixel values in [0, 1].
+
+Nothing is ever fetched from the network unless ``download=True`` is passed explicitly; a
+missing file raises :class:`~boundary_unlearning.errors.DataError` with one line that says
+where to put it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import pickle
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch.utils.data import TensorDataset
+
+from ..errors import DataError, unknown_name
+
+__all__ = ["DatasetInfo", "list_datasets", "load_dataset"]
+
+FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_CLASSES = (
+    "t-shirt/top", "trouser", "pullover", "dress", "coat",
+    "sandal", "shirt", "sneaker", "bag", "ankle boot",
+)  # fmt: skip
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer",
+    "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model needs to know about a dataset."""
+
+    name: str
+    classes: tuple[str, ...]
+    image_shape: tuple[int, int, int]  # (channels, height, width)
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def in_channels(self) -> int:
+        return self.image_shape[0]
+
+    @property
+    def image_size(self) -> int:
+        return self.image_shape[1]
+
+    def class_index(self, name_or_index: str | int) -> int:
+        """Resolve a class given by index (``3``, ``"3"``) or by name (``"dress"``)."""
+        if isinstance(name_or_index, int):
+            index = name_or_index
+        elif name_or_index.strip().lstrip("-").isdigit():
+            index = int(name_or_index)
+        else:
+            lowered = [c.lower() for c in self.classes]
+            if name_or_index.lower() not in lowered:
+                raise unknown_name(f"class of {self.name}", name_or_index, self.classes)
+            return lowered.index(name_or_index.lower())
+        if not 0 <= index < self.num_classes:
+            raise DataError(
+                f"forget class {index} is outside {self.name}'s classes 0..{self.num_classes - 1}; "
+                f"pick one of 0..{self.num_classes - 1} or a class name"
+            )
+        return index
+
+
+def _stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    mean = images.mean(dim=(0, 2, 3))
+    std = images.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    return tuple(round(float(m), 4) for m in mean), tuple(round(float(s), 4) for s in std)
+
+
+def _finish(
+    name: str,
+    classes: tuple[str, ...],
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    mean_std: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+) -> tuple[TensorDataset, TensorDataset, DatasetInfo]:
+    mean, std = mean_std if mean_std is not None else _stats(train_x)
+    info = DatasetInfo(name, classes, tuple(train_x.shape[1:]), mean, std)  # type: ignore[arg-type]
+    return TensorDataset(train_x, train_y), TensorDataset(test_x, test_y), info
+
+
+# --------------------------------------------------------------------------- digits
+def _load_digits(root: Path | None, download: bool, **_: Any) -> tuple[Any, Any, DatasetInfo]:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    images = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)
+    labels = torch.from_numpy(bunch.target.astype(np.int64))
+    # A fixed, stratified 80/20 split: the same for every experiment seed.
+    train_idx, test_idx = train_test_split(
+        np.arange(len(labels)), test_size=0.2, random_state=0, stratify=bunch.target
+    )
+    tr, te = torch.from_numpy(train_idx), torch.from_numpy(test_idx)
+    classes = tuple(str(i) for i in range(10))
+    return _finish("digits", classes, images[tr], labels[tr], images[te], labels[te])
+
+
+# --------------------------------------------------------------------- fashion-mnist
+def _read_idx(path: Path, expected_dims: int) -> np.ndarray[Any, Any]:
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise DataError(f"{path} is not a valid gzip file ({exc}); re-download it") from None
+    if len(raw) < 4 + 4 * expected_dims:
+        raise DataError(f"{path} is truncated (only {len(raw)} bytes); re-download it")
+    zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
+    if zero != 0 or dtype_code != 0x08 or ndim != expected_dims:
+        raise DataError(
+            f"{path} is not an IDX file of unsigned bytes with {expected_dims} dimensions; "
+            "re-download it"
+        )
+    dims = struct.unpack(">" + "I" * ndim, raw[4 : 4 + 4 * ndim])
+    count = int(np.prod(dims))
+    body = raw[4 + 4 * ndim :]
+    if len(body) != count:
+        raise DataError(
+            f"{path} holds {len(body)} bytes of data but its header promises {count}; "
+            "the file is truncated or corrupt, re-download it"
+        )
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
+
+
+def _find_idx(stem: str, dirs: list[Path]) -> Path | None:
+    for folder in dirs:
+        for name in (stem, stem + ".gz"):
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def _load_fashion_mnist(
+    root: Path | None, download: bool, **_: Any
+) -> tuple[Any, Any, DatasetInfo]:
+    dirs: list[Path] = []
+    if root is not None:
+        dirs += [root, root / "fashion-mnist", root / "FashionMNIST" / "raw"]
+    dirs.append(FASHION_MNIST_SYSTEM_DIR)
+    stems = {
+        "train_x": "train-images-idx3-ubyte",
+        "train_y": "train-labels-idx1-ubyte",
+        "test_x": "t10k-images-idx3-ubyte",
+        "test_y": "t10k-labels-idx1-ubyte",
+    }
+    paths = {key: _find_idx(stem, dirs) for key, stem in stems.items()}
+    missing = [stems[k] for k, p in paths.items() if p is None]
+    if missing and download:
+        from torchvision.datasets import FashionMNIST
+
+        target = root if root is not None else Path("data")
+        FashionMNIST(str(target), train=True, download=True)
+        FashionMNIST(str(target), train=False, download=True)
+        dirs.insert(0, target / "FashionMNIST" / "raw")
+        paths = {key: _find_idx(stem, dirs) for key, stem in stems.items()}
+        missing = [stems[k] for k, p in paths.items() if p is None]
+    if missing:
+        where = root if root is not None else FASHION_MNIST_SYSTEM_DIR
+        raise DataError(
+            f"Fashion-MNIST file {missing[0]}[.gz] not found in {where}: put the four IDX files "
+            "there (apt-get install dataset-fashion-mnist provides them), or pass --download"
+        )
+    arrays = {key: _read_idx(p, 3 if key.endswith("x") else 1) for key, p in paths.items() if p}
+    for split in ("train", "test"):
+        if len(arrays[f"{split}_x"]) != len(arrays[f"{split}_y"]):
+            raise DataError(
+                f"Fashion-MNIST {split} images and labels differ in count "
+                f"({len(arrays[f'{split}_x'])} vs {len(arrays[f'{split}_y'])}); re-download them"
+            )
+        if arrays[f"{split}_y"].size and arrays[f"{split}_y"].max() >= 10:
+            raise DataError(f"Fashion-MNIST {split} labels exceed 9; the label file is corrupt")
+
+    def images(a: np.ndarray[Any, Any]) -> torch.Tensor:
+        return torch.from_numpy(a.astype(np.float32) / 255.0).unsqueeze(1)
+
+    def labels(a: np.ndarray[Any, Any]) -> torch.Tensor:
+        return torch.from_numpy(a.astype(np.int64))
+
+    return _finish(
+        "fashion-mnist",
+        FASHION_MNIST_CLASSES,
+        images(arrays["train_x"]),
+        labels(arrays["train_y"]),
+        images(arrays["test_x"]),
+        labels(arrays["test_y"]),
+    )
+
+
+# --------------------------------------------------------------------------- cifar10
+class _ArrayOnlyUnpickler(pickle.Unpickler):
+    """Unpickles the CIFAR-10 python batches without running arbitrary code.
+
+    Only the few numpy reconstruction helpers those files use may be loaded; anything else
+    (os.system, builtins.eval, ...) is refused.
+    """
+
+    _ALLOWED: ClassVar[frozenset[tuple[str, str]]] = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("numpy.core.multiarray", "scalar"),
+            ("numpy._core.multiarray", "scalar"),
+            ("_codecs", "encode"),
+        }
+    )
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def _cifar_python_batch(path: Path) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    try:
+        with path.open("rb") as fh:
+            entry = _ArrayOnlyUnpickler(io.BytesIO(fh.read()), encoding="latin1").load()
+        data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        labels = np.asarray(entry.get("labels", entry.get("fine_labels")), dtype=np.int64)
+    except Exception as exc:
+        raise DataError(
+            f"{path} is not a CIFAR-10 python batch ({type(exc).__name__}: {exc}); re-download it"
+        ) from None
+    if len(labels) != len(data):
+        raise DataError(f"{path} has {len(data)} images but {len(labels)} labels; re-download it")
+    return data, labels
+
+
+def _cifar_binary_batch(path: Path) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    raw = np.frombuffer(path.read_bytes(), dtype=np.uint8)
+    if raw.size == 0 or raw.size % 3073:
+        raise DataError(f"{path} is not a CIFAR-10 binary batch (size {raw.size}); re-download it")
+    records = raw.reshape(-1, 3073)
+    return records[:, 1:].reshape(-1, 3, 32, 32), records[:, 0].astype(np.int64)
+
+
+def _load_cifar10(root: Path | None, download: bool, **_: Any) -> tuple[Any, Any, DatasetInfo]:
+    root = root if root is not None else Path("data")
+    py_dir, bin_dir = root / "cifar-10-batches-py", root / "cifar-10-batches-bin"
+    if not py_dir.is_dir() and not bin_dir.is_dir() and download:
+        from torchvision.datasets import CIFAR10
+
+        CIFAR10(str(root), train=True, download=True)
+    if py_dir.is_dir():
+        names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+        reader: Callable[[Path], Any] = _cifar_python_batch
+        folder = py_dir
+    elif bin_dir.is_dir():
+        names = [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]
+        reader = _cifar_binary_batch
+        folder = bin_dir
+    else:
+        raise DataError(
+            f"CIFAR-10 not found: put cifar-10-batches-py/ (or cifar-10-batches-bin/) in {root} "
+            "(--data-root), or pass --download"
+        )
+    for name in names:
+        if not (folder / name).is_file():
+            raise DataError(f"CIFAR-10 file {folder / name} is missing; re-download CIFAR-10")
+    batches = [reader(folder / name) for name in names]
+    train_x = np.concatenate([b[0] for b in batches[:-1]])
+    train_y = np.concatenate([b[1] for b in batches[:-1]])
+    test_x, test_y = batches[-1]
+    for arr in (train_y, test_y):
+        if arr.size and (arr.min() < 0 or arr.max() > 9):
+            raise DataError(f"CIFAR-10 labels in {folder} are outside 0..9; the files are corrupt")
+
+    def images(a: np.ndarray[Any, Any]) -> torch.Tensor:
+        return torch.from_numpy(a.astype(np.float32) / 255.0)
+
+    return _finish(
+        "cifar10",
+        CIFAR10_CLASSES,
+        images(train_x),
+        torch.from_numpy(train_y),
+        images(test_x),
+        torch.from_numpy(test_y),
+    )
+
+
+# ----------------------------------------------------------------------- imagefolder
+def _read_folder(folder: Path, classes: list[str], image_size: int) -> tuple[Any, Any]:
+    from PIL import Image, UnidentifiedImageError
+
+    images: list[np.ndarray[Any, Any]] = []
+    labels: list[int] = []
+    for index, cls in enumerate(classes):
+        files = sorted(p for p in (folder / cls).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+        for path in files:
+            try:
+                with Image.open(path) as img:
+                    rgb = img.convert("RGB").resize(
+                        (image_size, image_size), Image.Resampling.BILINEAR
+                    )
+                    images.append(np.asarray(rgb, dtype=np.uint8))
+            except (UnidentifiedImageError, OSError) as exc:
+                raise DataError(
+                    f"cannot read image {path} ({exc}); remove or replace the file"
+                ) from None
+            labels.append(index)
+    if not images:
+        return np.zeros((0, image_size, image_size, 3), np.uint8), np.zeros(0, np.int64)
+    return np.stack(images), np.asarray(labels, dtype=np.int64)
+
+
+def _class_dirs(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _load_imagefolder(
+    root: Path | None,
+    download: bool,
+    *,
+    image_size: int = 64,
+    test_fraction: float = 0.2,
+    split_seed: int = 0,
+    **_: Any,
+) -> tuple[Any, Any, DatasetInfo]:
+    if root is None or not root.is_dir():
+        raise DataError(
+            f"image folder {root} not found: pass --data-root DIR with one sub-folder of images "
+            "per class (or DIR/train and DIR/test, each with one sub-folder per class)"
+        )
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        classes = _class_dirs(root / "train")
+        train_x, train_y = _read_folder(root / "train", classes, image_size)
+        test_classes = _class_dirs(root / "test")
+        if test_classes != classes:
+            raise DataError(
+                f"{root}/train and {root}/test have different class folders; make them match"
+            )
+        test_x, test_y = _read_folder(root / "test", classes, image_size)
+    else:
+        classes = _class_dirs(root)
+        all_x, all_y = _read_folder(root, classes, image_size)
+        rng = np.random.default_rng(split_seed)
+        test_mask = np.zeros(len(all_y), dtype=bool)
+        for index in range(len(classes)):
+            members = np.flatnonzero(all_y == index)
+            rng.shuffle(members)
+            n_test = round(len(members) * test_fraction)
+            n_test = min(max(n_test, 1), len(members) - 1) if len(members) > 1 else 0
+            test_mask[members[:n_test]] = True
+        train_x, train_y = all_x[~test_mask], all_y[~test_mask]
+        test_x, test_y = all_x[test_mask], all_y[test_mask]
+    if len(classes) < 2:
+        raise DataError(f"{root} has {len(classes)} class folder(s); unlearning needs at least 2")
+    empty = [c for i, c in enumerate(classes) if not (train_y == i).any()]
+    if empty:
+        raise DataError(f"class folder '{empty[0]}' in {root} has no readable training images")
+
+    def images(a: np.ndarray[Any, Any]) -> torch.Tensor:
+        return torch.from_numpy(a.astype(np.float32) / 255.0).permute(0, 3, 1, 2).contiguous()
+
+    return _finish(
+        "imagefolder",
+        tuple(classes),
+        images(train_x),
+        torch.from_numpy(train_y),
+        images(test_x),
+        torch.from_numpy(test_y),
+    )
+
+
+_LOADERS: dict[str, Callable[..., tuple[Any, Any, DatasetInfo]]] = {
+    "digits": _load_digits,
+    "fashion-mnist": _load_fashion_mnist,
+    "cifar10": _load_cifar10,
+    "imagefolder": _load_imagefolder,
+}
+
+
+def list_datasets() -> list[str]:
+    """Names accepted by :func:`load_dataset`."""
+    return sorted(_LOADERS)
+
+
+def load_dataset(
+    name: str,
+    root: str | Path | None = None,
+    download: bool = False,
+    **options: Any,
+) -> tuple[TensorDataset, TensorDataset, DatasetInfo]:
+    """Load ``name`` as ``(train, test, info)``; images are float tensors in [0, 1].
+
+    ``root`` is the local folder to read from (``fashion-mnist`` also looks in
+    ``/usr/share/datasets/fashion-mnist``). ``download=True`` fetches the data set with
+    torchvision first (needs internet). ``imagefolder`` accepts ``image_size`` (default 64),
+    ``test_fraction`` (0.2) and ``split_seed`` (0) for its seeded, per-class train/test split.
+    """
+    key = name.lower().replace("_", "-")
+    key = {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10", "fmnist": "fashion-mnist"}.get(
+        key, key
+    )
+    if key not in _LOADERS:
+        raise unknown_name("dataset", name, _LOADERS)
+    return _LOADERS[key](Path(root) if root is not None else None, download, **options)

@@ -1,0 +1,92 @@
+"""Helpers the methods share: input checks, copying, locating the classification head."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._utils import eval_mode, model_device
+from ..data.split import UnlearningData, to_tensors
+from ..errors import DataError, ModelError
+
+__all__ = ["check_inputs", "find_head", "forget_tensors", "replace_module", "working_copy"]
+
+
+def forget_tensors(data: UnlearningData, method: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """D_f as tensors; an empty forget set is an error (there is nothing to unlearn)."""
+    if len(data.forget) == 0:  # type: ignore[arg-type]
+        raise DataError(
+            f"{method}: the forget set is empty; choose a forget class with training samples "
+            "or a larger forget fraction"
+        )
+    return to_tensors(data.forget)
+
+
+def check_inputs(model: nn.Module, data: UnlearningData, method: str) -> None:
+    """Fail early, with a clear message, if ``model`` cannot classify ``data``."""
+    x, _ = forget_tensors(data, method)
+    probe = x[:2].to(model_device(model))
+    try:
+        with eval_mode(model), torch.inference_mode():
+            out = model(probe)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelError(
+            f"{method}: the model cannot take images of shape {tuple(x.shape[1:])} ({first}); "
+            "use a model built for this data set's channels and size"
+        ) from None
+    if out.dim() != 2 or out.shape[1] != data.num_classes:
+        raise ModelError(
+            f"{method}: the model outputs {tuple(out.shape[1:])} values per image but the data "
+            f"has {data.num_classes} classes; use a model with {data.num_classes} outputs"
+        )
+
+
+def working_copy(model: nn.Module) -> nn.Module:
+    """A deep copy to train; the caller's model is never touched."""
+    clone = copy.deepcopy(model)
+    for p in clone.parameters():
+        p.requires_grad_(True)
+    return clone
+
+
+def find_head(model: nn.Module, num_classes: int, head: str | None = None) -> tuple[str, nn.Linear]:
+    """The final ``nn.Linear`` producing the ``num_classes`` logits, by name or automatically.
+
+    Automatic search takes the last registered ``nn.Linear`` with ``num_classes`` outputs.
+    """
+    if head is not None:
+        try:
+            module = model.get_submodule(head)
+        except AttributeError:
+            names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+            raise ModelError(
+                f"the model has no module '{head}'; its linear layers are: {', '.join(names)}"
+            ) from None
+        if not isinstance(module, nn.Linear):
+            raise ModelError(f"head '{head}' is a {type(module).__name__}, not an nn.Linear")
+        return head, module
+    found: tuple[str, nn.Linear] | None = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and module.out_features == num_classes:
+            found = (name, module)
+    if found is None:
+        raise ModelError(
+            f"could not find the final nn.Linear layer with {num_classes} outputs; pass "
+            "head='<name of the classification layer>' (e.g. head='fc')"
+        )
+    return found
+
+
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Swap the submodule at dotted path ``name`` for ``new``."""
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, attr, new)
+
+
+def describe(**values: Any) -> str:
+    return ", ".join(f"{k}={v}" for k, v in values.items())

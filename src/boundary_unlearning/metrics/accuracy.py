@@ -1,0 +1,48 @@
+"""Batched inference and accuracy on the paper's four sets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from .._utils import eval_mode, model_device
+from ..data.split import UnlearningData, to_tensors
+
+__all__ = ["accuracy", "evaluate", "predict_logits"]
+
+
+def predict_logits(
+    model: nn.Module, inputs: torch.Tensor, *, batch_size: int = 1024
+) -> torch.Tensor:
+    """Logits of ``model`` on ``inputs`` in eval mode (mode restored), on the model's device."""
+    device = model_device(model)
+    outs: list[torch.Tensor] = []
+    with eval_mode(model), torch.inference_mode():
+        for start in range(0, len(inputs), batch_size):
+            outs.append(model(inputs[start : start + batch_size].to(device)))
+    if not outs:
+        return torch.zeros((0, 0), device=device)
+    return torch.cat(outs)
+
+
+def accuracy(model: nn.Module, dataset: Dataset[Any], *, batch_size: int = 1024) -> float:
+    """Fraction of ``dataset`` that ``model`` classifies correctly (NaN for an empty set)."""
+    x, y = to_tensors(dataset)
+    if len(y) == 0:
+        return float("nan")
+    logits = predict_logits(model, x, batch_size=batch_size)
+    return float((logits.argmax(1).cpu() == y).float().mean())
+
+
+def evaluate(model: nn.Module, data: UnlearningData, *, batch_size: int = 1024) -> dict[str, float]:
+    """Accuracy on D_r, D_f (the whole forgotten class), D_tr and D_tf (higher on retain sets
+    is better; on forget sets the retrained model's value, about 0, is the target)."""
+    return {
+        "retain": accuracy(model, data.retain, batch_size=batch_size),
+        "forget": accuracy(model, data.forget_eval, batch_size=batch_size),
+        "test_retain": accuracy(model, data.test_retain, batch_size=batch_size),
+        "test_forget": accuracy(model, data.test_forget, batch_size=batch_size),
+    }

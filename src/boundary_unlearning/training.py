@@ -1,0 +1,210 @@
+"""The one training loop. Everything that trains (the original model, retraining, the
+fine-tuning inside every unlearning method) goes through :func:`fit`.
+
+Data is held as tensors on the model's device and batched by a seeded permutation, so an
+epoch does no data-loader work and no per-batch host synchronisation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Literal, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from ._utils import model_device
+from .data.split import to_tensors
+from .errors import DataError, DivergenceError, HyperparameterError
+
+__all__ = ["LossFn", "StepCallback", "cross_entropy_loss", "fit", "set_bn_mode", "train"]
+
+Batch = tuple[torch.Tensor, ...]
+LossFn = Callable[[nn.Module, Batch], torch.Tensor]
+OptimizerName = Literal["sgd", "adam"]
+BNMode = Literal["train", "freeze"]
+
+
+class StepCallback(Protocol):
+    """Called around every optimiser step (e.g. to record parameter updates)."""
+
+    def before_step(self, step: int, batch: Batch) -> None: ...
+
+    def after_step(self, step: int, batch: Batch) -> None: ...
+
+
+def cross_entropy_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
+    """Mean cross-entropy of ``model(x)`` against ``y`` for a batch ``(x, y, ...)``."""
+    return F.cross_entropy(model(batch[0]), batch[1])
+
+
+def set_bn_mode(model: nn.Module, bn: BNMode) -> None:
+    """Put the model in train mode; with ``bn="freeze"`` BatchNorm layers stay in eval mode
+    (running statistics are used and not updated; their affine weights still train)."""
+    model.train()
+    if bn == "freeze":
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+    elif bn != "train":
+        raise HyperparameterError(f"bn='{bn}' is not one of 'train', 'freeze'")
+
+
+def check_positive(**values: float | int) -> None:
+    """Raise a clear error for a hyperparameter that must be > 0."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise HyperparameterError(f"{name}={value!r} must be a number")
+        if not math.isfinite(value) or value <= 0:
+            raise HyperparameterError(f"{name}={value} must be a positive number")
+
+
+def check_non_negative(**values: float | int) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise HyperparameterError(f"{name}={value!r} must be a number")
+        if not math.isfinite(value) or value < 0:
+            raise HyperparameterError(f"{name}={value} must be zero or positive")
+
+
+def make_optimizer(
+    params: Iterable[nn.Parameter],
+    optimizer: OptimizerName,
+    *,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+) -> torch.optim.Optimizer:
+    if optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    raise HyperparameterError(f"optimizer='{optimizer}' is not one of 'sgd', 'adam'")
+
+
+def fit(
+    model: nn.Module,
+    tensors: Sequence[torch.Tensor],
+    loss_fn: LossFn = cross_entropy_loss,
+    *,
+    epochs: int,
+    lr: float,
+    optimizer: OptimizerName = "sgd",
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    batch_size: int = 64,
+    seed: int = 0,
+    bn: BNMode = "train",
+    parameters: Iterable[nn.Parameter] | None = None,
+    callbacks: Sequence[StepCallback] = (),
+    progress: bool = False,
+    desc: str = "training",
+) -> nn.Module:
+    """Train ``model`` in place on ``tensors`` (all indexed together) and return it in eval mode.
+
+    Each step draws a batch ``tuple(t[idx] for t in tensors)`` from a permutation made by a
+    ``torch.Generator`` seeded with ``seed`` and minimises ``loss_fn(model, batch)``.
+    ``epochs=0`` returns the model unchanged. A NaN or infinite loss raises
+    :class:`DivergenceError` naming the step.
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise HyperparameterError(f"epochs={epochs!r} must be a non-negative integer")
+    check_positive(lr=lr)
+    check_non_negative(momentum=momentum, weight_decay=weight_decay)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise HyperparameterError(f"batch_size={batch_size!r} must be a positive integer")
+    device = model_device(model)
+    data = tuple(t.to(device) for t in tensors)
+    n = len(data[0])
+    if any(len(t) != n for t in data):
+        raise DataError("the tensors passed to fit() differ in length")
+    if n == 0:
+        raise DataError(f"{desc}: no training samples; the data set is empty")
+    if epochs == 0:
+        model.eval()
+        return model
+    params = list(parameters) if parameters is not None else list(model.parameters())
+    opt = make_optimizer(params, optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    generator = torch.Generator().manual_seed(seed)
+    steps_per_epoch = math.ceil(n / batch_size)
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)
+    bar = tqdm(
+        total=epochs * steps_per_epoch, desc=desc, disable=not progress, leave=False, unit="step"
+    )
+    set_bn_mode(model, bn)
+    step = 0
+    try:
+        for epoch in range(epochs):
+            order = torch.randperm(n, generator=generator).to(device)
+            running = torch.zeros((), device=device)
+            for start in range(0, n, batch_size):
+                idx = order[start : start + batch_size]
+                batch = tuple(t[idx] for t in data)
+                for cb in callbacks:
+                    cb.before_step(step, batch)
+                opt.zero_grad(set_to_none=True)
+                loss = loss_fn(model, batch)
+                loss.backward()  # type: ignore[no-untyped-call]
+                opt.step()
+                for cb in callbacks:
+                    cb.after_step(step, batch)
+                detached = loss.detach()
+                running += detached
+                bad = ~torch.isfinite(detached) & (first_bad < 0)
+                first_bad = torch.where(bad, torch.full_like(first_bad, step), first_bad)
+                step += 1
+                bar.update(1)
+            bad_step = int(first_bad)  # one host sync per epoch
+            if bad_step >= 0:
+                raise DivergenceError(
+                    f"{desc}: the loss became NaN or infinite at step {bad_step} "
+                    f"(epoch {bad_step // steps_per_epoch + 1}); lower the learning rate "
+                    f"(lr={lr:g})"
+                )
+            bar.set_postfix(epoch=epoch + 1, loss=f"{float(running) / steps_per_epoch:.4f}")
+    finally:
+        bar.close()
+        model.eval()
+    return model
+
+
+def train(
+    model: nn.Module,
+    dataset: Dataset[Any],
+    *,
+    epochs: int = 50,
+    lr: float = 0.01,
+    optimizer: OptimizerName = "sgd",
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    batch_size: int = 64,
+    seed: int = 0,
+    progress: bool = False,
+    desc: str = "train",
+    callbacks: Sequence[StepCallback] = (),
+) -> nn.Module:
+    """Train ``model`` in place with cross-entropy on ``dataset`` and return it (eval mode).
+
+    Defaults are the paper's recipe for the original and retrained models (SGD, lr 0.01,
+    momentum 0.9, batch 64, 50 epochs); weight decay 5e-4 is the usual CIFAR setting.
+    """
+    x, y = to_tensors(dataset)
+    return fit(
+        model,
+        (x, y),
+        cross_entropy_loss,
+        epochs=epochs,
+        lr=lr,
+        optimizer=optimizer,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        batch_size=batch_size,
+        seed=seed,
+        progress=progress,
+        desc=desc,
+        callbacks=callbacks,
+    )

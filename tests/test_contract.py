@@ -1,0 +1,84 @@
+"""Contract tests: every registered method, run on the tiny model and data."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import NUM_CLASSES, same_state, state_snapshot
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from boundary_unlearning import UnlearningData, class_split, list_methods, unlearn
+from boundary_unlearning.errors import DataError, HyperparameterError, UnlearningError
+from boundary_unlearning.methods import get_method
+
+# Methods whose preconditions the tiny fixtures cannot meet get their own tests.
+NEEDS_RECORD = {m for m in list_methods() if get_method(m).cost == "record"}
+FAST = {"epochs": 2}
+
+
+def _fast(name: str) -> dict[str, int]:
+    return {k: v for k, v in FAST.items() if k in get_method(name).hyperparameters}
+
+
+@pytest.mark.parametrize("method", sorted(set(list_methods()) - NEEDS_RECORD))
+def test_method_contract(method: str, tiny_model: nn.Module, tiny_data: UnlearningData) -> None:
+    before = state_snapshot(tiny_model)
+    tiny_model.train()  # the method must also leave the input's mode alone
+    out = unlearn(method, tiny_model, tiny_data, seed=0, **_fast(method))
+    # a new model, input untouched (weights, buffers and mode)
+    assert out is not tiny_model
+    assert same_state(before, state_snapshot(tiny_model))
+    assert tiny_model.training
+    # same output shape, eval mode
+    assert not out.training
+    x = torch.rand(3, 1, 8, 8)
+    assert out(x).shape == (3, NUM_CLASSES)
+    # deterministic under a seed
+    again = unlearn(method, tiny_model, tiny_data, seed=0, **_fast(method))
+    assert same_state(state_snapshot(out), state_snapshot(again))
+
+
+@pytest.mark.parametrize("method", list_methods())
+def test_empty_forget_set_is_a_clear_error(
+    method: str, tiny_model: nn.Module, tiny_data: UnlearningData
+) -> None:
+    empty = TensorDataset(torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long))
+    data = UnlearningData(
+        forget=empty,
+        retain=tiny_data.retain,
+        test_forget=tiny_data.test_forget,
+        test_retain=tiny_data.test_retain,
+        forget_classes=tiny_data.forget_classes,
+        num_classes=tiny_data.num_classes,
+    )
+    with pytest.raises(UnlearningError, match="forget set is empty"):
+        unlearn(method, tiny_model, data, **_fast(method))
+
+
+@pytest.mark.parametrize("method", list_methods())
+def test_unknown_hyperparameter_names_valid_ones(
+    method: str, tiny_model: nn.Module, tiny_data: UnlearningData
+) -> None:
+    with pytest.raises(HyperparameterError, match="valid ones"):
+        unlearn(method, tiny_model, tiny_data, not_a_parameter=1)
+
+
+def test_mistyped_hyperparameter(tiny_model: nn.Module, tiny_data: UnlearningData) -> None:
+    with pytest.raises(HyperparameterError, match="wrong type"):
+        unlearn("boundary_shrink", tiny_model, tiny_data, epochs="ten")
+
+
+def test_model_with_wrong_output_size(tiny_sets: tuple[TensorDataset, TensorDataset]) -> None:
+    from conftest import build_tiny
+
+    data = class_split(*tiny_sets, forget_classes=[0], num_classes=5)
+    with pytest.raises(UnlearningError, match="outputs"):
+        unlearn("boundary_shrink", build_tiny(), data)
+
+
+def test_forget_fraction_that_selects_nothing(
+    tiny_sets: tuple[TensorDataset, TensorDataset],
+) -> None:
+    with pytest.raises(DataError, match="selects no sample"):
+        class_split(*tiny_sets, forget_classes=[0], forget_fraction=0.001)
