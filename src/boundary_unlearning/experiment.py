@@ -66,6 +66,10 @@ class ExperimentConfig:
     download: bool = False
     model: str = "cnn"
     model_options: dict[str, Any] = field(default_factory=dict)
+    # Input normalisation inside the model; None = the training set's per-channel statistics
+    # (the paper's CIFAR-10 setting is mean = std = 0.5).
+    mean: list[float] | None = None
+    std: list[float] | None = None
     forget_classes: list[int | str] = field(default_factory=lambda: [3])
     forget_fraction: float = 1.0
     methods: list[str] = field(default_factory=lambda: ["boundary_shrink", "boundary_expanding"])
@@ -147,8 +151,8 @@ def _model_metadata(config: ExperimentConfig, info: DatasetInfo) -> dict[str, An
         "num_classes": info.num_classes,
         "in_channels": info.in_channels,
         "image_size": info.image_size,
-        "mean": list(info.mean),
-        "std": list(info.std),
+        "mean": list(info.mean if config.mean is None else config.mean),
+        "std": list(info.std if config.std is None else config.std),
     }
 
 
@@ -216,8 +220,8 @@ def train_original(
             info.num_classes,
             info.in_channels,
             info.image_size,
-            info.mean,
-            info.std,
+            info.mean if config.mean is None else config.mean,
+            info.std if config.std is None else config.std,
             seed=config.seed,
             **config.model_options,
         )
