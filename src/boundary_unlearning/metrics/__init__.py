@@ -1,5 +1,29 @@
-"""Evaluation metrics: pure functions of a model's outputs."""
+"""Evaluation metrics: pure functions of a model's outputs, each with its direction.
+
+:func:`compute_metrics` runs all of them for one model; :data:`METRIC_INFO` says what each
+reported number means and which way is good.
+"""
 
 from .accuracy import accuracy, evaluate, predict_logits
+from .distances import activation_distance, entropy, js_divergence, zrf_score
+from .mia import confidence_svc, entropy_attack, loss_lr, paper_asr, ulira
+from .relearn import relearn_steps
+from .suite import METRIC_INFO, compute_metrics
 
-__all__ = ["accuracy", "evaluate", "predict_logits"]
+__all__ = [
+    "METRIC_INFO",
+    "accuracy",
+    "activation_distance",
+    "compute_metrics",
+    "confidence_svc",
+    "entropy",
+    "entropy_attack",
+    "evaluate",
+    "js_divergence",
+    "loss_lr",
+    "paper_asr",
+    "predict_logits",
+    "relearn_steps",
+    "ulira",
+    "zrf_score",
+]

@@ -1,0 +1,58 @@
+"""Relearn time: how quickly a few forget samples bring the forgotten class back.
+
+A model that only *hid* the class (e.g. suppressed its logit) relearns it in a handful of
+steps; a model that never knew it (the retrained model) needs many more. Compare each
+method's count with the retrained model's (Golatkar et al. CVPR 2020; Tarun et al. 2023).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from ..data.split import UnlearningData, to_tensors
+from .accuracy import predict_logits
+
+__all__ = ["relearn_steps"]
+
+
+def relearn_steps(
+    model: nn.Module,
+    data: UnlearningData,
+    *,
+    samples: int = 8,
+    threshold: float = 0.5,
+    max_steps: int = 50,
+    lr: float = 0.01,
+    seed: int = 0,
+) -> int:
+    """Full-batch SGD steps (no momentum, BatchNorm frozen, through :func:`training.fit`) on
+    ``samples`` seeded forget samples of a *copy* of ``model`` until its accuracy on the whole
+    forget set (D_f) reaches ``threshold``.
+
+    Returns 0 when the model already reaches it, and ``max_steps`` when it does not within the
+    cap. Closer to the retrained model's value is better (fewer steps = the class was hidden,
+    not forgotten). ``model`` is not modified.
+    """
+    from ..training import fit
+
+    forget_x, forget_y = to_tensors(data.forget_eval)
+    if len(forget_y) == 0:
+        return 0
+    gen = torch.Generator().manual_seed(seed)
+    pick = torch.randperm(len(forget_y), generator=gen)[: max(1, samples)]
+    few = (forget_x[pick], forget_y[pick])
+    work = copy.deepcopy(model)
+
+    def forget_accuracy() -> float:
+        logits = predict_logits(work, forget_x)
+        return float((logits.argmax(1).cpu() == forget_y).float().mean())
+
+    for step in range(max_steps):
+        if forget_accuracy() >= threshold:
+            return step
+        fit(work, few, epochs=1, lr=lr, momentum=0.0, batch_size=len(pick), seed=seed + step,
+            bn="freeze", desc="relearn")  # fmt: skip
+    return max_steps
