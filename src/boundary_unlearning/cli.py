@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from .errors import HyperparameterError, UnlearningError
+from .errors import ConfigError, HyperparameterError, UnlearningError
 
 DEMO_OUT = "bunlearn-demo"
 
@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default=DEMO_OUT, help=f"output folder (default {DEMO_OUT})")
     demo.add_argument("--forget-class", default="3", help="class to forget (default 3)")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--overwrite", action="store_true", help="replace an earlier demo's output")
     _add_common(demo)
 
     tr = sub.add_parser("train", help="train an original model and save it (cached)")
@@ -92,20 +93,55 @@ def build_parser() -> argparse.ArgumentParser:
     un.add_argument("--overwrite", action="store_true", help="replace an existing output")
     _add_common(un)
 
-    run = sub.add_parser("run", help="train/cache, retrain, unlearn with several methods, report")
-    run.add_argument("--dataset", default="digits")
-    run.add_argument("--model", default="cnn")
-    run.add_argument("--forget-class", action="append", help="index or name (repeatable)")
-    run.add_argument("--methods", default="boundary_shrink,boundary_expanding")
-    run.add_argument("--forget-fraction", type=float, default=1.0)
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--epochs", type=int, default=20, help="original and retrain epochs")
-    run.add_argument("--lr", type=float, default=0.01, help="original and retrain lr")
-    run.add_argument("--batch-size", type=int, default=64)
+    run = sub.add_parser(
+        "run",
+        help="train/cache, retrain, unlearn with several methods and seeds, report",
+        description="Every option may also come from --config FILE.yaml (keys = the option "
+        "names with underscores, e.g. forget_classes, hyperparameters); flags given here "
+        "override the file. A method whose loss diverges is reported as failed and the "
+        "others still run (exit code 0, one warning line per failure). Interrupted? Rerun "
+        "the same command with --resume.",
+    )
+    run.add_argument("--config", help="YAML file of options (ExperimentConfig fields)")
+    run.add_argument("--dataset", help="data set (default digits)")
+    run.add_argument("--model", help="architecture (default cnn)")
+    run.add_argument("--forget-class", action="append",
+                     help="index or name (repeatable; default 3)")  # fmt: skip
+    run.add_argument("--methods", help="comma-separated (default: both Boundary methods)")
+    run.add_argument("--forget-fraction", type=float, help="fraction of D_f used (default 1)")
+    run.add_argument("--seed", type=int, help="a single seed (default 0)")
+    run.add_argument("--seeds", help="several seeds, e.g. 0,1,2: mean and std across them")
+    run.add_argument("--epochs", type=int, help="original and retrain epochs (default 20)")
+    run.add_argument("--lr", type=float, help="original and retrain lr (default 0.01)")
+    run.add_argument("--batch-size", type=int, help="original and retrain batch (default 64)")
     run.add_argument("--set", action="append", default=[], metavar="METHOD.NAME=VALUE",
                      help="method hyperparameter, e.g. --set boundary_shrink.eps=0.05")  # fmt: skip
-    run.add_argument("--out", required=True)
+    run.add_argument("--ulira", action="store_true", default=None,
+                     help="also run the U-LiRA attack (shadow models; slow)")  # fmt: skip
+    run.add_argument("--no-relearn", dest="relearn", action="store_false", default=None,
+                     help="skip the relearn-time metric")  # fmt: skip
+    run.add_argument("--out", required=True, help="output folder")
+    run.add_argument("--resume", action="store_true",
+                     help="continue an interrupted run, reusing its finished stages")  # fmt: skip
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace the results of an earlier run in --out")  # fmt: skip
     _add_common(run)
+    run.set_defaults(device=None, download=None, quiet=None)  # None = not given: keep config's
+
+    rep_p = sub.add_parser("report", help="re-render the reports of a run from its report.json")
+    rep_p.add_argument("dir", help="the --out folder of a `bunlearn run`")
+    rep_p.add_argument("--quiet", action="store_true", help="print nothing")
+
+    rep = sub.add_parser("reproduce", help="run a suite of the paper's studies from a YAML config")
+    rep.add_argument("--suite", help="shipped suite name (see --list) or a suite YAML file")
+    rep.add_argument("--out", help="output folder (summary.md, one folder per study)")
+    rep.add_argument("--quick", action="store_true", help="the suite's reduced smoke settings")
+    rep.add_argument("--studies", help="comma-separated studies to run (default: all)")
+    rep.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                     help="override the suite, e.g. --set experiment.epochs=5 or "
+                          "--set studies.main.seeds=[0]")  # fmt: skip
+    rep.add_argument("--list", action="store_true", help="list the shipped suites and exit")
+    _add_common(rep)
 
     sub.add_parser("methods", help="list the registered unlearning methods")
     sub.add_parser("models", help="list the registered models")
@@ -120,7 +156,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .experiment import ExperimentConfig, run_experiment
 
     config = ExperimentConfig(**demo_settings(args))
-    run_experiment(config, args.out, echo=_echo(args.quiet))
+    report = run_experiment(config, args.out, echo=_echo(args.quiet), overwrite=args.overwrite)
+    _print_failures(report)
     if not args.quiet:
         print(f"\nreports written to {Path(args.out) / 'report.md'} and report.json")
     return 0
@@ -202,28 +239,114 @@ def _cmd_unlearn(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``ExperimentConfig`` fields the user gave as ``bunlearn run`` flags."""
+    given: dict[str, Any] = {
+        "dataset": args.dataset,
+        "model": args.model,
+        "forget_classes": args.forget_class,
+        "forget_fraction": args.forget_fraction,
+        "seed": args.seed,
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "data_root": args.data_root,
+        "download": args.download,
+        "cache_dir": args.cache_dir,
+        "device": args.device,
+        "ulira": args.ulira,
+        "relearn": args.relearn,
+        "progress": False if args.quiet else None,
+    }
+    if args.methods is not None:
+        given["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if args.seeds is not None:
+        try:
+            given["seeds"] = [int(s) for s in args.seeds.split(",") if s.strip()]
+        except ValueError:
+            raise ConfigError(
+                f"--seeds {args.seeds!r} is not a comma-separated list of integers, e.g. 0,1,2"
+            ) from None
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
+    from .config import config_from_file
     from .experiment import ExperimentConfig, run_experiment
 
-    config = ExperimentConfig(
-        dataset=args.dataset,
-        model=args.model,
-        forget_classes=args.forget_class or [3],
-        methods=[m.strip() for m in args.methods.split(",") if m.strip()],
-        hyperparameters=_parse_sets(args.set, scoped=True),
-        forget_fraction=args.forget_fraction,
-        seed=args.seed,
-        epochs=args.epochs,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        data_root=args.data_root,
-        download=args.download,
-        cache_dir=args.cache_dir,
-        device=args.device,
-        progress=not args.quiet,
-    )
-    run_experiment(config, args.out, echo=_echo(args.quiet))
+    overrides = run_settings(args)
+    if args.config:
+        config = config_from_file(args.config, overrides)
+    else:
+        config = ExperimentConfig.from_dict(overrides)
+    if args.seed is not None and args.seeds is None:
+        config.seeds = None  # --seed on the command line replaces the file's seeds
+    for method, values in _parse_sets(args.set, scoped=True).items():
+        config.hyperparameters = {
+            **config.hyperparameters,
+            method: {**config.hyperparameters.get(method, {}), **values},
+        }
+    try:
+        report = run_experiment(
+            config, args.out, echo=_echo(bool(args.quiet)), resume=args.resume,
+            overwrite=args.overwrite,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        print(
+            f"bunlearn: interrupted; finished stages are kept in {Path(args.out) / 'stages'}; "
+            "rerun the same command with --resume to continue",
+            file=sys.stderr,
+        )
+        return 130
+    _print_failures(report)
+    if not args.quiet:
+        print(f"\nreports written to {args.out} (report.json, report.md, config.yaml)")
     return 0
+
+
+def _print_failures(report: dict[str, Any]) -> None:
+    """One warning line per failed method (the run itself still succeeds: exit code 0)."""
+    for name, message in report.get("failed", {}).items():
+        print(f"bunlearn: warning: {name} failed: {message}", file=sys.stderr)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .experiment import rerender_reports
+
+    rerender_reports(args.dir)
+    if not args.quiet:
+        print(f"re-rendered the reports in {args.dir} from its report.json")
+    return 0
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from .reproduce import list_suites, load_suite, run_suite
+
+    if args.list:
+        for name in list_suites():
+            print(name)
+        return 0
+    if not args.suite or not args.out:
+        raise HyperparameterError("reproduce needs --suite NAME and --out DIR (or --list)")
+    suite = load_suite(args.suite, quick=args.quick, overrides=_parse_sets(args.set, False))
+    record = run_suite(
+        suite,
+        args.out,
+        studies=[s.strip() for s in args.studies.split(",") if s.strip()] if args.studies else None,
+        data_root=args.data_root,
+        download=args.download or None,
+        cache_dir=args.cache_dir,
+        device=None if args.device == "auto" else args.device,
+        progress=not args.quiet,
+        command=" ".join(["bunlearn", *sys.argv[1:]]),
+        echo=_echo(args.quiet),
+    )
+    failed = {k: v["error"] for k, v in record["studies"].items() if "error" in v}
+    if not args.quiet:
+        print(f"\nsummary: {Path(args.out) / 'summary.md'} ({record['seconds']:.0f} s)")
+    for name, error in failed.items():
+        print(f"bunlearn: study {name} failed: {error}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _cmd_methods(args: argparse.Namespace) -> int:
@@ -247,8 +370,10 @@ COMMANDS = {
     "train": _cmd_train,
     "unlearn": _cmd_unlearn,
     "run": _cmd_run,
+    "report": _cmd_report,
     "methods": _cmd_methods,
     "models": _cmd_models,
+    "reproduce": _cmd_reproduce,
 }
 
 

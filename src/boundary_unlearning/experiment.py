@@ -4,7 +4,11 @@ run each method (timed) -> evaluate -> write reports."""
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
+import math
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,8 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
-from ._utils import atomic_write_json, atomic_write_text
+from ._utils import atomic_write_json, atomic_write_text, model_device
 from .checkpoint import (
     checkpoint_paths,
     config_hash,
@@ -23,8 +28,15 @@ from .checkpoint import (
     read_metadata,
     save_checkpoint,
 )
+from .config import check_config_values, write_resolved_config
 from .data import DatasetInfo, UnlearningData, class_split, load_dataset
-from .errors import CheckpointError, ConfigError, OutputError, UnlearningError
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    DivergenceError,
+    OutputError,
+    UnlearningError,
+)
 from .methods import get_method, unlearn, unlearning_stats, validate_hyperparameters
 from .metrics import accuracy, evaluate
 from .models import create_model
@@ -32,14 +44,25 @@ from .report import format_table, write_reports
 from .training import train
 
 __all__ = [
+    "DEMO_HYPERPARAMETERS",
     "ExperimentConfig",
+    "aggregate_seeds",
+    "check_output_dir",
     "default_cache_dir",
+    "load_report",
     "prepare_data",
+    "random_model",
+    "rerender_reports",
     "run_experiment",
+    "save_original",
     "train_original",
+    "train_retrained",
+    "unlearn_checkpoint",
 ]
 
 RECIPE_VERSION = 1  # bump when the training loop changes what a cached checkpoint holds
+STAGE_VERSION = 1  # bump when what a saved stage of a run holds changes
+RANDOM_MODEL_SEED_OFFSET = 10_000  # the ZRF reference is initialised with seed + this
 
 # Settings `bunlearn demo` uses on digits. The paper's defaults (eps 0.1, lr 1e-5, 10 epochs)
 # barely move a model trained on 1,437 8x8 images (D_f stays at 98% / 91%): digits' pixels
@@ -75,6 +98,9 @@ class ExperimentConfig:
     methods: list[str] = field(default_factory=lambda: ["boundary_shrink", "boundary_expanding"])
     hyperparameters: dict[str, dict[str, Any]] = field(default_factory=dict)
     seed: int = 0
+    # Several seeds: each trains its own original and retrained model and runs every method;
+    # the report gives mean and std across them. None = just ``seed``.
+    seeds: list[int] | None = None
     epochs: int = 20
     lr: float = 0.01
     optimizer: str = "sgd"
@@ -84,17 +110,32 @@ class ExperimentConfig:
     device: str = "auto"
     cache_dir: str | None = None
     progress: bool = True
+    # Metrics: the relearn-time test (a short fine-tune per model) and the slow, opt-in U-LiRA
+    # membership-inference attack with shadow models.
+    relearn: bool = True
+    ulira: bool = False
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ExperimentConfig:
-        names = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = [k for k in values if k not in names]
-        if unknown:
-            raise ConfigError(
-                f"unknown config key(s): {', '.join(map(str, unknown))}; valid keys: "
-                f"{', '.join(names)}"
-            )
-        return cls(**values)
+        """A config from a dict (e.g. a YAML file): unknown keys or values of the wrong type
+        raise :class:`ConfigError` naming the key, the expected type and the value."""
+        return cls(**check_config_values(cls, values))
+
+    def seed_list(self) -> list[int]:
+        """The seeds this run covers: ``seeds`` if given, else ``[seed]``."""
+        seeds = [self.seed] if self.seeds is None else list(self.seeds)
+        if not seeds:
+            raise ConfigError("seeds is empty; give at least one seed, e.g. --seeds 0,1,2")
+        for s in seeds:
+            if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+                raise ConfigError(f"seed {s!r} must be a non-negative integer")
+        if len(set(seeds)) != len(seeds):
+            raise ConfigError(f"seeds {seeds} repeat a seed; give each seed once")
+        return seeds
+
+    def for_seed(self, seed: int) -> ExperimentConfig:
+        """This config with a single ``seed`` (what one seed of a multi-seed run uses)."""
+        return dataclasses.replace(self, seed=seed, seeds=None)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -235,90 +276,518 @@ def train_original(
     )
 
 
+def train_retrained(
+    config: ExperimentConfig,
+    info: DatasetInfo,
+    data: UnlearningData,
+    original: nn.Module,
+    orig_meta: dict[str, Any],
+) -> tuple[nn.Module, dict[str, Any], bool]:
+    """Retrain from scratch on D_r (the reference), or reuse the cached retrained model for
+    these settings. Returns ``(model, metadata, reused)``."""
+    cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    device = resolve_device(config.device)
+    classes = list(data.forget_classes)
+    retrain_hp = config.training_recipe()
+    retrain_key = config_hash(
+        {"kind": "retrain", "original": orig_meta["cache_key"], "forget": classes,
+         "forget_fraction": config.forget_fraction, **retrain_hp, "v": RECIPE_VERSION}
+    )  # fmt: skip
+    return _cached_training(
+        cache / "retrained" / retrain_key,
+        {**{k: orig_meta[k] for k in _model_metadata(config, info)}, "cache_key": retrain_key,
+         "forget_classes": classes, "hyperparameters": retrain_hp},
+        lambda: original,
+        lambda m: unlearn("retrain", m, data, **retrain_hp, progress=config.progress),
+        device,
+    )  # fmt: skip
+
+
+def random_model(config: ExperimentConfig, info: DatasetInfo) -> nn.Module:
+    """A freshly initialised (untrained) model of the run's architecture, the ZRF reference.
+
+    Seeded with ``config.seed + RANDOM_MODEL_SEED_OFFSET`` so it is not the original's own
+    initialisation."""
+    meta = _model_metadata(config, info)
+    return create_model(
+        config.model,
+        info.num_classes,
+        info.in_channels,
+        info.image_size,
+        meta["mean"],
+        meta["std"],
+        seed=config.seed + RANDOM_MODEL_SEED_OFFSET,
+        **config.model_options,
+    ).to(resolve_device(config.device))
+
+
+# --- adapters to the metrics and report modules ------------------------------------------
+
+
+def _compute_metrics(
+    model: nn.Module,
+    data: UnlearningData,
+    *,
+    retrained: nn.Module,
+    original: nn.Module,
+    random_net: nn.Module,
+    config: ExperimentConfig,
+) -> dict[str, Any]:
+    """Every metric of ``model`` (accuracies, each MIA attack, JS and activation distance to
+    the retrained model, ZRF, relearn steps)."""
+    from . import metrics
+
+    compute = getattr(metrics, "compute_metrics", None)
+    if compute is None:  # metrics suite not available: accuracies only
+        return {"acc": evaluate(model, data)}
+    result: dict[str, Any] = compute(
+        model,
+        data,
+        retrained=retrained,
+        original=original,
+        random_model=random_net,
+        seed=config.seed,
+        relearn=config.relearn,
+        ulira=config.ulira,
+    )
+    return result
+
+
+def _figure_data(
+    models: dict[str, nn.Module], data: UnlearningData, seed: int
+) -> dict[str, Any] | None:
+    from . import report as report_module
+
+    figure_data = getattr(report_module, "figure_data", None)
+    if figure_data is None:
+        return None
+    result: dict[str, Any] = figure_data(models, data, seed=seed)
+    return result
+
+
+def _render(report: dict[str, Any], out: Path) -> None:
+    """Write ``report.json`` (atomically) and the human-readable reports beside it."""
+    from . import report as report_module
+
+    atomic_write_json(out / "report.json", report)
+    render = getattr(report_module, "render_reports", None)
+    if render is None:
+        write_reports(report, out)
+    else:
+        render(report, out)
+
+
+# --- stages: every finished piece of a run is saved, so --resume can reuse it ---------------
+
+
+class _Stages:
+    """Finished stages of a run under ``out/stages/`` (``None`` folder: keep nothing).
+
+    ``seed-<s>/<name>.json`` holds one model's results (written atomically, last, so it
+    marks the stage finished); ``seed-<s>/<name>-model.safetensors`` its weights where the
+    figures need them; ``figures.json`` the figure data. Each record carries the hash of the
+    settings it was computed with and is reused only when that hash matches."""
+
+    def __init__(self, root: Path | None) -> None:
+        self.root = root
+
+    def _path(self, seed: int | None, name: str) -> Path:
+        assert self.root is not None
+        folder = self.root if seed is None else self.root / f"seed-{seed}"
+        return folder / f"{name}.json"
+
+    def weights_path(self, seed: int, name: str) -> Path:
+        assert self.root is not None
+        return self.root / f"seed-{seed}" / f"{name}-model.safetensors"
+
+    def load(self, seed: int | None, name: str, key: str) -> dict[str, Any] | None:
+        if self.root is None:
+            return None
+        path = self._path(seed, name)
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None  # not finished (or unreadable): compute it again
+        if not isinstance(record, dict) or record.get("key") != key:
+            return None
+        value = record.get("value")
+        return value if isinstance(value, dict) else None
+
+    def save(self, seed: int | None, name: str, key: str, value: dict[str, Any]) -> None:
+        if self.root is not None:
+            atomic_write_json(self._path(seed, name), {"key": key, "value": value})
+
+    def save_weights(self, seed: int, name: str, model: nn.Module, meta: dict[str, Any]) -> None:
+        if self.root is not None:
+            save_checkpoint(model, self.weights_path(seed, name), meta)
+
+    def load_weights(self, seed: int, name: str) -> nn.Module | None:
+        if self.root is None or not self.weights_path(seed, name).is_file():
+            return None
+        try:
+            return load_checkpoint(self.weights_path(seed, name))[0]
+        except UnlearningError:
+            return None
+
+
+_NOT_IN_STAGE_KEY = ("progress", "cache_dir", "device", "download", "methods",
+                     "hyperparameters", "seeds", "seed")  # fmt: skip
+
+
+def _stage_key(config: ExperimentConfig, stage: str, **extra: Any) -> str:
+    """Hash of every setting a stage's result depends on (not device, progress or paths to
+    caches, nor other methods' settings)."""
+    base = {k: v for k, v in config.to_dict().items() if k not in _NOT_IN_STAGE_KEY}
+    return config_hash({**base, "seed": config.seed, "stage": stage, "v": STAGE_VERSION,
+                        **extra})  # fmt: skip
+
+
+def _method_hparams(name: str, config: ExperimentConfig) -> dict[str, Any]:
+    """The hyperparameters method ``name`` runs with: the user's, plus the run's seed."""
+    spec = get_method(name)
+    hparams = {"seed": config.seed, **config.hyperparameters.get(name, {})}
+    return {k: v for k, v in hparams.items() if k in spec.hyperparameters and k != "progress"}
+
+
+# --- aggregation over seeds ------------------------------------------------------------------
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _combine(values: list[Any], how: Callable[[list[float]], float], key: str = "") -> Any:
+    """Combine the same leaf across seeds: numbers by ``how`` (``None``s skipped), dicts key
+    by key, anything else (and hyperparameters) taken from the first seed."""
+    first = values[0]
+    if key == "hyperparameters":
+        return first
+    if isinstance(first, dict):
+        keys = list(dict.fromkeys(k for v in values if isinstance(v, dict) for k in v))
+        return {
+            k: _combine([v.get(k) for v in values if isinstance(v, dict)], how, k) for k in keys
+        }
+    numbers = [float(v) for v in values if _is_number(v)]
+    if numbers and all(v is None or _is_number(v) for v in values):
+        if len(values) == 1:
+            return first if how is _mean else 0.0
+        return how(numbers)
+    return first
+
+
+def _mean(values: list[float]) -> float:
+    return math.fsum(values) / len(values)
+
+
+def _std(values: list[float]) -> float:
+    """Sample standard deviation (n - 1 in the denominator); 0 for a single value."""
+    if len(values) < 2:
+        return 0.0
+    mean = _mean(values)
+    return math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def aggregate_seeds(
+    per_seed: dict[str, dict[str, dict[str, Any]]],
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """``(mean, std)`` across seeds of every numeric leaf of every model's entry.
+
+    A method that failed on some seeds is averaged over the others and lists the failures in
+    ``failed_seeds``; one that failed on every seed is ``{"failed": message}``."""
+    names = list(dict.fromkeys(n for entries in per_seed.values() for n in entries))
+    mean: dict[str, dict[str, Any]] = {}
+    std: dict[str, dict[str, Any]] = {}
+    for name in names:
+        runs = {s: e[name] for s, e in per_seed.items() if name in e}
+        ok = [e for e in runs.values() if "failed" not in e]
+        failed = {s: e["failed"] for s, e in runs.items() if "failed" in e}
+        if not ok:
+            mean[name] = std[name] = {"failed": next(iter(failed.values()))}
+            continue
+        mean[name] = _combine(ok, _mean)
+        std[name] = _combine(ok, _std)
+        std[name].pop("hyperparameters", None)
+        if failed:
+            mean[name]["failed_seeds"] = failed
+    return mean, std
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+
+def check_output_dir(out: Path, *, resume: bool = False, overwrite: bool = False) -> None:
+    """Refuse to replace the results of an earlier run unless asked to.
+
+    A folder holding ``report.json`` or ``stages/`` needs ``resume`` (continue it, reusing
+    finished stages) or ``overwrite`` (start over; its ``stages/`` are deleted)."""
+    if resume and overwrite:
+        raise ConfigError("pass either --resume (continue) or --overwrite (start over), not both")
+    has_report = (out / "report.json").exists()
+    has_stages = (out / "stages").is_dir()
+    if resume or not (has_report or has_stages):
+        return
+    if not overwrite:
+        what = "the report of an earlier run" if has_report else "an unfinished run"
+        raise OutputError(
+            f"{out} already holds {what}; pass --resume to continue it, --overwrite to start "
+            "over, or choose another --out"
+        )
+    shutil.rmtree(out / "stages", ignore_errors=True)
+
+
 def run_experiment(
     config: ExperimentConfig,
     out_dir: str | Path | None = None,
     *,
     echo: Callable[[str], None] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Run one experiment and return its report (also written to ``out_dir`` if given)."""
-    say = echo or (lambda _msg: None)
+    """Run one experiment over every seed and return its report (also written to
+    ``out_dir`` if given: ``report.json``, the rendered reports, ``config.yaml`` and
+    ``stages/``).
+
+    For each seed: train (or reuse from the cache) the original and the retrained model,
+    run every method (timed), compute every metric of every model. ``results`` holds the
+    mean over seeds, ``std`` the sample standard deviation, ``per_seed`` each seed's values.
+    A method whose loss diverges (:class:`DivergenceError`) is marked
+    ``{"failed": message}`` and the others still run. Each finished stage is saved under
+    ``out_dir/stages/``; ``resume=True`` reuses them after an interruption. An ``out_dir``
+    that already holds a run needs ``resume`` or ``overwrite``.
+    """
+    emit = echo or (lambda _msg: None)
+    seeds = config.seed_list()
     for name in config.methods:
         get_method(name)
         validate_hyperparameters(name, config.hyperparameters.get(name, {}))
     for name in config.hyperparameters:
         get_method(name)
+    methods = [m for m in dict.fromkeys(config.methods) if m != "retrain"]
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         _check_writable(out)
+        check_output_dir(out, resume=resume, overwrite=overwrite)
+        write_resolved_config(config, out)
+    stages = _Stages(out / "stages" if out is not None else None)
     device = resolve_device(config.device)
-    data, info, train_set, test_set = prepare_data(config)
+    total = len(seeds) * (2 + len(methods)) + 1
+    bar = tqdm(total=total, desc="bunlearn run", unit="stage", disable=not config.progress)
+
+    def say(msg: str) -> None:
+        if echo is None:
+            return
+        if config.progress:
+            bar.write(msg)
+        else:
+            emit(msg)
+
+    per_seed: dict[str, dict[str, dict[str, Any]]] = {}
+    figures: dict[str, Any] | None = None
+    first: dict[str, Any] = {}
+    try:
+        for index, seed in enumerate(seeds):
+            cfg = config.for_seed(seed)
+            data, info, train_set, test_set = prepare_data(cfg)
+            classes = list(data.forget_classes)
+            if index == 0:
+                say(
+                    f"{info.name}: {len(data.retain) + len(data.forget_eval)} train / "  # type: ignore[arg-type]
+                    f"{len(data.test_retain) + len(data.test_forget)} test images, "  # type: ignore[arg-type]
+                    f"forgetting {', '.join(f'{c} ({info.classes[c]})' for c in classes)}; "
+                    f"model {config.model} on {device}; seeds {seeds}"
+                )
+            bar.set_postfix_str(f"seed {seed}: original")
+            original, orig_meta, reused = train_original(cfg, info, train_set, test_set)
+            if reused:
+                say(f"seed {seed}: original model reused from the cache")
+            bar.set_postfix_str(f"seed {seed}: retrain")
+            retrained, rt_meta, reused = train_retrained(cfg, info, data, original, orig_meta)
+            if reused:
+                say(f"seed {seed}: retrained model reused from the cache")
+            rand = random_model(cfg, info)
+            entries: dict[str, dict[str, Any]] = {}
+            models: dict[str, nn.Module] = {"original": original, "retrain": retrained}
+
+            metrics_of = functools.partial(
+                _compute_metrics, data=data, retrained=retrained, original=original,
+                random_net=rand, config=cfg,
+            )  # fmt: skip
+            weights_meta = {k: orig_meta[k] for k in _model_metadata(cfg, info)}
+
+            for name, model, meta in (("original", original, orig_meta),
+                                      ("retrain", retrained, rt_meta)):  # fmt: skip
+                bar.set_postfix_str(f"seed {seed}: metrics of {name}")
+                key = _stage_key(cfg, name)
+                entry = stages.load(seed, name, key)
+                if entry is None:
+                    entry = {**metrics_of(model), "seconds": meta["train_seconds"]}
+                    stages.save(seed, name, key, entry)
+                else:
+                    say(f"seed {seed}: {name}: reused finished stage")
+                entries[name] = entry
+                bar.update(1)
+            for name in methods:
+                bar.set_postfix_str(f"seed {seed}: {name}")
+                entry, unlearned = _method_stage(
+                    name, cfg, data, original, metrics_of, stages,
+                    weights_meta=weights_meta if index == 0 else None, say=say,
+                )  # fmt: skip
+                entries[name] = entry
+                if unlearned is not None:
+                    models[name] = unlearned
+                if "failed" in entry:
+                    say(f"seed {seed}: {name} FAILED: {entry['failed']}")
+                else:
+                    retrain_s = entries["retrain"]["seconds"]
+                    entry["speedup"] = retrain_s / entry["seconds"] if entry["seconds"] else None
+                    say(f"seed {seed}: {name}: {entry['seconds']:.2f} s")
+                bar.update(1)
+            per_seed[str(seed)] = entries
+            if index == 0:
+                bar.set_postfix_str("figure data")
+                figures = _figures_stage(cfg, methods, models, data, stages)
+                first = {"info": info, "data": data, "orig_meta": orig_meta}
+                bar.update(1)
+    finally:
+        bar.close()
+    results, std = aggregate_seeds(per_seed)
+    info, data, orig_meta = first["info"], first["data"], first["orig_meta"]
     classes = list(data.forget_classes)
-    say(
-        f"{info.name}: {len(data.retain) + len(data.forget_eval)} train / "  # type: ignore[arg-type]
-        f"{len(data.test_retain) + len(data.test_forget)} test images, forgetting "  # type: ignore[arg-type]
-        f"{', '.join(f'{c} ({info.classes[c]})' for c in classes)}; model {config.model} on "
-        f"{device}"
-    )
-    original, orig_meta, _ = train_original(config, info, train_set, test_set)
-    cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-    retrain_hp = config.training_recipe()
-    retrain_key = config_hash(
-        {"kind": "retrain", "original": orig_meta["cache_key"], "forget": list(classes),
-         **retrain_hp, "v": RECIPE_VERSION}
-    )  # fmt: skip
-    retrained, rt_meta, _ = _cached_training(
-        cache / "retrained" / retrain_key,
-        {**{k: orig_meta[k] for k in _model_metadata(config, info)}, "cache_key": retrain_key,
-         "forget_classes": list(classes), "hyperparameters": retrain_hp},
-        lambda: original,
-        lambda m: unlearn("retrain", m, data, **retrain_hp, progress=config.progress),
-        device,
-    )  # fmt: skip
-    results: dict[str, Any] = {
-        "original": {"acc": evaluate(original, data), "seconds": orig_meta["train_seconds"]},
-        "retrain": {"acc": evaluate(retrained, data), "seconds": rt_meta["train_seconds"]},
-    }
-    for name in config.methods:
-        if name == "retrain":
-            continue
-        hparams = {"seed": config.seed, **config.hyperparameters.get(name, {})}
-        hparams = {k: v for k, v in hparams.items() if k in get_method(name).hyperparameters}
-        if "progress" in get_method(name).hyperparameters:
-            hparams["progress"] = config.progress
-        _sync(device)
-        start = time.perf_counter()
-        model = unlearn(name, original, data, **hparams)
-        _sync(device)
-        seconds = time.perf_counter() - start
-        hparams.pop("progress", None)
-        entry: dict[str, Any] = {
-            "acc": evaluate(model, data),
-            "seconds": seconds,
-            "hyperparameters": {**get_method(name).hyperparameters, **hparams},
-        }
-        entry["hyperparameters"].pop("progress", None)
-        stats = unlearning_stats(model)
-        if stats:
-            entry["stats"] = stats
-        results[name] = entry
-        say(f"{name}: {seconds:.2f} s")
     report: dict[str, Any] = {
         "dataset": info.name,
         "model": config.model,
-        "forget_classes": list(classes),
+        "forget_classes": classes,
         "class_names": [info.classes[c] for c in classes],
-        "seed": config.seed,
+        "seed": seeds[0],
+        "seeds": seeds,
         "sizes": data.sizes(),
         "device": str(device),
-        "original_hyperparameters": orig_meta.get("hyperparameters", {}),
+        "original_hyperparameters": {
+            k: v for k, v in orig_meta.get("hyperparameters", {}).items() if k != "seed"
+        },
         "results": results,
+        "std": std,
+        "per_seed": per_seed,
+        "speedup": {m: results[m].get("speedup") for m in methods},
+        "failed": {m: results[m]["failed"] for m in methods if "failed" in results[m]},
         "config": config.to_dict(),
     }
+    if figures is not None:
+        report["figures_data"] = figures
     if out is not None:
-        write_reports(report, out)
-        atomic_write_json(out / "config.json", config.to_dict())
+        _render(report, out)
     say(format_table(report))
+    return report
+
+
+def _method_stage(
+    name: str,
+    cfg: ExperimentConfig,
+    data: UnlearningData,
+    original: nn.Module,
+    metrics_of: Callable[[nn.Module], dict[str, Any]],
+    stages: _Stages,
+    *,
+    weights_meta: dict[str, Any] | None,
+    say: Callable[[str], None],
+) -> tuple[dict[str, Any], nn.Module | None]:
+    """Run (or reuse) one method on one seed: ``(entry, unlearned model or None)``.
+
+    With ``weights_meta`` (the first seed, whose models the figures show) the unlearned
+    weights are saved with the stage, and a reused stage loads them back."""
+    keep_weights = weights_meta is not None
+    spec = get_method(name)
+    hparams = _method_hparams(name, cfg)
+    key = _stage_key(cfg, name, hyperparameters=hparams)
+    entry = stages.load(cfg.seed, name, key)
+    if entry is not None:
+        model = stages.load_weights(cfg.seed, name) if keep_weights else None
+        model = model.to(model_device(original)) if model is not None else None
+        if not keep_weights or model is not None or "failed" in entry:
+            say(f"seed {cfg.seed}: {name}: reused finished stage")
+            return entry, model
+    device = model_device(original)
+    run_hp = dict(hparams)
+    if "progress" in spec.hyperparameters:
+        run_hp["progress"] = cfg.progress
+    _sync(device)
+    start = time.perf_counter()
+    try:
+        model = unlearn(name, original, data, **run_hp)
+    except DivergenceError as exc:
+        entry = {"failed": str(exc), "hyperparameters": {**spec.hyperparameters, **hparams}}
+        entry["hyperparameters"].pop("progress", None)
+        stages.save(cfg.seed, name, key, entry)
+        return entry, None
+    _sync(device)
+    seconds = time.perf_counter() - start
+    entry = {**metrics_of(model), "seconds": seconds,
+             "hyperparameters": {**spec.hyperparameters, **hparams}}  # fmt: skip
+    entry["hyperparameters"].pop("progress", None)
+    stats = unlearning_stats(model)
+    if stats:
+        entry["stats"] = stats
+    if weights_meta is not None:
+        stages.save_weights(cfg.seed, name, model, {**weights_meta, "stage": name})
+    stages.save(cfg.seed, name, key, entry)
+    return entry, model
+
+
+def _figures_stage(
+    cfg: ExperimentConfig,
+    methods: list[str],
+    models: dict[str, nn.Module],
+    data: UnlearningData,
+    stages: _Stages,
+) -> dict[str, Any] | None:
+    """Figure data (entropy histograms, t-SNE, confusion matrices) of the first seed."""
+    hparams = {m: _method_hparams(m, cfg) for m in methods}
+    key = _stage_key(cfg, "figures", methods=hparams)
+    cached = stages.load(None, "figures", key)
+    if cached is not None:
+        return cached
+    figures = _figure_data(models, data, cfg.seed)
+    if figures is not None:
+        stages.save(None, "figures", key, figures)
+    return figures
+
+
+def load_report(out_dir: str | Path) -> dict[str, Any]:
+    """``out_dir/report.json`` as written by :func:`run_experiment`, checked to be a report."""
+    path = Path(out_dir) / "report.json"
+    if not path.is_file():
+        raise OutputError(
+            f"{path} not found; point `bunlearn report` at the --out folder of a finished "
+            "`bunlearn run`"
+        )
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise OutputError(
+            f"{path} is corrupt ({type(exc).__name__}); rerun `bunlearn run --resume --out "
+            f"{path.parent}` to rebuild it from the finished stages"
+        ) from None
+    if not isinstance(report, dict) or not isinstance(report.get("results"), dict):
+        raise OutputError(
+            f"{path} is not a bunlearn report (no 'results'); rerun `bunlearn run --resume "
+            f"--out {path.parent}`"
+        )
+    return report
+
+
+def rerender_reports(out_dir: str | Path) -> dict[str, Any]:
+    """``bunlearn report DIR``: rewrite the reports in ``out_dir`` from its ``report.json``
+    without running anything. Returns the report."""
+    out = Path(out_dir)
+    report = load_report(out)
+    _check_writable(out)
+    from . import report as report_module
+
+    render = getattr(report_module, "render_reports", None)
+    if render is None:
+        write_reports(report, out)
+    else:
+        render(report, out)
     return report
 
 
