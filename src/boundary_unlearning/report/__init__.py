@@ -1,5 +1,16 @@
-"""Reports: the paper-style table (text and markdown) and the files of a run."""
+"""Reports: the paper-style table (text, markdown, CSV), the figures and a self-contained
+HTML page, all rendered from the JSON-able report dict of a run."""
 
-from .tables import ACC_ROWS, format_markdown, format_table, write_reports
+from .figures import figure_data
+from .render import render_reports
+from .tables import ACC_ROWS, format_markdown, format_table, results_csv, write_reports
 
-__all__ = ["ACC_ROWS", "format_markdown", "format_table", "write_reports"]
+__all__ = [
+    "ACC_ROWS",
+    "figure_data",
+    "format_markdown",
+    "format_table",
+    "render_reports",
+    "results_csv",
+    "write_reports",
+]

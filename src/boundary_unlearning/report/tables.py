@@ -1,17 +1,34 @@
-"""The paper's table layout: rows D_r, D_f, D_tr, D_tf accuracy and seconds; one column per
-model (original, retrain, then each method)."""
+"""The paper's table layout: one row per metric (accuracies on D_r, D_f, D_tr, D_tf, the
+membership-inference attacks, distances to the retrained model, relearn time, seconds), one
+column per model with the retrained model's value first, beside every metric. Cells show
+``mean ± std`` when the report aggregates several seeds."""
 
 from __future__ import annotations
 
+import csv
+import io
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from .._utils import atomic_write_json, atomic_write_text
+from ..metrics.suite import METRIC_INFO
 
-__all__ = ["ACC_ROWS", "format_markdown", "format_table", "write_reports"]
+__all__ = [
+    "ACC_ROWS",
+    "ARROWS",
+    "METRIC_ORDER",
+    "format_markdown",
+    "format_table",
+    "format_value",
+    "metric_value",
+    "results_csv",
+    "table_rows",
+    "write_reports",
+]
 
-# (report key, label, which direction is good)
+# (report key, label, which direction is good) — the accuracy rows, kept for callers.
 ACC_ROWS: tuple[tuple[str, str, str], ...] = (
     ("retain", "Acc on D_r", "higher is better (retrain ≈ target)"),
     ("forget", "Acc on D_f", "retrain's value (≈0) is the target"),
@@ -19,65 +36,179 @@ ACC_ROWS: tuple[tuple[str, str, str], ...] = (
     ("test_forget", "Acc on D_tf", "retrain's value (≈0) is the target"),
 )
 
+METRIC_ORDER: tuple[str, ...] = (
+    "acc.retain",
+    "acc.forget",
+    "acc.test_retain",
+    "acc.test_forget",
+    "mia.paper_asr",
+    "mia.confidence_svc",
+    "mia.loss_lr",
+    "mia.entropy",
+    "mia.ulira",
+    "js_to_retrain",
+    "activation_distance",
+    "zrf",
+    "relearn_steps",
+    "seconds",
+    "speedup",
+)
 
-def _pct(value: Any) -> str:
-    if not isinstance(value, (int, float)) or math.isnan(value):
+ARROWS: dict[str, str] = {
+    "higher": "↑",
+    "lower": "↓",
+    "closer_to_retrain": "≈R",
+    "closer_to_0.5": "→0.5",
+}
+ARROW_LEGEND = (
+    "↑ higher is better, ↓ lower is better, ≈R closest to the retrained model (R) is best, "
+    "→0.5 closest to 50% is best"
+)
+_PERCENT = ("acc.", "mia.")
+
+
+def metric_value(entry: Mapping[str, Any] | None, key: str) -> Any:
+    """``entry["mia"]["loss_lr"]`` for key ``"mia.loss_lr"``; None when absent."""
+    node: Any = entry
+    for part in key.split("."):
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(part)
+    return node
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return None if math.isnan(value) else float(value)
+
+
+def format_value(key: str, value: Any, *, std: Any = None) -> str:
+    """A table cell: percent for accuracies and attack rates, 4 decimals for distances,
+    ``mean ± std`` when ``std`` is a number; ``—`` when missing."""
+    v = _number(value)
+    if v is None:
         return "—"
-    return f"{100 * value:.2f}"
+    s = _number(std)
+    if key.startswith(_PERCENT):
+        text, spread = f"{100 * v:.2f}", (f"{100 * s:.2f}" if s is not None else None)
+    elif key in ("js_to_retrain", "activation_distance", "zrf"):
+        text, spread = f"{v:.4f}", (f"{s:.4f}" if s is not None else None)
+    elif key == "relearn_steps":
+        text = f"{v:.0f}" if v == int(v) else f"{v:.1f}"
+        spread = f"{s:.1f}" if s is not None else None
+    elif key == "speedup":
+        text, spread = f"{v:.1f}×", (f"{s:.1f}" if s is not None else None)
+    else:
+        text, spread = f"{v:.2f}", (f"{s:.2f}" if s is not None else None)
+    return f"{text} ± {spread}" if spread is not None else text
 
 
-def _columns(report: dict[str, Any]) -> list[str]:
+def columns(report: Mapping[str, Any]) -> list[str]:
+    """Model names in table order: retrain (the reference), original, then each method."""
     results = report["results"]
-    order = ["original", "retrain"]
+    order = ["retrain", "original"]
     return [c for c in order if c in results] + [c for c in results if c not in order]
 
 
-def _rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    cols = _columns(report)
+def _speedup(report: Mapping[str, Any], name: str) -> Any:
+    entry = report["results"].get(name, {})
+    if "speedup" in entry:
+        return entry["speedup"]
+    mine = _number(entry.get("seconds"))
+    ref = _number(report["results"].get("retrain", {}).get("seconds"))
+    if mine is None or ref is None or mine <= 0 or name in ("original",):
+        return None
+    return ref / mine
+
+
+def metric_label(key: str) -> str:
+    info = METRIC_INFO.get(key, {"label": key, "direction": ""})
+    unit = " (%)" if key.startswith(_PERCENT) else ""
+    arrow = ARROWS.get(info["direction"], "")
+    return f"{info['label']}{unit} {arrow}".strip()
+
+
+def table_rows(report: Mapping[str, Any]) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    """``(columns, [(metric key, cells per column)])`` for every metric some model has
+    (the four accuracies and seconds always)."""
+    cols = columns(report)
     results = report["results"]
-    rows: list[list[str]] = []
-    for key, label, _ in ACC_ROWS:
-        rows.append([label + " (%)"] + [_pct(results[c].get("acc", {}).get(key)) for c in cols])
-    seconds = []
-    for c in cols:
-        s = results[c].get("seconds")
-        seconds.append(f"{s:.2f}" if isinstance(s, (int, float)) else "—")
-    rows.append(["Time (s)", *seconds])
+    stds = report.get("std") or {}
+    rows: list[tuple[str, list[str]]] = []
+    for key in METRIC_ORDER:
+        if key == "speedup":
+            values = [_speedup(report, c) for c in cols]
+        else:
+            values = [metric_value(results[c], key) for c in cols]
+        always = key.startswith("acc.") or key == "seconds"
+        if not always and all(_number(v) is None for v in values):
+            continue
+        cells = [
+            format_value(key, v, std=metric_value(stds.get(c), key))
+            for c, v in zip(cols, values, strict=True)
+        ]
+        rows.append((key, cells))
     return cols, rows
 
 
-def format_table(report: dict[str, Any]) -> str:
+def format_table(report: Mapping[str, Any]) -> str:
     """A fixed-width text table of the report, as printed by the CLI."""
-    cols, rows = _rows(report)
+    cols, rows = table_rows(report)
     header = ["", *cols]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    body = [[metric_label(key), *cells] for key, cells in rows]
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
         pairs = enumerate(zip(cells, widths, strict=True))
         return "  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in pairs)
 
     lines = [line(header), "  ".join("-" * w for w in widths)]
-    lines += [line(row) for row in rows]
+    lines += [line(row) for row in body]
     return "\n".join(lines)
 
 
-def format_markdown(report: dict[str, Any]) -> str:
-    """``report.md``: settings, then the table in the paper's layout."""
-    cols, rows = _rows(report)
+def _seeds(report: Mapping[str, Any]) -> list[Any]:
+    seeds = report.get("seeds")
+    if isinstance(seeds, list) and seeds:
+        return seeds
+    return [report.get("seed", 0)]
+
+
+def settings_line(report: Mapping[str, Any]) -> str:
     names = report.get("class_names") or report.get("forget_classes")
+    seeds = _seeds(report)
+    seed_text = (
+        f"seeds: {', '.join(map(str, seeds))} (mean ± std over {len(seeds)} seeds)"
+        if len(seeds) > 1
+        else f"seed: {seeds[0]}"
+    )
+    return (
+        f"data set: **{report.get('dataset')}**, model: **{report.get('model')}**, "
+        f"forgotten class(es): **{report.get('forget_classes')}** ({names}), {seed_text}"
+    )
+
+
+def format_markdown(report: Mapping[str, Any]) -> str:
+    """``report.md``: settings, the paper-style table (retrain first, arrows for direction),
+    what each metric means, and method diagnostics."""
+    cols, rows = table_rows(report)
     out = [
         "# Unlearning report",
         "",
-        f"- data set: **{report.get('dataset')}**, model: **{report.get('model')}**, "
-        f"forgotten class(es): **{report.get('forget_classes')}** ({names}), "
-        f"seed: {report.get('seed')}",
-        "- accuracy in percent. On D_r and D_tr higher is better; on D_f and D_tf the "
-        "retrained model's value (about 0) is the target.",
+        f"- {settings_line(report)}",
+        f"- accuracies and attack rates in percent. {ARROW_LEGEND}.",
         "",
         "| metric | " + " | ".join(cols) + " |",
         "|---|" + "---:|" * len(cols),
     ]
-    out += ["| " + " | ".join(row) + " |" for row in rows]
+    out += ["| " + " | ".join([metric_label(key), *cells]) + " |" for key, cells in rows]
+    out += ["", "## What each metric means", ""]
+    for key, _ in rows:
+        info = METRIC_INFO.get(key)
+        if info:
+            arrow = ARROWS.get(info["direction"], "")
+            out.append(f"- **{info['label']}** ({arrow} {info['direction']}): {info['meaning']}")
     stats = {
         name: entry["stats"]
         for name, entry in report["results"].items()
@@ -91,7 +222,40 @@ def format_markdown(report: dict[str, Any]) -> str:
                 for k, v in values.items()
             )
             out.append(f"- {name}: {text}")
+    if report.get("figures_data"):
+        out += ["", "Figures: see `figures/` and `report.html`."]
     return "\n".join(out) + "\n"
+
+
+def _flat(entry: Mapping[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for key in METRIC_ORDER:
+        value = metric_value(entry, key)
+        if value is not None:
+            row[key] = value
+    return row
+
+
+def results_csv(report: Mapping[str, Any]) -> str:
+    """``results.csv``: one row per model and seed (``per_seed`` when present, else the single
+    run's ``results``), one column per metric key of :data:`METRIC_ORDER` that occurs."""
+    per_seed = report.get("per_seed")
+    records: list[dict[str, Any]] = []
+    if isinstance(per_seed, Mapping) and per_seed:
+        for seed, results in per_seed.items():
+            for name, entry in results.items():
+                records.append({"seed": seed, "method": name, **_flat(entry)})
+    else:
+        seed = _seeds(report)[0]
+        for name, entry in report["results"].items():
+            records.append({"seed": seed, "method": name, **_flat(entry)})
+    keys = [k for k in METRIC_ORDER if any(k in r for r in records)]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["seed", "method", *keys], lineterminator="\n")
+    writer.writeheader()
+    for record in records:
+        writer.writerow(record)
+    return buf.getvalue()
 
 
 def write_reports(report: dict[str, Any], out_dir: str | Path) -> None:

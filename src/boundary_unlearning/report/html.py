@@ -1,0 +1,148 @@
+"""A self-contained ``report.html``: the table, what every metric means, and the figures
+embedded as base64 PNG data URIs (no external file, script or style sheet)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping, Sequence
+from html import escape
+from typing import Any
+
+from ..metrics.suite import METRIC_INFO
+from .tables import ARROW_LEGEND, ARROWS, columns, metric_label, metric_value, table_rows
+from .tables import settings_line as _settings_md
+
+__all__ = ["build_html"]
+
+Figure = tuple[str, bytes]  # (caption, PNG bytes)
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 24px; color: #222; max-width: 1400px; }
+h1 { font-size: 22px; } h2 { font-size: 18px; margin-top: 28px; }
+table { border-collapse: collapse; font-size: 13px; margin: 8px 0; }
+th, td { border: 1px solid #ccc; padding: 4px 8px; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+th.ref, td.ref { background: #eef6ee; }
+td.meaning { max-width: 720px; }
+.grid { display: flex; flex-wrap: wrap; gap: 8px; }
+figure { margin: 0; border: 1px solid #ddd; padding: 4px; background: #fff; }
+figcaption { font-size: 12px; color: #555; text-align: center; }
+.note { color: #555; font-size: 13px; }
+"""
+
+
+def _md_bold_to_html(text: str) -> str:
+    parts = escape(text).split("**")
+    return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
+
+
+def _table(report: Mapping[str, Any]) -> str:
+    cols, rows = table_rows(report)
+    head = "".join(
+        f'<th class="ref">{escape(c)} (R)</th>' if c == "retrain" else f"<th>{escape(c)}</th>"
+        for c in cols
+    )
+    lines = [f"<table><thead><tr><th>metric</th>{head}</tr></thead><tbody>"]
+    for key, cells in rows:
+        info = METRIC_INFO.get(key, {})
+        title = escape(info.get("meaning", ""), quote=True)
+        tds = "".join(
+            f'<td class="num{" ref" if c == "retrain" else ""}">{escape(v)}</td>'
+            for c, v in zip(cols, cells, strict=True)
+        )
+        lines.append(f'<tr><th title="{title}">{escape(metric_label(key))}</th>{tds}</tr>')
+    lines.append("</tbody></table>")
+    return "\n".join(lines)
+
+
+def _per_seed_tables(report: Mapping[str, Any]) -> str:
+    per_seed = report.get("per_seed")
+    if not isinstance(per_seed, Mapping) or len(per_seed) < 2:
+        return ""
+    out = ["<h2>Per seed</h2>"]
+    for seed, results in per_seed.items():
+        sub = {"results": results}
+        cols = columns(sub)
+        _, rows = table_rows(sub)
+        head = "".join(f"<th>{escape(c)}</th>" for c in cols)
+        body = "".join(
+            f"<tr><th>{escape(metric_label(k))}</th>"
+            + "".join(f'<td class="num">{escape(v)}</td>' for v in cells)
+            + "</tr>"
+            for k, cells in rows
+        )
+        out.append(
+            f"<details><summary>seed {escape(str(seed))}</summary><table><thead><tr>"
+            f"<th>metric</th>{head}</tr></thead><tbody>{body}</tbody></table></details>"
+        )
+    return "\n".join(out)
+
+
+def _glossary(report: Mapping[str, Any]) -> str:
+    _, rows = table_rows(report)
+    lines = ["<table><thead><tr><th>metric</th><th>good</th><th>meaning</th></tr></thead><tbody>"]
+    for key, _cells in rows:
+        info = METRIC_INFO.get(key)
+        if not info:
+            continue
+        direction = info["direction"].replace("_", " ")
+        lines.append(
+            f"<tr><th>{escape(info['label'])}</th><td>{escape(ARROWS[info['direction']])} "
+            f"{escape(direction)}</td><td class=meaning>{escape(info['meaning'])}</td></tr>"
+        )
+    lines.append("</tbody></table>")
+    return "\n".join(lines)
+
+
+def _diagnostics(report: Mapping[str, Any]) -> str:
+    items = []
+    for name, entry in report["results"].items():
+        stats = metric_value(entry, "stats")
+        if isinstance(stats, Mapping) and stats:
+            text = ", ".join(
+                f"{k} = {v:.4f}" if isinstance(v, float) else f"{k} = {v}" for k, v in stats.items()
+            )
+            items.append(f"<li>{escape(name)}: {escape(text)}</li>")
+    return f"<h2>Method diagnostics</h2><ul>{''.join(items)}</ul>" if items else ""
+
+
+def _figures(sections: Sequence[tuple[str, str, Sequence[Figure]]]) -> str:
+    out = []
+    for heading, note, figures in sections:
+        if not figures:
+            continue
+        out.append(f"<h2>{escape(heading)}</h2><p class=note>{escape(note)}</p><div class=grid>")
+        for caption, png in figures:
+            uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+            out.append(
+                f'<figure><img src="{uri}" alt="{escape(caption, quote=True)}">'
+                f"<figcaption>{escape(caption)}</figcaption></figure>"
+            )
+        out.append("</div>")
+    return "\n".join(out)
+
+
+def build_html(
+    report: Mapping[str, Any], sections: Sequence[tuple[str, str, Sequence[Figure]]] = ()
+) -> str:
+    """The whole page as one string. ``sections`` are ``(heading, note, [(caption, png)])``."""
+    title = f"Unlearning report: {report.get('dataset')} / {report.get('model')}"
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            f"<title>{escape(title)}</title><style>{_STYLE}</style></head><body>",
+            f"<h1>{escape(title)}</h1>",
+            f"<p>{_md_bold_to_html(_settings_md(report))}</p>",
+            f"<p class=note>Accuracies and attack rates in percent. {escape(ARROW_LEGEND)}. "
+            "The retrained model (R), trained from scratch without the forgotten class, is "
+            "the reference in the first column. Hover a metric for its meaning.</p>",
+            _table(report),
+            "<h2>What each metric means</h2>",
+            _glossary(report),
+            _per_seed_tables(report),
+            _diagnostics(report),
+            _figures(sections),
+            "</body></html>",
+        ]
+    )
