@@ -47,7 +47,7 @@ def _tsne(features: torch.Tensor, seed: int) -> list[Any]:
     """Seeded 2-D t-SNE. Runs single-threaded: deterministic, and OpenMP threads spinning
     on busy cores made it 10-50x slower (29 s instead of 0.3 s for 100 points)."""
     from sklearn.manifold import TSNE
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
     n = len(features)
     if n < 4:
