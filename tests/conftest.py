@@ -18,9 +18,7 @@ NUM_CLASSES = 4
 IMAGE = (1, 8, 8)
 
 
-def make_blobs(
-    per_class: int, seed: int, num_classes: int = NUM_CLASSES
-) -> TensorDataset:
+def make_blobs(per_class: int, seed: int, num_classes: int = NUM_CLASSES) -> TensorDataset:
     """Images in [0,1]: class c lights up its own 4x4 quadrant pattern, plus noise."""
     gen = torch.Generator().manual_seed(seed)
     xs, ys = [], []

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import NUM_CLASSES, same_state, state_snapshot
 from torch import nn
 from torch.utils.data import TensorDataset
 
 from boundary_unlearning import UnlearningData, class_split, list_methods, unlearn
 from boundary_unlearning.errors import DataError, HyperparameterError, UnlearningError
 from boundary_unlearning.methods import get_method
+from conftest import NUM_CLASSES, same_state, state_snapshot
 
 # Methods whose preconditions the tiny fixtures cannot meet get their own tests.
 NEEDS_RECORD = {m for m in list_methods() if get_method(m).cost == "record"}

@@ -1,0 +1,188 @@
+"""Loaders, each on small files written in the real on-disk format, and the class split."""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from boundary_unlearning import class_split, load_dataset
+from boundary_unlearning.data.datasets import FASHION_MNIST_SYSTEM_DIR
+from boundary_unlearning.errors import DataError, UnknownNameError
+
+
+def test_digits_is_embedded_and_in_unit_range() -> None:
+    train, test, info = load_dataset("digits")
+    assert info.image_shape == (1, 8, 8) and info.num_classes == 10
+    assert len(train) + len(test) == 1797
+    x = train.tensors[0]
+    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+    # the split is fixed: loading twice gives the same data
+    again, _, _ = load_dataset("digits")
+    assert torch.equal(x, again.tensors[0])
+
+
+def _write_idx(path: Path, array: np.ndarray, gz: bool) -> None:
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(
+        ">" + "I" * array.ndim, *array.shape
+    )
+    raw = header + array.astype(np.uint8).tobytes()
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        raw = gzip.compress(raw)
+    path.write_bytes(raw)
+
+
+def _fake_fashion(root: Path, gz: bool, n_train: int = 30, n_test: int = 10) -> None:
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        _write_idx(root / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)), gz)
+        _write_idx(root / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10, gz)
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_fashion_mnist_idx_files(tmp_path: Path, gz: bool) -> None:
+    _fake_fashion(tmp_path, gz)
+    train, test, info = load_dataset("fashion-mnist", root=tmp_path)
+    assert len(train) == 30 and len(test) == 10
+    assert info.image_shape == (1, 28, 28) and info.classes[0] == "t-shirt/top"
+    assert train.tensors[1].tolist()[:3] == [0, 1, 2]
+    assert float(train.tensors[0].max()) <= 1.0
+
+
+def test_fashion_mnist_truncated_file_is_a_clear_error(tmp_path: Path) -> None:
+    _fake_fashion(tmp_path, gz=False)
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(DataError, match="truncated or corrupt"):
+        load_dataset("fashion-mnist", root=tmp_path)
+
+
+def test_fashion_mnist_missing_files_say_where(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(
+        "boundary_unlearning.data.datasets.FASHION_MNIST_SYSTEM_DIR", tmp_path / "nowhere"
+    )
+    with pytest.raises(DataError, match="--download") as info:
+        load_dataset("fashion-mnist", root=tmp_path)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.skipif(not FASHION_MNIST_SYSTEM_DIR.is_dir(), reason="dataset-fashion-mnist absent")
+def test_real_fashion_mnist_from_debian_package() -> None:
+    train, test, _ = load_dataset("fashion-mnist")
+    assert len(train) == 60000 and len(test) == 10000
+    assert torch.bincount(train.tensors[1]).tolist() == [6000] * 10
+
+
+def _fake_cifar_python(root: Path, per_batch: int = 20) -> None:
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        entry = {
+            "data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+            "labels": [i % 10 for i in range(per_batch)],
+            "batch_label": name,
+        }
+        with (folder / name).open("wb") as fh:
+            pickle.dump(entry, fh, protocol=2)
+
+
+def test_cifar10_python_batches(tmp_path: Path) -> None:
+    _fake_cifar_python(tmp_path)
+    train, test, info = load_dataset("cifar10", root=tmp_path)
+    assert len(train) == 100 and len(test) == 20
+    assert info.image_shape == (3, 32, 32) and info.classes[4] == "deer"
+
+
+def test_cifar10_binary_batches(tmp_path: Path) -> None:
+    folder = tmp_path / "cifar-10-batches-bin"
+    folder.mkdir()
+    rng = np.random.default_rng(2)
+    for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
+        labels = np.arange(7, dtype=np.uint8) % 10
+        pixels = rng.integers(0, 256, (7, 3072), dtype=np.uint8)
+        (folder / name).write_bytes(np.concatenate([labels[:, None], pixels], 1).tobytes())
+    train, test, _ = load_dataset("cifar10", root=tmp_path)
+    assert len(train) == 35 and len(test) == 7
+    assert train.tensors[1].tolist()[:3] == [0, 1, 2]
+
+
+def test_cifar10_missing_says_where_and_download(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="cifar-10-batches-py.*--download"):
+        load_dataset("cifar10", root=tmp_path)
+
+
+def _fake_faces(root: Path, identities: int = 3, per_id: int = 5) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    for i in range(identities):
+        folder = root / f"n00000{i}"
+        folder.mkdir(parents=True)
+        for j in range(per_id):
+            img = rng.integers(0, 256, (20, 16, 3), dtype=np.uint8)
+            Image.fromarray(img).save(folder / f"{j:04d}_01.jpg" if j % 2 else folder / f"{j}.png")
+
+
+def test_imagefolder_seeded_split(tmp_path: Path) -> None:
+    _fake_faces(tmp_path)
+    train, test, info = load_dataset("imagefolder", root=tmp_path, image_size=12)
+    assert info.classes == ("n000000", "n000001", "n000002")
+    assert info.image_shape == (3, 12, 12)
+    assert len(train) + len(test) == 15 and len(test) == 3  # one per identity (20%)
+    again, _, _ = load_dataset("imagefolder", root=tmp_path, image_size=12)
+    assert torch.equal(train.tensors[0], again.tensors[0])
+
+
+def test_imagefolder_train_test_layout(tmp_path: Path) -> None:
+    _fake_faces(tmp_path / "train")
+    _fake_faces(tmp_path / "test", per_id=2)
+    train, test, _ = load_dataset("imagefolder", root=tmp_path, image_size=8)
+    assert len(train) == 15 and len(test) == 6
+
+
+def test_imagefolder_unreadable_image(tmp_path: Path) -> None:
+    _fake_faces(tmp_path)
+    (tmp_path / "n000000" / "broken.jpg").write_bytes(b"not an image")
+    with pytest.raises(DataError, match="broken.jpg"):
+        load_dataset("imagefolder", root=tmp_path)
+
+
+def test_unknown_dataset_suggests_a_close_name() -> None:
+    with pytest.raises(UnknownNameError, match="did you mean 'digits'"):
+        load_dataset("digit")
+
+
+class _PairsOnly(Dataset[tuple[torch.Tensor, int]]):
+    """A plain map-style dataset (not a TensorDataset)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return torch.full((1, 4, 4), i / self.n), i % 3
+
+
+def test_class_split_on_any_map_style_dataset() -> None:
+    data = class_split(_PairsOnly(30), _PairsOnly(9), forget_classes=[2])
+    assert len(data.forget) == 10 and len(data.retain) == 20
+    assert len(data.test_forget) == 3 and len(data.test_retain) == 6
+    assert all(int(data.forget[i][1]) == 2 for i in range(len(data.forget)))
+
+
+def test_class_split_errors() -> None:
+    with pytest.raises(DataError, match="outside"):
+        class_split(_PairsOnly(30), _PairsOnly(9), forget_classes=[5])
+    with pytest.raises(DataError, match="all 3 classes"):
+        class_split(_PairsOnly(30), _PairsOnly(9), forget_classes=[0, 1, 2])
