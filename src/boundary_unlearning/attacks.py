@@ -126,7 +126,12 @@ def _attack_batch(
             (grad,) = torch.autograd.grad(loss, adv)
         adv = torch.max(torch.min(adv.detach() + step * grad.sign(), high), low)
     if quantize:
-        adv = torch.max(torch.min(torch.round(adv * 255) / 255, high), low)
+        # Round to the 1/255 grid; a level that rounding pushed outside the ball steps one
+        # level back towards x, so the result stays on the grid and within eps.
+        q = torch.round(adv * 255) / 255
+        q = torch.where(q > high, q - 1 / 255, q)
+        q = torch.where(q < low, q + 1 / 255, q)
+        adv = torch.max(torch.min(q, high), low)
     with torch.inference_mode():
         probs = F.softmax(model(to_model(adv)), dim=1)
     return to_model(adv).detach(), probs.clone()
