@@ -14,7 +14,7 @@ from conftest import NUM_CLASSES, same_state, state_snapshot
 
 # Methods whose preconditions the tiny fixtures cannot meet get their own tests.
 NEEDS_RECORD = {m for m in list_methods() if get_method(m).cost == "record"}
-FAST = {"epochs": 2}
+FAST = {"epochs": 2, "noise_steps": 5}  # noise_steps: unsir
 
 
 def _fast(name: str) -> dict[str, int]:

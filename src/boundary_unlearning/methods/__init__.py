@@ -16,19 +16,44 @@ from ._registry import (
     unlearning_stats,
     validate_hyperparameters,
 )
+from .amnesiac import amnesiac
+from .bad_teacher import bad_teacher
 from .boundary_expanding import boundary_expanding
 from .boundary_shrink import boundary_shrink
+from .combinations import expand_shrink, shrink_expand
+from .finetune import finetune
+from .fisher import fisher
+from .l1_sparse import l1_sparse
+from .neg_grad import neg_grad
+from .random_labels import random_labels
 from .retrain import retrain
+from .salun import salun
+from .scrub import scrub
+from .ssd import ssd
+from .unsir import unsir
 
 __all__ = [
     "MethodSpec",
+    "amnesiac",
+    "bad_teacher",
     "boundary_expanding",
     "boundary_shrink",
+    "expand_shrink",
+    "finetune",
+    "fisher",
     "get_method",
+    "l1_sparse",
     "list_methods",
+    "neg_grad",
+    "random_labels",
     "register_method",
     "retrain",
+    "salun",
+    "scrub",
+    "shrink_expand",
+    "ssd",
     "unlearn",
     "unlearning_stats",
+    "unsir",
     "validate_hyperparameters",
 ]

@@ -1,0 +1,78 @@
+"""Helpers the later methods share: retain tensors, seeded samplers, distillation losses."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._utils import eval_mode, model_device
+from ..data.split import UnlearningData, to_tensors
+from ..errors import DataError
+from ..metrics.accuracy import predict_logits
+
+__all__ = [
+    "RetainSampler",
+    "kl_to_probs",
+    "random_wrong_labels",
+    "retain_tensors",
+    "soft_targets",
+]
+
+
+def retain_tensors(data: UnlearningData, method: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """D_r as tensors; an empty retain set is an error for methods that need it."""
+    if len(data.retain) == 0:  # type: ignore[arg-type]
+        raise DataError(
+            f"{method}: the retain set is empty; this method needs the remaining training data"
+        )
+    return to_tensors(data.retain)
+
+
+def random_wrong_labels(
+    y: torch.Tensor, num_classes: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Uniformly random labels, each different from the true one (seeded)."""
+    if num_classes < 2:
+        raise DataError("random wrong labels need at least two classes")
+    shift = torch.randint(1, num_classes, y.shape, generator=generator)
+    return (y.cpu() + shift) % num_classes
+
+
+class RetainSampler:
+    """Draws seeded random batches of D_r (with replacement), one per call, on ``device``.
+
+    Used inside a loss function when a method pairs each forget batch with a retain batch.
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        seed: int,
+        device: torch.device,
+    ) -> None:
+        self.x, self.y = x.to(device), y.to(device)
+        self.batch_size = batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.randint(len(self.x), (self.batch_size,), generator=self.generator)
+        idx = idx.to(self.x.device)
+        return self.x[idx], self.y[idx]
+
+
+@torch.no_grad()
+def soft_targets(model: nn.Module, x: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """``softmax(model(x) / T)`` of a frozen model, in eval mode, on the model's device."""
+    with eval_mode(model):
+        logits = predict_logits(model, x.to(model_device(model))).clone()
+    return F.softmax(logits / temperature, dim=1)
+
+
+def kl_to_probs(logits: torch.Tensor, probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``KL(probs || softmax(logits / T)) * T^2``, batch mean (Hinton distillation)."""
+    log_student = F.log_softmax(logits / temperature, dim=1)
+    kl = F.kl_div(log_student, probs, reduction="batchmean")
+    return kl * temperature**2

@@ -1,0 +1,99 @@
+"""Amnesiac unlearning (Graves et al., AAAI 2021): subtract the recorded updates of the
+batches that held the forget class, then repair briefly on D_r."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .._utils import model_device
+from ..data.split import UnlearningData
+from ..errors import HyperparameterError
+from ..recording import RecordMissingError, UpdateRecord, load_record
+from ..training import BNMode, check_non_negative, check_positive, cross_entropy_loss, fit
+from ._common import check_inputs, working_copy
+from ._losses import retain_tensors
+from ._registry import register_method, set_unlearning_stats
+
+__all__ = ["amnesiac"]
+
+
+@register_method("amnesiac", cost="record")
+def amnesiac(
+    model: nn.Module,
+    data: UnlearningData,
+    *,
+    record: UpdateRecord | str | None = None,
+    repair_epochs: int = 1,
+    lr: float = 0.01,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    batch_size: int = 64,
+    seed: int = 0,
+    bn: BNMode = "train",
+    progress: bool = False,
+) -> nn.Module:
+    """Amnesiac unlearning: subtract from the weights the sum of the parameter updates of
+    every training batch that held a forget-class sample, then repair on D_r.
+
+    Graves, Nagisetty and Ganesh, "Amnesiac Machine Learning", AAAI 2021; a baseline of
+    Chen et al., "Boundary Unlearning", CVPR 2023. Needs the update record written while the
+    original was trained (``bunlearn train --record-updates``; see
+    :mod:`boundary_unlearning.recording`). When every batch held the forget class (usual with
+    random batches over few classes) this reverts the model to its initialisation, and the
+    repair is then a short retraining.
+
+    record: an :class:`~boundary_unlearning.recording.UpdateRecord`, or the path of the record
+    file or of the checkpoint it was saved beside.
+    repair_epochs: epochs of SGD on D_r afterwards (0: subtraction only).
+    lr, momentum, weight_decay, batch_size: the repair's SGD (the original's recipe).
+    seed: repair batch order. bn: "train" or "freeze" BatchNorm statistics during repair.
+    Records ``subtracted_steps`` (see :func:`unlearning_stats`).
+    """
+    check_positive(lr=lr)
+    check_non_negative(momentum=momentum, weight_decay=weight_decay)
+    if isinstance(repair_epochs, bool) or not isinstance(repair_epochs, int) or repair_epochs < 0:
+        raise HyperparameterError(f"repair_epochs={repair_epochs!r} must be an integer >= 0")
+    check_inputs(model, data, "amnesiac")
+    if record is None:
+        raise RecordMissingError(
+            "amnesiac needs the parameter updates recorded while training the original; "
+            "train it with 'bunlearn train --record-updates' (or record_updates: true) and pass "
+            "record=<checkpoint or updates.safetensors>"
+        )
+    if isinstance(record, (str, Path)):
+        record = load_record(record, device=model_device(model))
+    if not isinstance(record, UpdateRecord):
+        raise RecordMissingError(
+            f"record={type(record).__name__} is not an update record; pass the path of "
+            "updates.safetensors or an UpdateRecord"
+        )
+    record.check_matches(model)
+    update = record.forget_update(data.forget_classes)
+    unlearned = working_copy(model)
+    with torch.no_grad():
+        for name, param in unlearned.named_parameters():
+            if name in update:
+                param.sub_(update[name].to(param.device, param.dtype))
+    if repair_epochs > 0:
+        x, y = retain_tensors(data, "amnesiac")
+        fit(
+            unlearned,
+            (x, y),
+            cross_entropy_loss,
+            epochs=repair_epochs,
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            batch_size=batch_size,
+            seed=seed,
+            bn=bn,
+            progress=progress,
+            desc="amnesiac repair",
+        )
+    unlearned.eval()
+    steps = sum(int(record.batches[c]) for c in data.forget_classes)
+    set_unlearning_stats(unlearned, {"subtracted_steps": steps, "recorded_steps": record.steps})
+    return unlearned

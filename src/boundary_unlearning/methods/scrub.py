@@ -1,0 +1,93 @@
+"""SCRUB (Kurmanji et al., NeurIPS 2023): a student moves away from the original teacher on
+D_f (max steps) while staying close to it on D_r (min steps)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.split import UnlearningData
+from ..errors import HyperparameterError
+from ..training import Batch, BNMode, LossFn, check_non_negative, check_positive, fit
+from ._common import check_inputs, forget_tensors, working_copy
+from ._losses import kl_to_probs, retain_tensors, soft_targets
+from ._registry import register_method
+
+__all__ = ["scrub"]
+
+
+@register_method("scrub", cost="retain")
+def scrub(
+    model: nn.Module,
+    data: UnlearningData,
+    *,
+    epochs: int = 3,
+    max_epochs: int = 2,
+    lr: float = 5e-4,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    temperature: float = 4.0,
+    ce_weight: float = 0.99,
+    kl_weight: float = 0.001,
+    batch_size: int = 64,
+    forget_batch_size: int = 32,
+    seed: int = 0,
+    bn: BNMode = "train",
+    progress: bool = False,
+) -> nn.Module:
+    """SCRUB: the student (a copy of the original) alternates a max step, ascending the
+    distillation KL to the frozen original (the teacher) on D_f, with a min step on D_r that
+    minimises ``ce_weight * CE + kl_weight * KL``; max steps stop after ``max_epochs``.
+
+    Kurmanji, Triantafillou, Hayes and Triantafillou, "Towards Unbounded Machine
+    Unlearning", NeurIPS 2023. Defaults from the authors' code (SGD lr 5e-4, momentum 0.9,
+    weight decay 5e-4, KD temperature 4, gamma 0.99, alpha 0.001, msteps 2, forget batch 32);
+    the teacher's soft targets are computed once (inputs are not augmented). Each pass is
+    one call of the shared training loop, so the optimiser's momentum restarts per pass.
+
+    epochs: passes over D_r (min steps). max_epochs: the first passes also run a max step.
+    lr, momentum, weight_decay: SGD. temperature: of the distillation KL.
+    ce_weight, kl_weight: the min step's loss weights (the paper's gamma and alpha).
+    batch_size, forget_batch_size: batch sizes on D_r and D_f.
+    seed: batch order. bn: "train" or "freeze" BatchNorm statistics.
+    """
+    check_positive(lr=lr, temperature=temperature)
+    check_non_negative(momentum=momentum, weight_decay=weight_decay, ce_weight=ce_weight,
+                       kl_weight=kl_weight)  # fmt: skip
+    if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 0:
+        raise HyperparameterError(f"max_epochs={max_epochs!r} must be an integer >= 0")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise HyperparameterError(f"epochs={epochs!r} must be an integer >= 0")
+    check_inputs(model, data, "scrub")
+    xf, _ = forget_tensors(data, "scrub")
+    xr, yr = retain_tensors(data, "scrub")
+    teacher_f = soft_targets(model, xf, temperature)
+    teacher_r = soft_targets(model, xr, temperature)
+    student = working_copy(model)
+
+    def max_loss(net: nn.Module, batch: Batch) -> torch.Tensor:
+        return -kl_to_probs(net(batch[0]), batch[1], temperature)
+
+    def min_loss(net: nn.Module, batch: Batch) -> torch.Tensor:
+        x, y, probs = batch
+        logits = net(x)
+        return ce_weight * F.cross_entropy(logits, y) + kl_weight * kl_to_probs(
+            logits, probs, temperature
+        )
+
+    def one_pass(
+        tensors: tuple[torch.Tensor, ...], loss: LossFn, size: int, pass_seed: int, desc: str
+    ) -> None:
+        fit(student, tensors, loss, epochs=1, lr=lr, momentum=momentum,
+            weight_decay=weight_decay, batch_size=size, seed=pass_seed, bn=bn,
+            progress=progress, desc=desc)  # fmt: skip
+
+    for epoch in range(epochs):
+        if epoch < max_epochs:
+            one_pass((xf, teacher_f), max_loss, forget_batch_size, seed + 2 * epoch,
+                     f"scrub max {epoch + 1}")  # fmt: skip
+        one_pass((xr, yr, teacher_r), min_loss, batch_size, seed + 2 * epoch + 1,
+                 f"scrub min {epoch + 1}")  # fmt: skip
+    student.eval()
+    return student

@@ -1,0 +1,127 @@
+"""UNSIR (Tarun et al., IEEE TNNLS 2023): learn error-maximising noise for the forget
+class, impair the model with it, then repair on retained data."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._utils import model_device
+from ..data.split import UnlearningData
+from ..errors import HyperparameterError
+from ..training import Batch, BNMode, check_non_negative, check_positive, cross_entropy_loss, fit
+from ._common import check_inputs, forget_tensors, working_copy
+from ._losses import retain_tensors
+from ._registry import register_method
+
+__all__ = ["error_maximizing_noise", "unsir"]
+
+
+class _Noise(nn.Module):
+    """A trainable batch of noise images (the only parameter of the noise search)."""
+
+    def __init__(self, shape: tuple[int, ...], generator: torch.Generator) -> None:
+        super().__init__()
+        self.images = nn.Parameter(torch.randn(shape, generator=generator))
+
+
+def error_maximizing_noise(
+    model: nn.Module,
+    target: int,
+    shape: tuple[int, ...],
+    *,
+    steps: int,
+    lr: float,
+    l2_weight: float,
+    seed: int,
+) -> torch.Tensor:
+    """Noise images that maximise the frozen ``model``'s cross-entropy for class ``target``:
+    Adam on ``-CE(model(n), target) + l2_weight * mean_i ||n_i||^2`` (full batch per step).
+    Runs through the shared training loop with the noise as the trained module."""
+    device = model_device(model)
+    frozen = working_copy(model).eval()
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    noise = _Noise(shape, torch.Generator().manual_seed(seed)).to(device)
+    labels = torch.full((shape[0],), target, dtype=torch.long)
+
+    def loss_fn(module: nn.Module, batch: Batch) -> torch.Tensor:
+        images = module.images
+        assert isinstance(images, torch.Tensor)
+        out = frozen(images)
+        return -F.cross_entropy(out, batch[0]) + l2_weight * images.pow(2).flatten(1).sum(1).mean()
+
+    fit(noise, (labels,), loss_fn, epochs=steps, lr=lr, optimizer="adam", momentum=0.0,
+        batch_size=shape[0], seed=seed, desc="unsir noise")  # fmt: skip
+    return noise.images.detach()
+
+
+@register_method("unsir", cost="retain")
+def unsir(
+    model: nn.Module,
+    data: UnlearningData,
+    *,
+    noise_samples: int = 256,
+    noise_steps: int = 100,
+    noise_lr: float = 0.1,
+    noise_l2_weight: float = 0.1,
+    retain_per_class: int = 1000,
+    impair_epochs: int = 1,
+    impair_lr: float = 0.02,
+    repair_epochs: int = 1,
+    repair_lr: float = 0.01,
+    batch_size: int = 256,
+    seed: int = 0,
+    bn: BNMode = "train",
+    progress: bool = False,
+) -> nn.Module:
+    """UNSIR: for each forgotten class learn a batch of error-maximising noise (labelled with
+    that class), train on it together with a few samples per retained class (impair), then
+    train on those retained samples alone (repair). Needs no D_f beyond its class label.
+
+    Tarun, Chundawat, Mandal and Kankanhalli, "Fast Yet Effective Machine Unlearning",
+    IEEE TNNLS 2023. Defaults from the authors' code: 256 noise images, Adam lr 0.1 for
+    5 x 20 steps with L2 weight 0.1; impair 1 epoch Adam lr 0.02, repair 1 epoch Adam lr
+    0.01, batch 256, 1000 retained samples per class. The noise lives in pixel space
+    (the model normalises internally) and is not clipped, as in their code.
+
+    noise_samples, noise_steps, noise_lr, noise_l2_weight: the noise search.
+    retain_per_class: retained samples per class used in impair and repair (seeded choice).
+    impair_epochs, impair_lr, repair_epochs, repair_lr, batch_size: the two Adam phases.
+    seed: noise initialisation, retained subset, batch order. bn: BatchNorm statistics.
+    """
+    check_positive(noise_lr=noise_lr, impair_lr=impair_lr, repair_lr=repair_lr)
+    check_non_negative(noise_l2_weight=noise_l2_weight)
+    for key, value in {"noise_samples": noise_samples, "retain_per_class": retain_per_class,
+                       "noise_steps": noise_steps}.items():  # fmt: skip
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise HyperparameterError(f"{key}={value!r} must be a positive integer")
+    check_inputs(model, data, "unsir")
+    xf, _ = forget_tensors(data, "unsir")
+    xr, yr = retain_tensors(data, "unsir")
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(yr), generator=generator)
+    chosen = (
+        torch.cat([order[yr[order] == c][:retain_per_class] for c in range(data.num_classes)])
+        .sort()
+        .values
+    )
+    xs, ys = xr[chosen], yr[chosen]
+    noises, labels = [], []
+    for i, c in enumerate(sorted(data.forget_classes)):
+        noise = error_maximizing_noise(
+            model, c, (noise_samples, *xf.shape[1:]), steps=noise_steps, lr=noise_lr,
+            l2_weight=noise_l2_weight, seed=seed + 1 + i,
+        )  # fmt: skip
+        noises.append(noise.cpu())
+        labels.append(torch.full((noise_samples,), c, dtype=torch.long))
+    unlearned = working_copy(model)
+    fit(unlearned, (torch.cat([*noises, xs]), torch.cat([*labels, ys])), cross_entropy_loss,
+        epochs=impair_epochs, lr=impair_lr, optimizer="adam", batch_size=batch_size, seed=seed,
+        bn=bn, progress=progress, desc="unsir impair")  # fmt: skip
+    fit(unlearned, (xs, ys), cross_entropy_loss, epochs=repair_epochs, lr=repair_lr,
+        optimizer="adam", batch_size=batch_size, seed=seed + 1, bn=bn, progress=progress,
+        desc="unsir repair")  # fmt: skip
+    unlearned.eval()
+    return unlearned
