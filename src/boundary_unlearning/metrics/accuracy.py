@@ -10,6 +10,7 @@ from torch.utils.data import Dataset
 
 from .._utils import eval_mode, model_device
 from ..data.split import UnlearningData, to_tensors
+from ..distributed import all_reduce_sum, is_distributed, shard_range
 
 __all__ = ["accuracy", "evaluate", "predict_logits"]
 
@@ -29,10 +30,20 @@ def predict_logits(
 
 
 def accuracy(model: nn.Module, dataset: Dataset[Any], *, batch_size: int = 1024) -> float:
-    """Fraction of ``dataset`` that ``model`` classifies correctly (NaN for an empty set)."""
+    """Fraction of ``dataset`` that ``model`` classifies correctly (NaN for an empty set).
+
+    Under torchrun each rank scores its share and the counts are summed (every rank must
+    call it; all get the same value)."""
     x, y = to_tensors(dataset)
     if len(y) == 0:
         return float("nan")
+    if is_distributed():
+        lo, hi = shard_range(len(y))
+        hits = torch.zeros((), dtype=torch.float32)
+        if hi > lo:
+            logits = predict_logits(model, x[lo:hi], batch_size=batch_size)
+            hits = (logits.argmax(1).cpu() == y[lo:hi]).float().sum()
+        return float(all_reduce_sum(hits) / len(y))
     logits = predict_logits(model, x, batch_size=batch_size)
     return float((logits.argmax(1).cpu() == y).float().mean())
 

@@ -58,6 +58,8 @@ def _as_2d(values: ArrayLike | torch.Tensor) -> Array:
     if isinstance(values, torch.Tensor):
         values = values.detach().double().cpu().numpy()
     arr = np.asarray(values, dtype=np.float64)
+    if arr.size == 0:
+        return arr.reshape(0, 1)
     return arr.reshape(len(arr), -1)
 
 

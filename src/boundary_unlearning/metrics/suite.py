@@ -165,6 +165,12 @@ def _clean(value: float) -> float | None:
     return None if math.isnan(value) else float(value)
 
 
+def _losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    if len(labels) == 0:
+        return torch.zeros(0, dtype=torch.float64)
+    return F.cross_entropy(logits, labels, reduction="none")
+
+
 def _p_y(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return probs.gather(1, labels.view(-1, 1)).squeeze(1)
 
@@ -205,8 +211,8 @@ def compute_metrics(
             "test_forget": _acc(out.test_forget, y_tf),
         }
     }
-    losses_f = F.cross_entropy(out.forget, y_f, reduction="none")
-    losses_tf = F.cross_entropy(out.test_forget, y_tf, reduction="none")
+    losses_f = _losses(out.forget, y_f)
+    losses_tf = _losses(out.test_forget, y_tf)
     mia: dict[str, float | None] = {
         "paper_asr": _clean(paper_asr(p_r, p_tr, p_f, seed=seed)),
         "confidence_svc": _clean(

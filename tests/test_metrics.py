@@ -1,0 +1,262 @@
+"""Each metric against an independent reference (scipy / scikit-learn / a hand-computed case),
+and compute_metrics end to end on the tiny fixtures."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import numpy as np
+import pytest
+import torch
+from conftest import build_tiny, same_state, state_snapshot
+from scipy.spatial.distance import jensenshannon
+from scipy.stats import entropy as scipy_entropy
+from scipy.stats import norm
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+from torch import nn
+
+from boundary_unlearning import UnlearningData, unlearn
+from boundary_unlearning.metrics import (
+    METRIC_INFO,
+    activation_distance,
+    compute_metrics,
+    confidence_svc,
+    entropy,
+    entropy_attack,
+    evaluate,
+    js_divergence,
+    loss_lr,
+    paper_asr,
+    relearn_steps,
+    zrf_score,
+)
+from boundary_unlearning.metrics.distances import js_divergence_per_sample
+from boundary_unlearning.metrics.mia import (
+    gaussian_log_likelihood_ratio,
+    logit_confidence,
+    sorted_log_probs,
+    ulira,
+)
+from boundary_unlearning.metrics.suite import DIRECTIONS
+
+LN2 = math.log(2)
+
+
+def random_probs(n: int, k: int, seed: int, sharp: float = 1.0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.randn((n, k), generator=gen, dtype=torch.float64) * sharp).softmax(1)
+
+
+# ------------------------------------------------------------------ distances
+
+
+def test_entropy_matches_scipy() -> None:
+    p = random_probs(20, 5, 0)
+    expected = [scipy_entropy(row) for row in p.numpy()]
+    np.testing.assert_allclose(entropy(p).numpy(), expected, rtol=1e-12)
+    one_hot = torch.eye(4, dtype=torch.float64)
+    assert entropy(one_hot).tolist() == [0.0] * 4  # 0 ln 0 = 0
+    assert float(entropy(torch.full((1, 4), 0.25))) == pytest.approx(math.log(4))
+
+
+def test_js_matches_scipy_per_sample_and_is_the_mean_over_samples() -> None:
+    p, q = random_probs(30, 6, 1, sharp=3.0), random_probs(30, 6, 2, sharp=3.0)
+    # scipy's jensenshannon is the JS *distance* sqrt(JS) with natural log by default.
+    expected = np.array([jensenshannon(a, b) ** 2 for a, b in zip(p.numpy(), q.numpy())])
+    np.testing.assert_allclose(js_divergence_per_sample(p, q).numpy(), expected, rtol=1e-9)
+    assert js_divergence(p, q) == pytest.approx(expected.mean(), rel=1e-9)
+    # Not the JS of the averaged distributions, not a sum, not a KL in one direction.
+    assert js_divergence(p, q) != pytest.approx(jensenshannon(p.mean(0), q.mean(0)) ** 2)
+
+
+def test_js_hand_computed_symmetric_bounded() -> None:
+    p = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    q = torch.tensor([[0.5, 0.5]], dtype=torch.float64)
+    # m = (0.75, 0.25): JS = 0.5 ln(1/0.75) + 0.5 (0.5 ln(0.5/0.75) + 0.5 ln(0.5/0.25))
+    hand = 0.5 * math.log(1 / 0.75) + 0.5 * (0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(2))
+    assert js_divergence(p, q) == pytest.approx(hand, rel=1e-12)
+    assert js_divergence(q, p) == pytest.approx(hand, rel=1e-12)
+    disjoint = torch.tensor([[0.0, 1.0]], dtype=torch.float64)
+    assert js_divergence(p, disjoint) == pytest.approx(LN2)
+    assert js_divergence(p, p) == 0.0
+    a, b = random_probs(50, 10, 3, sharp=5), random_probs(50, 10, 4, sharp=5)
+    values = js_divergence_per_sample(a, b)
+    assert bool((values >= 0).all()) and bool((values <= LN2).all())
+
+
+def test_activation_distance_and_zrf() -> None:
+    p = torch.tensor([[1.0, 0.0], [0.5, 0.5]], dtype=torch.float64)
+    q = torch.tensor([[0.0, 1.0], [0.5, 0.5]], dtype=torch.float64)
+    assert activation_distance(p, q) == pytest.approx((math.sqrt(2) + 0.0) / 2)
+    a, b = random_probs(40, 7, 5), random_probs(40, 7, 6)
+    ref = np.linalg.norm(a.numpy() - b.numpy(), axis=1).mean()
+    assert activation_distance(a, b) == pytest.approx(ref, rel=1e-12)
+    assert zrf_score(a, a) == 1.0
+    assert zrf_score(p[:1], q[:1]) == pytest.approx(1 - LN2)
+
+
+# ------------------------------------------------------------------ attacks
+
+
+def _groups(seed: int = 0, n: int = 60, k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    members = random_probs(n, k, seed, sharp=6.0)  # confident
+    nonmembers = random_probs(n, k, seed + 100, sharp=0.5)  # unsure
+    return members, nonmembers
+
+
+def _sk_logistic() -> object:
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=0))
+
+
+def test_paper_asr_matches_sklearn_and_direction() -> None:
+    members, nonmembers = _groups()
+    targets = torch.cat([random_probs(30, 5, 7, sharp=6.0), random_probs(30, 5, 8, sharp=0.5)])
+    x = np.concatenate([sorted_log_probs(members).numpy(), sorted_log_probs(nonmembers).numpy()])
+    y = np.r_[np.ones(len(members)), np.zeros(len(nonmembers))]
+    clf = _sk_logistic().fit(x, y)  # type: ignore[attr-defined]
+    expected = clf.predict(sorted_log_probs(targets).numpy()).mean()
+    assert paper_asr(members, nonmembers, targets, seed=0) == pytest.approx(expected)
+    # Direction: member-like targets are called members, unsure ones are not.
+    assert paper_asr(members, nonmembers, random_probs(50, 5, 9, sharp=6.0)) > 0.9
+    assert paper_asr(members, nonmembers, random_probs(50, 5, 10, sharp=0.5)) < 0.1
+
+
+def test_confidence_svc_matches_sklearn_svc() -> None:
+    members, nonmembers = _groups(1)
+    conf_m, conf_n = members.max(1).values.numpy(), nonmembers.max(1).values.numpy()
+    targets = np.linspace(0.05, 1.0, 40)
+    svc = SVC(C=3, gamma="auto", kernel="rbf").fit(
+        np.r_[conf_m, conf_n].reshape(-1, 1), np.r_[np.ones(60), np.zeros(60)]
+    )
+    expected = 1.0 - svc.predict(targets.reshape(-1, 1)).mean()
+    assert confidence_svc(conf_m, conf_n, targets) == pytest.approx(expected)
+    # Fraction called NON-member: high for unsure targets, low for confident ones.
+    assert confidence_svc(conf_m, conf_n, np.full(10, conf_n.mean())) > 0.9
+    assert confidence_svc(conf_m, conf_n, np.full(10, 0.9999)) < 0.1
+
+
+def test_entropy_attack_matches_sklearn_and_balances_groups() -> None:
+    members, nonmembers = _groups(2)
+    e_m, e_n = entropy(members).numpy(), entropy(nonmembers).numpy()
+    targets = np.linspace(0.0, math.log(5), 25)
+    clf = _sk_logistic().fit(  # type: ignore[attr-defined]
+        np.r_[e_m, e_n].reshape(-1, 1), np.r_[np.ones(60), np.zeros(60)]
+    )
+    expected = clf.predict(targets.reshape(-1, 1)).mean()
+    assert entropy_attack(e_m, e_n, targets) == pytest.approx(expected)
+    # Unequal group sizes are subsampled to the smaller one, seeded.
+    big = np.r_[e_m, e_m + 1e-3]
+    assert entropy_attack(big, e_n, targets, seed=3) == entropy_attack(big, e_n, targets, seed=3)
+    assert math.isnan(entropy_attack(e_m, np.array([]), targets))
+
+
+def test_loss_lr_matches_sklearn_cross_validation() -> None:
+    rng = np.random.default_rng(0)
+    forget = rng.exponential(0.1, 50)  # low losses: remembered
+    held = rng.exponential(1.0, 50)
+    x = np.r_[forget, held].reshape(-1, 1)
+    y = np.r_[np.ones(50), np.zeros(50)]
+    cv = StratifiedKFold(n_splits=5, shuffle=True, random_state=0)
+    expected = cross_val_score(_sk_logistic(), x, y, cv=cv, scoring="accuracy").mean()
+    assert loss_lr(forget, held, seed=0) == pytest.approx(expected)
+    assert loss_lr(forget, held) > 0.7
+    same = rng.exponential(1.0, 200), rng.exponential(1.0, 200)
+    assert 0.4 < loss_lr(*same) < 0.6  # indistinguishable: 0.5 is ideal
+    assert math.isnan(loss_lr(np.array([0.1]), held))
+
+
+def test_likelihood_ratio_matches_scipy_and_logit_confidence() -> None:
+    ins = np.array([[2.0, 2.5, np.nan, 3.0], [0.0, 1.0, 2.0, np.nan]])
+    outs = np.array([[-1.0, np.nan, 0.0, 1.0], [5.0, 6.0, np.nan, 7.0]])
+    target = np.array([2.2, 1.5])
+    expected = [
+        norm.logpdf(t, np.nanmean(i), np.nanstd(i)) - norm.logpdf(t, np.nanmean(o), np.nanstd(o))
+        for t, i, o in zip(target, ins, outs)
+    ]
+    np.testing.assert_allclose(gaussian_log_likelihood_ratio(target, ins, outs), expected)
+    logits = torch.tensor([[2.0, 0.5, -1.0], [0.0, 30.0, 0.0]], dtype=torch.float64)
+    labels = torch.tensor([0, 1])
+    p = logits.softmax(1).gather(1, labels.view(-1, 1)).squeeze(1)
+    direct = torch.log(p[:1] / (1 - p[:1]))
+    assert float(logit_confidence(logits, labels)[0]) == pytest.approx(float(direct))
+    assert math.isfinite(float(logit_confidence(logits, labels)[1]))  # no overflow at p≈1
+
+
+# ------------------------------------------------------------------ models
+
+
+@pytest.fixture(scope="module")
+def retrained(tiny_data: UnlearningData) -> nn.Module:
+    return unlearn("retrain", build_tiny(), tiny_data, epochs=15, lr=0.05, batch_size=16)
+
+
+def test_relearn_steps(tiny_model: nn.Module, retrained: nn.Module, tiny_data: UnlearningData):
+    before = state_snapshot(retrained)
+    assert relearn_steps(tiny_model, tiny_data) == 0  # already knows the class
+    steps = relearn_steps(retrained, tiny_data, max_steps=60)
+    assert 0 < steps <= 60
+    assert same_state(before, state_snapshot(retrained))  # model untouched
+    assert relearn_steps(retrained, tiny_data, max_steps=60) == steps  # deterministic
+
+
+def test_compute_metrics_on_tiny(
+    tiny_model: nn.Module, retrained: nn.Module, tiny_data: UnlearningData
+) -> None:
+    random_model = build_tiny(seed=7)
+    start = time.perf_counter()
+    original = compute_metrics(tiny_model, tiny_data, retrained=retrained,
+                               random_model=random_model, seed=0)  # fmt: skip
+    assert time.perf_counter() - start < 3.0
+    reference = compute_metrics(retrained, tiny_data, retrained=retrained,
+                                random_model=random_model, seed=0)  # fmt: skip
+    json.dumps(original, allow_nan=False)
+    assert original["acc"] == evaluate(tiny_model, tiny_data)
+    assert set(original["mia"]) == {"paper_asr", "confidence_svc", "loss_lr", "entropy"}
+    # The model that trained on D_f is exposed; the retrained one is not.
+    assert original["mia"]["paper_asr"] > reference["mia"]["paper_asr"] + 0.5
+    assert original["mia"]["entropy"] > reference["mia"]["entropy"] + 0.5
+    assert original["mia"]["confidence_svc"] < reference["mia"]["confidence_svc"] - 0.5
+    assert reference["js_to_retrain"] == 0.0 and reference["activation_distance"] == 0.0
+    assert original["js_to_retrain"] > 0.5  # confident on D_f vs a model that never saw it
+    assert 1 - LN2 <= original["zrf"] <= 1.0
+    assert original["relearn_steps"] == 0 < reference["relearn_steps"]
+    again = compute_metrics(tiny_model, tiny_data, retrained=retrained,
+                            random_model=random_model, seed=0)  # fmt: skip
+    assert again == original  # seeded
+
+
+def test_missing_references_give_none(tiny_model: nn.Module, tiny_data: UnlearningData) -> None:
+    result = compute_metrics(tiny_model, tiny_data, relearn=False)
+    assert result["js_to_retrain"] is None and result["activation_distance"] is None
+    assert result["zrf"] is None and result["relearn_steps"] is None
+
+
+def test_metric_info_documents_every_reported_key(
+    tiny_model: nn.Module, tiny_data: UnlearningData
+) -> None:
+    result = compute_metrics(tiny_model, tiny_data, relearn=False)
+    keys = [f"acc.{k}" for k in result["acc"]] + [f"mia.{k}" for k in result["mia"]]
+    keys += [k for k in result if k not in ("acc", "mia")] + ["mia.ulira", "seconds", "speedup"]
+    for key in keys:
+        info = METRIC_INFO[key]
+        assert info["direction"] in DIRECTIONS
+        assert info["label"] and len(info["meaning"]) > 20
+
+
+@pytest.mark.slow
+def test_ulira_separates_original_from_retrained(
+    tiny_model: nn.Module, retrained: nn.Module, tiny_data: UnlearningData
+) -> None:
+    kwargs = {"shadows": 4, "epochs": 15, "lr": 0.05, "batch_size": 16, "seed": 0}
+    exposed = ulira(tiny_model, tiny_data, **kwargs)  # type: ignore[arg-type]
+    hidden = ulira(retrained, tiny_data, **kwargs)  # type: ignore[arg-type]
+    assert hidden < exposed
+    assert compute_metrics(retrained, tiny_data, ulira=True, relearn=False)["mia"]["ulira"] == (
+        pytest.approx(ulira(retrained, tiny_data, seed=0))
+    )
