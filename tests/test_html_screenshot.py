@@ -11,12 +11,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import build_tiny
 from torch import nn
 
 from boundary_unlearning import UnlearningData, unlearn
 from boundary_unlearning.metrics import compute_metrics
 from boundary_unlearning.report import figure_data, render_reports
+from conftest import build_tiny
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [

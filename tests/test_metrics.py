@@ -10,7 +10,6 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import build_tiny, same_state, state_snapshot
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import entropy as scipy_entropy
 from scipy.stats import norm
@@ -44,6 +43,7 @@ from boundary_unlearning.metrics.mia import (
     ulira,
 )
 from boundary_unlearning.metrics.suite import DIRECTIONS
+from conftest import build_tiny, same_state, state_snapshot
 
 LN2 = math.log(2)
 
@@ -68,7 +68,8 @@ def test_entropy_matches_scipy() -> None:
 def test_js_matches_scipy_per_sample_and_is_the_mean_over_samples() -> None:
     p, q = random_probs(30, 6, 1, sharp=3.0), random_probs(30, 6, 2, sharp=3.0)
     # scipy's jensenshannon is the JS *distance* sqrt(JS) with natural log by default.
-    expected = np.array([jensenshannon(a, b) ** 2 for a, b in zip(p.numpy(), q.numpy())])
+    pairs = zip(p.numpy(), q.numpy(), strict=True)
+    expected = np.array([jensenshannon(a, b) ** 2 for a, b in pairs])
     np.testing.assert_allclose(js_divergence_per_sample(p, q).numpy(), expected, rtol=1e-9)
     assert js_divergence(p, q) == pytest.approx(expected.mean(), rel=1e-9)
     # Not the JS of the averaged distributions, not a sum, not a KL in one direction.
@@ -177,7 +178,7 @@ def test_likelihood_ratio_matches_scipy_and_logit_confidence() -> None:
     target = np.array([2.2, 1.5])
     expected = [
         norm.logpdf(t, np.nanmean(i), np.nanstd(i)) - norm.logpdf(t, np.nanmean(o), np.nanstd(o))
-        for t, i, o in zip(target, ins, outs)
+        for t, i, o in zip(target, ins, outs, strict=True)
     ]
     np.testing.assert_allclose(gaussian_log_likelihood_ratio(target, ins, outs), expected)
     logits = torch.tensor([[2.0, 0.5, -1.0], [0.0, 30.0, 0.0]], dtype=torch.float64)

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import build_tiny
 from torch import nn
 
 from boundary_unlearning import UnlearningData, unlearn
@@ -19,6 +18,7 @@ from boundary_unlearning.errors import DataError
 from boundary_unlearning.metrics import compute_metrics
 from boundary_unlearning.report import figure_data, format_markdown, format_table, render_reports
 from boundary_unlearning.report.tables import format_value, table_rows
+from conftest import build_tiny
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
