@@ -103,6 +103,9 @@ def fit(
     callbacks: Sequence[StepCallback] = (),
     progress: bool = False,
     desc: str = "training",
+    amp: bool = False,
+    channels_last: bool = False,
+    compile_model: bool = False,
 ) -> nn.Module:
     """Train ``model`` in place on ``tensors`` (all indexed together) and return it in eval mode.
 
@@ -110,6 +113,11 @@ def fit(
     ``torch.Generator`` seeded with ``seed`` and minimises ``loss_fn(model, batch)``.
     ``epochs=0`` returns the model unchanged. A NaN or infinite loss raises
     :class:`DivergenceError` naming the step.
+
+    Performance options (off by default; meant for CUDA): ``amp`` computes the loss under
+    ``torch.autocast`` in bfloat16; ``channels_last`` stores the model and 4-D inputs in
+    channels-last memory format; ``compile_model`` evaluates the loss on
+    ``torch.compile(model)`` (the same parameters, compiled on the first step).
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise HyperparameterError(f"epochs={epochs!r} must be a non-negative integer")
@@ -129,6 +137,13 @@ def fit(
         return model
     params = list(parameters) if parameters is not None else list(model.parameters())
     opt = make_optimizer(params, optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+        data = tuple(
+            t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t for t in data
+        )
+    net: nn.Module = torch.compile(model) if compile_model else model  # type: ignore[assignment]
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
     generator = torch.Generator().manual_seed(seed)
     steps_per_epoch = math.ceil(n / batch_size)
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
@@ -147,7 +162,8 @@ def fit(
                 for cb in callbacks:
                     cb.before_step(step, batch)
                 opt.zero_grad(set_to_none=True)
-                loss = loss_fn(model, batch)
+                with autocast:
+                    loss = loss_fn(net, batch)
                 loss.backward()  # type: ignore[no-untyped-call]
                 opt.step()
                 for cb in callbacks:

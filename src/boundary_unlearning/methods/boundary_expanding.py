@@ -55,6 +55,9 @@ def boundary_expanding(
     seed: int = 0,
     bn: BNMode = "train",
     head: str | None = None,
+    amp: bool = False,
+    channels_last: bool = False,
+    compile_model: bool = False,
     progress: bool = False,
 ) -> nn.Module:
     """Boundary Expanding: add a shadow output neuron, fine-tune the forget data into it,
@@ -66,6 +69,8 @@ def boundary_expanding(
     network on D_f, every label set to the shadow class (paper: 10, 1e-5, 0.9, 0, 64).
     seed: the shadow row's initialisation and the batch order.
     bn: "train" (authors' code) or "freeze" BatchNorm statistics during fine-tuning.
+    amp, channels_last, compile_model: opt-in speed options of the fine-tuning, for CUDA
+    (bfloat16 autocast, channels-last memory format, ``torch.compile``; see ``fit``).
     head: dotted name of the final ``nn.Linear`` when automatic search fails.
     """
     check_positive(lr=lr)
@@ -90,6 +95,9 @@ def boundary_expanding(
         seed=seed,
         bn=bn,
         progress=progress,
+        amp=amp,
+        channels_last=channels_last,
+        compile_model=compile_model,
         desc="boundary_expanding",
     )
     wide = unlearned.get_submodule(name)

@@ -88,6 +88,9 @@ def boundary_shrink(
     loss_weighting: bool = False,
     curvature_weight: float = 0.0,
     normalization: Normalization | None = None,
+    amp: bool = False,
+    channels_last: bool = False,
+    compile_model: bool = False,
     progress: bool = False,
 ) -> nn.Module:
     """Boundary Shrink: relabel each forget sample with its nearest adversarial neighbour's
@@ -111,6 +114,8 @@ def boundary_shrink(
     double backward per step).
     normalization: ``(mean, std)`` when the model expects normalised inputs; the search then
     steps in pixel space.
+    amp, channels_last, compile_model: opt-in speed options of the fine-tuning, for CUDA
+    (bfloat16 autocast, channels-last memory format, ``torch.compile``; see ``fit``).
     Records ``attack_success_ratio`` (see :func:`unlearning_stats`).
     """
     check_positive(eps=eps, lr=lr)
@@ -157,6 +162,9 @@ def boundary_shrink(
             seed=seed,
             bn=bn,
             progress=progress,
+            amp=amp,
+            channels_last=channels_last,
+            compile_model=compile_model,
             desc="boundary_shrink",
         )
     elif loss_weighting:
@@ -173,6 +181,9 @@ def boundary_shrink(
             seed=seed,
             bn=bn,
             progress=progress,
+            amp=amp,
+            channels_last=channels_last,
+            compile_model=compile_model,
             desc="boundary_shrink",
         )
     else:
@@ -188,6 +199,9 @@ def boundary_shrink(
             seed=seed,
             bn=bn,
             progress=progress,
+            amp=amp,
+            channels_last=channels_last,
+            compile_model=compile_model,
             desc="boundary_shrink",
         )
     set_unlearning_stats(unlearned, {"attack_success_ratio": neighbours.success_ratio})
