@@ -120,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also run the U-LiRA attack (shadow models; slow)")  # fmt: skip
     run.add_argument("--no-relearn", dest="relearn", action="store_false", default=None,
                      help="skip the relearn-time metric")  # fmt: skip
+    run.add_argument("--no-figures", dest="figures", action="store_false", default=None,
+                     help="skip the figures (t-SNE, entropy, confusion)")  # fmt: skip
     run.add_argument("--out", required=True, help="output folder")
     run.add_argument("--resume", action="store_true",
                      help="continue an interrupted run, reusing its finished stages")  # fmt: skip
@@ -256,6 +258,7 @@ def run_settings(args: argparse.Namespace) -> dict[str, Any]:
         "device": args.device,
         "ulira": args.ulira,
         "relearn": args.relearn,
+        "figures": args.figures,
         "progress": False if args.quiet else None,
     }
     if args.methods is not None:

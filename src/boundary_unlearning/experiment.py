@@ -38,9 +38,9 @@ from .errors import (
     UnlearningError,
 )
 from .methods import get_method, unlearn, unlearning_stats, validate_hyperparameters
-from .metrics import accuracy, evaluate
+from .metrics import accuracy, compute_metrics, evaluate
 from .models import create_model
-from .report import format_table, write_reports
+from .report import figure_data, format_table, render_reports, write_reports
 from .training import train
 
 __all__ = [
@@ -114,6 +114,8 @@ class ExperimentConfig:
     # membership-inference attack with shadow models.
     relearn: bool = True
     ulira: bool = False
+    # Figure data (entropy histograms, t-SNE, confusion matrices) of the first seed's models.
+    figures: bool = True
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ExperimentConfig:
@@ -335,12 +337,7 @@ def _compute_metrics(
 ) -> dict[str, Any]:
     """Every metric of ``model`` (accuracies, each MIA attack, JS and activation distance to
     the retrained model, ZRF, relearn steps)."""
-    from . import metrics
-
-    compute = getattr(metrics, "compute_metrics", None)
-    if compute is None:  # metrics suite not available: accuracies only
-        return {"acc": evaluate(model, data)}
-    result: dict[str, Any] = compute(
+    return compute_metrics(
         model,
         data,
         retrained=retrained,
@@ -350,31 +347,20 @@ def _compute_metrics(
         relearn=config.relearn,
         ulira=config.ulira,
     )
-    return result
 
 
 def _figure_data(
     models: dict[str, nn.Module], data: UnlearningData, seed: int
 ) -> dict[str, Any] | None:
-    from . import report as report_module
-
-    figure_data = getattr(report_module, "figure_data", None)
-    if figure_data is None:
-        return None
-    result: dict[str, Any] = figure_data(models, data, seed=seed)
-    return result
+    """Entropy histograms, t-SNE of penultimate features and confusion matrices."""
+    return figure_data(models, data, seed=seed)
 
 
 def _render(report: dict[str, Any], out: Path) -> None:
-    """Write ``report.json`` (atomically) and the human-readable reports beside it."""
-    from . import report as report_module
-
+    """Write ``report.json`` (atomically) and the human-readable reports beside it:
+    ``report.md``, ``results.csv``, ``figures/`` and ``report.html``."""
     atomic_write_json(out / "report.json", report)
-    render = getattr(report_module, "render_reports", None)
-    if render is None:
-        write_reports(report, out)
-    else:
-        render(report, out)
+    render_reports(report, out)
 
 
 # --- stages: every finished piece of a run is saved, so --resume can reuse it ---------------
@@ -630,7 +616,8 @@ def run_experiment(
                 bar.set_postfix_str(f"seed {seed}: {name}")
                 entry, unlearned = _method_stage(
                     name, cfg, data, original, metrics_of, stages,
-                    weights_meta=weights_meta if index == 0 else None, say=say,
+                    weights_meta=weights_meta if index == 0 and config.figures else None,
+                    say=say,
                 )  # fmt: skip
                 entries[name] = entry
                 if unlearned is not None:
@@ -644,8 +631,9 @@ def run_experiment(
                 bar.update(1)
             per_seed[str(seed)] = entries
             if index == 0:
-                bar.set_postfix_str("figure data")
-                figures = _figures_stage(cfg, methods, models, data, stages)
+                if config.figures:
+                    bar.set_postfix_str("figure data")
+                    figures = _figures_stage(cfg, methods, models, data, stages)
                 first = {"info": info, "data": data, "orig_meta": orig_meta}
                 bar.update(1)
     finally:
@@ -781,13 +769,7 @@ def rerender_reports(out_dir: str | Path) -> dict[str, Any]:
     out = Path(out_dir)
     report = load_report(out)
     _check_writable(out)
-    from . import report as report_module
-
-    render = getattr(report_module, "render_reports", None)
-    if render is None:
-        write_reports(report, out)
-    else:
-        render(report, out)
+    render_reports(report, out)
     return report
 
 
