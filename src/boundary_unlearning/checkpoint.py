@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,9 @@ from .models import create_model
 
 __all__ = [
     "build_from_metadata",
+    "check_matches_dataset",
+    "check_metadata",
+    "check_model_options",
     "checkpoint_paths",
     "config_hash",
     "load_checkpoint",
@@ -52,7 +57,8 @@ def save_checkpoint(model: nn.Module, path: str | Path, metadata: dict[str, Any]
     """Write ``model``'s weights (safetensors) and ``metadata`` (JSON) atomically.
 
     ``path`` is a folder (``model.safetensors`` + ``model.json`` inside) or a
-    ``.safetensors`` file (metadata beside it). Returns the weights path.
+    ``.safetensors`` file (metadata beside it). Returns the weights path. Under torchrun
+    only rank 0 writes (the others return the path at once).
     """
     from safetensors.torch import save
 
@@ -63,11 +69,11 @@ def save_checkpoint(model: nn.Module, path: str | Path, metadata: dict[str, Any]
     try:
         atomic_write_bytes(weights, save(state))
         atomic_write_json(meta, {"format": FORMAT, **metadata})
-    except PermissionError as exc:
+    except OSError as exc:
         from .errors import OutputError
 
         raise OutputError(
-            f"cannot write {exc.filename or weights.parent}: permission denied; choose a "
+            f"cannot write {exc.filename or weights.parent} ({exc.strerror or exc}); choose a "
             "writable --out"
         ) from None
     return weights
@@ -107,13 +113,18 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             ) from None
         return dict(state)
     import io
+    import warnings
 
     try:
-        obj = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. torch's note on the pickle protocol
+            obj = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f"it would load {found.group(1)}" if found else "it holds objects other than tensors"
         raise CheckpointError(
-            f"refusing to load {weights}: it holds objects other than tensors "
-            f"({str(exc).splitlines()[0][:160]}); save a plain state_dict or safetensors"
+            f"refusing to load {weights}: {what}, and checkpoints are read with "
+            "weights_only=True (no code runs on load); save a plain state_dict or safetensors"
         ) from None
     except Exception as exc:
         raise CheckpointError(
@@ -148,30 +159,106 @@ def load_weights_into(model: nn.Module, state: dict[str, torch.Tensor], source: 
                 f"{tuple(state[key].shape)}, the model expects {tuple(tensor.shape)}; pass the "
                 "matching --model and --dataset"
             )
-        if not torch.isfinite(state[key].float()).all():
-            raise CheckpointError(f"{source}: {key} holds NaN or infinite values; it is corrupt")
-    model.load_state_dict(state)
+        if state[key].is_complex() or not torch.isfinite(state[key].float()).all():
+            raise CheckpointError(
+                f"{source}: {key} holds NaN, infinite or complex values; it is corrupt"
+            )
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError) as exc:
+        raise CheckpointError(
+            f"{source} cannot be loaded ({str(exc).splitlines()[0][:120]}); it is corrupt"
+        ) from None
     return model
 
 
-def build_from_metadata(meta: dict[str, Any]) -> nn.Module:
-    """An untrained model of the architecture the metadata describes."""
+# Bounds on what untrusted metadata may ask to build (a crafted file must not allocate
+# terabytes): far above any model this library trains.
+_META_LIMITS = {"num_classes": (2, 100_000), "in_channels": (1, 64), "image_size": (1, 4096)}
+_OPTION_LIMIT = 100_000
+
+
+def _meta_error(source: str, problem: str) -> CheckpointError:
+    return CheckpointError(
+        f"{source}: metadata {problem}; restore the model.json written with the checkpoint, "
+        "or delete it and pass --model and --dataset"
+    )
+
+
+def check_metadata(meta: dict[str, Any], source: str = "checkpoint") -> None:
+    """Raise :class:`CheckpointError` unless ``meta`` describes a buildable architecture
+    (types and sizes within bounds); metadata is untrusted input like the weights."""
+    if not isinstance(meta.get("model"), str):
+        raise _meta_error(source, "has no model name")
+    for key, (low, high) in _META_LIMITS.items():
+        value = meta.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise _meta_error(source, f"{key}={value!r} is not a whole number in {low}..{high}")
+    for key in ("mean", "std"):
+        values = meta.get(key)
+        if (
+            not isinstance(values, list)
+            or len(values) != meta["in_channels"]
+            or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                for v in values
+            )
+            or (key == "std" and not all(v > 0 for v in values))
+        ):
+            raise _meta_error(source, f"{key}={values!r} is not one finite number per channel")
+    check_model_options(meta.get("model_options", {}), source)
+    for key in ("dataset",):
+        if key in meta and not isinstance(meta[key], str):
+            raise _meta_error(source, f"{key}={meta[key]!r} is not a name")
+
+
+def check_model_options(options: Any, source: str = "checkpoint") -> None:
+    """Raise :class:`CheckpointError` unless ``options`` is a dict of small plain values."""
+    if not isinstance(options, dict) or not all(
+        (v is None or isinstance(v, (int, float, str, bool)))
+        and not (isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) > _OPTION_LIMIT)
+        for v in options.values()
+    ):
+        raise _meta_error(source, f"model_options={options!r} are not small plain values")
+
+
+def build_from_metadata(meta: dict[str, Any], source: str = "checkpoint") -> nn.Module:
+    """An untrained model of the architecture the metadata describes (checked first)."""
+    check_metadata(meta, source)
     try:
         return create_model(
-            str(meta["model"]),
-            int(meta["num_classes"]),
-            int(meta["in_channels"]),
-            int(meta["image_size"]),
+            meta["model"],
+            meta["num_classes"],
+            meta["in_channels"],
+            meta["image_size"],
             meta["mean"],
             meta["std"],
             **dict(meta.get("model_options", {})),
         )
     except UnlearningError:
         raise
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(
-            f"checkpoint metadata lacks or garbles {exc}; pass --model and --dataset explicitly"
-        ) from None
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise _meta_error(source, f"does not describe a buildable model ({exc})") from None
+
+
+def check_matches_dataset(meta: dict[str, Any], info: Any, source: str) -> None:
+    """Raise :class:`ModelError` if the checkpoint's model cannot classify ``info``'s data:
+    another class count (output size) or another image shape."""
+    from .errors import ModelError
+
+    want = (info.num_classes, info.in_channels, info.image_size)
+    have = (meta.get("num_classes"), meta.get("in_channels"), meta.get("image_size"))
+    if have == want:
+        return
+    trained_on = f" (trained on {meta['dataset']})" if isinstance(meta.get("dataset"), str) else ""
+    if have[0] != want[0]:
+        problem = f"outputs {have[0]} classes but {info.name} has {want[0]}"
+    else:
+        problem = (
+            f"takes {have[1]}x{have[2]}x{have[2]} images but {info.name} has "
+            f"{want[1]}x{want[2]}x{want[2]}"
+        )
+    raise ModelError(f"{source}{trained_on} {problem}; pass the --dataset the model was trained on")
 
 
 def load_checkpoint(
@@ -186,7 +273,7 @@ def load_checkpoint(
                 f"{checkpoint_paths(path)[1]} not found, so the architecture is unknown; pass "
                 "--model and --dataset"
             )
-        model = build_from_metadata(meta)
+        model = build_from_metadata(meta, str(checkpoint_paths(path)[1]))
     state = load_state_dict(path)
     load_weights_into(model, state, str(checkpoint_paths(path)[0]))
     model.eval()

@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--out", required=True, help="folder for model.safetensors + model.json")
+    tr.add_argument("--overwrite", action="store_true",
+                    help="replace a model trained with other settings in --out")  # fmt: skip
     _add_common(tr)
 
     un = sub.add_parser("unlearn", help="make an existing checkpoint forget a class")
@@ -201,7 +203,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.quiet,
     )
-    meta, reused = save_original(config, args.out)
+    meta, reused = save_original(config, args.out, overwrite=args.overwrite)
     if not args.quiet:
         verb = "reused" if reused else "trained"
         print(

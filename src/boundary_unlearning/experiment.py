@@ -22,6 +22,9 @@ from tqdm.auto import tqdm
 
 from ._utils import atomic_write_json, atomic_write_text, model_device
 from .checkpoint import (
+    check_matches_dataset,
+    check_metadata,
+    check_model_options,
     checkpoint_paths,
     config_hash,
     load_checkpoint,
@@ -41,7 +44,7 @@ from .methods import get_method, unlearn, unlearning_stats, validate_hyperparame
 from .metrics import accuracy, compute_metrics, evaluate
 from .models import create_model
 from .report import figure_data, format_table, render_reports, write_reports
-from .training import train
+from .training import check_recipe, train
 
 __all__ = [
     "DEMO_HYPERPARAMETERS",
@@ -790,6 +793,7 @@ def save_original(
 ) -> tuple[dict[str, Any], bool]:
     """``bunlearn train``: train the original model into ``out`` (reused when ``out`` already
     holds a model trained with identical settings). Returns ``(metadata, reused)``."""
+    check_recipe(**config.training_recipe(), min_epochs=1, what="train")
     out = Path(out)
     train_set, test_set, info = load_dataset(
         config.dataset, config.data_root, download=config.download
@@ -800,6 +804,11 @@ def save_original(
         raise OutputError(
             f"{out} already holds a model trained with other settings; pass --overwrite or "
             "choose another --out"
+        )
+    if existing is None and (out / "model.safetensors").exists() and not overwrite:
+        raise OutputError(
+            f"{out / 'model.safetensors'} already exists (without model.json); pass --overwrite "
+            "or choose another --out"
         )
     _check_writable(out)
     _, meta, reused = train_original(config, info, train_set, test_set, folder=out)
@@ -829,6 +838,11 @@ def unlearn_checkpoint(
     out = Path(out)
     weights_in, _ = checkpoint_paths(checkpoint)
     weights_out, _ = checkpoint_paths(out)
+    if not weights_in.is_file():
+        raise CheckpointError(
+            f"checkpoint {weights_in} not found; pass the file or folder written by 'bunlearn "
+            "train'"
+        )
     if weights_out.exists() and weights_out.resolve() == weights_in.resolve():
         raise OutputError(
             f"--out {out} would overwrite the input checkpoint; choose another folder"
@@ -836,8 +850,11 @@ def unlearn_checkpoint(
     if weights_out.exists() and not overwrite:
         raise OutputError(f"{weights_out} already exists; pass --overwrite or choose another --out")
     meta = read_metadata(checkpoint) or {}
+    meta_path = str(checkpoint_paths(checkpoint)[1])
+    if meta and model is None:
+        check_metadata(meta, meta_path)
     dataset = dataset or meta.get("dataset")
-    if dataset is None:
+    if not isinstance(dataset, str):
         raise CheckpointError(
             f"{checkpoint} has no metadata naming its data set; pass --dataset (and --model)"
         )
@@ -847,7 +864,8 @@ def unlearn_checkpoint(
             raise CheckpointError(
                 f"{checkpoint} has no metadata naming its architecture; pass --model"
             )
-        options = dict(meta.get("model_options", {})) if meta.get("model") == model else {}
+        options = meta.get("model_options", {}) if meta.get("model") == model else {}
+        check_model_options(options, meta_path)
         net: nn.Module = create_model(
             model, info.num_classes, info.in_channels, info.image_size, info.mean, info.std,
             **options,
@@ -855,6 +873,7 @@ def unlearn_checkpoint(
         net, _ = load_checkpoint(checkpoint, net)
         meta = {**_model_metadata(ExperimentConfig(model=model), info), **meta, "model": model}
     else:
+        check_matches_dataset(meta, info, str(weights_in))
         net, meta = load_checkpoint(checkpoint)
     classes = [info.class_index(c) for c in forget_classes]
     data = class_split(

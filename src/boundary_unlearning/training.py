@@ -21,7 +21,15 @@ from ._utils import model_device
 from .data.split import to_tensors
 from .errors import DataError, DivergenceError, HyperparameterError
 
-__all__ = ["LossFn", "StepCallback", "cross_entropy_loss", "fit", "set_bn_mode", "train"]
+__all__ = [
+    "LossFn",
+    "StepCallback",
+    "check_recipe",
+    "cross_entropy_loss",
+    "fit",
+    "set_bn_mode",
+    "train",
+]
 
 Batch = tuple[torch.Tensor, ...]
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
@@ -60,7 +68,13 @@ def check_positive(**values: float | int) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise HyperparameterError(f"{name}={value!r} must be a number")
         if not math.isfinite(value) or value <= 0:
-            raise HyperparameterError(f"{name}={value} must be a positive number")
+            raise HyperparameterError(f"{name}={value} must be a positive (finite) number")
+
+
+def check_seed(seed: object, what: str = "seed") -> None:
+    """Raise a clear error unless ``seed`` is an integer torch can seed a generator with."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise HyperparameterError(f"{what}={seed!r} must be a whole number in 0 .. 2**63-1")
 
 
 def check_non_negative(**values: float | int) -> None:
@@ -68,7 +82,32 @@ def check_non_negative(**values: float | int) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise HyperparameterError(f"{name}={value!r} must be a number")
         if not math.isfinite(value) or value < 0:
-            raise HyperparameterError(f"{name}={value} must be zero or positive")
+            raise HyperparameterError(f"{name}={value} must be a finite number >= 0")
+
+
+def check_recipe(
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    min_epochs: int = 0,
+    what: str = "training",
+    **_: Any,
+) -> None:
+    """Validate a training recipe up front (``fit`` checks the same at its start); pass
+    ``min_epochs=1`` where zero epochs is meaningless (training an original model)."""
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < min_epochs:
+        raise HyperparameterError(
+            f"{what}: epochs={epochs!r} must be a whole number >= {min_epochs}"
+        )
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise HyperparameterError(f"{what}: batch_size={batch_size!r} must be a whole number >= 1")
+    check_positive(lr=lr)
+    check_non_negative(momentum=momentum, weight_decay=weight_decay)
+    check_seed(seed)
 
 
 def make_optimizer(
@@ -120,11 +159,14 @@ def fit(
     ``torch.compile(model)`` (the same parameters, compiled on the first step).
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-        raise HyperparameterError(f"epochs={epochs!r} must be a non-negative integer")
+        raise HyperparameterError(
+            f"{desc}: epochs={epochs!r} must be a whole number >= 0 (passes over the data)"
+        )
     check_positive(lr=lr)
     check_non_negative(momentum=momentum, weight_decay=weight_decay)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise HyperparameterError(f"batch_size={batch_size!r} must be a positive integer")
+        raise HyperparameterError(f"{desc}: batch_size={batch_size!r} must be a whole number >= 1")
+    check_seed(seed)
     device = model_device(model)
     data = tuple(t.to(device) for t in tensors)
     n = len(data[0])

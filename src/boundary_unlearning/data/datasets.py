@@ -11,6 +11,7 @@ import gzip
 import io
 import pickle
 import struct
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from ..errors import DataError, unknown_name
+from ..errors import DataError, UnknownNameError, did_you_mean, unknown_name
 
 __all__ = ["DatasetInfo", "list_datasets", "load_dataset"]
 
@@ -62,14 +63,23 @@ class DatasetInfo:
         """Resolve a class given by index (``3``, ``"3"``) or by name (``"dress"``)."""
         if isinstance(name_or_index, int):
             index = name_or_index
-        elif name_or_index.strip().lstrip("-").isdigit():
+        elif not isinstance(name_or_index, str):
+            raise DataError(
+                f"forget class {name_or_index!r} is a {type(name_or_index).__name__}; give a "
+                "class index (e.g. 3) or a class name"
+            )
+        elif name_or_index.strip().lstrip("-").isdecimal():
             index = int(name_or_index)
         else:
             lowered = [c.lower() for c in self.classes]
             if name_or_index.lower() not in lowered:
-                raise unknown_name(f"class of {self.name}", name_or_index, self.classes)
+                raise UnknownNameError(
+                    f"{self.name} has no class '{name_or_index}'"
+                    f"{did_you_mean(name_or_index, self.classes)}; pick an index "
+                    f"0..{self.num_classes - 1} or one of: {', '.join(self.classes)}"
+                )
             return lowered.index(name_or_index.lower())
-        if not 0 <= index < self.num_classes:
+        if isinstance(index, bool) or not 0 <= index < self.num_classes:
             raise DataError(
                 f"forget class {index} is outside {self.name}'s classes 0..{self.num_classes - 1}; "
                 f"pick one of 0..{self.num_classes - 1} or a class name"
@@ -92,6 +102,11 @@ def _finish(
     test_y: torch.Tensor,
     mean_std: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
 ) -> tuple[TensorDataset, TensorDataset, DatasetInfo]:
+    for split, x in (("training", train_x), ("test", test_x)):
+        if len(x) == 0:
+            raise DataError(
+                f"the {name} {split} set holds no images; check the files under --data-root"
+            )
     mean, std = mean_std if mean_std is not None else _stats(train_x)
     info = DatasetInfo(name, classes, tuple(train_x.shape[1:]), mean, std)  # type: ignore[arg-type]
     return TensorDataset(train_x, train_y), TensorDataset(test_x, test_y), info
@@ -120,7 +135,7 @@ def _read_idx(path: Path, expected_dims: int) -> np.ndarray[Any, Any]:
     if path.suffix == ".gz":
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, zlib.error) as exc:
             raise DataError(f"{path} is not a valid gzip file ({exc}); re-download it") from None
     if len(raw) < 4 + 4 * expected_dims:
         raise DataError(f"{path} is truncated (only {len(raw)} bytes); re-download it")
@@ -149,6 +164,15 @@ def _find_idx(stem: str, dirs: list[Path]) -> Path | None:
     return None
 
 
+def _idx_folder(stems: list[str], dirs: list[Path]) -> list[Path]:
+    """The first folder holding any of the IDX files: all four are then read from there
+    (never a mix of a user's folder and the system copy)."""
+    for folder in dirs:
+        if any(_find_idx(stem, [folder]) for stem in stems):
+            return [folder]
+    return dirs
+
+
 def _load_fashion_mnist(
     root: Path | None, download: bool, **_: Any
 ) -> tuple[Any, Any, DatasetInfo]:
@@ -162,6 +186,7 @@ def _load_fashion_mnist(
         "test_x": "t10k-images-idx3-ubyte",
         "test_y": "t10k-labels-idx1-ubyte",
     }
+    dirs = _idx_folder(list(stems.values()), dirs)
     paths = {key: _find_idx(stem, dirs) for key, stem in stems.items()}
     missing = [stems[k] for k, p in paths.items() if p is None]
     if missing and download:
@@ -174,13 +199,18 @@ def _load_fashion_mnist(
         paths = {key: _find_idx(stem, dirs) for key, stem in stems.items()}
         missing = [stems[k] for k, p in paths.items() if p is None]
     if missing:
-        where = root if root is not None else FASHION_MNIST_SYSTEM_DIR
+        where = dirs[0] if len(dirs) == 1 else root if root is not None else dirs[-1]
         raise DataError(
             f"Fashion-MNIST file {missing[0]}[.gz] not found in {where}: put the four IDX files "
             "there (apt-get install dataset-fashion-mnist provides them), or pass --download"
         )
     arrays = {key: _read_idx(p, 3 if key.endswith("x") else 1) for key, p in paths.items() if p}
     for split in ("train", "test"):
+        if arrays[f"{split}_x"].shape[1:] != (28, 28) or not len(arrays[f"{split}_x"]):
+            raise DataError(
+                f"Fashion-MNIST {split} images have shape {arrays[f'{split}_x'].shape}, not "
+                "(N>0, 28, 28); the image file is corrupt, re-download it"
+            )
         if len(arrays[f"{split}_x"]) != len(arrays[f"{split}_y"]):
             raise DataError(
                 f"Fashion-MNIST {split} images and labels differ in count "

@@ -113,7 +113,13 @@ def class_split(
     )
     if not classes:
         raise DataError("no forget class given; pass at least one --forget-class")
-    if not 0.0 < forget_fraction <= 1.0:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise DataError(f"seed={seed!r} must be a whole number in 0 .. 2**63-1")
+    if (
+        isinstance(forget_fraction, bool)
+        or not isinstance(forget_fraction, (int, float))
+        or not 0.0 < forget_fraction <= 1.0
+    ):
         raise DataError(
             f"forget fraction {forget_fraction} is outside (0, 1]; pass e.g. 0.1 for 10%"
         )

@@ -38,6 +38,11 @@ class Normalize(nn.Module):
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.mean.shape[1]:
+            # broadcasting would otherwise let a 3-channel model take grayscale images
+            raise RuntimeError(
+                f"expected images of shape (N, {self.mean.shape[1]}, H, W), got {tuple(x.shape)}"
+            )
         return (x - self.mean) / self.std
 
 
@@ -91,8 +96,15 @@ def create_model(
     """Build model ``name`` with seeded initial weights (the caller's RNG is untouched)."""
     if name not in _REGISTRY:
         raise unknown_name("model", name, _REGISTRY)
-    if num_classes < 2:
-        raise ModelError(f"num_classes={num_classes}; a classifier needs at least 2 classes")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ModelError(
+            f"num_classes={num_classes!r}; a classifier needs a whole number >= 2 of classes"
+        )
+    for key, value in (("in_channels", in_channels), ("image_size", image_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ModelError(f"{key}={value!r} must be a whole number >= 1")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise HyperparameterError(f"seed={seed!r} must be a whole number in 0 .. 2**63-1")
     factory = _REGISTRY[name]
     allowed = [
         p
