@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .distributed import is_main_process
+
 
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter (or buffer); CPU for an empty model."""
@@ -47,7 +49,11 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
+    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename.
+
+    Under torchrun only rank 0 writes; the other ranks skip the write."""
+    if not is_main_process():
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._utils import eval_mode, model_device
+from .distributed import gather_rows, is_distributed, shard_range
 from .errors import HyperparameterError
 
 __all__ = ["AttackName", "Neighbours", "neighbour_search"]
@@ -73,6 +74,7 @@ def neighbour_search(
     device = model_device(model)
     if batch_size is None:
         batch_size = 128 if device.type == "cpu" else 1024
+    lo, hi = shard_range(len(inputs))  # under torchrun this rank's share, else everything
     out_x: list[torch.Tensor] = []
     out_p: list[torch.Tensor] = []
     requires = [p.requires_grad for p in model.parameters()]
@@ -80,9 +82,9 @@ def neighbour_search(
         p.requires_grad_(False)
     try:
         with eval_mode(model):
-            for start in range(0, len(inputs), batch_size):
-                x = inputs[start : start + batch_size].to(device)
-                y = labels[start : start + batch_size].to(device)
+            for start in range(lo, hi, batch_size):
+                x = inputs[start : min(start + batch_size, hi)].to(device)
+                y = labels[start : min(start + batch_size, hi)].to(device)
                 x_adv, probs = _attack_batch(
                     model, x, y, eps, attack, pgd_steps, pgd_step_size, normalization, quantize
                 )
@@ -91,8 +93,10 @@ def neighbour_search(
     finally:
         for p, r in zip(model.parameters(), requires, strict=True):
             p.requires_grad_(r)
-    adv = torch.cat(out_x) if out_x else inputs.to(device)
+    adv = torch.cat(out_x) if out_x else inputs[lo:hi].to(device)
     probs = torch.cat(out_p) if out_p else torch.zeros((0, 0), device=device)
+    if is_distributed():  # every rank's share, in order, on every rank
+        adv, probs = gather_rows(adv, len(inputs)), gather_rows(probs, len(inputs))
     nb_labels = probs.argmax(1) if len(probs) else labels.to(device)
     ratio = float((nb_labels != labels.to(device)).float().mean()) if len(labels) else 0.0
     return Neighbours(adv, nb_labels, probs, ratio)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ._utils import atomic_write_bytes, atomic_write_json
+from .distributed import is_main_process
 from .errors import CheckpointError, UnlearningError
 from .models import create_model
 
@@ -65,6 +66,8 @@ def save_checkpoint(model: nn.Module, path: str | Path, metadata: dict[str, Any]
     weights, meta = checkpoint_paths(path)
     if weights.suffix != ".safetensors":
         weights = weights.with_suffix(".safetensors")
+    if not is_main_process():
+        return weights
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     try:
         atomic_write_bytes(weights, save(state))

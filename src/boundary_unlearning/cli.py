@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from .distributed import is_main_process, launch, launched_by_torchrun, process_group
 from .errors import ConfigError, HyperparameterError, UnlearningError
 
 DEMO_OUT = "bunlearn-demo"
@@ -50,6 +51,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars or table")
 
 
+def _add_nproc(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nproc", type=int, metavar="N",
+                   help="data-parallel on N local processes via torchrun (one per GPU, or "
+                        "CPU processes); see docs/distributed.md")  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -79,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", required=True, help="folder for model.safetensors + model.json")
     tr.add_argument("--overwrite", action="store_true",
                     help="replace a model trained with other settings in --out")  # fmt: skip
+    _add_nproc(tr)
     _add_common(tr)
 
     un = sub.add_parser("unlearn", help="make an existing checkpoint forget a class")
@@ -129,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="continue an interrupted run, reusing its finished stages")  # fmt: skip
     run.add_argument("--overwrite", action="store_true",
                      help="replace the results of an earlier run in --out")  # fmt: skip
+    _add_nproc(run)
     _add_common(run)
     run.set_defaults(device=None, download=None, quiet=None)  # None = not given: keep config's
 
@@ -311,6 +320,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _print_failures(report: dict[str, Any]) -> None:
     """One warning line per failed method (the run itself still succeeds: exit code 0)."""
+    if not is_main_process():
+        return
     for name, message in report.get("failed", {}).items():
         print(f"bunlearn: warning: {name} failed: {message}", file=sys.stderr)
 
@@ -382,11 +393,37 @@ COMMANDS = {
 }
 
 
+def _without_nproc(argv: Sequence[str]) -> list[str]:
+    """``argv`` less ``--nproc N`` (or ``--nproc=N``, or an abbreviation): the ranks run the
+    rest, and torchrun's own parser would take ``--nproc`` for its ``--nproc-per-node``."""
+    out: list[str] = []
+    skip = False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token.startswith("--np") and "--nproc".startswith(token.split("=")[0]):
+            skip = "=" not in token
+        else:
+            out.append(token)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``bunlearn``; returns the exit code (2 for bad input)."""
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        nproc = getattr(args, "nproc", None)
+        if nproc is not None and nproc != 1 and not launched_by_torchrun():
+            code = launch(_without_nproc(sys.argv[1:] if argv is None else argv), nproc)
+            if code != 0:
+                failed = f"the {nproc}-process job failed (torchrun exit code {code})"
+                print(f"bunlearn: error: {failed}; the failing rank's error is above",
+                      file=sys.stderr)  # fmt: skip
+            return code
+        with process_group(getattr(args, "device", None)):  # joins torchrun's ranks, if any
+            if not is_main_process():
+                args.quiet = True  # rank 0 alone prints progress and results
+            return COMMANDS[args.command](args)
     except UnlearningError as exc:
         print(f"bunlearn: error: {exc}", file=sys.stderr)
         return 2

@@ -3,6 +3,7 @@ run each method (timed) -> evaluate -> write reports."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -33,6 +34,7 @@ from .checkpoint import (
 )
 from .config import check_config_values, write_resolved_config
 from .data import DatasetInfo, UnlearningData, class_split, load_dataset
+from .distributed import all_ranks, is_main_process, world_size
 from .errors import (
     CheckpointError,
     ConfigError,
@@ -218,18 +220,19 @@ def _cached_training(
     """Reuse the checkpoint in ``folder`` if its metadata matches ``meta``; else train,
     add ``describe(model)`` to the metadata and save. Returns ``(model, meta, reused)``."""
     existing = read_metadata(folder) if (folder / "model.json").is_file() else None
+    cached: tuple[nn.Module, dict[str, Any]] | None = None
     if existing is not None and existing.get("cache_key") == meta["cache_key"]:
-        try:
-            model, loaded = load_checkpoint(folder)
-            return model.to(device), loaded, True
-        except UnlearningError:
-            pass  # corrupt cache entry: train again and overwrite it
+        with contextlib.suppress(UnlearningError):  # corrupt: train again, overwrite it
+            cached = load_checkpoint(folder)
+    reuse = all_ranks(cached is not None)  # under torchrun: only if every rank can reuse it
+    if cached is not None and reuse:
+        return cached[0].to(device), cached[1], True
     model = build().to(device)
     _sync(device)
     start = time.perf_counter()
     model = run(model)
     _sync(device)
-    meta = {**meta, "train_seconds": time.perf_counter() - start}
+    meta = {**meta, "train_seconds": time.perf_counter() - start, "world_size": world_size()}
     if describe is not None:
         meta.update(describe(model))
     save_checkpoint(model, folder, meta)
@@ -653,6 +656,7 @@ def run_experiment(
         "seeds": seeds,
         "sizes": data.sizes(),
         "device": str(device),
+        "world_size": world_size(),
         "original_hyperparameters": {
             k: v for k, v in orig_meta.get("hyperparameters", {}).items() if k != "seed"
         },
@@ -777,6 +781,8 @@ def rerender_reports(out_dir: str | Path) -> dict[str, Any]:
 
 
 def _check_writable(out: Path) -> None:
+    if not is_main_process():
+        return  # under torchrun only rank 0 writes
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
@@ -910,7 +916,8 @@ def unlearn_checkpoint(
         "checkpoint": str(weights_in),
         "results": {"original": {"acc": evaluate(net, data)}, method: entry},
     }
-    new_meta = {k: v for k, v in meta.items() if k not in {"format", "cache_key", "train_seconds"}}
+    dropped = {"format", "cache_key", "train_seconds", "world_size"}
+    new_meta = {k: v for k, v in meta.items() if k not in dropped}
     new_meta.update(
         {"unlearned": {"method": method, "forget_classes": classes, "from": str(weights_in),
                        "hyperparameters": entry["hyperparameters"]}}

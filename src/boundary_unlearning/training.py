@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from ._utils import model_device
 from .data.split import to_tensors
+from .distributed import distributed_fit, is_main_process
 from .errors import DataError, DivergenceError, HyperparameterError
 
 __all__ = [
@@ -145,6 +146,7 @@ def fit(
     amp: bool = False,
     channels_last: bool = False,
     compile_model: bool = False,
+    shard: bool = True,
 ) -> nn.Module:
     """Train ``model`` in place on ``tensors`` (all indexed together) and return it in eval mode.
 
@@ -157,6 +159,11 @@ def fit(
     ``torch.autocast`` in bfloat16; ``channels_last`` stores the model and 4-D inputs in
     channels-last memory format; ``compile_model`` evaluates the loss on
     ``torch.compile(model)`` (the same parameters, compiled on the first step).
+
+    Under torchrun (see :mod:`boundary_unlearning.distributed`) every rank trains together:
+    with ``shard=True`` each takes its share of every global batch of ``batch_size`` and the
+    result equals one process's (for a loss that is a mean over the batch's samples);
+    ``shard=False`` makes every rank compute the whole batch, for other losses.
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise HyperparameterError(
@@ -190,9 +197,11 @@ def fit(
     steps_per_epoch = math.ceil(n / batch_size)
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
     bar = tqdm(
-        total=epochs * steps_per_epoch, desc=desc, disable=not progress, leave=False, unit="step"
-    )
+        total=epochs * steps_per_epoch, desc=desc, disable=not progress or not is_main_process(),
+        leave=False, unit="step",
+    )  # fmt: skip
     set_bn_mode(model, bn)
+    sync = distributed_fit(model, params, shard=shard)  # None in a single process
     step = 0
     try:
         for epoch in range(epochs):
@@ -204,9 +213,15 @@ def fit(
                 for cb in callbacks:
                     cb.before_step(step, batch)
                 opt.zero_grad(set_to_none=True)
-                with autocast:
-                    loss = loss_fn(net, batch)
-                loss.backward()  # type: ignore[no-untyped-call]
+                if sync is None:
+                    with autocast:
+                        loss = loss_fn(net, batch)
+                    loss.backward()  # type: ignore[no-untyped-call]
+                else:  # this rank's share of the batch; gradients summed over the ranks
+                    share, weight = sync.share(data, idx)
+                    with autocast:
+                        loss = loss_fn(net, share)
+                    loss = sync.backward(loss, weight)
                 opt.step()
                 for cb in callbacks:
                     cb.after_step(step, batch)
@@ -216,15 +231,20 @@ def fit(
                 first_bad = torch.where(bad, torch.full_like(first_bad, step), first_bad)
                 step += 1
                 bar.update(1)
-            bad_step = int(first_bad)  # one host sync per epoch
+            # one host sync per epoch (with torchrun: the earliest bad step of any rank)
+            bad_step = int(first_bad) if sync is None else sync.first_bad_step(first_bad)
             if bad_step >= 0:
                 raise DivergenceError(
                     f"{desc}: the loss became NaN or infinite at step {bad_step} "
                     f"(epoch {bad_step // steps_per_epoch + 1}); lower the learning rate "
                     f"(lr={lr:g})"
                 )
+            if sync is not None:
+                running = sync.total(running)
             bar.set_postfix(epoch=epoch + 1, loss=f"{float(running) / steps_per_epoch:.4f}")
     finally:
+        if sync is not None:
+            sync.close()
         bar.close()
         model.eval()
     return model
