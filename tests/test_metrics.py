@@ -200,10 +200,10 @@ def retrained(tiny_data: UnlearningData) -> nn.Module:
 def test_relearn_steps(tiny_model: nn.Module, retrained: nn.Module, tiny_data: UnlearningData):
     before = state_snapshot(retrained)
     assert relearn_steps(tiny_model, tiny_data) == 0  # already knows the class
-    steps = relearn_steps(retrained, tiny_data, max_steps=60)
+    steps = relearn_steps(retrained, tiny_data, lr=1e-2, max_steps=60)
     assert 0 < steps <= 60
     assert same_state(before, state_snapshot(retrained))  # model untouched
-    assert relearn_steps(retrained, tiny_data, max_steps=60) == steps  # deterministic
+    assert relearn_steps(retrained, tiny_data, lr=1e-2, max_steps=60) == steps  # deterministic
 
 
 def test_compute_metrics_on_tiny(

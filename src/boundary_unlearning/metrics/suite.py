@@ -104,8 +104,8 @@ METRIC_INFO: dict[str, dict[str, str]] = {
     "relearn_steps": {
         "label": "Relearn steps",
         "direction": "closer_to_retrain",
-        "meaning": "full-batch SGD steps on 8 forget samples until D_f accuracy is back to "
-        "50% (capped at 50); few steps = the class was hidden rather than forgotten",
+        "meaning": "full-batch SGD steps (lr 1e-3) on 8 forget samples until D_f accuracy is "
+        "back to 50% (capped at 100); few steps = the class was hidden rather than forgotten",
     },
     "seconds": {
         "label": "Time (s)",

@@ -149,7 +149,7 @@ def _png(fig: Any) -> bytes:
 
 
 def _class_name(c: int, class_names: Mapping[int, str]) -> str:
-    return f"{c} ({class_names[c]})" if c in class_names else str(c)
+    return f"{c} ({class_names[c]})" if str(class_names.get(c, c)) != str(c) else str(c)
 
 
 def plot_entropy(model_data: Mapping[str, Any], *, title: str, num_classes: int) -> bytes:

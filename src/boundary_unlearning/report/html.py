@@ -9,7 +9,15 @@ from html import escape
 from typing import Any
 
 from ..metrics.suite import METRIC_INFO
-from .tables import ARROW_LEGEND, ARROWS, columns, metric_label, metric_value, table_rows
+from .tables import (
+    ARROW_LEGEND,
+    ARROWS,
+    columns,
+    failures,
+    metric_label,
+    metric_value,
+    table_rows,
+)
 from .tables import settings_line as _settings_md
 
 __all__ = ["build_html"]
@@ -106,6 +114,13 @@ def _diagnostics(report: Mapping[str, Any]) -> str:
     return f"<h2>Method diagnostics</h2><ul>{''.join(items)}</ul>" if items else ""
 
 
+def _failures(report: Mapping[str, Any]) -> str:
+    lines = failures(report)
+    if not lines:
+        return ""
+    return "<h2>Failures</h2><ul>" + "".join(f"<li>{escape(x)}</li>" for x in lines) + "</ul>"
+
+
 def _figures(sections: Sequence[tuple[str, str, Sequence[Figure]]]) -> str:
     out = []
     for heading, note, figures in sections:
@@ -140,6 +155,7 @@ def build_html(
             _table(report),
             "<h2>What each metric means</h2>",
             _glossary(report),
+            _failures(report),
             _per_seed_tables(report),
             _diagnostics(report),
             _figures(sections),

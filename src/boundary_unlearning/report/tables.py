@@ -134,7 +134,7 @@ def table_rows(report: Mapping[str, Any]) -> tuple[list[str], list[tuple[str, li
     (the four accuracies and seconds always)."""
     cols = columns(report)
     results = report["results"]
-    stds = report.get("std") or {}
+    stds = (report.get("std") or {}) if len(_seeds(report)) > 1 else {}
     rows: list[tuple[str, list[str]]] = []
     for key in METRIC_ORDER:
         if key == "speedup":
@@ -172,11 +172,32 @@ def _seeds(report: Mapping[str, Any]) -> list[Any]:
     seeds = report.get("seeds")
     if isinstance(seeds, list) and seeds:
         return seeds
+    per_seed = report.get("per_seed")
+    if isinstance(per_seed, Mapping) and per_seed:
+        return list(per_seed)
     return [report.get("seed", 0)]
 
 
+def failures(report: Mapping[str, Any]) -> list[str]:
+    """One line per model that failed on every seed (``failed``) or on some (``failed_seeds``)."""
+    lines = []
+    for name, entry in report["results"].items():
+        if not isinstance(entry, Mapping):
+            continue
+        if entry.get("failed"):
+            lines.append(f"{name} failed: {entry['failed']}")
+        for seed, message in (entry.get("failed_seeds") or {}).items():
+            lines.append(f"{name} failed on seed {seed} (left out of its mean): {message}")
+    return lines
+
+
 def settings_line(report: Mapping[str, Any]) -> str:
-    names = report.get("class_names") or report.get("forget_classes")
+    classes = list(report.get("forget_classes") or [])
+    names = list(report.get("class_names") or [])
+    forgotten = ", ".join(
+        f"{c} ({names[i]})" if i < len(names) and str(names[i]) != str(c) else str(c)
+        for i, c in enumerate(classes)
+    )
     seeds = _seeds(report)
     seed_text = (
         f"seeds: {', '.join(map(str, seeds))} (mean ± std over {len(seeds)} seeds)"
@@ -185,7 +206,7 @@ def settings_line(report: Mapping[str, Any]) -> str:
     )
     return (
         f"data set: **{report.get('dataset')}**, model: **{report.get('model')}**, "
-        f"forgotten class(es): **{report.get('forget_classes')}** ({names}), {seed_text}"
+        f"forgotten class(es): **{forgotten}**, {seed_text}"
     )
 
 
@@ -203,6 +224,9 @@ def format_markdown(report: Mapping[str, Any]) -> str:
         "|---|" + "---:|" * len(cols),
     ]
     out += ["| " + " | ".join([metric_label(key), *cells]) + " |" for key, cells in rows]
+    failed = failures(report)
+    if failed:
+        out += ["", "## Failures", "", *[f"- {line}" for line in failed]]
     out += ["", "## What each metric means", ""]
     for key, _ in rows:
         info = METRIC_INFO.get(key)
@@ -228,7 +252,7 @@ def format_markdown(report: Mapping[str, Any]) -> str:
 
 
 def _flat(entry: Mapping[str, Any]) -> dict[str, Any]:
-    row: dict[str, Any] = {}
+    row: dict[str, Any] = {"status": f"failed: {entry['failed']}" if entry.get("failed") else "ok"}
     for key in METRIC_ORDER:
         value = metric_value(entry, key)
         if value is not None:
@@ -251,7 +275,8 @@ def results_csv(report: Mapping[str, Any]) -> str:
             records.append({"seed": seed, "method": name, **_flat(entry)})
     keys = [k for k in METRIC_ORDER if any(k in r for r in records)]
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["seed", "method", *keys], lineterminator="\n")
+    fields = ["seed", "method", "status", *keys]
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for record in records:
         writer.writerow(record)
