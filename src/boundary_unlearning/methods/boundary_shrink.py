@@ -166,6 +166,7 @@ def boundary_shrink(
             channels_last=channels_last,
             compile_model=compile_model,
             desc="boundary_shrink",
+            shard=False,  # the curvature distance is a norm over the whole batch
         )
     elif loss_weighting:
         weights = margin_weights(neighbours.probs, neighbours.labels)

@@ -52,8 +52,9 @@ def error_maximizing_noise(
         out = frozen(images)
         return -F.cross_entropy(out, batch[0]) + l2_weight * images.pow(2).flatten(1).sum(1).mean()
 
+    # shard=False: the loss is over the whole noise batch (a parameter), not per sample
     fit(noise, (labels,), loss_fn, epochs=steps, lr=lr, optimizer="adam", momentum=0.0,
-        batch_size=shape[0], seed=seed, desc="unsir noise")  # fmt: skip
+        batch_size=shape[0], seed=seed, desc="unsir noise", shard=False)  # fmt: skip
     return noise.images.detach()
 
 
