@@ -3,6 +3,7 @@ and compute_metrics end to end on the tiny fixtures."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -21,6 +22,7 @@ from sklearn.svm import SVC
 from torch import nn
 
 from boundary_unlearning import UnlearningData, unlearn
+from boundary_unlearning.data import to_tensors
 from boundary_unlearning.metrics import (
     METRIC_INFO,
     activation_distance,
@@ -32,6 +34,7 @@ from boundary_unlearning.metrics import (
     js_divergence,
     loss_lr,
     paper_asr,
+    predict_logits,
     relearn_steps,
     zrf_score,
 )
@@ -204,6 +207,23 @@ def test_relearn_steps(tiny_model: nn.Module, retrained: nn.Module, tiny_data: U
     assert 0 < steps <= 60
     assert same_state(before, state_snapshot(retrained))  # model untouched
     assert relearn_steps(retrained, tiny_data, lr=1e-2, max_steps=60) == steps  # deterministic
+
+
+def test_a_hidden_class_relearns_faster_than_a_forgotten_one(
+    tiny_model: nn.Module, retrained: nn.Module, tiny_data: UnlearningData
+) -> None:
+    """Suppressing the forget class's logit (bias shifted below every other class) gives 0%
+    on D_f like the retrained model, but the class comes back almost at once."""
+    x, _ = to_tensors(tiny_data.forget)
+    logits = predict_logits(tiny_model, x)
+    margin = logits[:, 1] - logits[:, [0, 2, 3]].max(1).values
+    hidden = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        hidden.head.bias[1] -= margin.max() + 0.1  # type: ignore[index, operator]
+    assert evaluate(hidden, tiny_data)["forget"] == 0.0
+    fast = relearn_steps(hidden, tiny_data, lr=1e-2, max_steps=60)
+    slow = relearn_steps(retrained, tiny_data, lr=1e-2, max_steps=60)
+    assert fast <= 2 and slow > 5 * fast
 
 
 def test_compute_metrics_on_tiny(

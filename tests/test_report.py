@@ -119,6 +119,22 @@ def test_multi_seed_csv_has_one_row_per_method_and_seed(tmp_path: Path) -> None:
     assert "seed 1" in (tmp_path / "report.html").read_text()
 
 
+def test_failed_methods_are_reported(tmp_path: Path) -> None:
+    report = multi_seed_report()
+    report["per_seed"]["1"]["neg_grad"] = {"failed": "the loss became NaN at step 3"}
+    report["per_seed"]["0"]["neg_grad"] = {"failed": "the loss became NaN at step 5"}
+    report["results"]["neg_grad"] = report["std"]["neg_grad"] = {"failed": "NaN at step 5"}
+    report["results"]["boundary_shrink"]["failed_seeds"] = {"2": "diverged"}
+    render_reports(report, tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "neg_grad failed: NaN at step 5" in md
+    assert "boundary_shrink failed on seed 2" in md
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "results.csv").read_text())))
+    failed = [r for r in rows if r["method"] == "neg_grad"]
+    assert len(failed) == 2 and all(r["status"].startswith("failed: ") for r in failed)
+    assert "neg_grad failed" in (tmp_path / "report.html").read_text()
+
+
 def test_render_rejects_a_report_without_results(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="results"):
         render_reports({"dataset": "digits"}, tmp_path)

@@ -24,7 +24,7 @@ from ..metrics.distances import entropy
 
 __all__ = ["figure_data", "plot_confusion", "plot_entropy", "plot_tsne"]
 
-DPI = 80
+DPI = 100
 
 
 def _pick(n: int, k: int, rng: np.random.Generator) -> torch.Tensor:
