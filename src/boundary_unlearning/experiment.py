@@ -633,7 +633,6 @@ def run_experiment(
                 else:
                     retrain_s = entries["retrain"]["seconds"]
                     entry["speedup"] = retrain_s / entry["seconds"] if entry["seconds"] else None
-                    say(f"seed {seed}: {name}: {entry['seconds']:.2f} s")
                 bar.update(1)
             per_seed[str(seed)] = entries
             if index == 0:
@@ -716,6 +715,7 @@ def _method_stage(
         return entry, None
     _sync(device)
     seconds = time.perf_counter() - start
+    say(f"seed {cfg.seed}: {name}: {seconds:.2f} s")
     entry = {**metrics_of(model), "seconds": seconds,
              "hyperparameters": {**spec.hyperparameters, **hparams}}  # fmt: skip
     entry["hyperparameters"].pop("progress", None)

@@ -1,0 +1,163 @@
+"""Nothing lost: a killed ``bunlearn run`` resumes with ``--resume``, reusing every finished
+stage, and ends with the report an uninterrupted run writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+import boundary_unlearning.experiment as experiment
+from boundary_unlearning.cli import main
+from boundary_unlearning.experiment import ExperimentConfig, run_experiment
+
+ARGS = ["run", "--dataset", "digits", "--model", "mlp", "--epochs", "2", "--no-relearn",
+        "--no-figures", "--methods", "boundary_shrink,boundary_expanding",
+        "--seeds", "0,1"]  # fmt: skip
+VOLATILE = {"seconds", "speedup"}  # wall-clock numbers differ between any two runs
+
+
+def deterministic(value: Any) -> Any:
+    """``value`` without wall-clock timings."""
+    if isinstance(value, dict):
+        return {k: deterministic(v) for k, v in value.items() if k not in VOLATILE}
+    if isinstance(value, list):
+        return [deterministic(v) for v in value]
+    return value
+
+
+def _stage_files(out: Path) -> dict[str, tuple[int, bytes]]:
+    return {
+        str(p.relative_to(out)): (p.stat().st_mtime_ns, p.read_bytes())
+        for p in sorted((out / "stages").rglob("*.json"))
+        if not p.name.startswith(".")
+    }
+
+
+def _kill_after(out: Path, marker: Path, sig: int, env: dict[str, str]) -> int:
+    """Start ``bunlearn run`` in a subprocess; send ``sig`` once ``marker`` exists."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "boundary_unlearning", *ARGS, "--quiet", "--out", str(out)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 240
+    try:
+        while not marker.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"run ended before {marker.name} appeared: {proc.stderr.read()}")  # type: ignore[union-attr]
+            time.sleep(0.02)
+        proc.send_signal(sig)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def test_killed_run_resumes_to_the_same_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SIGKILL (no chance to clean up) right after the first method's stage is saved."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("BUNLEARN_CACHE", str(cache))
+    env = {**os.environ, "BUNLEARN_CACHE": str(cache)}
+    out = tmp_path / "interrupted"
+    code = _kill_after(out, out / "stages" / "seed-0" / "boundary_shrink.json", signal.SIGKILL, env)
+    assert code == -signal.SIGKILL
+    assert not (out / "report.json").exists()  # stopped mid-way
+    finished = _stage_files(out)
+    assert {"stages/seed-0/original.json", "stages/seed-0/retrain.json",
+            "stages/seed-0/boundary_shrink.json"} <= set(finished)  # fmt: skip
+    assert "stages/seed-1/boundary_expanding.json" not in finished
+
+    # without --resume the unfinished run is protected
+    assert main([*ARGS, "--quiet", "--out", str(out)]) == 2
+    assert "unfinished run" in capsys.readouterr().err
+
+    assert main([*ARGS, "--out", str(out), "--resume"]) == 0
+    printed = capsys.readouterr().out
+    for name in ("original", "retrain", "boundary_shrink"):
+        assert f"seed 0: {name}: reused finished stage" in printed
+    assert "seed 0: boundary_expanding: reused" not in printed
+    after = _stage_files(out)
+    for path, (mtime, content) in finished.items():  # finished stages were not recomputed
+        assert after[path] == (mtime, content), path
+    resumed = json.loads((out / "report.json").read_text())
+
+    reference = tmp_path / "uninterrupted"
+    assert main([*ARGS, "--out", str(reference)]) == 0  # same flags as the resumed run
+    expected = json.loads((reference / "report.json").read_text())
+    assert deterministic(resumed) == deterministic(expected)
+    assert resumed["results"]["boundary_shrink"]["seconds"] > 0
+
+
+def test_resume_recomputes_a_corrupt_stage_and_nothing_else(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("BUNLEARN_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    args = [*ARGS[:-1], "0", "--out", str(out)]  # one seed
+    assert main(args) == 0
+    first = json.loads((out / "report.json").read_text())
+    stage = out / "stages" / "seed-0" / "boundary_expanding.json"
+    stage.write_text(stage.read_text()[:40])  # a truncated file, as after a crash
+    assert main([*args, "--resume"]) == 0
+    printed = capsys.readouterr().out
+    assert "seed 0: boundary_shrink: reused finished stage" in printed
+    assert "seed 0: boundary_expanding: reused" not in printed
+    assert deterministic(json.loads((out / "report.json").read_text())) == deterministic(first)
+    json.loads(stage.read_text())  # rewritten whole
+
+
+def test_resume_gives_the_figures_the_saved_unlearned_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The figure stage sees the first seed's unlearned models; after an interruption
+    between a method and the figures, it gets them back from the saved weights."""
+    seen: list[dict[str, dict[str, torch.Tensor]]] = []
+
+    def fake_figure_data(models: dict[str, nn.Module], data: Any, seed: int) -> dict[str, Any]:
+        seen.append({n: {k: v.clone() for k, v in m.state_dict().items()}
+                     for n, m in models.items()})  # fmt: skip
+        if len(seen) == 1:
+            raise KeyboardInterrupt  # interrupted right before the figures
+        return {"models": {}}
+
+    monkeypatch.setattr(experiment, "_figure_data", fake_figure_data)
+    config = ExperimentConfig(
+        dataset="digits", model="mlp", epochs=2, methods=["boundary_shrink"], relearn=False,
+        progress=False, cache_dir=str(tmp_path / "cache"),
+    )  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(config, tmp_path / "out")
+    report = run_experiment(config, tmp_path / "out", resume=True)
+    assert report["figures_data"] == {"models": {}}
+    first, second = seen
+    assert set(second) == {"original", "retrain", "boundary_shrink"}
+    for name, state in first.items():
+        assert all(torch.equal(state[k], second[name][k]) for k in state), name
+    # a third run reuses the figure stage itself
+    run_experiment(config, tmp_path / "out", resume=True)
+    assert len(seen) == 2
+
+
+def test_ctrl_c_says_how_to_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def interrupted(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiment, "run_experiment", interrupted)
+    assert main([*ARGS, "--quiet", "--out", str(tmp_path / "o")]) == 130
+    err = capsys.readouterr().err.strip()
+    assert "interrupted" in err and "--resume" in err and "\n" not in err
