@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", required=True, help="folder for model.safetensors + model.json")
     tr.add_argument("--overwrite", action="store_true",
                     help="replace a model trained with other settings in --out")  # fmt: skip
+    tr.add_argument("--record-updates", action="store_true",
+                    help="also save each class's summed parameter updates beside the model "
+                    "(updates.safetensors, K copies of the weights), for amnesiac")  # fmt: skip
     _add_nproc(tr)
     _add_common(tr)
 
@@ -211,6 +214,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         device=args.device,
         progress=not args.quiet,
+        record_updates=args.record_updates,
     )
     meta, reused = save_original(config, args.out, overwrite=args.overwrite)
     if not args.quiet:

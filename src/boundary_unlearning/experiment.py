@@ -45,6 +45,7 @@ from .errors import (
 from .methods import get_method, unlearn, unlearning_stats, validate_hyperparameters
 from .metrics import accuracy, compute_metrics, evaluate
 from .models import create_model
+from .recording import UpdateRecorder, record_path, save_record
 from .report import figure_data, format_table, render_reports, write_reports
 from .training import check_recipe, train
 
@@ -121,6 +122,9 @@ class ExperimentConfig:
     ulira: bool = False
     # Figure data (entropy histograms, t-SNE, confusion matrices) of the first seed's models.
     figures: bool = True
+    # Record the original's parameter updates per class while training it (needed by
+    # amnesiac; switched on automatically when a method of cost "record" is run).
+    record_updates: bool = False
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ExperimentConfig:
@@ -239,12 +243,29 @@ def _cached_training(
     return model, meta, False
 
 
+def records_updates(config: ExperimentConfig) -> bool:
+    """Whether the original is trained with update recording: asked for, or needed by a
+    method of cost "record" (amnesiac)."""
+    return config.record_updates or any(get_method(m).cost == "record" for m in config.methods)
+
+
+def with_update_record(config: ExperimentConfig, original_folder: Path) -> ExperimentConfig:
+    """``config`` with each record-cost method pointed at the original's update record
+    (unless the user gave one)."""
+    hparams = dict(config.hyperparameters)
+    for name in config.methods:
+        if get_method(name).cost == "record" and "record" not in hparams.get(name, {}):
+            hparams[name] = {**hparams.get(name, {}), "record": str(record_path(original_folder))}
+    return dataclasses.replace(config, hyperparameters=hparams)
+
+
 def original_metadata(config: ExperimentConfig, info: DatasetInfo) -> dict[str, Any]:
     """Metadata of the original model for these settings, with its cache key."""
     base = _model_metadata(config, info)
     recipe = config.training_recipe()
+    recording = {"record_updates": True} if records_updates(config) else {}
     key = config_hash({"kind": "original", **base, **recipe, "v": RECIPE_VERSION,
-                       "data_root": config.data_root})  # fmt: skip
+                       "data_root": config.data_root, **recording})  # fmt: skip
     return {**base, "hyperparameters": recipe, "seed": config.seed, "cache_key": key}
 
 
@@ -262,6 +283,7 @@ def train_original(
     device = resolve_device(config.device)
     recipe = config.training_recipe()
     meta = original_metadata(config, info)
+    folder = folder if folder is not None else cache / "originals" / meta["cache_key"]
 
     def build() -> nn.Module:
         return create_model(
@@ -276,9 +298,14 @@ def train_original(
         )
 
     def run(model: nn.Module) -> nn.Module:
-        return train(model, train_set, **recipe, progress=config.progress, desc="original")
+        if not records_updates(config):
+            return train(model, train_set, **recipe, progress=config.progress, desc="original")
+        recorder = UpdateRecorder(model, info.num_classes)
+        train(model, train_set, **recipe, progress=config.progress, desc="original",
+              callbacks=[recorder])  # fmt: skip
+        save_record(recorder.record(model), folder)  # before the checkpoint that it completes
+        return model
 
-    folder = folder if folder is not None else cache / "originals" / meta["cache_key"]
     return _cached_training(
         folder, meta, build, run, device, lambda m: {"test_accuracy": accuracy(m, test_set)}
     )
@@ -590,6 +617,9 @@ def run_experiment(
                 )
             bar.set_postfix_str(f"seed {seed}: original")
             original, orig_meta, reused = train_original(cfg, info, train_set, test_set)
+            if records_updates(cfg):
+                cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+                cfg = with_update_record(cfg, cache / "originals" / orig_meta["cache_key"])
             if reused:
                 say(f"seed {seed}: original model reused from the cache")
             bar.set_postfix_str(f"seed {seed}: retrain")
@@ -890,6 +920,8 @@ def unlearn_checkpoint(
     run_hp = {"seed": seed, **hparams}
     spec = get_method(method)
     run_hp = {k: v for k, v in run_hp.items() if k in spec.hyperparameters}
+    if spec.cost == "record" and "record" not in run_hp:
+        run_hp["record"] = str(record_path(checkpoint))  # the record saved beside it
     if "progress" in spec.hyperparameters:
         run_hp["progress"] = progress
     _sync(net_device := next(net.parameters()).device)

@@ -19,11 +19,32 @@ __all__ = ["error_maximizing_noise", "unsir"]
 
 
 class _Noise(nn.Module):
-    """A trainable batch of noise images (the only parameter of the noise search)."""
+    """A trainable batch of noise (the only parameter of the noise search), held in the
+    model's normalised input space like the authors' (standard normal at the start);
+    ``pixels()`` maps it to the pixel inputs our models take."""
 
-    def __init__(self, shape: tuple[int, ...], generator: torch.Generator) -> None:
+    def __init__(
+        self, shape: tuple[int, ...], generator: torch.Generator, mean: torch.Tensor,
+        std: torch.Tensor,
+    ) -> None:  # fmt: skip
         super().__init__()
         self.images = nn.Parameter(torch.randn(shape, generator=generator))
+        self.mean = nn.Buffer(mean)
+        self.std = nn.Buffer(std)
+
+    def pixels(self) -> torch.Tensor:
+        pixels: torch.Tensor = self.images * self.std + self.mean
+        return pixels
+
+
+def _input_normalization(model: nn.Module, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``(mean, std)`` of the model's own input normalisation (``model.normalize``) as
+    ``(1, C, 1, 1)`` tensors, or ``(0, 1)`` for a model without one."""
+    normalize = getattr(model, "normalize", None)
+    mean, std = getattr(normalize, "mean", None), getattr(normalize, "std", None)
+    if isinstance(mean, torch.Tensor) and isinstance(std, torch.Tensor):
+        return mean.detach().reshape(1, -1, 1, 1).cpu(), std.detach().reshape(1, -1, 1, 1).cpu()
+    return torch.zeros(1, channels, 1, 1), torch.ones(1, channels, 1, 1)
 
 
 def error_maximizing_noise(
@@ -36,26 +57,28 @@ def error_maximizing_noise(
     l2_weight: float,
     seed: int,
 ) -> torch.Tensor:
-    """Noise images that maximise the frozen ``model``'s cross-entropy for class ``target``:
-    Adam on ``-CE(model(n), target) + l2_weight * mean_i ||n_i||^2`` (full batch per step).
+    """Noise inputs (pixels) that maximise the frozen ``model``'s cross-entropy for class
+    ``target``: Adam on ``-CE(model(n), target) + l2_weight * mean_i ||n_i||^2`` (full batch
+    per step), with ``n`` in the model's normalised input space as in the authors' code.
     Runs through the shared training loop with the noise as the trained module."""
     device = model_device(model)
     frozen = working_copy(model).eval()
     for p in frozen.parameters():
         p.requires_grad_(False)
-    noise = _Noise(shape, torch.Generator().manual_seed(seed)).to(device)
+    mean, std = _input_normalization(model, shape[1])
+    noise = _Noise(shape, torch.Generator().manual_seed(seed), mean, std).to(device)
     labels = torch.full((shape[0],), target, dtype=torch.long)
 
     def loss_fn(module: nn.Module, batch: Batch) -> torch.Tensor:
+        assert isinstance(module, _Noise)
         images = module.images
-        assert isinstance(images, torch.Tensor)
-        out = frozen(images)
+        out = frozen(module.pixels())
         return -F.cross_entropy(out, batch[0]) + l2_weight * images.pow(2).flatten(1).sum(1).mean()
 
     # shard=False: the loss is over the whole noise batch (a parameter), not per sample
     fit(noise, (labels,), loss_fn, epochs=steps, lr=lr, optimizer="adam", momentum=0.0,
         batch_size=shape[0], seed=seed, desc="unsir noise", shard=False)  # fmt: skip
-    return noise.images.detach()
+    return noise.pixels().detach()
 
 
 @register_method("unsir", cost="retain")
@@ -84,8 +107,9 @@ def unsir(
     Tarun, Chundawat, Mandal and Kankanhalli, "Fast Yet Effective Machine Unlearning",
     IEEE TNNLS 2023. Defaults from the authors' code: 256 noise images, Adam lr 0.1 for
     5 x 20 steps with L2 weight 0.1; impair 1 epoch Adam lr 0.02, repair 1 epoch Adam lr
-    0.01, batch 256, 1000 retained samples per class. The noise lives in pixel space
-    (the model normalises internally) and is not clipped, as in their code.
+    0.01, batch 256, 1000 retained samples per class. The noise is learnt in the model's
+    normalised input space (standard normal at the start) and is not clipped, as in their
+    code; it is fed to the model as the pixels that normalise to it.
 
     noise_samples, noise_steps, noise_lr, noise_l2_weight: the noise search.
     retain_per_class: retained samples per class used in impair and repair (seeded choice).
