@@ -496,12 +496,12 @@ def run_benchmark(
         "speedup": {
             r.name: retrain_s / r.seconds
             for r in rows
-            if r.seconds and r.name not in ("retrain", "original")
+            if r.seconds and r.name == r.method and r.name != "retrain"
         },
         "accuracy": {
             r.name: {k: r.accuracy[k] for k in ("forget", "test_forget", "test_retain")}
             for r in rows
-            if r.accuracy
+            if r.accuracy and r.name == r.method  # the extra "(...)" rows: table only
         },
         "floor_ratio": floor_ratio,
         "authors_loop_ratio": authors_ratio,
@@ -567,7 +567,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--epochs", type=int, default=None, help=f"original/retrain epochs ({EPOCHS})")
     add("--repeats", type=int, default=3, help="extra timed runs of BS/BE and their floors")
     add("--methods", default=None, help="comma-separated (default: every registered one)")
-    add("--threads", type=int, default=None, help="torch intra-op threads")
+    add("--threads", type=int, default=1, help="torch threads on CPU (1: steady on a shared box)")
     add("--no-paper-defaults", action="store_true", help="skip the paper-default rows")
     add("--amp", action="store_true", help="extra BS/BE rows with bf16 autocast")
     add("--channels-last", action="store_true", help="extra BS/BE rows in channels_last")
@@ -579,7 +579,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads:
+    if args.threads and args.device != "cuda":
         torch.set_num_threads(args.threads)
     speed = {
         "amp": args.amp,
