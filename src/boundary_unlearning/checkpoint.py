@@ -179,6 +179,7 @@ def load_weights_into(model: nn.Module, state: dict[str, torch.Tensor], source: 
 # terabytes): far above any model this library trains.
 _META_LIMITS = {"num_classes": (2, 100_000), "in_channels": (1, 64), "image_size": (1, 4096)}
 _OPTION_LIMIT = 100_000
+_MAX_PARAMETERS = 500_000_000
 
 
 def _meta_error(source: str, problem: str) -> CheckpointError:
@@ -228,16 +229,17 @@ def check_model_options(options: Any, source: str = "checkpoint") -> None:
 def build_from_metadata(meta: dict[str, Any], source: str = "checkpoint") -> nn.Module:
     """An untrained model of the architecture the metadata describes (checked first)."""
     check_metadata(meta, source)
+    args = (meta["model"], meta["num_classes"], meta["in_channels"], meta["image_size"])
+    options = dict(meta.get("model_options", {}))
     try:
-        return create_model(
-            meta["model"],
-            meta["num_classes"],
-            meta["in_channels"],
-            meta["image_size"],
-            meta["mean"],
-            meta["std"],
-            **dict(meta.get("model_options", {})),
-        )
+        with torch.device("meta"):  # count the parameters without allocating them
+            probe = create_model(*args, meta["mean"], meta["std"], **options)
+        size = sum(p.numel() for p in probe.parameters())
+        if size > _MAX_PARAMETERS:
+            raise _meta_error(
+                source, f"describes a model of {size:,} parameters (over {_MAX_PARAMETERS:,})"
+            )
+        return create_model(*args, meta["mean"], meta["std"], **options)
     except UnlearningError:
         raise
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:

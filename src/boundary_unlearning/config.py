@@ -167,7 +167,26 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             f"config file {path} must hold a mapping of option: value, got a "
             f"{type(values).__name__}"
         )
+    _check_size(values, path)
     return values
+
+
+def _check_size(values: Any, path: Path, limit: int = 10_000) -> None:
+    """Refuse YAML whose aliases make it recursive or explosively large (``&a [*a]``,
+    "billion laughs"): walking it would never end."""
+    stack, seen = [(values, 0)], 0
+    while stack:
+        value, depth = stack.pop()
+        seen += 1
+        if seen > limit or depth > 50:
+            raise ConfigError(
+                f"config file {path} is recursive or too large (YAML aliases); write the "
+                "values out plainly"
+            )
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in [*value.keys(), *value.values()])
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
 
 
 def config_from_file(

@@ -6,6 +6,7 @@ import collections.abc
 import inspect
 import math
 import re
+import reprlib
 import types
 import typing
 import weakref
@@ -96,9 +97,11 @@ def get_method(name: str) -> MethodSpec:
     return _REGISTRY[name]
 
 
-def _fits(value: Any, tp: Any) -> tuple[bool, Any]:
+def _fits(value: Any, tp: Any, depth: int = 0) -> tuple[bool, Any]:
     """``(ok, value)``: whether ``value`` fits the annotation ``tp`` (ints pass as floats,
     lists as tuples); annotations this check does not understand accept anything."""
+    if depth > 20:  # a self-referencing list (YAML ``&a [*a]``) fits nothing
+        return False, value
     if tp is Any or tp is inspect.Parameter.empty:
         return True, value
     if tp is None or tp is type(None):
@@ -108,7 +111,7 @@ def _fits(value: Any, tp: Any) -> tuple[bool, Any]:
         return any(type(value) is type(a) and value == a for a in args), value
     if origin in (Union, types.UnionType):
         for arg in args:
-            ok, out = _fits(value, arg)
+            ok, out = _fits(value, arg, depth + 1)
             if ok:
                 return True, out
         return False, value
@@ -118,9 +121,9 @@ def _fits(value: Any, tp: Any) -> tuple[bool, Any]:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
                 return False, value
-            items = [_fits(v, a) for v, a in zip(value, args, strict=True)]
+            items = [_fits(v, a, depth + 1) for v, a in zip(value, args, strict=True)]
         else:
-            items = [_fits(v, args[0] if args else Any) for v in value]
+            items = [_fits(v, args[0] if args else Any, depth + 1) for v in value]
         if not all(ok for ok, _ in items):
             return False, value
         values = [v for _, v in items]
@@ -215,7 +218,7 @@ def validate_hyperparameters(name: str, hparams: dict[str, Any]) -> dict[str, An
             literal = typing.get_origin(tp) is Literal
             problem = "is not" if literal else "has the wrong type; expected"
             raise HyperparameterError(
-                f"{name}: {key}={value!r} {problem} {_type_text(tp)}"
+                f"{name}: {key}={reprlib.repr(value)} {problem} {_type_text(tp)}"
                 + (f" (the default is {default!r})" if default is not None else "")
             )
         _check_range(name, key, value, default)
