@@ -147,7 +147,14 @@ def tiny_models(_trained_tiny: nn.Module, tiny_data: UnlearningData) -> dict[str
     return {"original": _trained_tiny, "retrain": retrained, "boundary_shrink": shrunk}
 
 
-def tiny_report(models: dict[str, nn.Module], data: UnlearningData) -> dict[str, Any]:
+@pytest.fixture(scope="module")
+def tiny_figures(tiny_models: dict[str, nn.Module], tiny_data: UnlearningData) -> dict[str, Any]:
+    return figure_data(tiny_models, tiny_data, seed=0, max_points=40)
+
+
+def tiny_report(
+    models: dict[str, nn.Module], data: UnlearningData, figures: dict[str, Any]
+) -> dict[str, Any]:
     random_model = build_tiny(seed=9)
     results = {
         name: {**compute_metrics(model, data, retrained=models["retrain"],
@@ -157,15 +164,15 @@ def tiny_report(models: dict[str, nn.Module], data: UnlearningData) -> dict[str,
     report = {
         "dataset": "tiny", "model": "cnn", "forget_classes": [1], "class_names": ["1"],
         "seeds": [0], "results": results,
-        "figures_data": figure_data(models, data, seed=0, max_points=60),
+        "figures_data": figures,
     }  # fmt: skip
     return json.loads(json.dumps(report))  # as loaded from report.json
 
 
 def test_figure_data_is_json_and_seeded(
-    tiny_models: dict[str, nn.Module], tiny_data: UnlearningData
+    tiny_models: dict[str, nn.Module], tiny_data: UnlearningData, tiny_figures: dict[str, Any]
 ) -> None:
-    a = figure_data(tiny_models, tiny_data, seed=0, max_points=40)
+    a = tiny_figures
     assert json.loads(json.dumps(a, allow_nan=False)) == a
     assert a == figure_data(tiny_models, tiny_data, seed=0, max_points=40)
     original = a["models"]["original"]
@@ -180,9 +187,12 @@ def test_figure_data_is_json_and_seeded(
 
 
 def test_render_writes_small_pngs_and_embeds_them(
-    tiny_models: dict[str, nn.Module], tiny_data: UnlearningData, tmp_path: Path
+    tiny_models: dict[str, nn.Module],
+    tiny_data: UnlearningData,
+    tiny_figures: dict[str, Any],
+    tmp_path: Path,
 ) -> None:
-    report = tiny_report(tiny_models, tiny_data)
+    report = tiny_report(tiny_models, tiny_data, tiny_figures)
     render_reports(report, tmp_path)
     pngs = sorted((tmp_path / "figures").glob("*.png"))
     assert [p.name for p in pngs] == sorted(
