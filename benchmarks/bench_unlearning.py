@@ -31,6 +31,7 @@ import argparse
 import contextlib
 import copy
 import datetime
+import functools
 import json
 import math
 import os
@@ -119,7 +120,7 @@ class Row:
 def balanced_subset(dataset: TensorDataset, per_class: int) -> TensorDataset:
     """The first ``per_class`` images of every class (deterministic)."""
     x, y = to_tensors(dataset)
-    idx = torch.cat([torch.nonzero(y == c).flatten()[:per_class] for c in y.unique()])
+    idx = torch.cat([torch.nonzero(y == c).flatten()[:per_class] for c in torch.unique(y)])
     idx = idx.sort().values
     return TensorDataset(x[idx], y[idx])
 
@@ -436,7 +437,7 @@ def run_benchmark(
         try:
             with PeakMemory(device) as mem:
                 model, seconds = timed(
-                    lambda m=method, h=hp: unlearn(m, original, data, **h), device
+                    functools.partial(unlearn, method, original, data, **hp), device
                 )
             row.runs.append(seconds)
             row.peak_mb, mem_kind = mem.peak_mb, mem.kind
@@ -453,6 +454,8 @@ def run_benchmark(
         log(f"{label}: {row.seconds:.2f} s  {_acc_text(row.accuracy)}")
 
     retrain_s = next(r.seconds for r in rows if r.name == "retrain")
+    if retrain_s is None:
+        raise RuntimeError("retraining failed, so there is no reference time; see its row")
     extras: dict[str, Any] = {"memory_measure": mem_kind, "device": str(device)}
 
     # floors and the authors' loop, measured next to the method, alternating
