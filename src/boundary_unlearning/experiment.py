@@ -420,17 +420,19 @@ class _Stages:
         return self.root / f"seed-{seed}" / f"{name}-model.safetensors"
 
     def load(self, seed: int | None, name: str, key: str) -> dict[str, Any] | None:
+        """The stage's saved value, or ``None`` (not finished, unreadable, other settings).
+        Under torchrun a stage is reused only when every rank can read it."""
         if self.root is None:
             return None
-        path = self._path(seed, name)
+        value: Any = None
         try:
-            record = json.loads(path.read_text(encoding="utf-8"))
+            record = json.loads(self._path(seed, name).read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            return None  # not finished (or unreadable): compute it again
-        if not isinstance(record, dict) or record.get("key") != key:
-            return None
-        value = record.get("value")
-        return value if isinstance(value, dict) else None
+            record = None  # not finished (or unreadable): compute it again
+        if isinstance(record, dict) and record.get("key") == key:
+            value = record.get("value")
+        found = isinstance(value, dict)
+        return value if all_ranks(found) else None
 
     def save(self, seed: int | None, name: str, key: str, value: dict[str, Any]) -> None:
         if self.root is not None:
@@ -441,12 +443,13 @@ class _Stages:
             save_checkpoint(model, self.weights_path(seed, name), meta)
 
     def load_weights(self, seed: int, name: str) -> nn.Module | None:
-        if self.root is None or not self.weights_path(seed, name).is_file():
+        if self.root is None:
             return None
-        try:
-            return load_checkpoint(self.weights_path(seed, name))[0]
-        except UnlearningError:
-            return None
+        model = None
+        if self.weights_path(seed, name).is_file():
+            with contextlib.suppress(UnlearningError):
+                model = load_checkpoint(self.weights_path(seed, name))[0]
+        return model if all_ranks(model is not None) else None
 
 
 _NOT_IN_STAGE_KEY = ("progress", "cache_dir", "device", "download", "methods",
