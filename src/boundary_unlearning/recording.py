@@ -158,7 +158,8 @@ class UpdateRecorder:
 
     def after_step(self, step: int, batch: tuple[torch.Tensor, ...]) -> None:
         labels = batch[1].to(self.batches.device)
-        present = torch.bincount(labels, minlength=self.num_classes)[: self.num_classes] > 0
+        present = torch.zeros(self.num_classes, dtype=torch.bool, device=labels.device)
+        present.index_fill_(0, labels, True)  # no host synchronisation, unlike bincount
         mask = present.to(torch.long)
         self.batches += mask
         self.co_batches += mask[:, None] * mask[None, :]
