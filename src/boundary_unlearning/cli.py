@@ -323,11 +323,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _print_failures(report: dict[str, Any]) -> None:
-    """One warning line per failed method (the run itself still succeeds: exit code 0)."""
+    """One warning line per failed method and seed (the run itself still succeeds: exit
+    code 0; the report marks the failure)."""
     if not is_main_process():
         return
-    for name, message in report.get("failed", {}).items():
-        print(f"bunlearn: warning: {name} failed: {message}", file=sys.stderr)
+    per_seed = report.get("per_seed") or {str(report.get("seed")): report.get("results", {})}
+    for seed, entries in per_seed.items():
+        for name, entry in entries.items():
+            if isinstance(entry, dict) and "failed" in entry:
+                where = f" on seed {seed}" if len(per_seed) > 1 else ""
+                message = f"bunlearn: warning: {name} failed{where}: {entry['failed']}"
+                print(message, file=sys.stderr)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
