@@ -7,8 +7,11 @@ Scenarios:
   one rank's share is empty), Boundary Shrink and Boundary Expanding from ORIGINAL, the
   neighbour labels and an accuracy; every rank saves its results to OUT/rank-<r>.pt. Then
   a data set that is NaN on rank 1 only must raise DivergenceError on both ranks.
+- ``methods``: every registered method (but amnesiac, which needs a training record) with
+  short settings, from ORIGINAL; every rank saves to OUT/rank-<r>.pt.
 - ``fail``: rank 1 raises at step 2 of a training run that rank 0 would then save to
   OUT/ckpt; the job must fail and leave no checkpoint.
+- ``equivalence+fail``: both, in one job (each launch costs seconds of imports).
 """
 
 from __future__ import annotations
@@ -24,7 +27,13 @@ from boundary_unlearning.attacks import neighbour_search
 from boundary_unlearning.data import to_tensors
 from boundary_unlearning.distributed import process_group, rank
 from boundary_unlearning.errors import DivergenceError
-from boundary_unlearning.methods import boundary_expanding, boundary_shrink
+from boundary_unlearning.methods import (
+    boundary_expanding,
+    boundary_shrink,
+    get_method,
+    list_methods,
+    unlearn,
+)
 from boundary_unlearning.metrics import accuracy
 from boundary_unlearning.training import fit
 from conftest import build_tiny, make_blobs
@@ -70,6 +79,24 @@ def compute(original_state: dict[str, torch.Tensor]) -> dict[str, object]:
     return results
 
 
+def every_method(original_state: dict[str, torch.Tensor]) -> dict[str, object]:
+    """Each registered method's weights (short settings), keyed by name."""
+    train_set, test_set = tiny_sets()
+    data = class_split(train_set, test_set, forget_classes=[1])
+    results: dict[str, object] = {}
+    names = [m for m in list_methods() if get_method(m).cost != "record"]
+    for name, extra in [(m, {}) for m in names] + [("boundary_shrink", {"curvature_weight": 0.7})]:
+        model = build_tiny("cnn", seed=0)
+        model.load_state_dict(original_state)
+        spec = get_method(name).hyperparameters
+        hparams = {"epochs": 2} if "epochs" in spec else {}
+        if name == "unsir":
+            hparams.update(noise_steps=5, noise_samples=16)
+        key = name + ("_curvature" if extra else "")
+        results[key] = state(unlearn(name, model.eval(), data, **hparams, **extra))
+    return results
+
+
 def nan_on_rank_one() -> str:
     """Train on data that is NaN on rank 1 only: every rank must raise DivergenceError."""
     x, y = tiny_sets()[0].tensors
@@ -93,20 +120,24 @@ class FailOnRankOne:
 
 def main() -> None:
     scenario, out = sys.argv[1], Path(sys.argv[2])
+    parts = scenario.split("+")
+    if not set(parts) <= {"equivalence", "methods", "fail"}:
+        raise SystemExit(f"unknown scenario {scenario}")
     with process_group("cpu"):
-        if scenario == "equivalence":
+        if "equivalence" in parts:
             original = torch.load(sys.argv[3], weights_only=True)
             results = compute(original)
             results["divergence"] = nan_on_rank_one()
             torch.save(results, out / f"rank-{rank()}.pt")
-        elif scenario == "fail":
+        if "methods" in parts:
+            original = torch.load(sys.argv[3], weights_only=True)
+            torch.save(every_method(original), out / f"rank-{rank()}.pt")
+        if "fail" in parts:
             x, y = tiny_sets()[0].tensors
             model = build_tiny("cnn", seed=0)
             fit(model, (x, y), epochs=2, lr=0.05, batch_size=16, seed=0,
                 callbacks=[FailOnRankOne()])  # fmt: skip
             save_checkpoint(model, out / "ckpt", {"model": "cnn"})
-        else:
-            raise SystemExit(f"unknown scenario {scenario}")
 
 
 if __name__ == "__main__":

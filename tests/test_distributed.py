@@ -114,11 +114,12 @@ def test_cli_takes_nproc_on_train_and_run_and_strips_it_for_the_ranks() -> None:
 
 
 @pytest.fixture(scope="module")
-def two_rank_results(
+def two_rank_job(
     _trained_tiny: nn.Module, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(single-process results, [rank 0 results, rank 1 results]) of the worker's
-    ``equivalence`` scenario."""
+) -> tuple[subprocess.CompletedProcess[str], Path, dict[str, Any]]:
+    """One 2-rank job (launches cost seconds of imports each): the worker's ``equivalence``
+    scenario, then its ``fail`` scenario. Returns (the job, its output folder, the same
+    computations in this one process)."""
     sys.path.insert(0, str(WORKER.parent))
     try:
         import _distributed_worker as worker
@@ -127,10 +128,20 @@ def two_rank_results(
     out = tmp_path_factory.mktemp("ddp")
     original = {k: v.detach().clone() for k, v in _trained_tiny.state_dict().items()}
     torch.save(original, out / "original.pt")
-    proc = torchrun(str(WORKER), "equivalence", str(out), str(out / "original.pt"))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = torchrun(str(WORKER), "equivalence+fail", str(out), str(out / "original.pt"))
+    return proc, out, worker.compute(original)
+
+
+@pytest.fixture(scope="module")
+def two_rank_results(
+    two_rank_job: tuple[subprocess.CompletedProcess[str], Path, dict[str, Any]],
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(single-process results, [rank 0 results, rank 1 results])."""
+    proc, out, single = two_rank_job
+    if not all((out / f"rank-{r}.pt").is_file() for r in range(2)):
+        pytest.fail(f"the 2-rank job saved no results:\n{proc.stderr[-3000:]}")
     ranks = [torch.load(out / f"rank-{r}.pt", weights_only=False) for r in range(2)]
-    return worker.compute(original), ranks
+    return single, ranks
 
 
 @pytest.mark.parametrize("key", ["fit15", "fit53", "boundary_shrink", "boundary_expanding"])
@@ -169,11 +180,37 @@ def test_a_nan_on_one_rank_stops_every_rank(
         assert "NaN or infinite at step 0" in result["divergence"]
 
 
-def test_a_failing_rank_fails_the_job_and_leaves_no_checkpoint(tmp_path: Path) -> None:
-    proc = torchrun(str(WORKER), "fail", str(tmp_path))
+def test_a_failing_rank_fails_the_job_and_leaves_no_checkpoint(
+    two_rank_job: tuple[subprocess.CompletedProcess[str], Path, dict[str, Any]],
+) -> None:
+    """Rank 1 raises in the middle of training; rank 0 would save the model after it."""
+    proc, out, _ = two_rank_job
     assert proc.returncode != 0
     assert "injected failure on rank 1 at step 2" in proc.stdout + proc.stderr
-    assert list(tmp_path.rglob("*")) == []  # no checkpoint, not even a temporary file
+    assert not (out / "ckpt").exists()  # no checkpoint, not even a temporary file
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.slow
+def test_every_method_on_two_ranks_matches_one_process(
+    tiny_model: nn.Module, tmp_path: Path
+) -> None:
+    """Every registered method but amnesiac (about 30-60 s on two busy cores)."""
+    sys.path.insert(0, str(WORKER.parent))
+    try:
+        import _distributed_worker as worker
+    finally:
+        sys.path.remove(str(WORKER.parent))
+    original = {k: v.detach().clone() for k, v in tiny_model.state_dict().items()}
+    torch.save(original, tmp_path / "original.pt")
+    proc = torchrun(str(WORKER), "methods", str(tmp_path), str(tmp_path / "original.pt"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    single = worker.every_method(original)
+    for r in range(2):
+        ranks = torch.load(tmp_path / f"rank-{r}.pt", weights_only=False)
+        assert ranks.keys() == single.keys()
+        for name, weights in single.items():
+            assert_states_close(ranks[name], weights)
 
 
 @pytest.mark.slow
