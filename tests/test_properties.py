@@ -169,7 +169,7 @@ def unlearn_argv(draw: st.DrawFn, work: dict[str, Path]) -> list[str]:
     return argv
 
 
-@examples(20)
+@examples(15)
 @given(data=st.data())
 def test_unlearn_with_random_arguments(work: dict[str, Path], data: st.DataObject) -> None:
     argv = data.draw(unlearn_argv(work))
@@ -182,7 +182,7 @@ def test_unlearn_with_random_arguments(work: dict[str, Path], data: st.DataObjec
 # --------------------------------------------------------------------- bunlearn train
 
 
-@examples(12)
+@examples(10)
 @given(data=st.data())
 def test_train_with_random_arguments(work: dict[str, Path], data: st.DataObject) -> None:
     out = data.draw(st.sampled_from([fresh(work), work["blocked"], work["ckpt"]]))
@@ -220,7 +220,7 @@ _TOKENS = ["run", "train", "unlearn", "methods", "models", "report", "demo", "--
            "--"]  # fmt: skip
 
 
-@examples(30)
+@examples(25)
 @given(tokens=st.lists(st.sampled_from(_TOKENS), max_size=6), subcommand=st.sampled_from(
     ["run", "methods", "models", "unlearn"]))  # fmt: skip
 def test_random_command_lines(work: dict[str, Path], tokens: list[str], subcommand: str) -> None:
@@ -241,7 +241,7 @@ def test_random_command_lines(work: dict[str, Path], tokens: list[str], subcomma
 # ---------------------------------------------------------------- checkpoint bytes
 
 
-@examples(50)
+@examples(30)
 @given(raw=st.binary(max_size=2048), suffix=st.sampled_from([".safetensors", ".pt", ".pth"]))
 def test_random_bytes_as_a_checkpoint(work: dict[str, Path], raw: bytes, suffix: str) -> None:
     path = fresh(work).with_suffix(suffix)
@@ -262,7 +262,7 @@ def good_weights(work: dict[str, Path]) -> bytes:
     return (work["ckpt"] / "model.safetensors").read_bytes()
 
 
-@examples(50)
+@examples(40)
 @given(
     edits=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1,
                    max_size=4),
@@ -296,7 +296,7 @@ _json_values = st.recursive(
 )  # fmt: skip
 
 
-@examples(50)
+@examples(40)
 @given(
     fields=st.fixed_dictionaries(
         {},
@@ -356,7 +356,7 @@ _yaml_text = st.one_of(
 
 
 @pytest.mark.skipif(not _has_config_flag(), reason="bunlearn run --config not implemented")
-@examples(40)
+@examples(30)
 @given(text=_yaml_text)
 def test_random_yaml_configs(work: dict[str, Path], text: str) -> None:
     from boundary_unlearning.config import config_from_file

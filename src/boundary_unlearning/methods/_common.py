@@ -67,7 +67,10 @@ def find_head(model: nn.Module, num_classes: int, head: str | None = None) -> tu
                 f"the model has no module '{head}'; its linear layers are: {', '.join(names)}"
             ) from None
         if not isinstance(module, nn.Linear):
-            raise ModelError(f"head '{head}' is a {type(module).__name__}, not an nn.Linear")
+            raise ModelError(
+                f"head '{head}' is a {type(module).__name__}, not an nn.Linear; pass the name "
+                "of the final classification layer"
+            )
         return head, module
     found: tuple[str, nn.Linear] | None = None
     for name, module in model.named_modules():
