@@ -901,3 +901,30 @@ def test_yaml_config_with_unknown_keys_or_wrong_types(
         config_from_file(path)
     assert one_line(exc) == msg
     assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------------- the docs
+
+
+@pytest.mark.parametrize(
+    "fragment",
+    [
+        "is outside", "has no class", "all <K> classes would be forgotten",
+        "selects no sample of the", "the forget set is empty", "values per image but the data",
+        "the model cannot take images of shape", "pass the --dataset the model was trained on",
+        "unknown dataset", "unknown model", "unknown method", "has no hyperparameter",
+        "has the wrong type; expected", "must be a whole number >= 0", "must be a positive number",
+        "must be a whole number >= 1", "must be a number >= 0",
+        "not found; pass the file or folder",
+        "is not a valid safetensors file", "is for another architecture",
+        "holds NaN, infinite or complex values", "refusing to load", "weights_only=True",
+        "is not a CIFAR-10 python batch", "not found in <dir>", "is not a valid gzip file",
+        "cannot read image", "is not writable", "already exists; pass --overwrite",
+        "would overwrite the input checkpoint", "already holds a model trained with other settings",
+        "unknown key(s)", "expects <type>, got", "is recursive or too large",
+        "the loss became NaN or infinite",
+    ],
+)  # fmt: skip
+def test_docs_list_the_messages_and_their_fixes(fragment: str) -> None:
+    docs = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
+    assert fragment in docs.read_text()
