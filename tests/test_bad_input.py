@@ -817,6 +817,17 @@ def test_unlearn_never_modifies_its_input(digits_ckpt: Path, tmp_path: Path, cap
     msg = cli_error(unlearn_args(ckpt / "model.safetensors", ckpt, "--forget-class", "3"), capsys)
     assert "would overwrite the input checkpoint" in msg
     assert digest(ckpt) == before
+    # a .pt with its metadata beside it: writing into its folder would replace model.json
+    from boundary_unlearning.checkpoint import load_state_dict
+
+    torch.save(load_state_dict(ckpt), ckpt / "model.pt")
+    before = digest(ckpt)
+    msg = cli_error(unlearn_args(ckpt / "model.pt", ckpt, "--forget-class", "3"), capsys)
+    assert "would overwrite the input checkpoint" in msg
+    msg = cli_error(unlearn_args(ckpt, tmp_path / "x.safetensors", "--forget-class", "3"), capsys)
+    assert msg.endswith("must be a folder (it receives model.safetensors, model.json and the "
+                        "reports); drop the file name")  # fmt: skip
+    assert digest(ckpt) == before
     # the new checkpoint holds other weights, the input's metadata is unchanged
     assert digest(out)["model.safetensors"] != before["model.safetensors"]
 

@@ -875,14 +875,19 @@ def unlearn_checkpoint(
     into ``out``. The input checkpoint is only read."""
     hparams = validate_hyperparameters(method, dict(hyperparameters or {}))
     out = Path(out)
-    weights_in, _ = checkpoint_paths(checkpoint)
-    weights_out, _ = checkpoint_paths(out)
+    weights_in, meta_in = checkpoint_paths(checkpoint)
     if not weights_in.is_file():
         raise CheckpointError(
             f"checkpoint {weights_in} not found; pass the file or folder written by 'bunlearn "
             "train'"
         )
-    if weights_out.exists() and weights_out.resolve() == weights_in.resolve():
+    if out.suffix in {".safetensors", ".pt", ".pth", ".bin"}:
+        raise OutputError(
+            f"--out {out} must be a folder (it receives model.safetensors, model.json and the "
+            "reports); drop the file name"
+        )
+    weights_out, meta_out = checkpoint_paths(out)
+    if weights_out.resolve() == weights_in.resolve() or meta_out.resolve() == meta_in.resolve():
         raise OutputError(
             f"--out {out} would overwrite the input checkpoint; choose another folder"
         )
