@@ -438,6 +438,8 @@ def load_dataset(
     torchvision first (needs internet). ``imagefolder`` accepts ``image_size`` (default 64),
     ``test_fraction`` (0.2) and ``split_seed`` (0) for its seeded, per-class train/test split.
     """
+    if not isinstance(name, str):
+        raise unknown_name("dataset", repr(name), _LOADERS)
     key = name.lower().replace("_", "-")
     key = {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10", "fmnist": "fashion-mnist"}.get(
         key, key

@@ -92,8 +92,8 @@ def list_methods() -> list[str]:
 
 
 def get_method(name: str) -> MethodSpec:
-    if name not in _REGISTRY:
-        raise unknown_name("method", name, _REGISTRY)
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise unknown_name("method", str(name), _REGISTRY)
     return _REGISTRY[name]
 
 

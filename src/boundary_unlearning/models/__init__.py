@@ -94,8 +94,8 @@ def create_model(
     **options: Any,
 ) -> Classifier:
     """Build model ``name`` with seeded initial weights (the caller's RNG is untouched)."""
-    if name not in _REGISTRY:
-        raise unknown_name("model", name, _REGISTRY)
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise unknown_name("model", str(name), _REGISTRY)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ModelError(
             f"num_classes={num_classes!r}; a classifier needs a whole number >= 2 of classes"
