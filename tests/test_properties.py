@@ -370,3 +370,35 @@ def test_random_yaml_configs(work: dict[str, Path], text: str) -> None:
     code, err = run_cli(argv)
     assert_clean(code, err, argv)
     assert code == 2
+
+
+# ------------------------------------------------------------ the Python API: unlearn()
+
+_hp_value = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 3), st.floats(allow_nan=True, width=32),
+    st.text(max_size=5), st.lists(st.floats(0, 1, width=32), max_size=3),
+    st.sampled_from(["fgsm", "pgd", "freeze", "train", "sgd", "adam", "head", "body.0"]),
+)  # fmt: skip
+
+
+@examples(20)
+@given(data=st.data())
+def test_api_unlearn_with_random_hyperparameters(tiny_data: Any, data: st.DataObject) -> None:
+    from boundary_unlearning import unlearn
+
+    methods = [m for m in list_methods() if m not in SLOW_METHODS]
+    method = data.draw(st.sampled_from(methods))
+    known = list(get_method(method).hyperparameters)
+    names = data.draw(st.lists(st.sampled_from([*known, "epoch"]), max_size=3, unique=True))
+    hparams = {name: data.draw(_hp_value, label=name) for name in names}
+    for name in known:  # one short epoch unless the example sets its own
+        if _EPOCHS.fullmatch(name) and name not in hparams:
+            hparams[name] = 1
+    model = build_tiny("mlp")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result, error = attempt(lambda: unlearn(method, model, tiny_data, **hparams))
+    event("error" if error is not None else "success")
+    assert_one_line(error)
+    if error is None:
+        assert result is not model and not result.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
