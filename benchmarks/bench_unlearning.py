@@ -499,7 +499,7 @@ def run_benchmark(
         "speedup": {
             r.name: retrain_s / r.seconds
             for r in rows
-            if r.seconds and r.name == r.method and r.name != "retrain"
+            if r.seconds and r.name == r.method and r.name not in ("retrain", "original")
         },
         "accuracy": {
             r.name: {k: r.accuracy[k] for k in ("forget", "test_forget", "test_retain")}
