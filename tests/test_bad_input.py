@@ -449,6 +449,24 @@ def test_train_refuses_meaningless_numbers(
     assert one_line(exc) == expected
 
 
+def test_diverging_method_names_the_step_and_the_fix(
+    digits_ckpt: Path, tmp_path: Path, tiny_data, capsys
+) -> None:
+    from boundary_unlearning.errors import DivergenceError
+
+    out = tmp_path / "o"
+    args = unlearn_args(digits_ckpt, out, "--forget-class", "3", "--method", "finetune")
+    msg = cli_error([*args, "--set", "epochs=1", "--set", "lr=1e12"], capsys)
+    assert re.fullmatch(
+        r"finetune: the loss became NaN or infinite at step \d+ \(epoch 1\); lower the "
+        r"learning rate \(lr=1e\+12\)",
+        msg,
+    )
+    assert not (out / "model.safetensors").exists()  # nothing half-written
+    with pytest.raises(DivergenceError, match="lower the learning rate"):
+        unlearn("finetune", build_tiny("mlp"), tiny_data, epochs=3, lr=1e30)
+
+
 # ----------------------------------------------------------------------- checkpoints
 
 
