@@ -17,10 +17,23 @@ DEMO_OUT = "bunlearn-demo"
 
 
 def _parse_value(text: str) -> Any:
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
+    """``--set`` values: ints, floats (``1e-3`` too), true/false, none, YAML lists, else text."""
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    lowered = text.strip().lower()
+    if lowered in {"true", "false"}:
+        return lowered == "true"
+    if lowered in {"none", "null"}:
+        return None
+    if text.strip().startswith(("[", "{")):
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError:
+            return text
+    return text
 
 
 def _parse_sets(items: Sequence[str], scoped: bool) -> dict[str, Any]:
@@ -156,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
                      help="override the suite, e.g. --set experiment.epochs=5 or "
                           "--set studies.main.seeds=[0]")  # fmt: skip
+    rep.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
     rep.add_argument("--list", action="store_true", help="list the shipped suites and exit")
     _add_common(rep)
 
@@ -363,7 +377,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         download=args.download or None,
         cache_dir=args.cache_dir,
         device=None if args.device == "auto" else args.device,
-        progress=not args.quiet,
+        progress=not args.quiet and sys.stderr.isatty(),  # bars on a terminal, not in logs
+        overwrite=args.overwrite,
         command=" ".join(["bunlearn", *sys.argv[1:]]),
         echo=_echo(args.quiet),
     )
