@@ -260,3 +260,25 @@ def test_cifar10_object_array_cannot_smuggle_a_payload(marker: Path, tmp_path: P
     with pytest.raises(DataError, match="refusing to load"):
         load_dataset("cifar10", root=tmp_path)
     assert not marker.exists()
+
+
+# ---------------------------------------------------------------- image folders
+
+
+@pytest.mark.parametrize("limit", [30, 10])  # 6x6 = 36 pixels: over the limit, over twice it
+def test_image_decompression_bomb_is_refused(
+    limit: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(2):
+        (tmp_path / f"c{c}").mkdir()
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 255, (6, 6, 3), dtype=np.uint8)).save(
+                tmp_path / f"c{c}" / f"{i}.png"
+            )
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
+    with pytest.raises(DataError, match=r"cannot read image .*DecompressionBomb") as exc:
+        load_dataset("imagefolder", root=tmp_path, image_size=8)
+    assert str(exc.value).endswith("remove or replace the file")

@@ -11,6 +11,7 @@ import gzip
 import io
 import pickle
 import struct
+import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -338,14 +339,22 @@ def _read_folder(folder: Path, classes: list[str], image_size: int) -> tuple[Any
         files = sorted(p for p in (folder / cls).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
         for path in files:
             try:
-                with Image.open(path) as img:
-                    rgb = img.convert("RGB").resize(
-                        (image_size, image_size), Image.Resampling.BILINEAR
-                    )
-                    images.append(np.asarray(rgb, dtype=np.uint8))
+                with warnings.catch_warnings():
+                    # a decompression bomb (over PIL's pixel limit) is refused, not decoded
+                    warnings.simplefilter("error", Image.DecompressionBombWarning)
+                    with Image.open(path) as img:
+                        rgb = img.convert("RGB").resize(
+                            (image_size, image_size), Image.Resampling.BILINEAR
+                        )
+                        images.append(np.asarray(rgb, dtype=np.uint8))
             except (UnidentifiedImageError, OSError) as exc:
                 raise DataError(
                     f"cannot read image {path} ({exc}); remove or replace the file"
+                ) from None
+            except Exception as exc:  # decoders raise ValueError, SyntaxError, bomb errors...
+                raise DataError(
+                    f"cannot read image {path} ({type(exc).__name__}: {str(exc)[:120]}); "
+                    "remove or replace the file"
                 ) from None
             labels.append(index)
     if not images:
