@@ -97,3 +97,10 @@ def test_demo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         drop = results["original"]["acc"]["test_retain"] - results[method]["acc"]["test_retain"]
         assert drop <= 0.05
     assert "Acc on D_f" in (out / "report.md").read_text()
+    # running the demo again continues its own folder: same numbers, nothing recomputed
+    stage = next((out / "stages").rglob("boundary_shrink.json"))
+    mtime = stage.stat().st_mtime_ns
+    assert main(["demo", "--out", str(out), "--quiet"]) == 0
+    again = json.loads((out / "report.json").read_text())
+    assert again["results"]["boundary_shrink"]["acc"] == results["boundary_shrink"]["acc"]
+    assert stage.stat().st_mtime_ns == mtime

@@ -186,7 +186,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .experiment import ExperimentConfig, run_experiment
 
     config = ExperimentConfig(**demo_settings(args))
-    report = run_experiment(config, args.out, echo=_echo(args.quiet), overwrite=args.overwrite)
+    # The demo's folder is its own: a second demo continues it (finished stages whose settings
+    # match are reused, so it is instant) unless --overwrite asks to start over.
+    report = run_experiment(
+        config,
+        args.out,
+        echo=_echo(args.quiet),
+        resume=not args.overwrite,
+        overwrite=args.overwrite,
+    )
     _print_failures(report)
     if not args.quiet:
         print(f"\nreports written to {Path(args.out) / 'report.md'} and report.json")
