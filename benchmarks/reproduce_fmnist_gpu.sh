@@ -9,8 +9,13 @@
 #   # device run: command "FMNIST_ROOT=data/fashion-mnist bash benchmarks/reproduce_fmnist_gpu.sh",
 #   #             carry ["data/fashion-mnist"], timeout_s 600 (SUITE_TIMEOUT=540 stops the suite first)
 #
-# Measured: about 5-8 minutes on one H100/H200 (docs/results.md has the time of the last
-# run). Outputs (at most 8 files, so the whole result folder is also packed):
+# Time: not yet measured on a GPU (estimate 6-10 minutes on one H100/H200: 6 trainings of
+# 10 epochs, Fisher over 54,000 samples x 3 seeds, and CPU-side membership-inference attacks of
+# about 5 s per evaluated model). If one call cannot hold it, split it into two calls:
+#   ... bash benchmarks/reproduce_fmnist_gpu.sh --studies main
+#   ... bash benchmarks/reproduce_fmnist_gpu.sh --studies learning_rate,forget_fraction,combination,neighbour_search,batchnorm
+# summary.md is rewritten after every study, so a run stopped by SUITE_TIMEOUT keeps what
+# finished. Outputs (at most 8 files come back from a lent machine, so all is also packed):
 #   $OUT/summary.md  every study's table      $OUT/run.json   command, date, machine, seconds
 #   $OUT/log.txt     the run's output         $OUT/fmnist-suite.tar.gz  all reports and figures
 # Unpack the archive to see main/figures/ (entropy_*.png, tsne_*.png per model) and the reports.
@@ -37,5 +42,5 @@ status=0
 timeout "${SUITE_TIMEOUT:-540}" "$PYTHON" -m boundary_unlearning reproduce --suite fashion-mnist --data-root "$FMNIST_ROOT" \
     --device cuda --out "$RESULTS" --overwrite "$@" 2>&1 | tee -a "$OUT/log.txt" || status=$?
 cp "$RESULTS/summary.md" "$RESULTS/run.json" "$OUT/" 2>/dev/null || true
-tar -czf "$OUT/fmnist-suite.tar.gz" --exclude=stages -C "$(dirname "$RESULTS")" "$(basename "$RESULTS")"
+tar -czf "$OUT/fmnist-suite.tar.gz" --exclude="*.safetensors" -C "$(dirname "$RESULTS")" "$(basename "$RESULTS")"
 exit "$status"

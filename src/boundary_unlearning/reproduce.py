@@ -23,6 +23,7 @@ import itertools
 import math
 import os
 import platform
+import shutil
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -279,11 +280,20 @@ def _settings(
 
 
 def _run_seeds(
-    settings: dict[str, Any], seeds: list[int], out: Path | None, echo: Echo | None
+    settings: dict[str, Any],
+    seeds: list[int],
+    out: Path,
+    echo: Echo | None,
+    *,
+    shared: bool = False,
 ) -> dict[str, Any]:
-    """One experiment over ``seeds`` (mean ± std across them when there are several)."""
+    """One experiment over ``seeds`` (mean ± std across them when there are several).
+
+    ``shared``: ``out`` is a sweep's working folder whose finished stages (the original's and
+    the retrained model's metrics, which no method hyperparameter changes) the next setting
+    reuses; otherwise ``out`` is replaced."""
     config = ExperimentConfig.from_dict({**settings, "seeds": list(seeds)})
-    return run_experiment(config, out, echo=echo, overwrite=out is not None)
+    return run_experiment(config, out, echo=echo, resume=shared, overwrite=not shared)
 
 
 def _write_report(report: dict[str, Any], out: Path) -> None:
@@ -411,6 +421,11 @@ def _skip_reason(method: str, registered: set[str]) -> str | None:
     return None
 
 
+# A sweep's working folder inside its study folder: run_experiment's stages, so the original
+# and retrained models' metrics are computed once per sweep, not once per setting.
+SWEEP_WORK = "_work"
+
+
 def _run_study(
     suite: dict[str, Any],
     study: dict[str, Any],
@@ -427,11 +442,12 @@ def _run_study(
     if not vary:
         settings = _settings(suite, study, methods, {}, runtime)
         return _run_seeds(settings, seeds, folder, lambda msg: say(f"   {msg}"))
+    shutil.rmtree(folder / SWEEP_WORK, ignore_errors=True)  # stages of an earlier run
     variants = []
     for assignment in _variants(vary):
         settings = _settings(suite, study, methods, assignment, runtime)
         settings["figures"] = False  # a sweep's settings get tables, not figures
-        report = _run_seeds(settings, seeds, None, None)
+        report = _run_seeds(settings, seeds, folder / SWEEP_WORK, None, shared=True)
         sub = folder / _folder_name(assignment)
         _write_report(report, sub)
         variants.append({"setting": assignment, "folder": sub.name, "report": report})
