@@ -461,7 +461,7 @@ def test_diverging_method_names_the_step_and_the_fix(
 
     out = tmp_path / "o"
     args = unlearn_args(digits_ckpt, out, "--forget-class", "3", "--method", "finetune")
-    msg = cli_error([*args, "--set", "epochs=1", "--set", "lr=1e12"], capsys)
+    msg = cli_error([*args, "--set", "epochs=1", "--set", "lr=1.0e+12"], capsys)
     assert re.fullmatch(
         r"finetune: the loss became NaN or infinite at step \d+ \(epoch 1\); lower the "
         r"learning rate \(lr=1e\+12\)",
