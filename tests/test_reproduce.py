@@ -284,6 +284,26 @@ def test_vggface2_suite_with_resnet50_on_an_image_folder(tmp_path: Path) -> None
     assert json.loads((out / "main" / "report.json").read_text())["model"] == "resnet50"
 
 
+def test_digits_quick_suite_end_to_end(tmp_path: Path) -> None:
+    """``--quick`` on real digits: every study, fewer settings (about 30 s on two idle cores,
+    from an empty cache). Checks the runner's output, and that Boundary Shrink forgets."""
+    out = tmp_path / "out"
+    code = main(["reproduce", "--suite", "digits", "--quick", "--out", str(out),
+                 "--cache-dir", str(tmp_path / "cache"), "--quiet"])  # fmt: skip
+    assert code == 0
+    run = json.loads((out / "run.json").read_text())
+    assert set(run["studies"]) == set(load_suite("digits")["studies"])
+    assert all("error" not in s and not s["skipped_methods"] for s in run["studies"].values())
+    main_report = json.loads((out / "main" / "report.json").read_text())
+    assert set(PAPER_METHODS) <= set(main_report["results"])
+    shrink = main_report["results"]["boundary_shrink"]["acc"]
+    original = main_report["results"]["original"]["acc"]
+    assert shrink["forget"] <= 0.10
+    assert shrink["test_retain"] >= original["test_retain"] - 0.05
+    assert (out / "main" / "figures").is_dir()
+    assert len(list(out.glob("originals"))) == 0  # the cache stays out of the results
+
+
 @pytest.mark.slow
 def test_digits_suite_runs_in_full(tmp_path: Path) -> None:
     """The CI/newcomer suite itself (a few minutes on two cores)."""
