@@ -11,7 +11,15 @@ from torch import nn
 from .._utils import eval_mode, model_device
 from ..attacks import AttackName, Normalization, neighbour_search
 from ..data.split import UnlearningData
-from ..training import Batch, BNMode, check_non_negative, check_positive, cross_entropy_loss, fit
+from ..training import (
+    Batch,
+    BNMode,
+    LossFn,
+    check_non_negative,
+    check_positive,
+    cross_entropy_loss,
+    fit,
+)
 from ._common import check_inputs, forget_tensors, working_copy
 from ._registry import register_method, set_unlearning_stats
 
@@ -150,60 +158,31 @@ def boundary_shrink(
                     for i in range(0, len(x), 256)
                 ]
             ).detach()  # fmt: skip
-        fit(
-            unlearned,
-            (x, neighbours.labels, weights, y, original_curvature),
-            _curvature_matched_ce(curvature_weight),
-            epochs=epochs,
-            lr=lr,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            batch_size=batch_size,
-            seed=seed,
-            bn=bn,
-            progress=progress,
-            amp=amp,
-            channels_last=channels_last,
-            compile_model=compile_model,
-            desc="boundary_shrink",
-            shard=False,  # the curvature distance is a norm over the whole batch
-        )
+        tensors: tuple[torch.Tensor, ...] = (x, neighbours.labels, weights, y, original_curvature)
+        loss_fn: LossFn = _curvature_matched_ce(curvature_weight)
+        shard = False  # the curvature distance is a norm over the whole batch
     elif loss_weighting:
-        weights = margin_weights(neighbours.probs, neighbours.labels)
-        fit(
-            unlearned,
-            (x, neighbours.labels, weights),
-            _weighted_ce,
-            epochs=epochs,
-            lr=lr,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            batch_size=batch_size,
-            seed=seed,
-            bn=bn,
-            progress=progress,
-            amp=amp,
-            channels_last=channels_last,
-            compile_model=compile_model,
-            desc="boundary_shrink",
-        )
+        tensors = (x, neighbours.labels, margin_weights(neighbours.probs, neighbours.labels))
+        loss_fn, shard = _weighted_ce, True
     else:
-        fit(
-            unlearned,
-            (x, neighbours.labels),
-            cross_entropy_loss,
-            epochs=epochs,
-            lr=lr,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            batch_size=batch_size,
-            seed=seed,
-            bn=bn,
-            progress=progress,
-            amp=amp,
-            channels_last=channels_last,
-            compile_model=compile_model,
-            desc="boundary_shrink",
-        )
+        tensors, loss_fn, shard = (x, neighbours.labels), cross_entropy_loss, True
+    fit(
+        unlearned,
+        tensors,
+        loss_fn,
+        epochs=epochs,
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        batch_size=batch_size,
+        seed=seed,
+        bn=bn,
+        progress=progress,
+        amp=amp,
+        channels_last=channels_last,
+        compile_model=compile_model,
+        desc="boundary_shrink",
+        shard=shard,
+    )
     set_unlearning_stats(unlearned, {"attack_success_ratio": neighbours.success_ratio})
     return unlearned
