@@ -191,3 +191,18 @@ def test_report_command_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str
     (tmp_path / "report.json").write_text("[1, 2]")
     assert main(["report", str(tmp_path)]) == 2
     assert "not a bunlearn report" in capsys.readouterr().err
+
+
+def test_forget_fraction_reuses_the_retrained_model(tmp_path: Path) -> None:
+    # D_r is the same whatever fraction of D_f a method sees, so a fraction sweep must not
+    # retrain (and must report the cached model's real training time, not a load time).
+    cache = str(tmp_path / "cache")
+    full = run_experiment(_config(cache_dir=cache, methods=["boundary_shrink"]), tmp_path / "a")
+    part = run_experiment(
+        _config(cache_dir=cache, methods=["boundary_shrink"], forget_fraction=0.25),
+        tmp_path / "b",
+    )
+    assert len(list((tmp_path / "cache" / "retrained").iterdir())) == 1
+    seconds = full["results"]["retrain"]["seconds"]
+    assert seconds > 0 and part["results"]["retrain"]["seconds"] == seconds
+    assert part["results"]["retrain"]["acc"] == full["results"]["retrain"]["acc"]

@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from boundary_unlearning import UnlearningData, evaluate, train, unlearn, unlearning_stats
+from boundary_unlearning.errors import DivergenceError, HyperparameterError
 from boundary_unlearning.methods import get_method, list_methods
 from conftest import NUM_CLASSES, build_tiny
 
@@ -93,6 +94,21 @@ def test_neg_grad_plus_uses_the_retain_term(
         not torch.equal(a, b)
         for a, b in zip(plain.state_dict().values(), plus.state_dict().values(), strict=True)
     )
+
+
+def test_neg_grad_loss_cap_stops_the_ascent_once_forgotten(
+    unsure_model: nn.Module, tiny_data: UnlearningData
+) -> None:
+    # A large step blows the unbounded ascent up; the per-sample cap stops each sample's
+    # gradient once its loss passes max_loss, so the weights stay finite and D_f is forgotten.
+    hp = {"epochs": 20, "lr": 0.5, "batch_size": 8, "momentum": 0.0}
+    with pytest.raises(DivergenceError):
+        unlearn("neg_grad", unsure_model, tiny_data, max_loss=None, **hp)
+    capped = unlearn("neg_grad", unsure_model, tiny_data, max_loss=3.0, **hp)
+    assert all(torch.isfinite(p).all() for p in capped.parameters())
+    assert evaluate(capped, tiny_data)["forget"] == 0.0
+    with pytest.raises(HyperparameterError, match="max_loss"):
+        unlearn("neg_grad", unsure_model, tiny_data, max_loss=0.0)
 
 
 def test_random_labels_are_always_wrong_and_cover_the_other_classes() -> None:

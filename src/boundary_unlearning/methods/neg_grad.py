@@ -27,6 +27,7 @@ def neg_grad(
     weight_decay: float = 0.0,
     batch_size: int = 64,
     retain_weight: float = 0.0,
+    max_loss: float | None = 3.0,
     seed: int = 0,
     bn: BNMode = "train",
     progress: bool = False,
@@ -41,10 +42,20 @@ def neg_grad(
 
     epochs, lr, momentum, weight_decay, batch_size: SGD over D_f.
     retain_weight: weight of the D_r term (0: plain NegGrad, touches D_f only).
+    max_loss: per-sample cap on the ascended cross-entropy. Gradient ascent on an unbounded
+        loss keeps growing the weights once a sample is forgotten, and on Fashion-MNIST the
+        published lr 1e-4 reaches infinite loss within two epochs (lower lrs only later). A
+        sample whose loss is above the cap (its true class has probability below
+        ``exp(-max_loss)``, 5% for the default 3) stops contributing, so the ascent stops
+        once every sample is forgotten. On a 2-epoch Fashion-MNIST CNN (class 4, D_tr 87%)
+        caps 2.3 / 3 / 5 / 20 all give D_f 0% with D_tr 83.3 / 82.0 / 76.4 / 25.7%.
+        ``None``: the unbounded original.
     seed: batch order (and the D_r batches). bn: "train" or "freeze" BatchNorm statistics.
     """
     check_positive(lr=lr)
     check_non_negative(momentum=momentum, weight_decay=weight_decay, retain_weight=retain_weight)
+    if max_loss is not None:
+        check_positive(max_loss=max_loss)
     check_inputs(model, data, "neg_grad")
     x, y = forget_tensors(data, "neg_grad")
     unlearned = working_copy(model)
@@ -54,7 +65,10 @@ def neg_grad(
         sampler = RetainSampler(xr, yr, batch_size, seed + 1, model_device(unlearned))
 
     def loss_fn(net: nn.Module, batch: Batch) -> torch.Tensor:
-        loss = -F.cross_entropy(net(batch[0]), batch[1])
+        per_sample = F.cross_entropy(net(batch[0]), batch[1], reduction="none")
+        if max_loss is not None:
+            per_sample = per_sample.clamp(max=max_loss)
+        loss = -per_sample.mean()
         if sampler is not None:
             xb, yb = sampler()
             loss = loss + retain_weight * F.cross_entropy(net(xb), yb)
