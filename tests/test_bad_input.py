@@ -962,3 +962,10 @@ def test_yaml_config_with_unknown_keys_or_wrong_types(
 def test_docs_list_the_messages_and_their_fixes(fragment: str) -> None:
     docs = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
     assert fragment in docs.read_text()
+
+
+def test_run_refuses_zero_training_epochs(tmp_path: Path, capsys) -> None:
+    # zero epochs would "unlearn" an untrained original and report it as a result
+    msg = cli_error(["run", "--epochs", "0", "--out", tmp_path / "r", "--quiet"], capsys)
+    assert msg == "original/retrain recipe: epochs=0 must be a whole number >= 1"
+    assert not (tmp_path / "r").exists()

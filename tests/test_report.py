@@ -210,3 +210,21 @@ def test_render_writes_small_pngs_and_embeds_them(
     assert "http://" not in html and "https://" not in html and "<script" not in html
     md = (tmp_path / "report.md").read_text()
     assert "MIA entropy (%) ≈R" in md and "ZRF" in md
+
+
+def test_rerender_drops_figures_of_models_no_longer_in_the_report(
+    tiny_models: dict[str, nn.Module],
+    tiny_data: UnlearningData,
+    tiny_figures: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    render_reports(tiny_report(tiny_models, tiny_data, tiny_figures), tmp_path)
+    (tmp_path / "figures" / "notes_mine.png").write_bytes(PNG_MAGIC)  # not ours: kept
+    fewer = {k: v for k, v in tiny_models.items() if k != "boundary_shrink"}
+    figures = {**tiny_figures, "models": {k: tiny_figures["models"][k] for k in fewer}}
+    render_reports(tiny_report(fewer, tiny_data, figures), tmp_path)
+    names = sorted(p.name for p in (tmp_path / "figures").glob("*.png"))
+    assert names == sorted(
+        ["notes_mine.png"]
+        + [f"{k}_{n}.png" for k in ("entropy", "tsne", "confusion") for n in fewer]
+    )

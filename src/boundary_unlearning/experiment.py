@@ -582,6 +582,9 @@ def run_experiment(
     """
     emit = echo or (lambda _msg: None)
     seeds = config.seed_list()
+    # the original and the retrained model are trained with this recipe: zero epochs would
+    # "unlearn" an untrained model and report it as a result
+    check_recipe(**config.training_recipe(), min_epochs=1, what="original/retrain recipe")
     for name in config.methods:
         get_method(name)
         validate_hyperparameters(name, config.hyperparameters.get(name, {}))

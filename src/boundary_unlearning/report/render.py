@@ -29,7 +29,11 @@ def _model_order(report: Mapping[str, Any], names: list[str]) -> list[str]:
     return [n for n in preferred if n in names] + [n for n in names if n not in preferred]
 
 
-def _render_figures(report: Mapping[str, Any], out: Path) -> list[tuple[str, str, list[Figure]]]:
+def _render_figures(
+    report: Mapping[str, Any], out: Path, written: set[str]
+) -> list[tuple[str, str, list[Figure]]]:
+    """Draw every figure of ``report`` into ``out/figures``, adding the file names to
+    ``written``; returns the HTML sections."""
     fd = report.get("figures_data")
     if not isinstance(fd, Mapping) or not isinstance(fd.get("models"), Mapping):
         return []
@@ -46,7 +50,7 @@ def _render_figures(report: Mapping[str, Any], out: Path) -> list[tuple[str, str
         data = models[name]
         slug = _slug(name)
         plots: list[tuple[list[Figure], str, Any]] = []
-        if "entropy" in data:
+        if "entropy" in data:  # kinds: _FIGURE_KINDS
             plots.append((entropy, "entropy", lambda d=data, n=name: plot_entropy(
                 d, title=n, num_classes=k)))  # fmt: skip
         if "tsne" in data and "tsne_labels" in fd:
@@ -59,6 +63,7 @@ def _render_figures(report: Mapping[str, Any], out: Path) -> list[tuple[str, str
         for bucket, kind, draw in plots:
             png: bytes = draw()
             atomic_write_bytes(out / "figures" / f"{kind}_{slug}.png", png)
+            written.add(f"{kind}_{slug}.png")
             bucket.append((name, png))
     return [
         ("Output entropy", "Histograms of the output entropy on remaining (D_r), forget (D_f) "
@@ -86,5 +91,21 @@ def render_reports(report: dict[str, Any], out_dir: str | Path) -> None:
     out = Path(out_dir)
     atomic_write_text(out / "report.md", format_markdown(report))
     atomic_write_text(out / "results.csv", results_csv(report))
-    sections = _render_figures(report, out)
+    written: set[str] = set()
+    sections = _render_figures(report, out, written)
+    _drop_stale_figures(out / "figures", written)
     atomic_write_text(out / "report.html", build_html(report, sections))
+
+
+_FIGURE_KINDS = ("entropy", "tsne", "confusion")
+
+
+def _drop_stale_figures(folder: Path, written: set[str]) -> None:
+    """Delete figure files of an earlier render (another run's methods, after --overwrite)
+    that this report did not draw, so figures/ matches the report. Only files named the way
+    this module names its figures are touched."""
+    if not folder.is_dir():
+        return
+    for path in folder.glob("*.png"):
+        if path.name.split("_", 1)[0] in _FIGURE_KINDS and path.name not in written:
+            path.unlink(missing_ok=True)
