@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import weakref
+
 import pytest
 import torch
 from torch import nn
+from torch.nn.modules.module import register_module_forward_pre_hook
 from torch.utils.data import TensorDataset
 
 from boundary_unlearning import UnlearningData, class_split, list_methods, unlearn
 from boundary_unlearning.errors import DataError, HyperparameterError, UnlearningError
 from boundary_unlearning.methods import get_method
+from boundary_unlearning.models import Classifier
 from conftest import NUM_CLASSES, same_state, state_snapshot
 
 # Methods whose preconditions the tiny fixtures cannot meet get their own tests.
@@ -82,3 +86,36 @@ def test_forget_fraction_that_selects_nothing(
 ) -> None:
     with pytest.raises(DataError, match="selects no sample"):
         class_split(*tiny_sets, forget_classes=[0], forget_fraction=0.001)
+
+
+@pytest.mark.parametrize("method", sorted(set(list_methods()) - NEEDS_RECORD))
+def test_method_keeps_at_most_two_model_copies_alive(
+    method: str, tiny_model: nn.Module, tiny_data: UnlearningData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Besides the input model, no method holds more than two models at once (the working
+    copy and, for some, a teacher or a first stage's result). Every Classifier built during
+    the call (constructed or deep-copied: both go through ``__new__``) is tracked weakly,
+    and the live count is sampled at every forward pass of any of them and at the end."""
+    alive: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+    original_new = Classifier.__new__
+
+    def tracked_new(cls: type, *args: object, **kwargs: object) -> Classifier:
+        obj = original_new(cls)  # type: ignore[call-overload]
+        alive.add(obj)
+        return obj  # type: ignore[no-any-return]
+
+    peak = [0]
+
+    def sample(module: nn.Module, _inputs: object) -> None:
+        if isinstance(module, Classifier):
+            peak[0] = max(peak[0], len(alive))
+
+    monkeypatch.setattr(Classifier, "__new__", tracked_new)
+    handle = register_module_forward_pre_hook(sample)
+    try:
+        out = unlearn(method, tiny_model, tiny_data, seed=0, **_fast(method))
+    finally:
+        handle.remove()
+    peak[0] = max(peak[0], len(alive))
+    assert out in alive and tiny_model not in alive
+    assert 1 <= peak[0] <= 2, f"{method} held {peak[0]} model copies at once"
