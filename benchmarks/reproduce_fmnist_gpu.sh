@@ -9,9 +9,8 @@
 #   # device run: command "FMNIST_ROOT=data/fashion-mnist bash benchmarks/reproduce_fmnist_gpu.sh",
 #   #             carry ["data/fashion-mnist"], timeout_s 600 (SUITE_TIMEOUT=540 stops the suite first)
 #
-# Time: not yet measured on a GPU (estimate 6-10 minutes on one H100/H200: 6 trainings of
-# 10 epochs, Fisher over 54,000 samples x 3 seeds, and CPU-side membership-inference attacks of
-# about 5 s per evaluated model). If one call cannot hold it, split it into two calls:
+# Time: the suite is CPU-scale (about 45 minutes on two CPU cores, docs/results.md); on a GPU
+# it should fit one call. If it does not, split it into two calls:
 #   ... bash benchmarks/reproduce_fmnist_gpu.sh --studies main
 #   ... bash benchmarks/reproduce_fmnist_gpu.sh --studies learning_rate,forget_fraction,combination,neighbour_search,batchnorm
 # summary.md is rewritten after every study, so a run stopped by SUITE_TIMEOUT keeps what

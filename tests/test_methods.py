@@ -111,6 +111,20 @@ def test_neg_grad_loss_cap_stops_the_ascent_once_forgotten(
         unlearn("neg_grad", unsure_model, tiny_data, max_loss=0.0)
 
 
+def test_scrub_kl_cap_keeps_the_max_steps_finite(
+    tiny_model: nn.Module, tiny_data: UnlearningData
+) -> None:
+    # The max step ascends an unbounded KL; with a large step it reaches infinity, the cap
+    # stops each sample's ascent once its KL passes max_kl.
+    hp = {"epochs": 1, "max_epochs": 1, "lr": 2.0, "momentum": 0.0, "forget_batch_size": 4}
+    with pytest.raises(DivergenceError):
+        unlearn("scrub", tiny_model, tiny_data, max_kl=None, **hp)
+    capped = unlearn("scrub", tiny_model, tiny_data, max_kl=10.0, **hp)
+    assert all(torch.isfinite(p).all() for p in capped.parameters())
+    with pytest.raises(HyperparameterError, match="max_kl"):
+        unlearn("scrub", tiny_model, tiny_data, max_kl=-1.0)
+
+
 def test_random_labels_are_always_wrong_and_cover_the_other_classes() -> None:
     from boundary_unlearning.methods._losses import random_wrong_labels
 

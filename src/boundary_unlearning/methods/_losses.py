@@ -71,8 +71,14 @@ def soft_targets(model: nn.Module, x: torch.Tensor, temperature: float = 1.0) ->
     return F.softmax(logits / temperature, dim=1)
 
 
-def kl_to_probs(logits: torch.Tensor, probs: torch.Tensor, temperature: float) -> torch.Tensor:
-    """``KL(probs || softmax(logits / T)) * T^2``, batch mean (Hinton distillation)."""
+def kl_to_probs(
+    logits: torch.Tensor, probs: torch.Tensor, temperature: float, *, per_sample: bool = False
+) -> torch.Tensor:
+    """``KL(probs || softmax(logits / T)) * T^2`` (Hinton distillation): the batch mean, or
+    one value per sample with ``per_sample=True``."""
     log_student = F.log_softmax(logits / temperature, dim=1)
-    kl = F.kl_div(log_student, probs, reduction="batchmean")
+    if per_sample:
+        kl = F.kl_div(log_student, probs, reduction="none").sum(dim=1)
+    else:
+        kl = F.kl_div(log_student, probs, reduction="batchmean")
     return kl * temperature**2
