@@ -969,3 +969,12 @@ def test_run_refuses_zero_training_epochs(tmp_path: Path, capsys) -> None:
     msg = cli_error(["run", "--epochs", "0", "--out", tmp_path / "r", "--quiet"], capsys)
     assert msg == "original/retrain recipe: epochs=0 must be a whole number >= 1"
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(("method", "key"), [("neg_grad", "max_loss"), ("scrub", "max_kl")])
+def test_loss_caps_are_checked_before_any_work(method: str, key: str) -> None:
+    from boundary_unlearning.methods import validate_hyperparameters
+
+    with pytest.raises(HyperparameterError, match=rf"^{method}: {key}=0.0 must be a positive"):
+        validate_hyperparameters(method, {key: 0.0})
+    assert validate_hyperparameters(method, {key: None}) == {key: None}  # None: no cap

@@ -171,7 +171,7 @@ _RANGES: list[tuple[re.Pattern[str], Callable[[float], bool], str]] = [
     (re.compile(r"(.+_)?steps"), lambda v: v >= 1, "a whole number >= 1"),
     (re.compile(r"seed"), lambda v: 0 <= v < 2**63, "a whole number in 0 .. 2**63-1"),
     (
-        re.compile(r"(.+_)?(lr|eps|step_size|temperature|variance|constant)"),
+        re.compile(r"(.+_)?(lr|eps|step_size|temperature|variance|constant)|max_(loss|kl)"),
         lambda v: math.isfinite(v) and v > 0,
         "a positive number",
     ),
