@@ -973,8 +973,6 @@ def test_run_refuses_zero_training_epochs(tmp_path: Path, capsys) -> None:
 
 @pytest.mark.parametrize(("method", "key"), [("neg_grad", "max_loss"), ("scrub", "max_kl")])
 def test_loss_caps_are_checked_before_any_work(method: str, key: str) -> None:
-    from boundary_unlearning.methods import validate_hyperparameters
-
     with pytest.raises(HyperparameterError, match=rf"^{method}: {key}=0.0 must be a positive"):
         validate_hyperparameters(method, {key: 0.0})
     assert validate_hyperparameters(method, {key: None}) == {key: None}  # None: no cap

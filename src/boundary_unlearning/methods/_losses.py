@@ -71,6 +71,15 @@ def soft_targets(model: nn.Module, x: torch.Tensor, temperature: float = 1.0) ->
     return F.softmax(logits / temperature, dim=1)
 
 
+def capped_ascent(per_sample: torch.Tensor, cap: float | None) -> torch.Tensor:
+    """The loss whose minimisation ascends ``per_sample`` (one loss value per sample),
+    each value capped at ``cap``: a sample above the cap gives no gradient, so the ascent
+    of an unbounded loss stops once the sample is forgotten. ``None``: no cap."""
+    if cap is not None:
+        per_sample = per_sample.clamp(max=cap)
+    return -per_sample.mean()
+
+
 def kl_to_probs(
     logits: torch.Tensor, probs: torch.Tensor, temperature: float, *, per_sample: bool = False
 ) -> torch.Tensor:

@@ -10,7 +10,7 @@ from .._utils import model_device
 from ..data.split import UnlearningData
 from ..training import Batch, BNMode, check_non_negative, check_positive, fit
 from ._common import check_inputs, forget_tensors, working_copy
-from ._losses import RetainSampler, retain_tensors
+from ._losses import RetainSampler, capped_ascent, retain_tensors
 from ._registry import register_method
 
 __all__ = ["neg_grad"]
@@ -65,10 +65,7 @@ def neg_grad(
         sampler = RetainSampler(xr, yr, batch_size, seed + 1, model_device(unlearned))
 
     def loss_fn(net: nn.Module, batch: Batch) -> torch.Tensor:
-        per_sample = F.cross_entropy(net(batch[0]), batch[1], reduction="none")
-        if max_loss is not None:
-            per_sample = per_sample.clamp(max=max_loss)
-        loss = -per_sample.mean()
+        loss = capped_ascent(F.cross_entropy(net(batch[0]), batch[1], reduction="none"), max_loss)
         if sampler is not None:
             xb, yb = sampler()
             loss = loss + retain_weight * F.cross_entropy(net(xb), yb)

@@ -11,7 +11,7 @@ from ..data.split import UnlearningData
 from ..errors import HyperparameterError
 from ..training import Batch, BNMode, LossFn, check_non_negative, check_positive, fit
 from ._common import check_inputs, forget_tensors, working_copy
-from ._losses import kl_to_probs, retain_tensors, soft_targets
+from ._losses import capped_ascent, kl_to_probs, retain_tensors, soft_targets
 from ._registry import register_method
 
 __all__ = ["scrub"]
@@ -78,10 +78,9 @@ def scrub(
     student = working_copy(model)
 
     def max_loss(net: nn.Module, batch: Batch) -> torch.Tensor:
-        kl = kl_to_probs(net(batch[0]), batch[1], temperature, per_sample=True)
-        if max_kl is not None:
-            kl = kl.clamp(max=max_kl)
-        return -kl.mean()
+        return capped_ascent(
+            kl_to_probs(net(batch[0]), batch[1], temperature, per_sample=True), max_kl
+        )
 
     def min_loss(net: nn.Module, batch: Batch) -> torch.Tensor:
         x, y, probs = batch

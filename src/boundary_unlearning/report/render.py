@@ -30,13 +30,14 @@ def _model_order(report: Mapping[str, Any], names: list[str]) -> list[str]:
 
 
 def _render_figures(
-    report: Mapping[str, Any], out: Path, written: set[str]
-) -> list[tuple[str, str, list[Figure]]]:
-    """Draw every figure of ``report`` into ``out/figures``, adding the file names to
-    ``written``; returns the HTML sections."""
+    report: Mapping[str, Any], out: Path
+) -> tuple[list[tuple[str, str, list[Figure]]], set[str]]:
+    """Draw every figure of ``report`` into ``out/figures``; returns the HTML sections and
+    the names of the files written."""
+    written: set[str] = set()
     fd = report.get("figures_data")
     if not isinstance(fd, Mapping) or not isinstance(fd.get("models"), Mapping):
-        return []
+        return [], written
     models: Mapping[str, Any] = fd["models"]
     forget = [int(c) for c in fd.get("forget_classes", report.get("forget_classes", []))]
     names = dict(zip(forget, report.get("class_names") or [], strict=False))
@@ -50,7 +51,7 @@ def _render_figures(
         data = models[name]
         slug = _slug(name)
         plots: list[tuple[list[Figure], str, Any]] = []
-        if "entropy" in data:  # kinds: _FIGURE_KINDS
+        if "entropy" in data:
             plots.append((entropy, "entropy", lambda d=data, n=name: plot_entropy(
                 d, title=n, num_classes=k)))  # fmt: skip
         if "tsne" in data and "tsne_labels" in fd:
@@ -65,7 +66,7 @@ def _render_figures(
             atomic_write_bytes(out / "figures" / f"{kind}_{slug}.png", png)
             written.add(f"{kind}_{slug}.png")
             bucket.append((name, png))
-    return [
+    sections = [
         ("Output entropy", "Histograms of the output entropy on remaining (D_r), forget (D_f) "
          "and test data. After unlearning, forget samples should get the high entropy of "
          "unseen test samples, as for the retrained model.", entropy),
@@ -75,6 +76,7 @@ def _render_figures(
         ("Confusion matrices", "Test set, rows normalised per true class; the forgotten "
          "class's row is outlined in red.", confusion),
     ]  # fmt: skip
+    return sections, written
 
 
 def render_reports(report: dict[str, Any], out_dir: str | Path) -> None:
@@ -91,13 +93,12 @@ def render_reports(report: dict[str, Any], out_dir: str | Path) -> None:
     out = Path(out_dir)
     atomic_write_text(out / "report.md", format_markdown(report))
     atomic_write_text(out / "results.csv", results_csv(report))
-    written: set[str] = set()
-    sections = _render_figures(report, out, written)
+    sections, written = _render_figures(report, out)
     _drop_stale_figures(out / "figures", written)
     atomic_write_text(out / "report.html", build_html(report, sections))
 
 
-_FIGURE_KINDS = ("entropy", "tsne", "confusion")
+_FIGURE_KINDS = ("entropy", "tsne", "confusion")  # the file-name prefixes _render_figures uses
 
 
 def _drop_stale_figures(folder: Path, written: set[str]) -> None:
