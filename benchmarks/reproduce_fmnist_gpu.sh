@@ -9,8 +9,8 @@
 #   # device run: command "FMNIST_ROOT=data/fashion-mnist bash benchmarks/reproduce_fmnist_gpu.sh",
 #   #             carry ["data/fashion-mnist"], timeout_s 600 (SUITE_TIMEOUT=540 stops the suite first)
 #
-# Time: the suite is CPU-scale (about 45 minutes on two CPU cores, docs/results.md); on a GPU
-# it should fit one call. If it does not, split it into two calls:
+# Time: the suite is CPU-scale (3281 s on two CPU cores, docs/results.md); it has not been
+# timed on a GPU. If one call cannot hold it, split it into two calls:
 #   ... bash benchmarks/reproduce_fmnist_gpu.sh --studies main
 #   ... bash benchmarks/reproduce_fmnist_gpu.sh --studies learning_rate,forget_fraction,combination,neighbour_search,batchnorm
 # summary.md is rewritten after every study, so a run stopped by SUITE_TIMEOUT keeps what
