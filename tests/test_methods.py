@@ -101,7 +101,7 @@ def test_neg_grad_loss_cap_stops_the_ascent_once_forgotten(
 ) -> None:
     # A large step blows the unbounded ascent up; the per-sample cap stops each sample's
     # gradient once its loss passes max_loss, so the weights stay finite and D_f is forgotten.
-    hp = {"epochs": 20, "lr": 0.5, "batch_size": 8, "momentum": 0.0}
+    hp = {"epochs": 20, "lr": 0.5, "batch_size": 8, "momentum": 0.0, "target_forget_acc": None}
     with pytest.raises(DivergenceError):
         unlearn("neg_grad", unsure_model, tiny_data, max_loss=None, **hp)
     capped = unlearn("neg_grad", unsure_model, tiny_data, max_loss=3.0, **hp)

@@ -213,6 +213,37 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def timed_unlearn(
+    name: str,
+    model: nn.Module,
+    data: UnlearningData,
+    hparams: dict[str, Any],
+    *,
+    progress: bool = False,
+) -> tuple[nn.Module, float]:
+    """Run method ``name`` and return the new model and its wall-clock seconds, measured
+    between device synchronisations (so queued GPU work is counted). Used by ``run``,
+    ``unlearn`` and the benchmark, so every reported time means the same thing.
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> from boundary_unlearning import class_split
+        >>> x, y = torch.rand(40, 1, 4, 4), torch.arange(40) % 4
+        >>> data = class_split(TensorDataset(x, y), TensorDataset(x, y), forget_classes=[1])
+        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4))
+        >>> _, seconds = timed_unlearn("boundary_expanding", net, data, {"max_steps": 2})
+        >>> seconds > 0
+        True
+    """
+    device = model_device(model)
+    _sync(device)
+    start = time.perf_counter()
+    out = unlearn(name, model, data, **hparams, progress=progress)
+    _sync(device)
+    return out, time.perf_counter() - start
+
+
 def _cached_training(
     folder: Path,
     meta: dict[str, Any],
@@ -471,7 +502,7 @@ def _method_hparams(name: str, config: ExperimentConfig) -> dict[str, Any]:
     """The hyperparameters method ``name`` runs with: the user's, plus the run's seed."""
     spec = get_method(name)
     hparams = {"seed": config.seed, **config.hyperparameters.get(name, {})}
-    return {k: v for k, v in hparams.items() if k in spec.hyperparameters and k != "progress"}
+    return {k: v for k, v in hparams.items() if k in spec.hyperparameters}
 
 
 # --- aggregation over seeds ------------------------------------------------------------------
@@ -739,25 +770,14 @@ def _method_stage(
         if not keep_weights or model is not None or "failed" in entry:
             say(f"seed {cfg.seed}: {name}: reused finished stage")
             return entry, model
-    device = model_device(original)
-    run_hp = dict(hparams)
-    if "progress" in spec.hyperparameters:
-        run_hp["progress"] = cfg.progress
-    _sync(device)
-    start = time.perf_counter()
     try:
-        model = unlearn(name, original, data, **run_hp)
+        model, seconds = timed_unlearn(name, original, data, hparams, progress=cfg.progress)
     except DivergenceError as exc:
-        entry = {"failed": str(exc), "hyperparameters": {**spec.hyperparameters, **hparams}}
-        entry["hyperparameters"].pop("progress", None)
+        entry = {"failed": str(exc), "hyperparameters": spec.resolve(hparams)}
         stages.save(cfg.seed, name, key, entry)
         return entry, None
-    _sync(device)
-    seconds = time.perf_counter() - start
     say(f"seed {cfg.seed}: {name}: {seconds:.2f} s")
-    entry = {**metrics_of(model), "seconds": seconds,
-             "hyperparameters": {**spec.hyperparameters, **hparams}}  # fmt: skip
-    entry["hyperparameters"].pop("progress", None)
+    entry = {**metrics_of(model), "seconds": seconds, "hyperparameters": spec.resolve(hparams)}
     stats = unlearning_stats(model)
     if stats:
         entry["stats"] = stats
@@ -936,20 +956,11 @@ def unlearn_checkpoint(
     run_hp = {k: v for k, v in run_hp.items() if k in spec.hyperparameters}
     if spec.cost == "record" and "record" not in run_hp:
         run_hp["record"] = str(record_path(checkpoint))  # the record saved beside it
-    if "progress" in spec.hyperparameters:
-        run_hp["progress"] = progress
-    _sync(net_device := next(net.parameters()).device)
-    start = time.perf_counter()
-    unlearned = unlearn(method, net, data, **run_hp)
-    _sync(net_device)
-    seconds = time.perf_counter() - start
-    run_hp.pop("progress", None)
+    unlearned, seconds = timed_unlearn(method, net, data, run_hp, progress=progress)
     entry: dict[str, Any] = {
         "acc": evaluate(unlearned, data),
         "seconds": seconds,
-        "hyperparameters": {
-            k: v for k, v in {**spec.hyperparameters, **run_hp}.items() if k != "progress"
-        },
+        "hyperparameters": spec.resolve(run_hp),
     }
     if unlearning_stats(unlearned):
         entry["stats"] = unlearning_stats(unlearned)

@@ -7,9 +7,10 @@ epoch does no data-loader work and no per-batch host synchronisation.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -21,9 +22,22 @@ from ._utils import model_device
 from .data.split import to_tensors
 from .distributed import distributed_fit, is_main_process
 from .errors import DataError, DivergenceError, HyperparameterError
+from .recipe import (
+    OPTION_FIELDS,
+    RECIPE_FIELDS,
+    BNMode,
+    FitResult,
+    ForgetMonitor,
+    OptimizerName,
+    Recipe,
+    RunOptions,
+    record_fit,
+)
 
 __all__ = [
+    "BNMode",
     "LossFn",
+    "OptimizerName",
     "StepCallback",
     "check_recipe",
     "cross_entropy_loss",
@@ -34,8 +48,6 @@ __all__ = [
 
 Batch = tuple[torch.Tensor, ...]
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
-OptimizerName = Literal["sgd", "adam"]
-BNMode = Literal["train", "freeze"]
 
 
 class StepCallback(Protocol):
@@ -47,13 +59,24 @@ class StepCallback(Protocol):
 
 
 def cross_entropy_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
-    """Mean cross-entropy of ``model(x)`` against ``y`` for a batch ``(x, y, ...)``."""
+    """Mean cross-entropy of ``model(x)`` against ``y`` for a batch ``(x, y, ...)``.
+
+    Example:
+        >>> cross_entropy_loss(nn.Identity(), (torch.zeros(1, 2), torch.tensor([0]))).item()
+        0.6931471824645996
+    """
     return F.cross_entropy(model(batch[0]), batch[1])
 
 
 def set_bn_mode(model: nn.Module, bn: BNMode) -> None:
     """Put the model in train mode; with ``bn="freeze"`` BatchNorm layers stay in eval mode
-    (running statistics are used and not updated; their affine weights still train)."""
+    (running statistics are used and not updated; their affine weights still train).
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+        >>> set_bn_mode(net, "freeze"); net[1].training
+        False
+    """
     model.train()
     if bn == "freeze":
         for module in model.modules():
@@ -63,52 +86,21 @@ def set_bn_mode(model: nn.Module, bn: BNMode) -> None:
         raise HyperparameterError(f"bn='{bn}' is not one of 'train', 'freeze'")
 
 
-def check_positive(**values: float | int) -> None:
-    """Raise a clear error for a hyperparameter that must be > 0."""
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise HyperparameterError(f"{name}={value!r} must be a number")
-        if not math.isfinite(value) or value <= 0:
-            raise HyperparameterError(f"{name}={value} must be a positive (finite) number")
-
-
-def check_seed(seed: object, what: str = "seed") -> None:
-    """Raise a clear error unless ``seed`` is an integer torch can seed a generator with."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-        raise HyperparameterError(f"{what}={seed!r} must be a whole number in 0 .. 2**63-1")
-
-
-def check_non_negative(**values: float | int) -> None:
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise HyperparameterError(f"{name}={value!r} must be a number")
-        if not math.isfinite(value) or value < 0:
-            raise HyperparameterError(f"{name}={value} must be a finite number >= 0")
-
-
 def check_recipe(
-    *,
-    epochs: int,
-    lr: float,
-    batch_size: int,
-    momentum: float = 0.0,
-    weight_decay: float = 0.0,
-    seed: int = 0,
-    min_epochs: int = 0,
-    what: str = "training",
-    **_: Any,
+    *, epochs: int, min_epochs: int = 0, what: str = "training", **settings: Any
 ) -> None:
     """Validate a training recipe up front (``fit`` checks the same at its start); pass
-    ``min_epochs=1`` where zero epochs is meaningless (training an original model)."""
+    ``min_epochs=1`` where zero epochs is meaningless (training an original model).
+
+    Example:
+        >>> check_recipe(epochs=2, lr=0.01, batch_size=64)
+    """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < min_epochs:
         raise HyperparameterError(
             f"{what}: epochs={epochs!r} must be a whole number >= {min_epochs}"
         )
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise HyperparameterError(f"{what}: batch_size={batch_size!r} must be a whole number >= 1")
-    check_positive(lr=lr)
-    check_non_negative(momentum=momentum, weight_decay=weight_decay)
-    check_seed(seed)
+    fields = {k: v for k, v in settings.items() if k in RECIPE_FIELDS}
+    Recipe(epochs=epochs, **fields).check(what)
 
 
 def make_optimizer(
@@ -126,54 +118,81 @@ def make_optimizer(
     raise HyperparameterError(f"optimizer='{optimizer}' is not one of 'sgd', 'adam'")
 
 
+def _split_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    recipe = {k: v for k, v in settings.items() if k in RECIPE_FIELDS}
+    options = {k: v for k, v in settings.items() if k in OPTION_FIELDS}
+    unknown = sorted(set(settings) - set(recipe) - set(options))
+    if unknown:
+        raise TypeError(f"fit() got unexpected keyword argument(s): {', '.join(unknown)}")
+    return recipe, options
+
+
 def fit(
     model: nn.Module,
     tensors: Sequence[torch.Tensor],
     loss_fn: LossFn = cross_entropy_loss,
     *,
-    epochs: int,
-    lr: float,
-    optimizer: OptimizerName = "sgd",
-    momentum: float = 0.9,
-    weight_decay: float = 0.0,
-    batch_size: int = 64,
-    seed: int = 0,
-    bn: BNMode = "train",
+    recipe: Recipe | None = None,
+    options: RunOptions | None = None,
+    monitor: ForgetMonitor | None = None,
     parameters: Iterable[nn.Parameter] | None = None,
     callbacks: Sequence[StepCallback] = (),
-    progress: bool = False,
     desc: str = "training",
-    amp: bool = False,
-    channels_last: bool = False,
-    compile_model: bool = False,
     shard: bool = True,
+    **settings: Any,
 ) -> nn.Module:
     """Train ``model`` in place on ``tensors`` (all indexed together) and return it in eval mode.
 
     Each step draws a batch ``tuple(t[idx] for t in tensors)`` from a permutation made by a
-    ``torch.Generator`` seeded with ``seed`` and minimises ``loss_fn(model, batch)``.
-    ``epochs=0`` returns the model unchanged. A NaN or infinite loss raises
-    :class:`DivergenceError` naming the step.
+    ``torch.Generator`` seeded with ``recipe.seed`` and minimises ``loss_fn(model, batch)``.
+    The run ends after ``recipe.limit(steps_per_epoch)`` steps or, with
+    ``recipe.target_forget_acc`` and a ``monitor``, as soon as the monitored forget accuracy
+    is at or below the target (checked before the first step and every
+    ``monitor.check_every(...)`` steps). What the run did is recorded as a
+    :class:`~boundary_unlearning.recipe.FitResult` for :func:`collect_fits`. A zero budget
+    returns the model unchanged. A NaN or infinite loss raises :class:`DivergenceError`
+    naming the step.
 
-    Performance options (off by default; meant for CUDA): ``amp`` computes the loss under
-    ``torch.autocast`` in bfloat16; ``channels_last`` stores the model and 4-D inputs in
-    channels-last memory format; ``compile_model`` evaluates the loss on
-    ``torch.compile(model)`` (the same parameters, compiled on the first step).
+    Args:
+        model: trained in place.
+        tensors: the training data, indexed together (e.g. ``(x, y)``).
+        loss_fn: ``loss_fn(model, batch) -> scalar``.
+        recipe: the optimisation settings; fields may also be given as keywords
+            (``epochs=1, lr=1e-3``), which override ``recipe``.
+        options: progress bar and speed options (also accepted as keywords):
+            ``amp`` computes the loss under ``torch.autocast`` in bfloat16;
+            ``channels_last`` stores the model and 4-D inputs in channels-last memory format;
+            ``compile_model`` evaluates the loss on ``torch.compile(model)``.
+        monitor: measures the forget accuracy for the stopping rule.
+        parameters: the parameters to optimise (default: all of the model's).
+        callbacks: called around every optimiser step.
+        desc: names the run in the progress bar and in errors.
+        shard: under torchrun (see :mod:`boundary_unlearning.distributed`) every rank takes
+            its share of every global batch and the result equals one process's (for a loss
+            that is a mean over the batch's samples); ``False`` makes every rank compute the
+            whole batch, for other losses.
 
-    Under torchrun (see :mod:`boundary_unlearning.distributed`) every rank trains together:
-    with ``shard=True`` each takes its share of every global batch of ``batch_size`` and the
-    result equals one process's (for a loss that is a mean over the batch's samples);
-    ``shard=False`` makes every rank compute the whole batch, for other losses.
+    Returns:
+        ``model``, in eval mode.
+
+    Raises:
+        HyperparameterError: a setting out of range.
+        DataError: empty or mismatched tensors.
+        DivergenceError: the loss became NaN or infinite.
+
+    Example:
+        >>> net = nn.Linear(2, 2)
+        >>> x, y = torch.randn(8, 2), torch.tensor([0, 1] * 4)
+        >>> fit(net, (x, y), epochs=1, lr=0.1, batch_size=4) is net
+        True
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-        raise HyperparameterError(
-            f"{desc}: epochs={epochs!r} must be a whole number >= 0 (passes over the data)"
-        )
-    check_positive(lr=lr)
-    check_non_negative(momentum=momentum, weight_decay=weight_decay)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise HyperparameterError(f"{desc}: batch_size={batch_size!r} must be a whole number >= 1")
-    check_seed(seed)
+    recipe_changes, option_changes = _split_settings(settings)
+    if recipe is None:
+        recipe = Recipe(**recipe_changes)
+    elif recipe_changes:
+        recipe = recipe.replace(**recipe_changes)
+    recipe.check(desc)
+    options = dataclasses.replace(options or RunOptions(), **option_changes)
     device = model_device(model)
     data = tuple(t.to(device) for t in tensors)
     n = len(data[0])
@@ -181,33 +200,69 @@ def fit(
         raise DataError("the tensors passed to fit() differ in length")
     if n == 0:
         raise DataError(f"{desc}: no training samples; the data set is empty")
-    if epochs == 0:
+    batch_size = recipe.batch_size
+    steps_per_epoch = math.ceil(n / batch_size)
+    budget = recipe.limit(steps_per_epoch)
+    target = recipe.target_forget_acc if monitor is not None else None
+    result = FitResult(desc=desc, steps=0, budget=budget, target=target)
+    record_fit(result)
+    every = monitor.check_every(batch_size, steps_per_epoch) if monitor is not None else 0
+
+    def forgotten() -> bool:
+        assert monitor is not None
+        acc = monitor(model)
+        result.forget_trace.append((result.steps, acc))
+        bar.set_postfix(forget_acc=f"{acc:.3f}")
+        return target is not None and acc <= target
+
+    bar = tqdm(
+        total=budget, desc=desc, disable=not options.progress or not is_main_process(),
+        leave=False, unit="step",
+    )  # fmt: skip
+    if monitor is not None and forgotten():
+        result.reached_target = True
+        budget = 0
+    if budget == 0:
+        bar.close()
         model.eval()
         return model
     params = list(parameters) if parameters is not None else list(model.parameters())
-    opt = make_optimizer(params, optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    if channels_last:
+    opt = make_optimizer(
+        params, recipe.optimizer, lr=recipe.lr, momentum=recipe.momentum,
+        weight_decay=recipe.weight_decay,
+    )  # fmt: skip
+    if options.channels_last:
         model.to(memory_format=torch.channels_last)
         data = tuple(
             t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t for t in data
         )
-    net: nn.Module = torch.compile(model) if compile_model else model  # type: ignore[assignment]
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
-    generator = torch.Generator().manual_seed(seed)
-    steps_per_epoch = math.ceil(n / batch_size)
+    net: nn.Module = torch.compile(model) if options.compile_model else model  # type: ignore[assignment]
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=options.amp)
+    generator = torch.Generator().manual_seed(recipe.seed)
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
-    bar = tqdm(
-        total=epochs * steps_per_epoch, desc=desc, disable=not progress or not is_main_process(),
-        leave=False, unit="step",
-    )  # fmt: skip
-    set_bn_mode(model, bn)
+    set_bn_mode(model, recipe.bn)
     sync = distributed_fit(model, params, shard=shard)  # None in a single process
+
+    def raise_if_diverged() -> None:
+        # one host sync (with torchrun: the earliest bad step of any rank)
+        bad_step = int(first_bad) if sync is None else sync.first_bad_step(first_bad)
+        if bad_step >= 0:
+            raise DivergenceError(
+                f"{desc}: the loss became NaN or infinite at step {bad_step} "
+                f"(epoch {bad_step // steps_per_epoch + 1}); lower the learning rate "
+                f"(lr={recipe.lr:g})"
+            )
+
     step = 0
+    done = False
     try:
-        for epoch in range(epochs):
+        while step < budget and not done:
             order = torch.randperm(n, generator=generator).to(device)
             running = torch.zeros((), device=device)
+            taken = 0
             for start in range(0, n, batch_size):
+                if step >= budget:
+                    break
                 idx = order[start : start + batch_size]
                 batch = tuple(t[idx] for t in data)
                 for cb in callbacks:
@@ -230,23 +285,25 @@ def fit(
                 bad = ~torch.isfinite(detached) & (first_bad < 0)
                 first_bad = torch.where(bad, torch.full_like(first_bad, step), first_bad)
                 step += 1
+                taken += 1
+                result.steps = step
                 bar.update(1)
-            # one host sync per epoch (with torchrun: the earliest bad step of any rank)
-            bad_step = int(first_bad) if sync is None else sync.first_bad_step(first_bad)
-            if bad_step >= 0:
-                raise DivergenceError(
-                    f"{desc}: the loss became NaN or infinite at step {bad_step} "
-                    f"(epoch {bad_step // steps_per_epoch + 1}); lower the learning rate "
-                    f"(lr={lr:g})"
-                )
+                if monitor is not None and (step % every == 0 or step == budget):
+                    raise_if_diverged()
+                    if forgotten():  # (measured in eval mode; the modes are restored)
+                        done = True
+                        break
+            raise_if_diverged()
             if sync is not None:
                 running = sync.total(running)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{float(running) / steps_per_epoch:.4f}")
+            bar.set_postfix(loss=f"{float(running) / max(taken, 1):.4f}")
     finally:
         if sync is not None:
             sync.close()
         bar.close()
         model.eval()
+    if target is not None:
+        result.reached_target = done
     return model
 
 

@@ -11,8 +11,42 @@ from torch import nn
 from .._utils import eval_mode, model_device
 from ..data.split import UnlearningData, to_tensors
 from ..errors import DataError, ModelError
+from ..recipe import ForgetMonitor, Recipe
 
-__all__ = ["check_inputs", "find_head", "forget_tensors", "replace_module", "working_copy"]
+__all__ = [
+    "FORGET_RECIPE",
+    "PAPER_FINETUNE",
+    "check_inputs",
+    "find_head",
+    "forget_monitor",
+    "forget_tensors",
+    "replace_module",
+    "working_copy",
+]
+
+# The default recipe of the forget-only methods: train until at most 5% of D_f is still
+# predicted as its own class, within a step budget; BatchNorm statistics frozen (forget-only
+# batches would replace them with one class's). docs/methods.md has the measurements.
+FORGET_RECIPE = Recipe(
+    max_steps=1000, lr=1e-3, momentum=0.9, weight_decay=0.0, batch_size=64, bn="freeze",
+    target_forget_acc=0.05,
+)  # fmt: skip
+
+# The paper's fine-tuning (Chen et al., CVPR 2023, Boundary Shrink and Expanding): SGD
+# lr 1e-5, momentum 0.9, batch 64, 10 epochs, BatchNorm in train mode, no early stop.
+PAPER_FINETUNE: dict[str, Any] = {
+    "epochs": 10, "max_steps": None, "lr": 1e-5, "momentum": 0.9, "weight_decay": 0.0,
+    "batch_size": 64, "bn": "train", "target_forget_acc": None,
+}  # fmt: skip
+
+
+def forget_monitor(
+    x: torch.Tensor, y: torch.Tensor, data: UnlearningData, recipe: Recipe
+) -> ForgetMonitor | None:
+    """The stopping rule's monitor on D_f when ``recipe`` has a target, else ``None``."""
+    if recipe.target_forget_acc is None:
+        return None
+    return ForgetMonitor(x, y, data.num_classes, seed=recipe.seed)
 
 
 def forget_tensors(data: UnlearningData, method: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,7 +123,3 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, attr = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, attr, new)
-
-
-def describe(**values: Any) -> str:
-    return ", ".join(f"{k}={v}" for k, v in values.items())

@@ -3,25 +3,29 @@
 from __future__ import annotations
 
 import collections.abc
+import functools
 import inspect
 import math
 import re
 import reprlib
 import types
 import typing
+import warnings
 import weakref
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, Union
 
 from torch import nn
 
 from ..data.split import UnlearningData
 from ..errors import HyperparameterError, did_you_mean, unknown_name
+from ..recipe import OPTION_FIELDS, RECIPE_FIELDS, FitResult, Recipe, RunOptions, collect_fits
 from ._common import check_inputs
 
 __all__ = [
     "Cost",
+    "ForgettingWarning",
     "MethodSpec",
     "get_method",
     "list_methods",
@@ -31,48 +35,168 @@ __all__ = [
 ]
 
 Cost = Literal["forget", "retain", "record", "reference"]
-COST_TEXT: dict[str, str] = {
-    "forget": "touches D_f only",
-    "retain": "needs D_r too",
-    "record": "needs a training-time record",
-    "reference": "trains from scratch on D_r",
-}
 MethodFn = Callable[..., nn.Module]
 F = TypeVar("F", bound=MethodFn)
 
 # Positional parameters every method takes; everything after them is a hyperparameter.
 _POSITIONAL = ("model", "data")
+# Keyword parameters of a method's function that the registry fills in (not hyperparameters).
+_INJECTED = ("recipe", "options")
 _stats: weakref.WeakKeyDictionary[nn.Module, dict[str, Any]] = weakref.WeakKeyDictionary()
+_RECIPE_HINTS = typing.get_type_hints(Recipe)
+
+
+class ForgettingWarning(UserWarning):
+    """A method's step budget ran out before it reached its forgetting target."""
 
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A registered unlearning method."""
+    """A registered unlearning method.
+
+    ``fn(model, data, *, <its own hyperparameters>, [recipe], options)`` is the method's idea;
+    the registry builds its public entry point, which takes every hyperparameter as a keyword
+    (the method's own, the :class:`~boundary_unlearning.recipe.Recipe` fields when the method
+    trains with one, ``preset`` when it has presets) plus the
+    :class:`~boundary_unlearning.recipe.RunOptions` fields, validates them once, checks the
+    inputs once and records what the training did (see :func:`unlearning_stats`).
+    """
 
     name: str
     fn: MethodFn
     cost: Cost
+    recipe: Recipe | None = None
+    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def summary(self) -> str:
         doc = inspect.getdoc(self.fn) or ""
         return doc.splitlines()[0] if doc else ""
 
+    @functools.cached_property
+    def _own(self) -> dict[str, inspect.Parameter]:
+        return {
+            name: p
+            for name, p in inspect.signature(self.fn).parameters.items()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in _INJECTED
+        }
+
     @property
     def hyperparameters(self) -> dict[str, Any]:
-        """Keyword-only hyperparameters and their defaults."""
-        return {
-            name: p.default
-            for name, p in inspect.signature(self.fn).parameters.items()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY
-        }
+        """Every hyperparameter and its default (the library's default preset)."""
+        out: dict[str, Any] = {}
+        if self.presets:
+            out["preset"] = "default"
+        out.update({name: p.default for name, p in self._own.items()})
+        if self.recipe is not None:
+            out.update({k: getattr(self.recipe, k) for k in RECIPE_FIELDS})
+        return out
+
+    @functools.cached_property
+    def hints(self) -> dict[str, Any]:
+        """The annotated type of every hyperparameter."""
+        try:
+            hints = typing.get_type_hints(self.fn)
+        except Exception:  # an annotation that cannot be resolved: fall back to the defaults
+            hints = {}
+        for name, p in self._own.items():  # synthesised signatures carry real types
+            annotation = p.annotation
+            if name not in hints and not isinstance(annotation, str) and annotation is not p.empty:
+                hints[name] = annotation
+        if self.recipe is not None:
+            hints.update(_RECIPE_HINTS)
+        if self.presets:
+            hints["preset"] = Literal[("default", *self.presets)]
+        return hints
+
+    def resolve(self, hparams: Mapping[str, Any]) -> dict[str, Any]:
+        """Every hyperparameter's value for a call with ``hparams`` (already validated):
+        the defaults, then the chosen preset's values, then ``hparams``."""
+        values = self.hyperparameters
+        preset = hparams.get("preset", "default")
+        values.update(self.presets.get(preset, {}))
+        values.update(hparams)
+        return values
+
+    def __call__(self, model: nn.Module, data: UnlearningData, **kwargs: Any) -> nn.Module:
+        options = RunOptions(**{k: kwargs.pop(k) for k in OPTION_FIELDS if k in kwargs})
+        for key in OPTION_FIELDS:
+            if not isinstance(getattr(options, key), bool):
+                raise HyperparameterError(f"{self.name}: {key} must be True or False")
+        values = self.resolve(validate_hyperparameters(self.name, kwargs))
+        own = {k: v for k, v in values.items() if k in self._own}
+        if self.recipe is not None:
+            own["recipe"] = self.recipe.replace(**{k: values[k] for k in RECIPE_FIELDS})
+        if "options" in inspect.signature(self.fn).parameters:
+            own["options"] = options
+        check_inputs(model, data, self.name)
+        with collect_fits() as fits:
+            out = self.fn(model, data, **own)
+        stats = {**fit_stats(fits), **_stats.get(out, {})}
+        set_unlearning_stats(out, stats)
+        if stats.get("reached_target") is False:
+            warn_not_forgotten(self.name, stats)
+        return out
+
+
+def fit_stats(fits: Sequence[FitResult]) -> dict[str, Any]:
+    """``steps`` (all fits), and for monitored runs ``reached_target``, ``target_forget_acc``
+    and ``forget_acc_trace`` (``[step, share of D_f still in its class]`` pairs)."""
+    if not fits:
+        return {}
+    stats: dict[str, Any] = {"steps": sum(f.steps for f in fits)}
+    monitored = [f for f in fits if f.target is not None]
+    if monitored:
+        offset, trace = 0, []
+        for f in fits:
+            trace += [[offset + step, acc] for step, acc in f.forget_trace]
+            offset += f.steps
+        stats.update(
+            reached_target=monitored[-1].reached_target,
+            target_forget_acc=monitored[-1].target,
+            forget_acc_trace=trace,
+        )
+    return stats
+
+
+def warn_not_forgotten(method: str, stats: Mapping[str, Any]) -> None:
+    """Warn that ``method`` ran out of budget with D_f above its target."""
+    trace = stats.get("forget_acc_trace") or [[0, float("nan")]]
+    warnings.warn(
+        f"{method} did not reach its forgetting target: {trace[-1][1]:.1%} of the forget set "
+        f"is still in its class after {stats.get('steps')} steps (target "
+        f"{stats.get('target_forget_acc', 0):.0%}); try a larger max_steps or lr, or (Boundary "
+        "Shrink) a larger eps",
+        ForgettingWarning,
+        stacklevel=3,
+    )
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
 
 
-def register_method(name: str, *, cost: Cost) -> Callable[[F], F]:
-    """Register ``fn(model, data, *, **hparams) -> nn.Module`` as method ``name``."""
+def register_method(
+    name: str,
+    *,
+    cost: Cost,
+    recipe: Recipe | None = None,
+    presets: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Callable[[F], F]:
+    """Register ``fn(model, data, *, <hyperparameters>, [recipe], options)`` as ``name``.
+
+    Args:
+        name: the method's registry name.
+        cost: what data the method touches (``forget``, ``retain``, ``record``,
+            ``reference``).
+        recipe: the method's default training recipe; its fields become hyperparameters and
+            ``fn`` receives the resolved :class:`Recipe` as ``recipe=``.
+        presets: named sets of hyperparameter values (e.g. ``"paper"``) that replace the
+            defaults when the caller passes ``preset=NAME``.
+
+    Returns:
+        A decorator that returns the public entry point (a keyword-only function with the
+        full signature, which validates, runs and records the method).
+    """
 
     def wrap(fn: F) -> F:
         if name in _REGISTRY:
@@ -80,18 +204,51 @@ def register_method(name: str, *, cost: Cost) -> Callable[[F], F]:
         params = list(inspect.signature(fn).parameters)
         if tuple(params[:2]) != _POSITIONAL:
             raise TypeError(f"method '{name}' must take (model, data, *, ...)")
-        _REGISTRY[name] = MethodSpec(name, fn, cost)
-        return fn
+        spec = MethodSpec(name, fn, cost, recipe, dict(presets or {}))
+        _REGISTRY[name] = spec
+
+        @functools.wraps(fn)
+        def entry(model: nn.Module, data: UnlearningData, **kwargs: Any) -> nn.Module:
+            return spec(model, data, **kwargs)
+
+        keyword = inspect.Parameter.KEYWORD_ONLY
+        entry.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [
+                *list(inspect.signature(fn).parameters.values())[:2],
+                *(
+                    inspect.Parameter(k, keyword, default=v, annotation=spec.hints.get(k, Any))
+                    for k, v in spec.hyperparameters.items()
+                ),
+                *(
+                    inspect.Parameter(k, keyword, default=False, annotation=bool)
+                    for k in OPTION_FIELDS
+                ),
+            ],
+            return_annotation=nn.Module,
+        )
+        del entry.__wrapped__
+        return entry  # type: ignore[return-value]
 
     return wrap
 
 
 def list_methods() -> list[str]:
-    """Names of all registered methods, ``retrain`` (the reference) included."""
+    """Names of all registered methods, ``retrain`` (the reference) included.
+
+    Example:
+        >>> "boundary_shrink" in list_methods()
+        True
+    """
     return sorted(_REGISTRY)
 
 
 def get_method(name: str) -> MethodSpec:
+    """The registered method ``name``; an unknown name raises one line listing the valid ones.
+
+    Example:
+        >>> get_method("boundary_expanding").cost
+        'forget'
+    """
     if not isinstance(name, str) or name not in _REGISTRY:
         raise unknown_name("method", str(name), _REGISTRY)
     return _REGISTRY[name]
@@ -157,21 +314,22 @@ def _type_text(tp: Any) -> str:
     return str(getattr(tp, "__name__", tp))
 
 
-def _annotations(spec: MethodSpec) -> dict[str, Any]:
-    try:
-        return typing.get_type_hints(spec.fn)
-    except Exception:  # an annotation that cannot be resolved: fall back to the defaults
-        return {}
-
-
 # Generic ranges by hyperparameter name, checked for every method: (pattern, test, text).
 _RANGES: list[tuple[re.Pattern[str], Callable[[float], bool], str]] = [
     (re.compile(r"(.+_)?epochs"), lambda v: v >= 0, "a whole number >= 0"),
     (re.compile(r"(.+_)?(batch|chunk)_size"), lambda v: v >= 1, "a whole number >= 1"),
-    (re.compile(r"(.+_)?steps"), lambda v: v >= 1, "a whole number >= 1"),
+    (re.compile(r"max_steps"), lambda v: v >= 0, "a whole number >= 0"),
+    (
+        re.compile(r"(.+_)?steps|(.+_)?samples|(.+_)?per_class"),
+        lambda v: v >= 1,
+        "a whole number >= 1",
+    ),
     (re.compile(r"seed"), lambda v: 0 <= v < 2**63, "a whole number in 0 .. 2**63-1"),
     (
-        re.compile(r"(.+_)?(lr|eps|step_size|temperature|variance|constant)|max_(loss|kl)"),
+        re.compile(
+            r"(.+_)?(lr|eps|step_size|temperature|variance|constant)|max_(loss|kl)"
+            r"|noise_scale|selection_weight"
+        ),
         lambda v: math.isfinite(v) and v > 0,
         "a positive number",
     ),
@@ -180,7 +338,8 @@ _RANGES: list[tuple[re.Pattern[str], Callable[[float], bool], str]] = [
         lambda v: math.isfinite(v) and v >= 0,
         "a number >= 0",
     ),
-    (re.compile(r"(.+_)?fraction"), lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    (re.compile(r"(.+_)?fraction|threshold"), lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    (re.compile(r"target_forget_acc"), lambda v: 0 <= v < 1, "a number in [0, 1)"),
 ]
 
 
@@ -201,7 +360,7 @@ def validate_hyperparameters(name: str, hparams: dict[str, Any]) -> dict[str, An
     :class:`HyperparameterError` with one line naming the problem and the valid values."""
     spec = get_method(name)
     known = spec.hyperparameters
-    hints = _annotations(spec)
+    hints = spec.hints
     out: dict[str, Any] = {}
     for key, value in hparams.items():
         if key not in known:
@@ -229,14 +388,34 @@ def validate_hyperparameters(name: str, hparams: dict[str, Any]) -> dict[str, An
 def unlearn(name: str, model: nn.Module, data: UnlearningData, **hparams: Any) -> nn.Module:
     """Run method ``name`` on ``model`` and return the new, unlearned model (eval mode).
 
-    The input model is never modified. Unknown or mistyped hyperparameters raise
-    :class:`~boundary_unlearning.errors.HyperparameterError` listing the valid ones; a model
-    that cannot classify ``data`` (wrong output size or input shape) or an empty forget set
-    raise before any work is done.
+    Args:
+        name: a registered method (see :func:`list_methods`).
+        model: the trained classifier; never modified.
+        data: the class split (see :func:`~boundary_unlearning.class_split`).
+        **hparams: the method's hyperparameters (see ``get_method(name).hyperparameters``)
+            and run options (``progress``, ``amp``, ``channels_last``, ``compile_model``).
+
+    Returns:
+        A new model in eval mode; :func:`unlearning_stats` tells what the method did.
+
+    Raises:
+        HyperparameterError: an unknown, mistyped or out-of-range hyperparameter (one line
+            listing the valid ones).
+        ModelError: a model that cannot classify ``data``.
+        DataError: an empty forget set.
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> from boundary_unlearning import class_split
+        >>> x, y = torch.rand(40, 1, 4, 4), torch.arange(40) % 4
+        >>> data = class_split(TensorDataset(x, y), TensorDataset(x, y), forget_classes=[1])
+        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4))
+        >>> new = unlearn("boundary_expanding", net, data, max_steps=5)
+        >>> new is net, unlearning_stats(new)["steps"] <= 5
+        (False, True)
     """
-    checked = validate_hyperparameters(name, hparams)
-    check_inputs(model, data, name)
-    return get_method(name).fn(model, data, **checked)
+    return get_method(name)(model, data, **hparams)
 
 
 def set_unlearning_stats(model: nn.Module, stats: dict[str, Any]) -> None:
@@ -244,6 +423,14 @@ def set_unlearning_stats(model: nn.Module, stats: dict[str, Any]) -> None:
 
 
 def unlearning_stats(model: nn.Module) -> dict[str, Any]:
-    """Diagnostics a method recorded for the model it returned (e.g. the attack success
-    ratio of Boundary Shrink); empty when there are none."""
+    """What a method recorded for the model it returned: ``steps`` (optimiser steps taken),
+    for methods with a forgetting target ``reached_target``, ``target_forget_acc`` and
+    ``forget_acc_trace`` (``[step, share of D_f still in its class]`` at each check), and
+    method-specific values (e.g. Boundary Shrink's ``attack_success_ratio``); empty for a
+    model no method returned.
+
+    Example:
+        >>> unlearning_stats(nn.Linear(1, 1))
+        {}
+    """
     return dict(_stats.get(model, {}))

@@ -10,10 +10,10 @@ from torch import nn
 
 from .._utils import model_device
 from ..data.split import UnlearningData
-from ..errors import HyperparameterError
+from ..recipe import RunOptions
 from ..recording import RecordMissingError, UpdateRecord, load_record
-from ..training import BNMode, check_non_negative, check_positive, cross_entropy_loss, fit
-from ._common import check_inputs, working_copy
+from ..training import BNMode, cross_entropy_loss, fit
+from ._common import working_copy
 from ._losses import retain_tensors
 from ._registry import register_method, set_unlearning_stats
 
@@ -33,7 +33,7 @@ def amnesiac(
     batch_size: int = 64,
     seed: int = 0,
     bn: BNMode = "train",
-    progress: bool = False,
+    options: RunOptions,
 ) -> nn.Module:
     """Amnesiac unlearning: subtract from the weights the sum of the parameter updates of
     every training batch that held a forget-class sample, then repair on D_r.
@@ -52,11 +52,6 @@ def amnesiac(
     seed: repair batch order. bn: "train" or "freeze" BatchNorm statistics during repair.
     Records ``subtracted_steps`` (see :func:`unlearning_stats`).
     """
-    check_positive(lr=lr)
-    check_non_negative(momentum=momentum, weight_decay=weight_decay)
-    if isinstance(repair_epochs, bool) or not isinstance(repair_epochs, int) or repair_epochs < 0:
-        raise HyperparameterError(f"repair_epochs={repair_epochs!r} must be an integer >= 0")
-    check_inputs(model, data, "amnesiac")
     if record is None:
         raise RecordMissingError(
             "amnesiac needs the parameter updates recorded while training the original; "
@@ -90,7 +85,7 @@ def amnesiac(
             batch_size=batch_size,
             seed=seed,
             bn=bn,
-            progress=progress,
+            options=options,
             desc="amnesiac repair",
         )
     unlearned.eval()

@@ -6,8 +6,17 @@ import torch
 from torch import nn
 
 from ..data.split import UnlearningData
-from ..training import BNMode, check_non_negative, check_positive, cross_entropy_loss, fit
-from ._common import check_inputs, find_head, forget_tensors, replace_module, working_copy
+from ..recipe import Recipe, RunOptions
+from ..training import cross_entropy_loss, fit
+from ._common import (
+    FORGET_RECIPE,
+    PAPER_FINETUNE,
+    find_head,
+    forget_monitor,
+    forget_tensors,
+    replace_module,
+    working_copy,
+)
 from ._registry import register_method
 
 __all__ = ["boundary_expanding", "prune_head", "widen_head"]
@@ -42,64 +51,59 @@ def prune_head(wide: nn.Linear) -> nn.Linear:
     return head
 
 
-@register_method("boundary_expanding", cost="forget")
+@register_method(
+    "boundary_expanding", cost="forget", recipe=FORGET_RECIPE, presets={"paper": PAPER_FINETUNE}
+)
 def boundary_expanding(
     model: nn.Module,
     data: UnlearningData,
     *,
-    epochs: int = 10,
-    lr: float = 1e-5,
-    momentum: float = 0.9,
-    weight_decay: float = 0.0,
-    batch_size: int = 64,
-    seed: int = 0,
-    bn: BNMode = "train",
     head: str | None = None,
-    amp: bool = False,
-    channels_last: bool = False,
-    compile_model: bool = False,
-    progress: bool = False,
+    recipe: Recipe,
+    options: RunOptions,
 ) -> nn.Module:
     """Boundary Expanding: add a shadow output neuron, fine-tune the forget data into it,
     then prune it, leaving a K-way model.
 
-    Chen et al., "Boundary Unlearning", CVPR 2023.
+    Chen et al., "Boundary Unlearning", CVPR 2023. The whole widened network is fine-tuned
+    on D_f with every label set to the shadow class. By default the fine-tuning stops as soon
+    as at most 5% of D_f is still predicted as its own class among the K real classes (the
+    pruned model's view), within ``max_steps``; ``preset="paper"`` runs the paper's loop
+    (lr 1e-5, 10 epochs, BatchNorm in train mode, no early stop).
 
-    epochs, lr, momentum, weight_decay, batch_size: SGD fine-tuning of the whole widened
-    network on D_f, every label set to the shadow class (paper: 10, 1e-5, 0.9, 0, 64).
-    seed: the shadow row's initialisation and the batch order.
-    bn: "train" (authors' code) or "freeze" BatchNorm statistics during fine-tuning.
-    amp, channels_last, compile_model: opt-in speed options of the fine-tuning, for CUDA
-    (bfloat16 autocast, channels-last memory format, ``torch.compile``; see ``fit``).
-    head: dotted name of the final ``nn.Linear`` when automatic search fails.
+    Args:
+        model: the original classifier; never modified.
+        data: the class split; only ``data.forget`` is used.
+        head: dotted name of the final ``nn.Linear`` when automatic search fails.
+        recipe: the fine-tuning (the Recipe fields are keywords of this function); ``seed``
+            also draws the shadow row's initialisation.
+        options: progress bar and speed options.
+
+    Returns:
+        A new K-way model in eval mode; :func:`unlearning_stats` holds ``steps`` and, with a
+        target, ``reached_target`` and ``forget_acc_trace``.
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> from boundary_unlearning import class_split
+        >>> x, y = torch.rand(40, 1, 4, 4), torch.arange(40) % 4
+        >>> data = class_split(TensorDataset(x, y), TensorDataset(x, y), forget_classes=[1])
+        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4))
+        >>> boundary_expanding(net, data, max_steps=5)[1].out_features
+        4
     """
-    check_positive(lr=lr)
-    check_non_negative(momentum=momentum, weight_decay=weight_decay)
-    check_inputs(model, data, "boundary_expanding")
-    x, _ = forget_tensors(data, "boundary_expanding")
+    x, y = forget_tensors(data, "boundary_expanding")
     k = data.num_classes
     unlearned = working_copy(model)
     name, original_head = find_head(unlearned, k, head)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(recipe.seed)
     replace_module(unlearned, name, widen_head(original_head, generator))
     shadow = torch.full((len(x),), k, dtype=torch.long)
     fit(
-        unlearned,
-        (x, shadow),
-        cross_entropy_loss,
-        epochs=epochs,
-        lr=lr,
-        momentum=momentum,
-        weight_decay=weight_decay,
-        batch_size=batch_size,
-        seed=seed,
-        bn=bn,
-        progress=progress,
-        amp=amp,
-        channels_last=channels_last,
-        compile_model=compile_model,
-        desc="boundary_expanding",
-    )
+        unlearned, (x, shadow), cross_entropy_loss, recipe=recipe, options=options,
+        monitor=forget_monitor(x, y, data, recipe), desc="boundary_expanding",
+    )  # fmt: skip
     wide = unlearned.get_submodule(name)
     assert isinstance(wide, nn.Linear)
     replace_module(unlearned, name, prune_head(wide))

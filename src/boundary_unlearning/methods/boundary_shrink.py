@@ -9,18 +9,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._utils import eval_mode, model_device
-from ..attacks import AttackName, Normalization, neighbour_search
+from ..attacks import AttackName, LabelRule, Normalization, neighbour_search
 from ..data.split import UnlearningData
-from ..training import (
-    Batch,
-    BNMode,
-    LossFn,
-    check_non_negative,
-    check_positive,
-    cross_entropy_loss,
-    fit,
-)
-from ._common import check_inputs, forget_tensors, working_copy
+from ..recipe import Recipe, RunOptions
+from ..training import Batch, LossFn, cross_entropy_loss, fit
+from ._common import FORGET_RECIPE, PAPER_FINETUNE, forget_monitor, forget_tensors, working_copy
 from ._registry import register_method, set_unlearning_stats
 
 __all__ = ["boundary_shrink", "input_curvature", "margin_weights"]
@@ -77,7 +70,12 @@ def _curvature_matched_ce(weight: float) -> Callable[[nn.Module, Batch], torch.T
     return loss
 
 
-@register_method("boundary_shrink", cost="forget")
+@register_method(
+    "boundary_shrink",
+    cost="forget",
+    recipe=FORGET_RECIPE,
+    presets={"paper": {**PAPER_FINETUNE, "label_rule": "argmax"}},
+)
 def boundary_shrink(
     model: nn.Module,
     data: UnlearningData,
@@ -86,62 +84,66 @@ def boundary_shrink(
     attack: AttackName = "fgsm",
     pgd_steps: int = 5,
     pgd_step_size: float = 8 / 255,
-    epochs: int = 10,
-    lr: float = 1e-5,
-    momentum: float = 0.9,
-    weight_decay: float = 0.0,
-    batch_size: int = 64,
-    seed: int = 0,
-    bn: BNMode = "train",
+    label_rule: LabelRule = "nearest_other",
     loss_weighting: bool = False,
     curvature_weight: float = 0.0,
     normalization: Normalization | None = None,
-    amp: bool = False,
-    channels_last: bool = False,
-    compile_model: bool = False,
-    progress: bool = False,
+    recipe: Recipe,
+    options: RunOptions,
 ) -> nn.Module:
     """Boundary Shrink: relabel each forget sample with its nearest adversarial neighbour's
     class under the original model, then fine-tune on the clean inputs with those labels.
 
     Chen et al., "Boundary Unlearning", CVPR 2023. The neighbour labels come from the frozen
     original model, so they are computed once (the authors' loop recomputes them every step
-    with the same result at about twice the cost).
+    with the same result at about twice the cost). By default the fine-tuning stops as soon
+    as at most 5% of D_f is still predicted as its own class (``target_forget_acc``), within
+    ``max_steps``; ``preset="paper"`` runs the paper's loop instead (lr 1e-5, 10 epochs,
+    BatchNorm in train mode, the paper's label rule, no early stop).
 
-    eps: FGSM step / PGD radius in pixel space [0, 1] (paper: 0.1).
-    attack: "fgsm" (paper) or "pgd" (authors' code: ``pgd_steps`` steps of ``pgd_step_size``).
-    epochs, lr, momentum, weight_decay, batch_size: SGD fine-tuning on D_f (paper: 10, 1e-5,
-    0.9, 0, 64).
-    seed: order of the fine-tuning batches.
-    bn: "train" updates BatchNorm statistics on forget-only batches (the authors' code);
-    "freeze" keeps the original statistics.
-    loss_weighting: the authors' margin re-weighting of the per-sample loss.
-    curvature_weight: weight of the authors' curvature-matching regulariser (CURE-style,
-    h = 0.9): keep each forget sample's input-space curvature, under its true label, close to
-    the original model's (0: off, the paper; 0.7: the authors' "enhanced" setting; costs a
-    double backward per step).
-    normalization: ``(mean, std)`` when the model expects normalised inputs; the search then
-    steps in pixel space.
-    amp, channels_last, compile_model: opt-in speed options of the fine-tuning, for CUDA
-    (bfloat16 autocast, channels-last memory format, ``torch.compile``; see ``fit``).
-    Records ``attack_success_ratio`` (see :func:`unlearning_stats`).
+    Args:
+        model: the original classifier; never modified.
+        data: the class split; only ``data.forget`` is used.
+        eps: FGSM step / PGD radius in pixel space [0, 1] (paper: 0.1).
+        attack: ``"fgsm"`` (paper) or ``"pgd"`` (authors' code: ``pgd_steps`` steps of
+            ``pgd_step_size``).
+        label_rule: ``"nearest_other"`` (default): the most probable class other than the
+            true one at the neighbour, so every sample leaves its class; ``"argmax"`` (paper):
+            the neighbour's predicted class, which is the true class wherever the step did
+            not cross a boundary (those samples are trained to stay).
+        loss_weighting: the authors' margin re-weighting of the per-sample loss.
+        curvature_weight: weight of the authors' curvature-matching regulariser (CURE-style,
+            h = 0.9): keep each forget sample's input-space curvature, under its true label,
+            close to the original model's (0: off, the paper; 0.7: the authors' "enhanced"
+            setting; costs a double backward per step).
+        normalization: ``(mean, std)`` when the model expects normalised inputs; the search
+            then steps in pixel space.
+        recipe: the fine-tuning on D_f (the Recipe fields are keywords of this function:
+            ``lr``, ``max_steps``, ``epochs``, ``bn``, ``target_forget_acc``, ...).
+        options: progress bar and speed options (``progress``, ``amp``, ``channels_last``,
+            ``compile_model``).
+
+    Returns:
+        A new model in eval mode. :func:`unlearning_stats` holds ``attack_success_ratio``
+        (the share of neighbours that crossed into another class), ``steps`` and, with a
+        target, ``reached_target`` and ``forget_acc_trace``.
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> from boundary_unlearning import class_split, unlearning_stats
+        >>> x, y = torch.rand(40, 1, 4, 4), torch.arange(40) % 4
+        >>> data = class_split(TensorDataset(x, y), TensorDataset(x, y), forget_classes=[1])
+        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4))
+        >>> new = boundary_shrink(net, data, max_steps=20)
+        >>> sorted(unlearning_stats(new))[:2]
+        ['attack_success_ratio', 'forget_acc_trace']
     """
-    check_positive(eps=eps, lr=lr)
-    check_non_negative(
-        momentum=momentum, weight_decay=weight_decay, curvature_weight=curvature_weight
-    )
-    check_inputs(model, data, "boundary_shrink")
     x, y = forget_tensors(data, "boundary_shrink")
     neighbours = neighbour_search(
-        model,
-        x,
-        y,
-        eps=eps,
-        attack=attack,
-        pgd_steps=pgd_steps,
-        pgd_step_size=pgd_step_size,
-        normalization=normalization,
-    )
+        model, x, y, eps=eps, attack=attack, pgd_steps=pgd_steps, pgd_step_size=pgd_step_size,
+        normalization=normalization, label_rule=label_rule,
+    )  # fmt: skip
     unlearned = working_copy(model)
     if curvature_weight > 0:
         weights = (
@@ -167,22 +169,8 @@ def boundary_shrink(
     else:
         tensors, loss_fn, shard = (x, neighbours.labels), cross_entropy_loss, True
     fit(
-        unlearned,
-        tensors,
-        loss_fn,
-        epochs=epochs,
-        lr=lr,
-        momentum=momentum,
-        weight_decay=weight_decay,
-        batch_size=batch_size,
-        seed=seed,
-        bn=bn,
-        progress=progress,
-        amp=amp,
-        channels_last=channels_last,
-        compile_model=compile_model,
-        desc="boundary_shrink",
-        shard=shard,
-    )
+        unlearned, tensors, loss_fn, recipe=recipe, options=options,
+        monitor=forget_monitor(x, y, data, recipe), desc="boundary_shrink", shard=shard,
+    )  # fmt: skip
     set_unlearning_stats(unlearned, {"attack_success_ratio": neighbours.success_ratio})
     return unlearned

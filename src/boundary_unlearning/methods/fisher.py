@@ -11,8 +11,8 @@ from tqdm.auto import tqdm
 
 from .._utils import eval_mode, model_device
 from ..data.split import UnlearningData
-from ..training import check_positive
-from ._common import check_inputs, find_head, forget_tensors, working_copy
+from ..recipe import RunOptions
+from ._common import find_head, working_copy
 from ._losses import retain_tensors
 from ._registry import register_method
 
@@ -68,7 +68,7 @@ def fisher(
     chunk_size: int = 64,
     seed: int = 0,
     head: str | None = None,
-    progress: bool = False,
+    options: RunOptions,
 ) -> nn.Module:
     """Fisher Forgetting: add Gaussian noise to every weight with variance
     ``noise_scale / F_ii`` (F the diagonal Fisher information of D_r), so weights that
@@ -88,19 +88,11 @@ def fisher(
     chunk_size: samples per vectorised per-sample-gradient batch (memory vs speed).
     seed: the noise. head: dotted name of the final ``nn.Linear`` when automatic search fails.
     """
-    check_positive(noise_scale=noise_scale, max_variance=max_variance,
-                   head_max_variance=head_max_variance)  # fmt: skip
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        from ..errors import HyperparameterError
-
-        raise HyperparameterError(f"chunk_size={chunk_size!r} must be a positive integer")
-    check_inputs(model, data, "fisher")
-    forget_tensors(data, "fisher")
     xr, _ = retain_tensors(data, "fisher")
     unlearned = working_copy(model)
     head_name, _ = find_head(unlearned, data.num_classes, head)
     head_params = {f"{head_name}.weight", f"{head_name}.bias"}
-    information = diagonal_fisher(unlearned, xr, chunk_size=chunk_size, progress=progress)
+    information = diagonal_fisher(unlearned, xr, chunk_size=chunk_size, progress=options.progress)
     generator = torch.Generator().manual_seed(seed)
     forget_rows = torch.tensor(sorted(data.forget_classes), dtype=torch.long)
     with torch.no_grad():

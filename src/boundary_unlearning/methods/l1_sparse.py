@@ -10,28 +10,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.split import UnlearningData
-from ..training import Batch, BNMode, check_non_negative, check_positive, fit
-from ._common import check_inputs, forget_tensors, working_copy
+from ..recipe import Recipe, RunOptions
+from ..training import Batch, fit
+from ._common import working_copy
 from ._losses import retain_tensors
 from ._registry import register_method
 
 __all__ = ["l1_sparse"]
 
 
-@register_method("l1_sparse", cost="retain")
+@register_method("l1_sparse", cost="retain", recipe=Recipe(epochs=10, lr=0.01, weight_decay=5e-4))
 def l1_sparse(
     model: nn.Module,
     data: UnlearningData,
     *,
-    epochs: int = 10,
-    lr: float = 0.01,
     l1_weight: float = 5e-4,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    batch_size: int = 64,
-    seed: int = 0,
-    bn: BNMode = "train",
-    progress: bool = False,
+    recipe: Recipe,
+    options: RunOptions,
 ) -> nn.Module:
     """l1-sparse: fine-tune on D_r minimising ``CE + gamma_e * ||theta||_1`` where the L1
     weight decays linearly over the epochs, ``gamma_e = l1_weight * (1 - e / epochs)``.
@@ -41,15 +36,19 @@ def l1_sparse(
     lr 0.01, gamma 5e-4, SGD momentum 0.9, weight decay 5e-4). The penalty covers every
     parameter, as in their code.
 
-    epochs, lr, momentum, weight_decay, batch_size: SGD on D_r.
-    l1_weight: gamma at the first epoch. seed: batch order. bn: BatchNorm statistics.
+    Args:
+        model: the original classifier; never modified.
+        data: the class split; ``data.retain`` is trained on.
+        l1_weight: gamma at the first epoch.
+        recipe: SGD on D_r (the epochs the budget allows set the decay).
+        options: progress bar and speed options.
+
+    Returns:
+        A new model in eval mode.
     """
-    check_positive(lr=lr)
-    check_non_negative(momentum=momentum, weight_decay=weight_decay, l1_weight=l1_weight)
-    check_inputs(model, data, "l1_sparse")
-    forget_tensors(data, "l1_sparse")
     x, y = retain_tensors(data, "l1_sparse")
-    steps_per_epoch = math.ceil(len(x) / batch_size) if batch_size > 0 else 1
+    steps_per_epoch = math.ceil(len(x) / recipe.batch_size)
+    epochs = math.ceil(recipe.limit(steps_per_epoch) / steps_per_epoch)
     step = 0
 
     def loss_fn(net: nn.Module, batch: Batch) -> torch.Tensor:
@@ -59,18 +58,6 @@ def l1_sparse(
         l1 = torch.stack([p.abs().sum() for p in net.parameters()]).sum()
         return F.cross_entropy(net(batch[0]), batch[1]) + gamma * l1
 
-    unlearned = working_copy(model)
     return fit(
-        unlearned,
-        (x, y),
-        loss_fn,
-        epochs=epochs,
-        lr=lr,
-        momentum=momentum,
-        weight_decay=weight_decay,
-        batch_size=batch_size,
-        seed=seed,
-        bn=bn,
-        progress=progress,
-        desc="l1_sparse",
+        working_copy(model), (x, y), loss_fn, recipe=recipe, options=options, desc="l1_sparse"
     )

@@ -6,55 +6,46 @@ import torch
 from torch import nn
 
 from ..data.split import UnlearningData
-from ..training import BNMode, check_non_negative, check_positive, cross_entropy_loss, fit
-from ._common import check_inputs, forget_tensors, working_copy
+from ..recipe import Recipe, RunOptions
+from ..training import fit
+from ._common import FORGET_RECIPE, forget_monitor, forget_tensors, working_copy
 from ._losses import random_wrong_labels
 from ._registry import register_method
 
 __all__ = ["random_labels"]
 
 
-@register_method("random_labels", cost="forget")
+@register_method(
+    "random_labels",
+    cost="forget",
+    recipe=FORGET_RECIPE,
+    presets={"paper": {"epochs": 5, "max_steps": None, "lr": 1e-3, "bn": "train",
+                       "target_forget_acc": None}},
+)  # fmt: skip
 def random_labels(
-    model: nn.Module,
-    data: UnlearningData,
-    *,
-    epochs: int = 5,
-    lr: float = 1e-3,
-    momentum: float = 0.9,
-    weight_decay: float = 0.0,
-    batch_size: int = 64,
-    seed: int = 0,
-    bn: BNMode = "train",
-    progress: bool = False,
+    model: nn.Module, data: UnlearningData, *, recipe: Recipe, options: RunOptions
 ) -> nn.Module:
     """Random Labels: give every forget sample a uniformly random *wrong* label (drawn once,
     seeded) and fine-tune on D_f with cross-entropy.
 
     A baseline of Chen et al., "Boundary Unlearning", CVPR 2023 (the practical variant of
     Graves et al.'s Amnesiac unlearning, AAAI 2021). Forget-only, like Boundary Shrink, but
-    with labels that ignore the decision boundary.
+    with labels that ignore the decision boundary. By default it stops at the forgetting
+    target like Boundary Shrink; ``preset="paper"`` is the fixed 5-epoch loop at lr 1e-3
+    with BatchNorm in train mode.
 
-    epochs, lr, momentum, weight_decay, batch_size: SGD on the relabelled D_f.
-    seed: the random labels and the batch order. bn: "train" or "freeze" BatchNorm statistics.
+    Args:
+        model: the original classifier; never modified.
+        data: the class split; only ``data.forget`` is used.
+        recipe: SGD on the relabelled D_f; ``seed`` also draws the random labels.
+        options: progress bar and speed options.
+
+    Returns:
+        A new model in eval mode.
     """
-    check_positive(lr=lr)
-    check_non_negative(momentum=momentum, weight_decay=weight_decay)
-    check_inputs(model, data, "random_labels")
     x, y = forget_tensors(data, "random_labels")
-    labels = random_wrong_labels(y, data.num_classes, torch.Generator().manual_seed(seed))
-    unlearned = working_copy(model)
+    labels = random_wrong_labels(y, data.num_classes, torch.Generator().manual_seed(recipe.seed))
     return fit(
-        unlearned,
-        (x, labels),
-        cross_entropy_loss,
-        epochs=epochs,
-        lr=lr,
-        momentum=momentum,
-        weight_decay=weight_decay,
-        batch_size=batch_size,
-        seed=seed,
-        bn=bn,
-        progress=progress,
-        desc="random_labels",
-    )
+        working_copy(model), (x, labels), recipe=recipe, options=options,
+        monitor=forget_monitor(x, y, data, recipe), desc="random_labels",
+    )  # fmt: skip

@@ -5,9 +5,10 @@ from __future__ import annotations
 from torch import nn
 
 from .._utils import seeded
-from ..data.split import UnlearningData
-from ..training import OptimizerName, train
-from ._common import check_inputs, working_copy
+from ..data.split import UnlearningData, to_tensors
+from ..recipe import Recipe, RunOptions
+from ..training import fit
+from ._common import working_copy
 from ._registry import register_method
 
 __all__ = ["reinitialize", "retrain"]
@@ -24,38 +25,24 @@ def reinitialize(model: nn.Module, seed: int) -> nn.Module:
     return fresh
 
 
-@register_method("retrain", cost="reference")
+@register_method("retrain", cost="reference", recipe=Recipe(epochs=50, lr=0.01, weight_decay=5e-4))
 def retrain(
-    model: nn.Module,
-    data: UnlearningData,
-    *,
-    epochs: int = 50,
-    lr: float = 0.01,
-    optimizer: OptimizerName = "sgd",
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    batch_size: int = 64,
-    seed: int = 0,
-    progress: bool = False,
+    model: nn.Module, data: UnlearningData, *, recipe: Recipe, options: RunOptions
 ) -> nn.Module:
     """Retrain: re-initialise the architecture and train from scratch on D_r only.
 
     The reference every unlearning method is measured against; use the original model's
     recipe (paper: SGD, lr 0.01, momentum 0.9, batch 64, 50 epochs).
-    seed: initial weights and batch order.
+
+    Args:
+        model: gives the architecture; its weights are not used.
+        data: the class split; ``data.retain`` is trained on.
+        recipe: the training; ``seed`` also draws the initial weights.
+        options: progress bar and speed options.
+
+    Returns:
+        A new model in eval mode.
     """
-    check_inputs(model, data, "retrain")
-    fresh = reinitialize(model, seed)
-    return train(
-        fresh,
-        data.retain,
-        epochs=epochs,
-        lr=lr,
-        optimizer=optimizer,
-        momentum=momentum,
-        weight_decay=weight_decay,
-        batch_size=batch_size,
-        seed=seed,
-        progress=progress,
-        desc="retrain",
-    )
+    fresh = reinitialize(model, recipe.seed)
+    x, y = to_tensors(data.retain)
+    return fit(fresh, (x, y), recipe=recipe, options=options, desc="retrain")

@@ -8,9 +8,9 @@ from torch import nn
 
 from .._utils import eval_mode, model_device
 from ..data.split import UnlearningData
-from ..errors import HyperparameterError
-from ..training import BNMode, check_non_negative, check_positive, cross_entropy_loss, fit
-from ._common import check_inputs, forget_tensors, working_copy
+from ..recipe import Recipe, RunOptions
+from ..training import fit
+from ._common import forget_tensors, working_copy
 from ._losses import retain_tensors
 from ._registry import register_method, set_unlearning_stats
 
@@ -46,20 +46,18 @@ def saliency_mask(
     return masks
 
 
-@register_method("salun", cost="retain")
+@register_method(
+    "salun",
+    cost="retain",
+    recipe=Recipe(epochs=10, lr=0.013, weight_decay=5e-4, batch_size=256),
+)
 def salun(
     model: nn.Module,
     data: UnlearningData,
     *,
     threshold: float = 0.5,
-    epochs: int = 10,
-    lr: float = 0.013,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    batch_size: int = 256,
-    seed: int = 0,
-    bn: BNMode = "train",
-    progress: bool = False,
+    recipe: Recipe,
+    options: RunOptions,
 ) -> nn.Module:
     """SalUn: find the weights most salient for the forget loss, then fine-tune only those
     on D_f with random labels together with D_r with its true labels.
@@ -71,21 +69,21 @@ def salun(
     classes, and the mask multiplies the gradients (weight decay and momentum still act on
     the unmasked weights).
 
-    threshold: fraction of all weights (ranked globally by saliency) that may change.
-    epochs, lr, momentum, weight_decay, batch_size: SGD on D_f (random labels) + D_r.
-    seed: the random labels and the batch order. bn: "train" or "freeze" BatchNorm statistics.
-    Records ``masked_fraction``.
+    Args:
+        model: the original classifier; never modified.
+        data: the class split; ``data.forget`` and ``data.retain``.
+        threshold: fraction of all weights (ranked globally by saliency) that may change.
+        recipe: SGD on D_f (random labels) + D_r; ``seed`` also draws the random labels.
+        options: progress bar and speed options.
+
+    Returns:
+        A new model in eval mode; :func:`unlearning_stats` holds ``masked_fraction``.
     """
-    check_positive(lr=lr)
-    check_non_negative(momentum=momentum, weight_decay=weight_decay)
-    if not 0.0 < threshold <= 1.0:
-        raise HyperparameterError(f"threshold={threshold} must be in (0, 1] (SalUn uses 0.5)")
-    check_inputs(model, data, "salun")
     xf, yf = forget_tensors(data, "salun")
     xr, yr = retain_tensors(data, "salun")
     unlearned = working_copy(model)
-    masks = saliency_mask(unlearned, xf, yf, threshold=threshold, batch_size=batch_size)
-    generator = torch.Generator().manual_seed(seed)
+    masks = saliency_mask(unlearned, xf, yf, threshold=threshold, batch_size=recipe.batch_size)
+    generator = torch.Generator().manual_seed(recipe.seed)
     random = torch.randint(0, data.num_classes, yf.shape, generator=generator)
     hooks = [
         p.register_hook(lambda g, m=masks[n]: g * m)  # type: ignore[no-untyped-call]
@@ -94,19 +92,9 @@ def salun(
     ]
     try:
         fit(
-            unlearned,
-            (torch.cat([xf, xr]), torch.cat([random, yr])),
-            cross_entropy_loss,
-            epochs=epochs,
-            lr=lr,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            batch_size=batch_size,
-            seed=seed,
-            bn=bn,
-            progress=progress,
-            desc="salun",
-        )
+            unlearned, (torch.cat([xf, xr]), torch.cat([random, yr])), recipe=recipe,
+            options=options, desc="salun",
+        )  # fmt: skip
     finally:
         for hook in hooks:
             hook.remove()

@@ -8,9 +8,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.split import UnlearningData
-from ..errors import HyperparameterError
-from ..training import Batch, BNMode, LossFn, check_non_negative, check_positive, fit
-from ._common import check_inputs, forget_tensors, working_copy
+from ..recipe import RunOptions
+from ..training import Batch, BNMode, LossFn, fit
+from ._common import forget_tensors, working_copy
 from ._losses import capped_ascent, kl_to_probs, retain_tensors, soft_targets
 from ._registry import register_method
 
@@ -35,7 +35,7 @@ def scrub(
     forget_batch_size: int = 32,
     seed: int = 0,
     bn: BNMode = "train",
-    progress: bool = False,
+    options: RunOptions,
 ) -> nn.Module:
     """SCRUB: the student (a copy of the original) alternates a max step, ascending the
     distillation KL to the frozen original (the teacher) on D_f, with a min step on D_r that
@@ -61,16 +61,6 @@ def scrub(
     batch_size, forget_batch_size: batch sizes on D_r and D_f.
     seed: batch order. bn: "train" or "freeze" BatchNorm statistics.
     """
-    check_positive(lr=lr, temperature=temperature)
-    if max_kl is not None:
-        check_positive(max_kl=max_kl)
-    check_non_negative(momentum=momentum, weight_decay=weight_decay, ce_weight=ce_weight,
-                       kl_weight=kl_weight)  # fmt: skip
-    if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 0:
-        raise HyperparameterError(f"max_epochs={max_epochs!r} must be an integer >= 0")
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-        raise HyperparameterError(f"epochs={epochs!r} must be an integer >= 0")
-    check_inputs(model, data, "scrub")
     xf, _ = forget_tensors(data, "scrub")
     xr, yr = retain_tensors(data, "scrub")
     teacher_f = soft_targets(model, xf, temperature)
@@ -94,7 +84,7 @@ def scrub(
     ) -> None:
         fit(student, tensors, loss, epochs=1, lr=lr, momentum=momentum,
             weight_decay=weight_decay, batch_size=size, seed=pass_seed, bn=bn,
-            progress=progress, desc=desc)  # fmt: skip
+            options=options, desc=desc)  # fmt: skip
 
     for epoch in range(epochs):
         if epoch < max_epochs:

@@ -8,9 +8,7 @@ from torch import nn
 
 from .._utils import eval_mode, model_device
 from ..data.split import UnlearningData
-from ..errors import HyperparameterError
-from ..training import check_positive
-from ._common import check_inputs, forget_tensors, working_copy
+from ._common import forget_tensors, working_copy
 from ._losses import retain_tensors
 from ._registry import register_method, set_unlearning_stats
 
@@ -62,10 +60,6 @@ def ssd(
     seed: the (shuffled, as in the authors' loader) batch order of the full-set estimate.
     Records ``dampened_fraction``.
     """
-    check_positive(selection_weight=selection_weight, dampening_constant=dampening_constant)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise HyperparameterError(f"batch_size={batch_size!r} must be a positive integer")
-    check_inputs(model, data, "ssd")
     xf, yf = forget_tensors(data, "ssd")
     xr, yr = retain_tensors(data, "ssd")
     unlearned = working_copy(model)

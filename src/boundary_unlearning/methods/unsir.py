@@ -9,9 +9,9 @@ from torch import nn
 
 from .._utils import model_device
 from ..data.split import UnlearningData
-from ..errors import HyperparameterError
-from ..training import Batch, BNMode, check_non_negative, check_positive, cross_entropy_loss, fit
-from ._common import check_inputs, forget_tensors, working_copy
+from ..recipe import RunOptions
+from ..training import Batch, BNMode, cross_entropy_loss, fit
+from ._common import forget_tensors, working_copy
 from ._losses import retain_tensors
 from ._registry import register_method
 
@@ -98,7 +98,7 @@ def unsir(
     batch_size: int = 256,
     seed: int = 0,
     bn: BNMode = "train",
-    progress: bool = False,
+    options: RunOptions,
 ) -> nn.Module:
     """UNSIR: for each forgotten class learn a batch of error-maximising noise (labelled with
     that class), train on it together with a few samples per retained class (impair), then
@@ -116,13 +116,6 @@ def unsir(
     impair_epochs, impair_lr, repair_epochs, repair_lr, batch_size: the two Adam phases.
     seed: noise initialisation, retained subset, batch order. bn: BatchNorm statistics.
     """
-    check_positive(noise_lr=noise_lr, impair_lr=impair_lr, repair_lr=repair_lr)
-    check_non_negative(noise_l2_weight=noise_l2_weight)
-    for key, value in {"noise_samples": noise_samples, "retain_per_class": retain_per_class,
-                       "noise_steps": noise_steps}.items():  # fmt: skip
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise HyperparameterError(f"{key}={value!r} must be a positive integer")
-    check_inputs(model, data, "unsir")
     xf, _ = forget_tensors(data, "unsir")
     xr, yr = retain_tensors(data, "unsir")
     generator = torch.Generator().manual_seed(seed)
@@ -144,9 +137,9 @@ def unsir(
     unlearned = working_copy(model)
     fit(unlearned, (torch.cat([*noises, xs]), torch.cat([*labels, ys])), cross_entropy_loss,
         epochs=impair_epochs, lr=impair_lr, optimizer="adam", batch_size=batch_size, seed=seed,
-        bn=bn, progress=progress, desc="unsir impair")  # fmt: skip
+        bn=bn, options=options, desc="unsir impair")  # fmt: skip
     fit(unlearned, (xs, ys), cross_entropy_loss, epochs=repair_epochs, lr=repair_lr,
-        optimizer="adam", batch_size=batch_size, seed=seed + 1, bn=bn, progress=progress,
+        optimizer="adam", batch_size=batch_size, seed=seed + 1, bn=bn, options=options,
         desc="unsir repair")  # fmt: skip
     unlearned.eval()
     return unlearned

@@ -1,0 +1,258 @@
+"""What a training run is made of: the :class:`Recipe` (what is learned and when to stop) and
+the :class:`RunOptions` (how it runs: progress bars and speed options that do not change the
+result). Every method and :func:`~boundary_unlearning.training.fit` take these two objects, so
+a setting is declared, validated and documented once.
+
+The stopping rule lives here too: with ``target_forget_acc`` set, ``fit`` measures the share
+of the forget set still predicted as its own class (:class:`ForgetMonitor`) and stops as soon
+as it is at or below the target; ``max_steps`` bounds the run either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from ._utils import eval_mode, model_device
+from .errors import HyperparameterError
+
+__all__ = [
+    "BNMode",
+    "FitResult",
+    "ForgetMonitor",
+    "OptimizerName",
+    "Recipe",
+    "RunOptions",
+    "collect_fits",
+]
+
+OptimizerName = Literal["sgd", "adam"]
+BNMode = Literal["train", "freeze"]
+
+
+def _whole(value: object, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recipe:
+    """The optimisation settings of one training run.
+
+    Args:
+        epochs: passes over the data. ``None``: no pass limit (``max_steps`` bounds the run).
+        max_steps: optimiser steps at most. ``None``: ``epochs`` alone bounds the run. When
+            both are set, whichever is reached first ends the run.
+        lr: learning rate.
+        optimizer: ``"sgd"`` or ``"adam"``.
+        momentum: SGD momentum (Adam ignores it).
+        weight_decay: L2 penalty.
+        batch_size: samples per step.
+        seed: the batch order (and whatever else the method draws).
+        bn: ``"train"`` updates BatchNorm statistics on the training batches; ``"freeze"``
+            keeps the model's running statistics (BatchNorm layers in eval mode; their affine
+            weights still train).
+        target_forget_acc: stop as soon as the share of the forget set still predicted as its
+            own class is at or below this value (needs a :class:`ForgetMonitor`). ``None``:
+            train the whole budget.
+
+    Example:
+        >>> Recipe(lr=1e-3, max_steps=200, target_forget_acc=0.05).limit(steps_per_epoch=10)
+        200
+    """
+
+    epochs: int | None = None
+    max_steps: int | None = None
+    lr: float = 0.01
+    optimizer: OptimizerName = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 64
+    seed: int = 0
+    bn: BNMode = "train"
+    target_forget_acc: float | None = None
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self, what: str = "training") -> None:
+        """Raise :class:`HyperparameterError` naming the first setting out of range."""
+        if self.epochs is not None and not _whole(self.epochs, 0):
+            raise HyperparameterError(
+                f"{what}: epochs={self.epochs!r} must be a whole number >= 0 (passes over the data)"
+            )
+        if self.max_steps is not None and not _whole(self.max_steps, 0):
+            raise HyperparameterError(
+                f"{what}: max_steps={self.max_steps!r} must be a whole number >= 0"
+            )
+        if self.epochs is None and self.max_steps is None:
+            raise HyperparameterError(f"{what}: set epochs or max_steps (or both)")
+        if not _whole(self.batch_size, 1):
+            raise HyperparameterError(
+                f"{what}: batch_size={self.batch_size!r} must be a whole number >= 1"
+            )
+        if not _number(self.lr) or not math.isfinite(self.lr) or self.lr <= 0:
+            raise HyperparameterError(f"{what}: lr={self.lr!r} must be a positive (finite) number")
+        for name in ("momentum", "weight_decay"):
+            value = getattr(self, name)
+            if not _number(value) or not math.isfinite(value) or value < 0:
+                raise HyperparameterError(f"{what}: {name}={value!r} must be a finite number >= 0")
+        if not _whole(self.seed, 0) or self.seed >= 2**63:
+            raise HyperparameterError(
+                f"{what}: seed={self.seed!r} must be a whole number in 0 .. 2**63-1"
+            )
+        if self.optimizer not in ("sgd", "adam"):
+            raise HyperparameterError(f"optimizer='{self.optimizer}' is not one of 'sgd', 'adam'")
+        if self.bn not in ("train", "freeze"):
+            raise HyperparameterError(f"bn='{self.bn}' is not one of 'train', 'freeze'")
+        target = self.target_forget_acc
+        if target is not None and (not _number(target) or not 0 <= target < 1):
+            raise HyperparameterError(
+                f"{what}: target_forget_acc={target!r} must be a number in [0, 1) (e.g. 0.05)"
+            )
+
+    def replace(self, **changes: Any) -> Recipe:
+        """A copy with ``changes`` applied (and checked)."""
+        return dataclasses.replace(self, **changes)
+
+    def limit(self, steps_per_epoch: int) -> int:
+        """The number of optimiser steps this recipe allows at ``steps_per_epoch``."""
+        bounds = []
+        if self.epochs is not None:
+            bounds.append(self.epochs * steps_per_epoch)
+        if self.max_steps is not None:
+            bounds.append(self.max_steps)
+        return min(bounds)
+
+
+RECIPE_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Recipe))
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """How a run executes; none of these changes what is learned (up to float rounding).
+
+    Args:
+        progress: show a progress bar.
+        amp: compute the loss under ``torch.autocast`` in bfloat16 (meant for CUDA).
+        channels_last: channels-last memory format for the model and 4-D inputs.
+        compile_model: evaluate the loss on ``torch.compile(model)``.
+
+    Example:
+        >>> RunOptions(progress=True).amp
+        False
+    """
+
+    progress: bool = False
+    amp: bool = False
+    channels_last: bool = False
+    compile_model: bool = False
+
+
+OPTION_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(RunOptions))
+
+
+class ForgetMonitor:
+    """Measures the share of forget samples a model still assigns to their own class.
+
+    Only the first ``num_classes`` logits count, so a model with an extra (shadow) output is
+    scored as it will be once that output is pruned. At most ``max_samples`` samples (a seeded
+    choice) are scored, in eval mode, mode restored.
+
+    Args:
+        inputs: forget images, as the model takes them.
+        labels: their true classes.
+        num_classes: the classifier's classes (without a shadow class).
+        max_samples: cap on the samples scored per check.
+        seed: which samples are scored when the cap applies.
+
+    Example:
+        >>> net = nn.Linear(4, 3)
+        >>> ForgetMonitor(torch.zeros(5, 4), torch.zeros(5, dtype=torch.long), 3)(net) in (0, 1)
+        True
+    """
+
+    def __init__(
+        self,
+        inputs: torch.Tensor,
+        labels: torch.Tensor,
+        num_classes: int,
+        *,
+        max_samples: int = 1024,
+        seed: int = 0,
+    ) -> None:
+        if len(inputs) > max_samples:
+            pick = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(seed))
+            pick = pick[:max_samples].sort().values
+            inputs, labels = inputs[pick], labels[pick]
+        self.inputs, self.labels, self.num_classes = inputs, labels, num_classes
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __call__(self, model: nn.Module) -> float:
+        device = model_device(model)
+        batch = 128 if device.type == "cpu" else 1024
+        kept = torch.zeros((), dtype=torch.long, device=device)
+        with eval_mode(model), torch.inference_mode():
+            for start in range(0, len(self.inputs), batch):
+                x = self.inputs[start : start + batch].to(device)
+                y = self.labels[start : start + batch].to(device)
+                kept += (model(x)[:, : self.num_classes].argmax(1) == y).sum()
+        return float(kept) / max(len(self.inputs), 1)
+
+    def check_every(self, batch_size: int, steps_per_epoch: int) -> int:
+        """Steps between checks: a check (one forward pass over the monitored samples, about a
+        third of a training step per sample) costs at most ~25% of the steps between checks,
+        and there is at least one check per epoch."""
+        return max(1, min(steps_per_epoch, math.ceil(len(self) / (0.75 * batch_size))))
+
+
+@dataclass
+class FitResult:
+    """What one call of ``fit`` did."""
+
+    desc: str
+    steps: int
+    budget: int
+    target: float | None = None
+    reached_target: bool | None = None
+    forget_trace: list[tuple[int, float]] = field(default_factory=list)
+
+    @property
+    def final_forget_acc(self) -> float | None:
+        return self.forget_trace[-1][1] if self.forget_trace else None
+
+
+_collector: contextvars.ContextVar[list[FitResult] | None] = contextvars.ContextVar(
+    "fit_collector", default=None
+)
+
+
+@contextlib.contextmanager
+def collect_fits() -> Iterator[list[FitResult]]:
+    """Collect the :class:`FitResult` of every ``fit`` call made inside the block (an inner
+    block collects its own, not the outer one's)."""
+    results: list[FitResult] = []
+    token = _collector.set(results)
+    try:
+        yield results
+    finally:
+        _collector.reset(token)
+
+
+def record_fit(result: FitResult) -> None:
+    results = _collector.get()
+    if results is not None:
+        results.append(result)
