@@ -14,6 +14,7 @@ import hashlib
 import pickle
 import re
 import struct
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -328,13 +329,12 @@ def test_unknown_hyperparameter_names_the_valid_ones(
     ("setting", "expected"),
     [
         ("lr=abc", "boundary_shrink: lr='abc' has the wrong type; expected float (the default "
-                   "is 1e-05)"),
-        ("epochs=1.5", "boundary_shrink: epochs=1.5 has the wrong type; expected int (the "
-                       "default is 10)"),
+                   "is 0.001)"),
+        ("epochs=1.5", "boundary_shrink: epochs=1.5 has the wrong type; expected int or None"),
         ("attack=pgb", "boundary_shrink: attack='pgb' is not one of 'fgsm', 'pgd' (the default "
                        "is 'fgsm')"),
         ("bn=frozen", "boundary_shrink: bn='frozen' is not one of 'train', 'freeze' (the "
-                      "default is 'train')"),
+                      "default is 'freeze')"),
         ("loss_weighting=2", "boundary_shrink: loss_weighting=2 has the wrong type; expected "
                              "bool (the default is False)"),
         ("normalization=abc", "boundary_shrink: normalization='abc' has the wrong type"),
@@ -355,10 +355,13 @@ def test_mistyped_hyperparameter(
 @pytest.mark.parametrize(
     ("setting", "expected"),
     [
-        ("lr=0", "boundary_shrink: lr=0.0 must be a positive number; the default is 1e-05"),
+        ("lr=0", "boundary_shrink: lr=0.0 must be a positive number; the default is 0.001"),
         ("lr=-0.1", "boundary_shrink: lr=-0.1 must be a positive number"),
         ("eps=0", "boundary_shrink: eps=0.0 must be a positive number; the default is 0.1"),
-        ("epochs=-1", "boundary_shrink: epochs=-1 must be a whole number >= 0; the default is 10"),
+        (
+            "epochs=-1",
+            "boundary_shrink: epochs=-1 must be a whole number >= 0; the default is None",
+        ),
         ("batch_size=0", "boundary_shrink: batch_size=0 must be a whole number >= 1"),
         ("momentum=-0.5", "boundary_shrink: momentum=-0.5 must be a number >= 0"),
         ("weight_decay=-1", "boundary_shrink: weight_decay=-1.0 must be a number >= 0"),
@@ -399,9 +402,15 @@ def _bad_values(name: str) -> list[Any]:
 
 
 def _numeric_hyperparameters() -> list[tuple[str, str, Any]]:
+    """Every hyperparameter that holds a number (by its default, or by its type where the
+    default is None), with values that make no sense for it."""
     cases = []
     for method in list_methods():
-        for name, default in get_method(method).hyperparameters.items():
+        spec = get_method(method)
+        for name, default in spec.hyperparameters.items():
+            numeric = {int, float} & set(typing.get_args(spec.hints.get(name)) or ())
+            if default is None and numeric:
+                default = numeric.pop()(1)
             if isinstance(default, bool) or not isinstance(default, (int, float)):
                 continue
             cases += [(method, name, bad) for bad in _bad_values(name)]
@@ -411,7 +420,9 @@ def _numeric_hyperparameters() -> list[tuple[str, str, Any]]:
 @pytest.mark.parametrize(("method", "name", "bad"), _numeric_hyperparameters())
 def test_every_methods_obvious_numbers_are_checked(method: str, name: str, bad: Any) -> None:
     default = get_method(method).hyperparameters[name]
-    value = float(bad) if isinstance(default, float) else bad
+    hint = get_method(method).hints.get(name)
+    as_float = isinstance(default, float) or (default is None and float in typing.get_args(hint))
+    value = float(bad) if as_float else bad
     with pytest.raises(HyperparameterError) as exc:
         validate_hyperparameters(method, {name: value})
     assert one_line(exc).startswith(f"{method}: {name}={value!r} must be ")

@@ -43,7 +43,7 @@ def test_authors_loop_gives_our_model_exactly(
     the labels match ours and the fine-tuned weights are identical."""
     device = torch.device("cpu")
     theirs, seconds, mismatches = bench.authors_loop(tiny_model, tiny_data, HP, device)
-    ours = unlearn("boundary_shrink", tiny_model, tiny_data, **{k: HP[k] for k in HP})
+    ours = unlearn("boundary_shrink", tiny_model, tiny_data, preset="paper", **HP)
     assert mismatches == 0
     assert seconds > 0
     assert same_state(state_snapshot(theirs), state_snapshot(ours))

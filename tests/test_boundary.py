@@ -85,7 +85,7 @@ def test_shrink_fine_tunes_on_neighbour_labels(tiny_model, tiny_data) -> None:
     x, y = to_tensors(tiny_data.forget)
     nb = neighbour_search(tiny_model, x, y, eps=0.3)
     manual = fit(working_copy(tiny_model), (x, nb.labels), epochs=3, lr=1e-2, seed=0)
-    out = boundary_shrink(tiny_model, tiny_data, eps=0.3, lr=1e-2, epochs=3, seed=0)
+    out = boundary_shrink(tiny_model, tiny_data, preset="paper", eps=0.3, lr=1e-2, epochs=3, seed=0)
     for a, b in zip(manual.state_dict().values(), out.state_dict().values(), strict=True):
         assert torch.allclose(a, b)
     assert unlearning_stats(out)["attack_success_ratio"] == pytest.approx(nb.success_ratio)

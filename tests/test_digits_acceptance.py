@@ -43,6 +43,6 @@ def test_demo_settings_forget_digit_3(method: str, digits_setup) -> None:
 def test_paper_defaults_barely_move_a_digits_model(digits_setup) -> None:
     """Documents why the demo departs from lr 1e-5: 30 steps at that rate do not forget."""
     model, data = digits_setup
-    out = unlearn("boundary_shrink", model, data, seed=0)
+    out = unlearn("boundary_shrink", model, data, preset="paper", seed=0)
     assert evaluate(out, data)["forget"] > 0.5
     torch.testing.assert_close(out.head.weight, model.head.weight, atol=1e-2, rtol=0.0)

@@ -245,7 +245,7 @@ def test_boundary_shrink_curvature_matching(
 ) -> None:
     from boundary_unlearning.methods.boundary_shrink import input_curvature
 
-    hp = {"epochs": 3, "lr": 1e-2, "eps": 0.3}
+    hp = {"preset": "paper", "epochs": 3, "lr": 1e-2, "eps": 0.3}
     plain = unlearn("boundary_shrink", tiny_model, tiny_data, **hp)
     explicit_off = unlearn("boundary_shrink", tiny_model, tiny_data, curvature_weight=0.0, **hp)
     curved = unlearn("boundary_shrink", tiny_model, tiny_data, curvature_weight=0.7, **hp)

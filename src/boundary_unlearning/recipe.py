@@ -83,9 +83,6 @@ class Recipe:
     bn: BNMode = "train"
     target_forget_acc: float | None = None
 
-    def __post_init__(self) -> None:
-        self.check()
-
     def check(self, what: str = "training") -> None:
         """Raise :class:`HyperparameterError` naming the first setting out of range."""
         if self.epochs is not None and not _whole(self.epochs, 0):
@@ -103,15 +100,13 @@ class Recipe:
                 f"{what}: batch_size={self.batch_size!r} must be a whole number >= 1"
             )
         if not _number(self.lr) or not math.isfinite(self.lr) or self.lr <= 0:
-            raise HyperparameterError(f"{what}: lr={self.lr!r} must be a positive (finite) number")
+            raise HyperparameterError(f"lr={self.lr!r} must be a positive (finite) number")
         for name in ("momentum", "weight_decay"):
             value = getattr(self, name)
             if not _number(value) or not math.isfinite(value) or value < 0:
-                raise HyperparameterError(f"{what}: {name}={value!r} must be a finite number >= 0")
+                raise HyperparameterError(f"{name}={value!r} must be a finite number >= 0")
         if not _whole(self.seed, 0) or self.seed >= 2**63:
-            raise HyperparameterError(
-                f"{what}: seed={self.seed!r} must be a whole number in 0 .. 2**63-1"
-            )
+            raise HyperparameterError(f"seed={self.seed!r} must be a whole number in 0 .. 2**63-1")
         if self.optimizer not in ("sgd", "adam"):
             raise HyperparameterError(f"optimizer='{self.optimizer}' is not one of 'sgd', 'adam'")
         if self.bn not in ("train", "freeze"):
@@ -123,7 +118,7 @@ class Recipe:
             )
 
     def replace(self, **changes: Any) -> Recipe:
-        """A copy with ``changes`` applied (and checked)."""
+        """A copy with ``changes`` applied (``fit`` checks a recipe before it trains)."""
         return dataclasses.replace(self, **changes)
 
     def limit(self, steps_per_epoch: int) -> int:

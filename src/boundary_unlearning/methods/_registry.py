@@ -318,7 +318,6 @@ def _type_text(tp: Any) -> str:
 _RANGES: list[tuple[re.Pattern[str], Callable[[float], bool], str]] = [
     (re.compile(r"(.+_)?epochs"), lambda v: v >= 0, "a whole number >= 0"),
     (re.compile(r"(.+_)?(batch|chunk)_size"), lambda v: v >= 1, "a whole number >= 1"),
-    (re.compile(r"max_steps"), lambda v: v >= 0, "a whole number >= 0"),
     (
         re.compile(r"(.+_)?steps|(.+_)?samples|(.+_)?per_class"),
         lambda v: v >= 1,

@@ -107,6 +107,18 @@ METRIC_INFO: dict[str, dict[str, str]] = {
         "meaning": "full-batch SGD steps (lr 1e-3) on 8 forget samples until D_f accuracy is "
         "back to 50% (capped at 100); few steps = the class was hidden rather than forgotten",
     },
+    "verdict": {
+        "label": "Verdict",
+        "direction": "closer_to_retrain",
+        "meaning": "forgot = D_f accuracy at most 5 points above the retrained model's; a "
+        "method that did not forget gets no speed-up",
+    },
+    "stats.steps": {
+        "label": "Unlearning steps",
+        "direction": "lower",
+        "meaning": "optimiser steps the method took (forget-only methods stop at their "
+        "forgetting target)",
+    },
     "seconds": {
         "label": "Time (s)",
         "direction": "lower",

@@ -16,6 +16,7 @@ from .tables import (
     failures,
     metric_label,
     metric_value,
+    stats_text,
     table_rows,
 )
 from .tables import settings_line as _settings_md
@@ -107,9 +108,7 @@ def _diagnostics(report: Mapping[str, Any]) -> str:
     for name, entry in report["results"].items():
         stats = metric_value(entry, "stats")
         if isinstance(stats, Mapping) and stats:
-            text = ", ".join(
-                f"{k} = {v:.4f}" if isinstance(v, float) else f"{k} = {v}" for k, v in stats.items()
-            )
+            text = stats_text(stats)
             items.append(f"<li>{escape(name)}: {escape(text)}</li>")
     return f"<h2>Method diagnostics</h2><ul>{''.join(items)}</ul>" if items else ""
 

@@ -24,7 +24,9 @@ __all__ = [
     "format_value",
     "metric_value",
     "results_csv",
+    "stats_text",
     "table_rows",
+    "verdict",
     "write_reports",
 ]
 
@@ -41,6 +43,7 @@ METRIC_ORDER: tuple[str, ...] = (
     "acc.forget",
     "acc.test_retain",
     "acc.test_forget",
+    "verdict",
     "mia.paper_asr",
     "mia.confidence_svc",
     "mia.loss_lr",
@@ -50,9 +53,15 @@ METRIC_ORDER: tuple[str, ...] = (
     "activation_distance",
     "zrf",
     "relearn_steps",
+    "stats.steps",
     "seconds",
     "speedup",
 )
+
+# A method "forgot" when its D_f accuracy is at most this far above the retrained model's
+# (or, with no retrained model in the report, at most this high): the default forgetting
+# target of the forget-only methods.
+FORGOT_MARGIN = 0.05
 
 ARROWS: dict[str, str] = {
     "higher": "↑",
@@ -94,7 +103,7 @@ def format_value(key: str, value: Any, *, std: Any = None) -> str:
         text, spread = f"{100 * v:.2f}", (f"{100 * s:.2f}" if s is not None else None)
     elif key in ("js_to_retrain", "activation_distance", "zrf"):
         text, spread = f"{v:.4f}", (f"{s:.4f}" if s is not None else None)
-    elif key == "relearn_steps":
+    elif key in ("relearn_steps", "stats.steps"):
         text = f"{v:.0f}" if v == int(v) else f"{v:.1f}"
         spread = f"{s:.1f}" if s is not None else None
     elif key == "speedup":
@@ -122,6 +131,19 @@ def _speedup(report: Mapping[str, Any], name: str) -> Any:
     return ref / mine
 
 
+def verdict(report: Mapping[str, Any], name: str) -> str | None:
+    """``"forgot"`` / ``"did not forget"`` for a method's column, judged on its D_f accuracy
+    against the retrained model's (see :data:`FORGOT_MARGIN`); ``None`` for the retrained and
+    original models and for a method without a D_f accuracy."""
+    if name in ("retrain", "original"):
+        return None
+    mine = _number(metric_value(report["results"].get(name), "acc.forget"))
+    if mine is None:
+        return None
+    ref = _number(metric_value(report["results"].get("retrain"), "acc.forget"))
+    return "forgot" if mine <= (ref or 0.0) + FORGOT_MARGIN + 1e-12 else "did not forget"
+
+
 def metric_label(key: str) -> str:
     info = METRIC_INFO.get(key, {"label": key, "direction": ""})
     unit = " (%)" if key.startswith(_PERCENT) else ""
@@ -136,9 +158,17 @@ def table_rows(report: Mapping[str, Any]) -> tuple[list[str], list[tuple[str, li
     results = report["results"]
     stds = (report.get("std") or {}) if len(_seeds(report)) > 1 else {}
     rows: list[tuple[str, list[str]]] = []
+    verdicts = [verdict(report, c) for c in cols]
     for key in METRIC_ORDER:
-        if key == "speedup":
-            values = [_speedup(report, c) for c in cols]
+        if key == "verdict":
+            if any(verdicts):
+                rows.append((key, [v or "—" for v in verdicts]))
+            continue
+        if key == "speedup":  # never beside a method that did not forget
+            values = [
+                None if v == "did not forget" else _speedup(report, c)
+                for c, v in zip(cols, verdicts, strict=True)
+            ]
         else:
             values = [metric_value(results[c], key) for c in cols]
         always = key.startswith("acc.") or key == "seconds"
@@ -148,6 +178,11 @@ def table_rows(report: Mapping[str, Any]) -> tuple[list[str], list[tuple[str, li
             format_value(key, v, std=metric_value(stds.get(c), key))
             for c, v in zip(cols, values, strict=True)
         ]
+        if key == "speedup":
+            cells = [
+                "— (did not forget)" if v == "did not forget" else cell
+                for cell, v in zip(cells, verdicts, strict=True)
+            ]
         rows.append((key, cells))
     return cols, rows
 
@@ -241,14 +276,24 @@ def format_markdown(report: Mapping[str, Any]) -> str:
     if stats:
         out += ["", "## Method diagnostics", ""]
         for name, values in stats.items():
-            text = ", ".join(
-                f"{k} = {v:.4f}" if isinstance(v, float) else f"{k} = {v}"
-                for k, v in values.items()
-            )
-            out.append(f"- {name}: {text}")
+            out.append(f"- {name}: {stats_text(values)}")
     if report.get("figures_data"):
         out += ["", "Figures: see `figures/` and `report.html`."]
     return "\n".join(out) + "\n"
+
+
+def stats_text(stats: Mapping[str, Any]) -> str:
+    """A method's diagnostics on one line; the forget-accuracy trace as its checks' count and
+    first and last values."""
+    parts = []
+    for k, v in stats.items():
+        if k == "forget_acc_trace" and isinstance(v, list) and v:
+            parts.append(f"{k} = {len(v)} checks, {v[0][1]:.3f} → {v[-1][1]:.3f}")
+        elif isinstance(v, float):
+            parts.append(f"{k} = {v:.4f}")
+        else:
+            parts.append(f"{k} = {v}")
+    return ", ".join(parts)
 
 
 def _flat(entry: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,249 @@
+"""Do Boundary Shrink and Boundary Expanding forget with NO tuning?
+
+Every cell runs ``bu.unlearn(method, model, data)`` with the library's defaults and no other
+argument, except ``normalization=(mean, std)`` for Boundary Shrink where the model eats
+normalised data (it needs it to step in pixel space). The settings span what users bring:
+
+- ``digits``: the library's ``cnn`` on scikit-learn's digits, forget 3 (146 forget images);
+- ``fmnist-6k``: ``cnn`` on a class-balanced 6,000-image Fashion-MNIST subset, forget 7;
+- ``bench-quick``: the benchmark's ``--quick`` subset and original (500/200 per class,
+  20 epochs, weight decay 5e-4), forget 0;
+- ``user-cnn``: a user's BN CNN (not from the zoo) with normalisation in the data pipeline,
+  on the 6,000-image subset, forget 7;
+- ``resnet18``: a stock ``torchvision.models.resnet18`` (conv1 for one channel), data
+  normalised in the pipeline, 6,000-image subset, forget 9;
+- ``fraction-5pct``: ``fmnist-6k`` unlearning from 5% of D_f (30 images), D_f accuracy on
+  the whole class;
+- without ``--quick`` also ``fmnist-full``: ``cnn`` on all 60,000 images, forget 7.
+
+    python benchmarks/defaults_matrix.py --quick --json out.json
+
+Originals are trained once and cached (``$BUNLEARN_CACHE`` or ``~/.cache/boundary-unlearning``
+under ``defaults-matrix/``). Targets, printed per cell: D_f and D_tf <= 5%, D_tr at most 2
+points (Boundary Shrink) / 4 points (Boundary Expanding) below the original's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import TensorDataset
+
+import boundary_unlearning as bu
+from boundary_unlearning.data import to_tensors
+
+METHODS = ("boundary_shrink", "boundary_expanding")
+MAX_DROP = {"boundary_shrink": 0.02, "boundary_expanding": 0.04}
+MAX_FORGET = 0.05
+FMNIST_NORM = ((0.2860,), (0.3530,))
+
+
+class UserCNN(nn.Module):
+    """A plain user network: two conv+BN blocks, two linear layers; eats normalised data."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 32, 3), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        )  # fmt: skip
+        self.fc1 = nn.Linear(64 * 5 * 5, 128)
+        self.fc2 = nn.Linear(128, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.relu(self.fc1(self.features(x))))
+
+
+def resnet18_one_channel(num_classes: int = 10) -> nn.Module:
+    from torchvision.models import resnet18
+
+    net = resnet18(num_classes=num_classes)
+    net.conv1 = nn.Conv2d(1, 64, 7, 2, 3, bias=False)
+    return net
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    dataset: str
+    per_class: tuple[int, int] | None  # training, test images per class; None: all
+    build: Callable[[Any], nn.Module]
+    epochs: int
+    forget_class: int
+    weight_decay: float = 5e-4  # bu.train's default
+    normalised: bool = False  # data normalised in the pipeline (the model eats it)
+    forget_fraction: float = 1.0
+    cache_as: str | None = None  # reuse another setting's original
+
+
+def _zoo(info: Any) -> nn.Module:
+    return bu.create_model(
+        "cnn", info.num_classes, info.in_channels, info.image_size, info.mean, info.std, seed=0
+    )
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("digits", "digits", None, _zoo, 20, 3),
+    Setting("fmnist-6k", "fashion-mnist", (600, 0), _zoo, 10, 7),
+    Setting("bench-quick", "fashion-mnist", (500, 200), _zoo, 20, 0),
+    Setting("user-cnn", "fashion-mnist", (600, 0), lambda i: UserCNN(), 5, 7, normalised=True),
+    Setting("resnet18", "fashion-mnist", (600, 0), lambda i: resnet18_one_channel(), 3, 9,
+            normalised=True),
+    Setting("fraction-5pct", "fashion-mnist", (600, 0), _zoo, 10, 7, forget_fraction=0.05,
+            cache_as="fmnist-6k"),
+)  # fmt: skip
+FULL = Setting("fmnist-full", "fashion-mnist", None, _zoo, 10, 7)
+
+
+def balanced_subset(dataset: TensorDataset, per_class: int) -> TensorDataset:
+    """The first ``per_class`` images of every class (``0``: all of them)."""
+    x, y = to_tensors(dataset)
+    if per_class == 0:
+        return TensorDataset(x, y)
+    idx = torch.cat([torch.nonzero(y == c).flatten()[:per_class] for c in torch.unique(y)])
+    idx = idx.sort().values
+    return TensorDataset(x[idx], y[idx])
+
+
+def normalise(dataset: TensorDataset) -> TensorDataset:
+    x, y = to_tensors(dataset)
+    return TensorDataset((x - FMNIST_NORM[0][0]) / FMNIST_NORM[1][0], y)
+
+
+def cache_dir(arg: str | None) -> Path:
+    if arg:
+        return Path(arg)
+    env = os.environ.get("BUNLEARN_CACHE")
+    return (
+        Path(env) if env else Path.home() / ".cache" / "boundary-unlearning"
+    ) / "defaults-matrix"
+
+
+def prepare(setting: Setting, cache: Path, device: torch.device) -> tuple[nn.Module, Any]:
+    """The trained original (cached) and the class split of ``setting``."""
+    train_set, test_set, info = bu.load_dataset(setting.dataset)
+    if setting.per_class is not None:
+        train_set = balanced_subset(train_set, setting.per_class[0])
+        test_set = balanced_subset(test_set, setting.per_class[1])
+    if setting.normalised:
+        train_set, test_set = normalise(train_set), normalise(test_set)
+    data = bu.class_split(
+        train_set, test_set, [setting.forget_class], setting.forget_fraction, seed=0,
+        num_classes=info.num_classes,
+    )  # fmt: skip
+    model = setting.build(info)
+    path = cache / f"{setting.cache_as or setting.name}.pt"
+    if path.is_file():
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    else:
+        torch.manual_seed(0)  # the user models initialise from the global RNG
+        start = time.perf_counter()
+        bu.train(
+            model.to(device), train_set, epochs=setting.epochs, lr=0.01,
+            weight_decay=setting.weight_decay, seed=0,
+        )  # fmt: skip
+        print(f"trained {setting.name} in {time.perf_counter() - start:.0f} s", flush=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(model.state_dict(), tmp)
+        os.replace(tmp, path)
+    return model.to(device).eval(), data
+
+
+def run_cell(setting: Setting, method: str, model: nn.Module, data: Any) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if setting.normalised and method == "boundary_shrink":
+        kwargs["normalization"] = FMNIST_NORM
+    before = bu.evaluate(model, data)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the cell reports reached_target itself
+        new = bu.unlearn(method, model, data, **kwargs)
+    seconds = time.perf_counter() - start
+    after = bu.evaluate(new, data)
+    stats = bu.unlearning_stats(new)
+    cell = {
+        "setting": setting.name,
+        "method": method,
+        "forget": after["forget"],
+        "test_forget": after["test_forget"],
+        "test_retain": after["test_retain"],
+        "original_forget": before["forget"],
+        "original_test_retain": before["test_retain"],
+        "steps": stats.get("steps"),
+        "reached_target": stats.get("reached_target"),
+        "seconds": seconds,
+    }
+    drop = cell["original_test_retain"] - cell["test_retain"]
+    cell["meets_target"] = bool(
+        cell["forget"] <= MAX_FORGET
+        and cell["test_forget"] <= MAX_FORGET
+        and drop <= MAX_DROP[method] + 1e-9
+    )
+    return cell
+
+
+def format_table(cells: list[dict[str, Any]]) -> str:
+    head = (
+        f"{'setting':<14} {'method':<19} {'D_f':>6} {'D_tf':>6} {'D_tr':>14} {'drop':>6} "
+        f"{'steps':>6} {'reached':>7} {'s':>6}  target"
+    )
+    lines = [head, "-" * len(head)]
+    for c in cells:
+        drop = 100 * (c["original_test_retain"] - c["test_retain"])
+        lines.append(
+            f"{c['setting']:<14} {c['method']:<19} {100 * c['forget']:6.2f} "
+            f"{100 * c['test_forget']:6.2f} {100 * c['original_test_retain']:6.2f}->"
+            f"{100 * c['test_retain']:6.2f} {drop:6.2f} {c['steps']!s:>6} "
+            f"{c['reached_target']!s:>7} {c['seconds']:6.2f}  "
+            f"{'met' if c['meets_target'] else 'MISSED'}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="skip the full Fashion-MNIST cell")
+    parser.add_argument("--json", help="write the cells to this file")
+    parser.add_argument("--cache-dir", help="where the trained originals are kept")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--settings", help="comma-separated subset of the settings")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    settings = list(SETTINGS) + ([] if args.quick else [FULL])
+    if args.settings:
+        wanted = set(args.settings.split(","))
+        settings = [s for s in settings if s.name in wanted]
+    cache = cache_dir(args.cache_dir)
+    cells = []
+    for setting in settings:
+        model, data = prepare(setting, cache, device)
+        for method in METHODS:
+            cells.append(run_cell(setting, method, model, data))
+            print(format_table(cells[-1:]).splitlines()[-1], flush=True)
+    print()
+    print(format_table(cells))
+    missed = [c for c in cells if not c["meets_target"]]
+    print(f"\n{len(cells) - len(missed)} of {len(cells)} cells meet the targets")
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps({"device": str(device), "torch": torch.__version__, "cells": cells},
+                       indent=2) + "\n"
+        )  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
