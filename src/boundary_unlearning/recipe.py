@@ -162,11 +162,15 @@ class ForgetMonitor:
     """Measures the share of forget samples a model still assigns to their own class.
 
     Only the first ``num_classes`` logits count, so a model with an extra (shadow) output is
-    scored as it will be once that output is pruned. At most ``max_samples`` samples (a seeded
-    choice) are scored, in eval mode, mode restored.
+    scored as it will be once that output is pruned. A check (calling the monitor) scores at
+    most ``max_samples`` samples (a seeded choice) in eval mode, mode restored. Between checks
+    :func:`~boundary_unlearning.training.fit` reads the predictions its training forward
+    passes already make on each batch (:meth:`batch_share`) and runs a check only when the
+    latest batch is at or below the target, so the stopping rule costs about one forward pass
+    over D_f per run.
 
     Args:
-        inputs: forget images, as the model takes them.
+        inputs: forget images, as the model takes them, in the order ``fit`` trains on them.
         labels: their true classes.
         num_classes: the classifier's classes (without a shadow class).
         max_samples: cap on the samples scored per check.
@@ -187,11 +191,19 @@ class ForgetMonitor:
         max_samples: int = 1024,
         seed: int = 0,
     ) -> None:
+        self.train_labels = labels
         if len(inputs) > max_samples:
             pick = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(seed))
             pick = pick[:max_samples].sort().values
             inputs, labels = inputs[pick], labels[pick]
         self.inputs, self.labels, self.num_classes = inputs, labels, num_classes
+
+    def batch_share(self, logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """The share of the training batch ``idx`` that ``logits`` (the training forward
+        pass's output on it) still assigns to its own class, as a 0-d tensor (no sync)."""
+        labels = self.train_labels.to(logits.device)[idx.to(logits.device)]
+        own = logits.detach()[:, : self.num_classes].argmax(1) == labels
+        return own.float().mean()
 
     def __len__(self) -> int:
         return len(self.inputs)

@@ -147,8 +147,8 @@ def fit(
     ``torch.Generator`` seeded with ``recipe.seed`` and minimises ``loss_fn(model, batch)``.
     The run ends after ``recipe.limit(steps_per_epoch)`` steps or, with
     ``recipe.target_forget_acc`` and a ``monitor``, as soon as the monitored forget accuracy
-    is at or below the target (checked before the first step and every
-    ``monitor.check_every(...)`` steps). What the run did is recorded as a
+    is at or below the target (see :class:`~boundary_unlearning.recipe.ForgetMonitor` for
+    when it is checked). What the run did is recorded as a
     :class:`~boundary_unlearning.recipe.FitResult` for :func:`collect_fits`. A zero budget
     returns the model unchanged. A NaN or infinite loss raises :class:`DivergenceError`
     naming the step.
@@ -206,23 +206,21 @@ def fit(
     target = recipe.target_forget_acc if monitor is not None else None
     result = FitResult(desc=desc, steps=0, budget=budget, target=target)
     record_fit(result)
-    every = monitor.check_every(batch_size, steps_per_epoch) if monitor is not None else 0
+    bar = tqdm(
+        total=budget, desc=desc, disable=not options.progress or not is_main_process(),
+        leave=False, unit="step",
+    )  # fmt: skip
 
-    def forgotten() -> bool:
+    def forgotten() -> bool:  # an exact check: the monitored D_f in eval mode
         assert monitor is not None
         acc = monitor(model)
         result.forget_trace.append((result.steps, acc))
         bar.set_postfix(forget_acc=f"{acc:.3f}")
         return target is not None and acc <= target
 
-    bar = tqdm(
-        total=budget, desc=desc, disable=not options.progress or not is_main_process(),
-        leave=False, unit="step",
-    )  # fmt: skip
-    if monitor is not None and forgotten():
-        result.reached_target = True
-        budget = 0
     if budget == 0:
+        if monitor is not None and target is not None:
+            result.reached_target = forgotten()
         bar.close()
         model.eval()
         return model
@@ -242,6 +240,20 @@ def fit(
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
     set_bn_mode(model, recipe.bn)
     sync = distributed_fit(model, params, shard=shard)  # None in a single process
+    # The stopping rule: the training forward pass's own-class share on each batch triggers
+    # an exact check when it is at or below the target (at most one check per `every` steps
+    # after a check that failed). Without that signal (torch.compile, torchrun) the exact
+    # check runs every `every` steps instead.
+    every = monitor.check_every(batch_size, steps_per_epoch) if monitor is not None else 0
+    watch = monitor is not None and target is not None
+    cheap = watch and sync is None and not options.compile_model
+    outputs: list[torch.Tensor] = []
+    hook = (
+        model.register_forward_hook(lambda m, i, out: outputs.append(out) if not outputs else None)
+        if cheap
+        else None
+    )
+    next_check = 0
 
     def raise_if_diverged() -> None:
         # one host sync (with torchrun: the earliest bad step of any rank)
@@ -268,6 +280,7 @@ def fit(
                 for cb in callbacks:
                     cb.before_step(step, batch)
                 opt.zero_grad(set_to_none=True)
+                outputs.clear()
                 if sync is None:
                     with autocast:
                         loss = loss_fn(net, batch)
@@ -288,16 +301,26 @@ def fit(
                 taken += 1
                 result.steps = step
                 bar.update(1)
-                if monitor is not None and (step % every == 0 or step == budget):
-                    raise_if_diverged()
-                    if forgotten():  # (measured in eval mode; the modes are restored)
-                        done = True
-                        break
+                if watch and step >= next_check:
+                    assert monitor is not None and target is not None
+                    due = not cheap or step == budget
+                    if cheap and outputs:
+                        due = due or float(monitor.batch_share(outputs[0], idx)) <= target
+                    if due:
+                        raise_if_diverged()
+                        if forgotten():  # (eval mode; the modes are restored after)
+                            done = True
+                            break
+                        next_check = step + every
             raise_if_diverged()
             if sync is not None:
                 running = sync.total(running)
             bar.set_postfix(loss=f"{float(running) / max(taken, 1):.4f}")
+        if watch and not done and (not result.forget_trace or result.forget_trace[-1][0] != step):
+            done = forgotten()  # the budget ran out: where did it end?
     finally:
+        if hook is not None:
+            hook.remove()
         if sync is not None:
             sync.close()
         bar.close()
