@@ -302,7 +302,8 @@ def fit(
                 result.steps = step
                 bar.update(1)
                 if watch and step >= next_check:
-                    assert monitor is not None and target is not None
+                    assert monitor is not None
+                    assert target is not None
                     due = not cheap or step == budget
                     if cheap and outputs:
                         due = due or float(monitor.batch_share(outputs[0], idx)) <= target

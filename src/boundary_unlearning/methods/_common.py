@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -16,19 +18,24 @@ from ..recipe import ForgetMonitor, Recipe
 __all__ = [
     "FORGET_RECIPE",
     "PAPER_FINETUNE",
+    "Layers",
     "check_inputs",
     "find_head",
     "forget_monitor",
     "forget_tensors",
     "replace_module",
+    "train_only",
     "working_copy",
 ]
 
-# The default recipe of the forget-only methods: train until at most 5% of D_f is still
-# predicted as its own class, within a step budget; BatchNorm statistics frozen (forget-only
-# batches would replace them with one class's). docs/methods.md has the measurements.
+Layers = Literal["head", "all"]
+
+# The default recipe of the forget-only methods (with layers="head"): train the final layer
+# until at most 5% of D_f is still predicted as its own class, within a step budget;
+# BatchNorm statistics frozen (forget-only batches would replace them with one class's).
+# docs/methods.md has the measurements.
 FORGET_RECIPE = Recipe(
-    max_steps=1000, lr=1e-3, momentum=0.9, weight_decay=0.0, batch_size=64, bn="freeze",
+    max_steps=1000, lr=1e-2, momentum=0.9, weight_decay=0.0, batch_size=64, bn="freeze",
     target_forget_acc=0.05,
 )  # fmt: skip
 
@@ -36,7 +43,7 @@ FORGET_RECIPE = Recipe(
 # lr 1e-5, momentum 0.9, batch 64, 10 epochs, BatchNorm in train mode, no early stop.
 PAPER_FINETUNE: dict[str, Any] = {
     "epochs": 10, "max_steps": None, "lr": 1e-5, "momentum": 0.9, "weight_decay": 0.0,
-    "batch_size": 64, "bn": "train", "target_forget_acc": None,
+    "batch_size": 64, "bn": "train", "target_forget_acc": None, "layers": "all",
 }  # fmt: skip
 
 
@@ -116,6 +123,30 @@ def find_head(model: nn.Module, num_classes: int, head: str | None = None) -> tu
             "head='<name of the classification layer>' (e.g. head='fc')"
         )
     return found
+
+
+@contextlib.contextmanager
+def train_only(
+    model: nn.Module, layers: Layers, head: str | None, num_classes: int
+) -> Iterator[list[nn.Parameter] | None]:
+    """The parameters to train: ``None`` (all of them) for ``layers="all"``; for
+    ``layers="head"`` those of the final ``nn.Linear`` with ``num_classes`` outputs (found as
+    :func:`find_head` does), with every other parameter's ``requires_grad`` off for the block
+    (the backward pass then stops at the head) and restored after."""
+    if layers == "all":
+        yield None
+        return
+    _, module = find_head(model, num_classes, head)
+    chosen = list(module.parameters())
+    keep = {id(p) for p in chosen}
+    frozen = [p for p in model.parameters() if id(p) not in keep and p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        yield chosen
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
 
 
 def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:

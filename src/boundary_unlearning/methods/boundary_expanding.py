@@ -11,10 +11,12 @@ from ..training import cross_entropy_loss, fit
 from ._common import (
     FORGET_RECIPE,
     PAPER_FINETUNE,
+    Layers,
     find_head,
     forget_monitor,
     forget_tensors,
     replace_module,
+    train_only,
     working_copy,
 )
 from ._registry import register_method
@@ -58,6 +60,7 @@ def boundary_expanding(
     model: nn.Module,
     data: UnlearningData,
     *,
+    layers: Layers = "head",
     head: str | None = None,
     recipe: Recipe,
     options: RunOptions,
@@ -74,6 +77,9 @@ def boundary_expanding(
     Args:
         model: the original classifier; never modified.
         data: the class split; only ``data.forget`` is used.
+        layers: ``"head"`` (default) fine-tunes only the widened final layer (shadow row
+            included); ``"all"`` (paper) the whole widened network, whose feature drift costs
+            the remaining classes accuracy (docs/methods.md).
         head: dotted name of the final ``nn.Linear`` when automatic search fails.
         recipe: the fine-tuning (the Recipe fields are keywords of this function); ``seed``
             also draws the shadow row's initialisation.
@@ -100,10 +106,12 @@ def boundary_expanding(
     generator = torch.Generator().manual_seed(recipe.seed)
     replace_module(unlearned, name, widen_head(original_head, generator))
     shadow = torch.full((len(x),), k, dtype=torch.long)
-    fit(
-        unlearned, (x, shadow), cross_entropy_loss, recipe=recipe, options=options,
-        monitor=forget_monitor(x, y, data, recipe), desc="boundary_expanding",
-    )  # fmt: skip
+    with train_only(unlearned, layers, name, k + 1) as params:
+        fit(
+            unlearned, (x, shadow), cross_entropy_loss, recipe=recipe, options=options,
+            parameters=params, monitor=forget_monitor(x, y, data, recipe),
+            desc="boundary_expanding",
+        )  # fmt: skip
     wide = unlearned.get_submodule(name)
     assert isinstance(wide, nn.Linear)
     replace_module(unlearned, name, prune_head(wide))

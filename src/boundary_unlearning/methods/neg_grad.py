@@ -10,7 +10,7 @@ from .._utils import model_device
 from ..data.split import UnlearningData
 from ..recipe import Recipe, RunOptions
 from ..training import Batch, fit
-from ._common import FORGET_RECIPE, forget_monitor, forget_tensors, working_copy
+from ._common import FORGET_RECIPE, Layers, forget_monitor, forget_tensors, train_only, working_copy
 from ._losses import RetainSampler, capped_ascent, retain_tensors
 from ._registry import register_method
 
@@ -22,7 +22,7 @@ __all__ = ["neg_grad"]
     cost="forget",
     recipe=FORGET_RECIPE,
     presets={"paper": {"epochs": 5, "max_steps": None, "lr": 1e-4, "bn": "train",
-                       "target_forget_acc": None}},
+                       "target_forget_acc": None, "layers": "all"}},
 )  # fmt: skip
 def neg_grad(
     model: nn.Module,
@@ -30,6 +30,8 @@ def neg_grad(
     *,
     retain_weight: float = 0.0,
     max_loss: float | None = 3.0,
+    layers: Layers = "head",
+    head: str | None = None,
     recipe: Recipe,
     options: RunOptions,
 ) -> nn.Module:
@@ -54,6 +56,9 @@ def neg_grad(
             so the ascent stops once every sample is forgotten. On a 2-epoch Fashion-MNIST
             CNN (class 4, D_tr 87%) caps 2.3 / 3 / 5 / 20 all give D_f 0% with D_tr
             83.3 / 82.0 / 76.4 / 25.7%. ``None``: the unbounded original.
+        layers: ``"head"`` (default) trains only the final ``nn.Linear``; ``"all"`` the
+            whole network (as the published setting).
+        head: dotted name of the final ``nn.Linear`` when automatic search fails.
         recipe: SGD over D_f; ``seed`` also orders the D_r batches.
         options: progress bar and speed options.
 
@@ -74,7 +79,8 @@ def neg_grad(
             loss = loss + retain_weight * F.cross_entropy(net(xb), yb)
         return loss
 
-    return fit(
-        unlearned, (x, y), loss_fn, recipe=recipe, options=options,
-        monitor=forget_monitor(x, y, data, recipe), desc="neg_grad",
-    )  # fmt: skip
+    with train_only(unlearned, layers, head, data.num_classes) as params:
+        return fit(
+            unlearned, (x, y), loss_fn, recipe=recipe, options=options, parameters=params,
+            monitor=forget_monitor(x, y, data, recipe), desc="neg_grad",
+        )  # fmt: skip

@@ -8,7 +8,7 @@ from torch import nn
 from ..data.split import UnlearningData
 from ..recipe import Recipe, RunOptions
 from ..training import fit
-from ._common import FORGET_RECIPE, forget_monitor, forget_tensors, working_copy
+from ._common import FORGET_RECIPE, Layers, forget_monitor, forget_tensors, train_only, working_copy
 from ._losses import random_wrong_labels
 from ._registry import register_method
 
@@ -20,10 +20,16 @@ __all__ = ["random_labels"]
     cost="forget",
     recipe=FORGET_RECIPE,
     presets={"paper": {"epochs": 5, "max_steps": None, "lr": 1e-3, "bn": "train",
-                       "target_forget_acc": None}},
+                       "target_forget_acc": None, "layers": "all"}},
 )  # fmt: skip
 def random_labels(
-    model: nn.Module, data: UnlearningData, *, recipe: Recipe, options: RunOptions
+    model: nn.Module,
+    data: UnlearningData,
+    *,
+    layers: Layers = "head",
+    head: str | None = None,
+    recipe: Recipe,
+    options: RunOptions,
 ) -> nn.Module:
     """Random Labels: give every forget sample a uniformly random *wrong* label (drawn once,
     seeded) and fine-tune on D_f with cross-entropy.
@@ -37,6 +43,9 @@ def random_labels(
     Args:
         model: the original classifier; never modified.
         data: the class split; only ``data.forget`` is used.
+        layers: ``"head"`` (default) trains only the final ``nn.Linear``; ``"all"`` the
+            whole network (as the published setting).
+        head: dotted name of the final ``nn.Linear`` when automatic search fails.
         recipe: SGD on the relabelled D_f; ``seed`` also draws the random labels.
         options: progress bar and speed options.
 
@@ -45,7 +54,9 @@ def random_labels(
     """
     x, y = forget_tensors(data, "random_labels")
     labels = random_wrong_labels(y, data.num_classes, torch.Generator().manual_seed(recipe.seed))
-    return fit(
-        working_copy(model), (x, labels), recipe=recipe, options=options,
-        monitor=forget_monitor(x, y, data, recipe), desc="random_labels",
-    )  # fmt: skip
+    unlearned = working_copy(model)
+    with train_only(unlearned, layers, head, data.num_classes) as params:
+        return fit(
+            unlearned, (x, labels), recipe=recipe, options=options, parameters=params,
+            monitor=forget_monitor(x, y, data, recipe), desc="random_labels",
+        )  # fmt: skip
