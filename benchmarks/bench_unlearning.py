@@ -16,13 +16,18 @@ class), D_tf and D_tr, and peak memory: on CPU the growth of the process's peak 
 not allowed), on CUDA ``torch.cuda.max_memory_allocated`` above what was allocated before.
 
 Also measured, within the same run:
-- ``floor_ratio``: a method's wall time over the time of a minimal hand loop on pre-made
-  tensors doing only the tensor work the method cannot avoid (BS: one forward+backward over
-  D_f for the FGSM step, one forward for the neighbour labels, then epochs x forward+backward
-  +SGD step over D_f at the same batch size; BE: epochs x forward+backward+SGD step).
+- ``floor_ratio``: a method's wall time (library defaults) over the time of a minimal hand
+  loop on pre-made tensors doing only the tensor work the method cannot avoid for the steps
+  it took (BS: one forward+backward over D_f for the FGSM step, one forward for the
+  neighbour labels, then that many SGD steps of the layers it trains at the same batch size;
+  BE: the steps alone). What the stopping rule and the bookkeeping add is above the floor.
 - ``authors_loop_ratio``: the authors' loop (neighbour labels recomputed by FGSM on every
-  batch at every step) re-enacted through the same ``fit`` and seed, over our BS; the labels
-  it computes are checked against ours and the resulting D_f accuracy must agree.
+  batch at every step) re-enacted through the same ``fit`` and seed, over our BS with
+  ``preset="paper"`` (the same loop with the labels computed once); the labels it computes
+  are checked against ours and the resulting D_f accuracy must agree.
+
+Boundary Shrink / Expanding run with the library's defaults (no per-data-set settings); rows
+"(paper preset)" run ``preset="paper"``.
 """
 
 from __future__ import annotations
@@ -58,7 +63,7 @@ from boundary_unlearning.checkpoint import (
     save_checkpoint,
 )
 from boundary_unlearning.data import UnlearningData, class_split, load_dataset, to_tensors
-from boundary_unlearning.methods import get_method, list_methods, unlearn
+from boundary_unlearning.methods import get_method, list_methods, unlearn, unlearning_stats
 from boundary_unlearning.methods._common import find_head, replace_module
 from boundary_unlearning.methods.boundary_expanding import widen_head
 from boundary_unlearning.metrics import evaluate
@@ -72,16 +77,7 @@ RECIPE: dict[str, Any] = {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "ba
 EPOCHS = 20
 QUICK_PER_CLASS = (500, 200)  # training, test images per class in --quick
 
-# Boundary Shrink / Expanding settings that forget Fashion-MNIST's class while keeping D_tr
-# within 3 points (measured on the --quick original; docs/performance.md). The paper's
-# defaults (lr 1e-5, 10 epochs) are run too, as "(paper defaults)" rows: they leave D_f high.
-TUNED: dict[str, dict[str, Any]] = {
-    "boundary_shrink": {"eps": 0.1, "lr": 1e-4, "epochs": 5},
-    "boundary_expanding": {"lr": 1e-4, "epochs": 3},
-    "expand_shrink": {"expand_lr": 1e-4, "expand_epochs": 3, "shrink_lr": 1e-4, "shrink_epochs": 5},
-    "shrink_expand": {"shrink_lr": 1e-4, "shrink_epochs": 5, "expand_lr": 1e-4, "expand_epochs": 3},
-}
-PAPER_ROWS = ("boundary_shrink", "boundary_expanding")  # also run with the paper's defaults
+PAPER_ROWS = ("boundary_shrink", "boundary_expanding")  # also run with preset="paper"
 
 
 @dataclass
@@ -272,6 +268,11 @@ def _batches(n: int, batch_size: int, epochs: int, seed: int, device: torch.devi
     return out
 
 
+def _steps_batches(n: int, hp: dict[str, Any], steps: int, device: torch.device) -> list[Any]:
+    epochs = -(-steps * hp["batch_size"] // n)
+    return _batches(n, hp["batch_size"], max(epochs, 1), hp["seed"], device)[:steps]
+
+
 def _sgd_steps(
     model: nn.Module,
     x: torch.Tensor,
@@ -279,9 +280,20 @@ def _sgd_steps(
     batches: list[Any],
     lr: float,
     momentum: float,
+    head_outputs: int | None = None,
 ) -> None:
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
-    model.train()
+    """SGD steps on ``batches``; with ``head_outputs`` only the final linear layer with that
+    many outputs trains (the library's ``layers="head"``: the backward pass stops there)."""
+    params = list(model.parameters())
+    if head_outputs is not None:
+        _, head = find_head(model, head_outputs)
+        for p in params:
+            p.requires_grad_(False)
+        params = list(head.parameters())
+        for p in params:
+            p.requires_grad_(True)
+    opt = torch.optim.SGD(params, lr=lr, momentum=momentum)
+    model.eval()  # BatchNorm frozen, as the defaults' bn="freeze"
     for idx in batches:
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(model(x[idx]), y[idx]).backward()  # type: ignore[no-untyped-call]
@@ -289,15 +301,22 @@ def _sgd_steps(
 
 
 def shrink_floor(
-    original: nn.Module, x: torch.Tensor, y: torch.Tensor, hp: dict[str, Any], device: torch.device
+    original: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    k: int,
+    hp: dict[str, Any],
+    device: torch.device,
+    steps: int,
 ) -> float:
-    """Seconds of the bare tensor work of Boundary Shrink (see the module docstring)."""
+    """Seconds of the bare tensor work of Boundary Shrink for ``steps`` steps on a
+    ``k``-class model (see the module docstring)."""
     frozen = copy.deepcopy(original).eval()
     for p in frozen.parameters():
         p.requires_grad_(False)
     student = copy.deepcopy(original)
     x, y = x.to(device), y.to(device)
-    batches = _batches(len(x), hp["batch_size"], hp["epochs"], hp["seed"], device)
+    batches = _steps_batches(len(x), hp, steps, device)
     eps, chunk = hp["eps"], (128 if device.type == "cpu" else 1024)  # as neighbour_search
 
     def work() -> None:
@@ -307,25 +326,35 @@ def shrink_floor(
             (g,) = torch.autograd.grad(F.cross_entropy(frozen(xb), y[i : i + chunk]), xb)
             with torch.inference_mode():
                 labels.append(frozen((xb.detach() + eps * g.sign()).clamp_(0, 1)).argmax(1))
-        _sgd_steps(student, x, torch.cat(labels), batches, hp["lr"], hp["momentum"])
+        _sgd_steps(
+            student, x, torch.cat(labels), batches, hp["lr"], hp["momentum"],
+            head_outputs=k if hp["layers"] == "head" else None,
+        )  # fmt: skip
 
     return timed(work, device)[1]
 
 
 def expand_floor(
-    original: nn.Module, x: torch.Tensor, k: int, hp: dict[str, Any], device: torch.device
+    original: nn.Module,
+    x: torch.Tensor,
+    k: int,
+    hp: dict[str, Any],
+    device: torch.device,
+    steps: int,
 ) -> float:
-    """Seconds of the bare tensor work of Boundary Expanding: epochs x forward+backward+SGD
-    step over D_f on the widened network."""
+    """Seconds of the bare tensor work of Boundary Expanding: ``steps`` SGD steps over D_f
+    on the widened network (of the layers it trains)."""
     student = copy.deepcopy(original)
     name, head = find_head(student, k)
     replace_module(student, name, widen_head(head, torch.Generator().manual_seed(0)))
     x = x.to(device)
     shadow = torch.full((len(x),), k, dtype=torch.long, device=device)
-    batches = _batches(len(x), hp["batch_size"], hp["epochs"], hp["seed"], device)
-    return timed(lambda: _sgd_steps(student, x, shadow, batches, hp["lr"], hp["momentum"]), device)[
-        1
-    ]
+    batches = _steps_batches(len(x), hp, steps, device)
+    outputs = k + 1 if hp["layers"] == "head" else None
+    return timed(
+        lambda: _sgd_steps(student, x, shadow, batches, hp["lr"], hp["momentum"], outputs),
+        device,
+    )[1]
 
 
 def authors_loop(
@@ -370,16 +399,18 @@ def authors_loop(
 
 # --------------------------------------------------------------------- the run
 def method_hyperparameters(
-    method: str, config: BenchConfig, record: Any, tuned: bool = True
+    method: str, config: BenchConfig, record: Any, paper: bool = False
 ) -> dict[str, Any]:
+    """The library's defaults: only the seed, retraining's recipe and amnesiac's record are
+    passed (and ``preset="paper"`` for the paper rows)."""
     known = get_method(method).hyperparameters
     hp: dict[str, Any] = {"seed": config.seed} if "seed" in known else {}
     if method == "retrain":
         hp.update(RECIPE, epochs=config.recipe_epochs)
     if get_method(method).cost == "record" and "record" in known:
         hp["record"] = record
-    if tuned:
-        hp.update(TUNED.get(method, {}))
+    if paper:
+        hp["preset"] = "paper"
     return {k: v for k, v in hp.items() if k in known}
 
 
@@ -417,16 +448,17 @@ def run_benchmark(
 
     names = config.methods if config.methods is not None else list_methods()
     order = ["retrain"] + [m for m in names if m != "retrain"]
-    jobs: list[tuple[str, str, bool]] = [(m, m, True) for m in order]
+    jobs: list[tuple[str, str, bool]] = [(m, m, False) for m in order]
     if config.paper_defaults:
-        jobs += [(f"{m} (paper defaults)", m, False) for m in PAPER_ROWS if m in names]
+        jobs += [(f"{m} (paper preset)", m, True) for m in PAPER_ROWS if m in names]
     if config.speed:
-        jobs += [(f"{m} ({'+'.join(config.speed)})", m, True) for m in PAPER_ROWS if m in names]
+        jobs += [(f"{m} ({'+'.join(config.speed)})", m, False) for m in PAPER_ROWS if m in names]
     mem_kind = ""
-    for label, method, tuned in jobs:
+    steps: dict[str, int] = {}
+    for label, method, paper in jobs:
         spec = get_method(method)
         row = Row(label, method, spec.cost)
-        hp = method_hyperparameters(method, config, record, tuned)
+        hp = method_hyperparameters(method, config, record, paper)
         if label.endswith(f"({'+'.join(config.speed)})"):
             hp.update(config.speed)
         row.hyperparameters = {k: v for k, v in hp.items() if k != "record"}
@@ -449,6 +481,9 @@ def run_benchmark(
             continue
         row.seconds = min(row.runs)
         evaluate_row(row, model)
+        if label == method and "steps" in unlearning_stats(model):
+            steps[method] = unlearning_stats(model)["steps"]
+            row.note = f"{steps[method]} steps"
         del model
         rows.append(row)
         log(f"{label}: {row.seconds:.2f} s  {_acc_text(row.accuracy)}")
@@ -460,10 +495,10 @@ def run_benchmark(
 
     # floors and the authors' loop, measured next to the method, alternating
     x_f, y_f = to_tensors(data.forget)
-    bs_tuned = method_hyperparameters("boundary_shrink", config, record)
-    be_tuned = method_hyperparameters("boundary_expanding", config, record)
-    bs_hp = {**get_method("boundary_shrink").hyperparameters, **bs_tuned}
-    be_hp = {**get_method("boundary_expanding").hyperparameters, **be_tuned}
+    bs_given = method_hyperparameters("boundary_shrink", config, record)
+    be_given = method_hyperparameters("boundary_expanding", config, record)
+    bs_hp = get_method("boundary_shrink").resolve(bs_given)
+    be_hp = get_method("boundary_expanding").resolve(be_given)
     bs_row = next(r for r in rows if r.name == "boundary_shrink")
     be_row = next(r for r in rows if r.name == "boundary_expanding")
     bs_floor_runs, be_floor_runs, retrain_epoch_runs = [], [], []
@@ -475,13 +510,21 @@ def run_benchmark(
                 lambda: unlearn("retrain", original, data, **{**retrain_hp, "epochs": 1}), device
             )[1]
         )
-        bs_floor_runs.append(shrink_floor(original, x_f, y_f, bs_hp, device))
-        be_floor_runs.append(expand_floor(original, x_f, data.num_classes, be_hp, device))
+        bs_floor_runs.append(
+            shrink_floor(
+                original, x_f, y_f, data.num_classes, bs_hp, device, steps["boundary_shrink"]
+            )
+        )
+        be_floor_runs.append(
+            expand_floor(
+                original, x_f, data.num_classes, be_hp, device, steps["boundary_expanding"]
+            )
+        )
         bs_row.runs.append(
-            timed(lambda: unlearn("boundary_shrink", original, data, **bs_tuned), device)[1]
+            timed(lambda: unlearn("boundary_shrink", original, data, **bs_given), device)[1]
         )
         be_row.runs.append(
-            timed(lambda: unlearn("boundary_expanding", original, data, **be_tuned), device)[1]
+            timed(lambda: unlearn("boundary_expanding", original, data, **be_given), device)[1]
         )
     bs_s, be_s = min(bs_row.runs), min(be_row.runs)
     bs_row.seconds, be_row.seconds = bs_s, be_s
@@ -491,16 +534,22 @@ def run_benchmark(
     }
     log(f"floors: BS {min(bs_floor_runs):.2f} s, BE {min(be_floor_runs):.2f} s -> {floor_ratio}")
 
-    authors_model, authors_s, mismatches = authors_loop(original, data, bs_hp, device)
+    paper_given = method_hyperparameters("boundary_shrink", config, record, paper=True)
+    paper_hp = get_method("boundary_shrink").resolve(paper_given)
+    authors_model, authors_s, mismatches = authors_loop(original, data, paper_hp, device)
     authors_acc = evaluate(authors_model, data)
-    n_labels = len(x_f) * bs_hp["epochs"]
-    same_forget = abs(authors_acc["forget"] - bs_row.accuracy["forget"]) <= 0.01
+    paper_model, paper_s = timed(
+        lambda: unlearn("boundary_shrink", original, data, **paper_given), device
+    )
+    paper_acc = evaluate(paper_model, data)
+    n_labels = len(x_f) * paper_hp["epochs"]
+    same_forget = abs(authors_acc["forget"] - paper_acc["forget"]) <= 0.01
     if mismatches > 0.005 * n_labels or not same_forget:
         raise AssertionError(
             f"the authors' loop gave another result: {mismatches} of {n_labels} labels differ, "
-            f"D_f {authors_acc['forget']:.4f} vs ours {bs_row.accuracy['forget']:.4f}"
+            f"D_f {authors_acc['forget']:.4f} vs ours {paper_acc['forget']:.4f}"
         )
-    authors_ratio = authors_s / bs_row.seconds
+    authors_ratio = authors_s / paper_s
     log(f"authors' loop: {authors_s:.2f} s ({mismatches} label mismatches) -> {authors_ratio:.2f}")
 
     summary: dict[str, Any] = {

@@ -34,6 +34,7 @@ HP = {
     "eps": 0.1, "lr": 1e-3, "epochs": 2, "momentum": 0.9, "weight_decay": 0.0,
     "batch_size": 8, "seed": 0, "bn": "train",
 }  # fmt: skip
+FLOOR_HP = {**HP, "layers": "head"}
 
 
 def test_authors_loop_gives_our_model_exactly(
@@ -55,8 +56,10 @@ def test_floors_run_and_leave_the_model_alone(
     before = state_snapshot(tiny_model)
     x, y = to_tensors(tiny_data.forget)
     device = torch.device("cpu")
-    assert bench.shrink_floor(tiny_model, x, y, HP, device) > 0
-    assert bench.expand_floor(tiny_model, x, tiny_data.num_classes, HP, device) > 0
+    k = tiny_data.num_classes
+    for hp in (FLOOR_HP, {**FLOOR_HP, "layers": "all"}):
+        assert bench.shrink_floor(tiny_model, x, y, k, hp, device, steps=3) > 0
+        assert bench.expand_floor(tiny_model, x, k, hp, device, steps=3) > 0
     assert same_state(before, state_snapshot(tiny_model))
 
 
