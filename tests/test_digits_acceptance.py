@@ -1,5 +1,7 @@
-"""The foundation's acceptance check on real data: digits, cnn, forget class 3, with the
-settings `bunlearn demo` uses. D_f and D_tf accuracy <= 10%, D_tr within 5 points."""
+"""Acceptance on real data: digits, cnn, forget class 3, with the library's defaults (what
+`bunlearn demo` runs). D_f and D_tf accuracy <= 5%, D_tr at most 2 points (Boundary Shrink)
+or 4 points (Boundary Expanding) below the original's; the default stopping rule reports
+that it reached its target."""
 
 from __future__ import annotations
 
@@ -15,8 +17,10 @@ from boundary_unlearning import (
     load_dataset,
     train,
     unlearn,
+    unlearning_stats,
 )
-from boundary_unlearning.experiment import DEMO_HYPERPARAMETERS
+
+MAX_DROP = {"boundary_shrink": 0.02, "boundary_expanding": 0.04}
 
 
 @pytest.fixture(scope="module")
@@ -29,19 +33,24 @@ def digits_setup() -> tuple[nn.Module, UnlearningData]:
 
 
 @pytest.mark.parametrize("method", ["boundary_shrink", "boundary_expanding"])
-def test_demo_settings_forget_digit_3(method: str, digits_setup) -> None:
+def test_defaults_forget_digit_3(method: str, digits_setup) -> None:
     model, data = digits_setup
     before = evaluate(model, data)
-    out = unlearn(method, model, data, seed=0, **DEMO_HYPERPARAMETERS[method])
+    out = unlearn(method, model, data)
     after = evaluate(out, data)
     assert before["forget"] > 0.95
-    assert after["forget"] <= 0.10
-    assert after["test_forget"] <= 0.10
-    assert after["test_retain"] >= before["test_retain"] - 0.05
+    assert after["forget"] <= 0.05
+    assert after["test_forget"] <= 0.05
+    assert after["test_retain"] >= before["test_retain"] - MAX_DROP[method]
+    stats = unlearning_stats(out)
+    assert stats["reached_target"] is True
+    assert 0 < stats["steps"] < 100
+    assert stats["forget_acc_trace"][-1][1] <= 0.05
 
 
 def test_paper_defaults_barely_move_a_digits_model(digits_setup) -> None:
-    """Documents why the demo departs from lr 1e-5: 30 steps at that rate do not forget."""
+    """Documents why the defaults depart from the paper's loop: 30 steps at lr 1e-5 do not
+    forget digits' 146 forget images."""
     model, data = digits_setup
     out = unlearn("boundary_shrink", model, data, preset="paper", seed=0)
     assert evaluate(out, data)["forget"] > 0.5

@@ -13,7 +13,7 @@ import pytest
 
 from boundary_unlearning.cli import main
 from boundary_unlearning.errors import ConfigError
-from boundary_unlearning.methods import list_methods, validate_hyperparameters
+from boundary_unlearning.methods import get_method, list_methods, validate_hyperparameters
 from boundary_unlearning.reproduce import (
     PUBLISHED,
     _settings,
@@ -80,8 +80,8 @@ def test_shipped_suite_hyperparameters_are_valid(name: str, quick: bool) -> None
     suite = load_suite(name, quick=quick)
     registered = set(list_methods())
     for method, hparams in suite["hyperparameters"].items():
-        if method in registered:
-            validate_hyperparameters(method, hparams)  # names and types
+        assert method in registered, f"{name}: unknown method '{method}'"
+        validate_hyperparameters(method, hparams)  # names and types
     for study in suite["studies"].values():
         for method in study["methods"]:
             assert method in suite["hyperparameters"], f"{name}: {method} has no settings"
@@ -106,8 +106,9 @@ def test_shipped_suites_cover_the_paper_studies(name: str) -> None:
 def test_fashion_mnist_main_table_has_three_seeds_and_paper_settings() -> None:
     suite = load_suite("fashion-mnist")
     assert suite["studies"]["main"]["seeds"] == [0, 1, 2]
-    bs = suite["hyperparameters"]["boundary_shrink"]
+    bs = get_method("boundary_shrink").resolve(suite["hyperparameters"]["boundary_shrink"])
     assert (bs["eps"], bs["lr"], bs["epochs"], bs["batch_size"]) == (0.1, 1e-5, 10, 64)
+    assert (bs["target_forget_acc"], bs["layers"], bs["bn"]) == (None, "all", "train")
     assert load_suite("fashion-mnist", quick=True)["studies"]["main"]["seeds"] == [0]
 
 

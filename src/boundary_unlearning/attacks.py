@@ -3,7 +3,7 @@
 The models of this library normalise inside (a first layer), so inputs are pixels in
 [0, 1]. A user's model that expects normalised inputs passes ``normalization=(mean, std)``;
 the search then undoes the normalisation, steps in pixel space, and normalises again (the
-authors' code gets this wrong, see PAPER.md).
+authors' code gets this wrong, see docs/paper.md).
 """
 
 from __future__ import annotations

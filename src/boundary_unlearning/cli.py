@@ -202,14 +202,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def demo_settings(args: argparse.Namespace) -> dict[str, Any]:
-    from .experiment import DEMO_HYPERPARAMETERS
-
-    return {
+    return {  # the methods run with the library's defaults
         "dataset": "digits",
         "model": "cnn",
         "forget_classes": [args.forget_class],
         "methods": ["boundary_shrink", "boundary_expanding"],
-        "hyperparameters": DEMO_HYPERPARAMETERS,
         "seed": args.seed,
         "epochs": 20,
         "data_root": args.data_root,

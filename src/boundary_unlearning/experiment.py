@@ -50,7 +50,6 @@ from .report import figure_data, format_table, render_reports, write_reports
 from .training import check_recipe, train
 
 __all__ = [
-    "DEMO_HYPERPARAMETERS",
     "ExperimentConfig",
     "aggregate_seeds",
     "check_output_dir",
@@ -69,16 +68,6 @@ __all__ = [
 RECIPE_VERSION = 1  # bump when the training loop changes what a cached checkpoint holds
 STAGE_VERSION = 1  # bump when what a saved stage of a run holds changes
 RANDOM_MODEL_SEED_OFFSET = 10_000  # the ZRF reference is initialised with seed + this
-
-# Settings `bunlearn demo` uses on digits. The paper's defaults (eps 0.1, lr 1e-5, 10 epochs)
-# barely move a model trained on 1,437 8x8 images (D_f stays at 98% / 91%): digits' pixels
-# come in steps of 1/16, so eps 0.1 flips only 36% of the neighbour labels, and 30 steps at
-# lr 1e-5 change little. The README lists the measurements behind these values.
-DEMO_HYPERPARAMETERS: dict[str, dict[str, Any]] = {
-    "boundary_shrink": {"eps": 0.25, "lr": 1e-3},
-    "boundary_expanding": {"lr": 1.5e-4, "epochs": 20},
-}
-
 
 def default_cache_dir() -> Path:
     """``$BUNLEARN_CACHE`` or ``~/.cache/boundary-unlearning``."""

@@ -52,7 +52,7 @@ __all__ = [
 
 Echo = Callable[[str], None]
 
-# The paper's published accuracies (percent; PAPER.md, from the authors' slides).
+# The paper's published accuracies (percent; from the authors' slides, see docs/paper.md).
 # Keys: report accuracy keys (retain = D_r, forget = D_f, test_retain = D_tr, test_forget = D_tf).
 _ACC_KEYS = ("retain", "forget", "test_retain", "test_forget")
 

@@ -35,7 +35,7 @@ Layers = Literal["head", "all"]
 # BatchNorm statistics frozen (forget-only batches would replace them with one class's).
 # docs/methods.md has the measurements.
 FORGET_RECIPE = Recipe(
-    max_steps=1000, lr=1e-2, momentum=0.9, weight_decay=0.0, batch_size=64, bn="freeze",
+    max_steps=1000, lr=1e-3, momentum=0.9, weight_decay=0.0, batch_size=64, bn="freeze",
     target_forget_acc=0.05,
 )  # fmt: skip
 
