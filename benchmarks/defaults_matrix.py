@@ -131,9 +131,12 @@ def cache_dir(arg: str | None) -> Path:
     ) / "defaults-matrix"
 
 
-def prepare(setting: Setting, cache: Path, device: torch.device) -> tuple[nn.Module, Any]:
+def prepare(
+    setting: Setting, cache: Path, device: torch.device, data_root: str | None = None
+) -> tuple[nn.Module, Any]:
     """The trained original (cached) and the class split of ``setting``."""
-    train_set, test_set, info = bu.load_dataset(setting.dataset)
+    root = data_root if setting.dataset == "fashion-mnist" else None
+    train_set, test_set, info = bu.load_dataset(setting.dataset, root)
     if setting.per_class is not None:
         train_set = balanced_subset(train_set, setting.per_class[0])
         test_set = balanced_subset(test_set, setting.per_class[1])
@@ -220,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", help="where the trained originals are kept")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--settings", help="comma-separated subset of the settings")
+    parser.add_argument("--data-root", help="folder with the Fashion-MNIST IDX files")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     settings = list(SETTINGS) + ([] if args.quick else [FULL])
@@ -229,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     cache = cache_dir(args.cache_dir)
     cells = []
     for setting in settings:
-        model, data = prepare(setting, cache, device)
+        model, data = prepare(setting, cache, device, args.data_root)
         for method in METHODS:
             cells.append(run_cell(setting, method, model, data))
             print(format_table(cells[-1:]).splitlines()[-1], flush=True)

@@ -65,6 +65,20 @@ def single_seed_report() -> dict[str, Any]:
     }  # fmt: skip
 
 
+def test_a_method_that_forgot_gets_its_verdict_and_speed_up() -> None:
+    report = single_seed_report()
+    report["results"]["boundary_shrink"]["acc"] = {
+        "retain": 1.0, "forget": 0.04, "test_retain": 0.97, "test_forget": 0.03,
+    }  # fmt: skip
+    report["results"]["boundary_shrink"]["stats"] = {"steps": 12, "reached_target": True}
+    md = format_markdown(report)
+    assert "| Verdict ≈R | — | — | forgot |" in md
+    assert "8.0×" in md  # speed-up derived from retrain's seconds
+    assert "| Unlearning steps ↓ | — | — | 12 |" in md
+    text = format_table(report)
+    assert "forgot" in text and "8.0×" in text
+
+
 def test_format_value() -> None:
     assert format_value("acc.forget", 0.1234) == "12.34"
     assert format_value("mia.loss_lr", 0.5, std=0.01) == "50.00 ± 1.00"
@@ -98,7 +112,9 @@ def test_single_seed_report_renders(tmp_path: Path) -> None:
     md = (tmp_path / "report.md").read_text()
     assert "seed: 0" in md and "attack_success = 0.3600" in md
     assert "MIA" not in md.split("## What")[0]  # absent metrics make no empty rows
-    assert "8.0×" in md  # speed-up derived from retrain's seconds
+    # D_f 98% against retrain's 0%: the verdict says so and no speed-up is shown beside it
+    assert "| Verdict ≈R | — | — | did not forget |" in md
+    assert "— (did not forget)" in md and "8.0×" not in md
     rows = list(csv.DictReader(io.StringIO((tmp_path / "results.csv").read_text())))
     assert [r["method"] for r in rows] == ["original", "retrain", "boundary_shrink"]
     assert rows[1]["acc.forget"] == "0.0"

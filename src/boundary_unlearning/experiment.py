@@ -69,6 +69,7 @@ RECIPE_VERSION = 1  # bump when the training loop changes what a cached checkpoi
 STAGE_VERSION = 1  # bump when what a saved stage of a run holds changes
 RANDOM_MODEL_SEED_OFFSET = 10_000  # the ZRF reference is initialised with seed + this
 
+
 def default_cache_dir() -> Path:
     """``$BUNLEARN_CACHE`` or ``~/.cache/boundary-unlearning``."""
     env = os.environ.get("BUNLEARN_CACHE")

@@ -209,14 +209,21 @@ class ForgetMonitor:
         return len(self.inputs)
 
     def __call__(self, model: nn.Module) -> float:
+        """The share of the monitored samples still predicted as their own class; NaN when
+        the model's outputs are not finite."""
         device = model_device(model)
         batch = 128 if device.type == "cpu" else 1024
         kept = torch.zeros((), dtype=torch.long, device=device)
+        finite = torch.ones((), dtype=torch.bool, device=device)
         with eval_mode(model), torch.inference_mode():
             for start in range(0, len(self.inputs), batch):
                 x = self.inputs[start : start + batch].to(device)
                 y = self.labels[start : start + batch].to(device)
-                kept += (model(x)[:, : self.num_classes].argmax(1) == y).sum()
+                logits = model(x)[:, : self.num_classes]
+                kept += (logits.argmax(1) == y).sum()
+                finite &= torch.isfinite(logits).all()
+        if not bool(finite):  # a diverged model "forgets" everything; say so instead
+            return float("nan")
         return float(kept) / max(len(self.inputs), 1)
 
     def check_every(self, batch_size: int, steps_per_epoch: int) -> int:

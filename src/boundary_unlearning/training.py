@@ -214,6 +214,11 @@ def fit(
     def forgotten() -> bool:  # an exact check: the monitored D_f in eval mode
         assert monitor is not None
         acc = monitor(model)
+        if math.isnan(acc):
+            raise DivergenceError(
+                f"{desc}: the model's outputs became NaN or infinite by step {result.steps}; "
+                f"lower the learning rate (lr={recipe.lr:g})"
+            )
         result.forget_trace.append((result.steps, acc))
         bar.set_postfix(forget_acc=f"{acc:.3f}")
         return target is not None and acc <= target
