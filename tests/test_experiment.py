@@ -133,7 +133,8 @@ def test_a_diverging_method_fails_alone(tmp_path: Path, capsys: pytest.CaptureFi
     out = tmp_path / "out"
     code = main([
         "run", *FAST, "--methods", "boundary_shrink,boundary_expanding",
-        "--set", "boundary_shrink.lr=1.0e+30", "--out", str(out),
+        "--set", "boundary_shrink.lr=1.0e+30", "--set", "boundary_shrink.layers=all",
+        "--out", str(out),
     ])  # fmt: skip
     assert code == 0  # documented: the run succeeds, each failure prints a warning line
     err = capsys.readouterr().err

@@ -54,7 +54,11 @@ class Recipe:
         epochs: passes over the data. ``None``: no pass limit (``max_steps`` bounds the run).
         max_steps: optimiser steps at most. ``None``: ``epochs`` alone bounds the run. When
             both are set, whichever is reached first ends the run.
-        lr: learning rate.
+        lr: learning rate (of the first step, with ``lr_growth``).
+        lr_growth: multiply the learning rate by this factor after every step (1: constant),
+            up to ``max_lr``. With a forgetting target this makes the rule scale-free: the
+            rate grows only until the model forgets, so a plateau cannot exhaust the budget.
+        max_lr: cap of the growing learning rate.
         optimizer: ``"sgd"`` or ``"adam"``.
         momentum: SGD momentum (Adam ignores it).
         weight_decay: L2 penalty.
@@ -75,6 +79,8 @@ class Recipe:
     epochs: int | None = None
     max_steps: int | None = None
     lr: float = 0.01
+    lr_growth: float = 1.0
+    max_lr: float = 0.1
     optimizer: OptimizerName = "sgd"
     momentum: float = 0.9
     weight_decay: float = 0.0
@@ -101,6 +107,10 @@ class Recipe:
             )
         if not _number(self.lr) or not math.isfinite(self.lr) or self.lr <= 0:
             raise HyperparameterError(f"lr={self.lr!r} must be a positive (finite) number")
+        if not _number(self.lr_growth) or not math.isfinite(self.lr_growth) or self.lr_growth < 1:
+            raise HyperparameterError(f"{what}: lr_growth={self.lr_growth!r} must be a number >= 1")
+        if not _number(self.max_lr) or not math.isfinite(self.max_lr) or self.max_lr <= 0:
+            raise HyperparameterError(f"{what}: max_lr={self.max_lr!r} must be a positive number")
         for name in ("momentum", "weight_decay"):
             value = getattr(self, name)
             if not _number(value) or not math.isfinite(value) or value < 0:

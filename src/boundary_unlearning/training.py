@@ -239,6 +239,7 @@ def fit(
         data = tuple(
             t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t for t in data
         )
+    base_lrs = [group["lr"] for group in opt.param_groups]
     net: nn.Module = torch.compile(model) if options.compile_model else model  # type: ignore[assignment]
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=options.amp)
     generator = torch.Generator().manual_seed(recipe.seed)
@@ -286,6 +287,10 @@ def fit(
                     cb.before_step(step, batch)
                 opt.zero_grad(set_to_none=True)
                 outputs.clear()
+                if recipe.lr_growth != 1.0:
+                    scale = recipe.lr_growth**step
+                    for group, base in zip(opt.param_groups, base_lrs, strict=True):
+                        group["lr"] = min(base * scale, max(recipe.max_lr, base))
                 if sync is None:
                     with autocast:
                         loss = loss_fn(net, batch)

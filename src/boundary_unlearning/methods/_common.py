@@ -35,14 +35,15 @@ Layers = Literal["head", "all"]
 # BatchNorm statistics frozen (forget-only batches would replace them with one class's).
 # docs/methods.md has the measurements.
 FORGET_RECIPE = Recipe(
-    max_steps=1000, lr=1e-3, momentum=0.9, weight_decay=0.0, batch_size=64, bn="freeze",
-    target_forget_acc=0.05,
+    max_steps=1000, lr=1e-3, lr_growth=1.05, max_lr=0.1, momentum=0.9, weight_decay=0.0,
+    batch_size=64, bn="freeze", target_forget_acc=0.05,
 )  # fmt: skip
 
 # The paper's fine-tuning (Chen et al., CVPR 2023, Boundary Shrink and Expanding): SGD
 # lr 1e-5, momentum 0.9, batch 64, 10 epochs, BatchNorm in train mode, no early stop.
 PAPER_FINETUNE: dict[str, Any] = {
-    "epochs": 10, "max_steps": None, "lr": 1e-5, "momentum": 0.9, "weight_decay": 0.0,
+    "epochs": 10, "max_steps": None, "lr": 1e-5, "lr_growth": 1.0, "momentum": 0.9,
+    "weight_decay": 0.0,
     "batch_size": 64, "bn": "train", "target_forget_acc": None, "layers": "all",
 }  # fmt: skip
 

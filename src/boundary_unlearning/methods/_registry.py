@@ -339,6 +339,7 @@ _RANGES: list[tuple[re.Pattern[str], Callable[[float], bool], str]] = [
     ),
     (re.compile(r"(.+_)?fraction|threshold"), lambda v: 0 < v <= 1, "a number in (0, 1]"),
     (re.compile(r"target_forget_acc"), lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    (re.compile(r"(.+_)?lr_growth"), lambda v: math.isfinite(v) and v >= 1, "a number >= 1"),
 ]
 
 

@@ -22,7 +22,7 @@ __all__ = ["neg_grad"]
     cost="forget",
     recipe=FORGET_RECIPE,
     presets={"paper": {"epochs": 5, "max_steps": None, "lr": 1e-4, "bn": "train",
-                       "target_forget_acc": None, "layers": "all"}},
+                       "lr_growth": 1.0, "target_forget_acc": None, "layers": "all"}},
 )  # fmt: skip
 def neg_grad(
     model: nn.Module,

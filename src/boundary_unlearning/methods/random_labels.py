@@ -20,7 +20,7 @@ __all__ = ["random_labels"]
     cost="forget",
     recipe=FORGET_RECIPE,
     presets={"paper": {"epochs": 5, "max_steps": None, "lr": 1e-3, "bn": "train",
-                       "target_forget_acc": None, "layers": "all"}},
+                       "lr_growth": 1.0, "target_forget_acc": None, "layers": "all"}},
 )  # fmt: skip
 def random_labels(
     model: nn.Module,
