@@ -10,6 +10,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,7 +49,7 @@ from .errors import (
     UnlearningError,
 )
 from .methods import get_method, unlearn, unlearning_stats, validate_hyperparameters
-from .metrics import accuracy, compute_metrics, evaluate
+from .metrics import accuracy, compute_metrics
 from .models import create_model
 from .recording import UpdateRecorder, record_path, save_record
 from .report import figure_data, format_table, render_reports, write_reports
@@ -707,6 +708,13 @@ def run_experiment(
         else:
             emit(msg)
 
+    def note(msg: str) -> None:
+        """A stage without a bar of its own: shown with ``progress`` (API too) or ``echo``."""
+        if config.progress and is_main_process():
+            tqdm.write(f"bunlearn: {msg}", file=sys.stderr)
+        else:
+            say(msg)
+
     per_seed: dict[str, dict[str, dict[str, Any]]] = {}
     figures: dict[str, Any] | None = None
     first: dict[str, Any] = {}
@@ -760,7 +768,7 @@ def run_experiment(
                 entry, unlearned = _method_stage(
                     name, cfg, data, original, metrics_of, stages,
                     weights_meta=weights_meta if index == 0 and config.figures else None,
-                    say=say,
+                    say=say, status=bar.set_postfix_str,
                 )  # fmt: skip
                 entries[name] = entry
                 if unlearned is not None:
@@ -806,6 +814,7 @@ def run_experiment(
     if figures is not None:
         report["figures_data"] = figures
     if out is not None:
+        note(f"writing the reports{' and figures' if figures else ''} to {out}")
         _render(report, out)
     say(format_table(report))
     return report
@@ -821,6 +830,7 @@ def _method_stage(
     *,
     weights_meta: dict[str, Any] | None,
     say: Callable[[str], None],
+    status: Callable[[str], Any] = lambda _msg: None,
 ) -> tuple[dict[str, Any], nn.Module | None]:
     """Run (or reuse) one method on one seed: ``(entry, unlearned model or None)``.
 
@@ -853,6 +863,7 @@ def _method_stage(
     _sync(device)
     seconds = time.perf_counter() - start
     say(f"seed {cfg.seed}: {name}: {seconds:.2f} s")
+    status(f"seed {cfg.seed}: metrics of {name}")
     entry = {**metrics_of(model), "seconds": seconds,
              "hyperparameters": {**spec.hyperparameters, **hparams}}  # fmt: skip
     entry["hyperparameters"].pop("progress", None)
@@ -1112,8 +1123,9 @@ def unlearn_checkpoint(
     _sync(net_device)
     seconds = time.perf_counter() - start
     run_hp.pop("progress", None)
+    scores = _evaluate_with_progress({method: unlearned, "original": net}, data, progress)
     entry: dict[str, Any] = {
-        "acc": evaluate(unlearned, data),
+        "acc": scores[method],
         "seconds": seconds,
         "hyperparameters": {
             k: v for k, v in {**spec.hyperparameters, **run_hp}.items() if k != "progress"
@@ -1128,7 +1140,7 @@ def unlearn_checkpoint(
         "class_names": [info.classes[c] for c in classes],
         "seed": seed,
         "checkpoint": str(weights_in),
-        "results": {"original": {"acc": evaluate(net, data)}, method: entry},
+        "results": {"original": {"acc": scores["original"]}, method: entry},
     }
     dropped = {"format", "cache_key", "train_seconds", "world_size"}
     new_meta = {k: v for k, v in meta.items() if k not in dropped}
@@ -1137,6 +1149,24 @@ def unlearn_checkpoint(
         {"unlearned": {"method": method, "forget_classes": classes, "from": str(weights_in),
                        "hyperparameters": entry["hyperparameters"]}}
     )  # fmt: skip
+    if progress and is_main_process():
+        tqdm.write(f"bunlearn: writing the unlearned model and report to {out}", file=sys.stderr)
     save_checkpoint(unlearned, out, new_meta)
     write_reports(report, out)
     return report
+
+
+def _evaluate_with_progress(
+    models: dict[str, nn.Module], data: UnlearningData, progress: bool
+) -> dict[str, dict[str, float]]:
+    """:func:`evaluate` of each model, with one bar over every (model, set) pass."""
+    sets = {"retain": data.retain, "forget": data.forget_eval,
+            "test_retain": data.test_retain, "test_forget": data.test_forget}  # fmt: skip
+    scores: dict[str, dict[str, float]] = {name: {} for name in models}
+    passes = [(name, key) for name in models for key in sets]
+    disable = not progress or not is_main_process()
+    with tqdm(passes, desc="evaluating", unit="set", disable=disable) as bar:
+        for name, key in bar:
+            bar.set_postfix_str(f"{name} on {key}")
+            scores[name][key] = accuracy(models[name], sets[key])
+    return scores
