@@ -16,7 +16,6 @@ import torch
 from boundary_unlearning import load_dataset
 from boundary_unlearning.cli import demo_settings, main
 from boundary_unlearning.config import write_resolved_config
-from boundary_unlearning.data.split import balanced_subset
 from boundary_unlearning.errors import DataError, HyperparameterError
 from boundary_unlearning.experiment import ExperimentConfig
 from boundary_unlearning.methods import validate_hyperparameters
@@ -228,6 +227,8 @@ def test_nan_hyperparameter_is_called_out_of_range_not_wrong_type(
 def test_train_subset_is_class_balanced_and_recorded(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from boundary_unlearning.data.split import balanced_subset  # new in issue 13
+
     train_set, _, _ = load_dataset("digits")
     part = balanced_subset(train_set, 105, seed=0)
     counts = torch.bincount(part.tensors[1], minlength=10)  # type: ignore[attr-defined]
