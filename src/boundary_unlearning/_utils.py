@@ -49,7 +49,12 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def _umask() -> int:
-    """The process umask (read by setting it and putting it straight back)."""
+    """The process umask: from /proc where Linux shows it, else by setting it and putting it
+    straight back (briefly visible to other threads)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

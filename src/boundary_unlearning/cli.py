@@ -89,6 +89,14 @@ class _HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)".lstrip()
 
 
+class _Parser(argparse.ArgumentParser):
+    """Every sub-command's parser shows defaults in ``--help``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -98,13 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    add_parser = sub.add_parser
-
-    def _add_parser(name: str, **kwargs: Any) -> argparse.ArgumentParser:
-        return add_parser(name, formatter_class=_HelpFormatter, **kwargs)
-
-    sub.add_parser = _add_parser  # type: ignore[method-assign]
+    sub = parser.add_subparsers(
+        dest="command",
+        required=True,
+        metavar="COMMAND",
+        parser_class=_Parser,
+    )
 
     demo = sub.add_parser("demo", help="forget digit 3 with both Boundary Unlearning methods")
     demo.add_argument("--out", default=DEMO_OUT, help=f"output folder (default {DEMO_OUT})")
