@@ -16,7 +16,9 @@ Scenarios:
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -38,7 +40,18 @@ from boundary_unlearning.metrics import accuracy
 from boundary_unlearning.training import fit
 from conftest import build_tiny, make_blobs
 
-torch.set_num_threads(1)
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """One intra-op thread, as each rank runs, for the block only: an import of this module
+    by the test must not change the test process's thread count (it did, at module level,
+    and every later test then computed with 1 thread while its subprocesses used 2)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def tiny_sets() -> tuple[TensorDataset, TensorDataset]:
@@ -123,6 +136,7 @@ def main() -> None:
     parts = scenario.split("+")
     if not set(parts) <= {"equivalence", "methods", "fail"}:
         raise SystemExit(f"unknown scenario {scenario}")
+    torch.set_num_threads(1)
     with process_group("cpu"):
         if "equivalence" in parts:
             original = torch.load(sys.argv[3], weights_only=True)

@@ -12,7 +12,13 @@ from torch.utils.data import TensorDataset
 
 from boundary_unlearning import UnlearningData, class_split, create_model, train
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One intra-op thread count for this process and every subprocess a test starts (a killed
+# `bunlearn run`, torchrun ranks that do not set their own): training results depend on it, so
+# a subprocess left at torch's default (the number of physical cores, or whatever
+# OMP_NUM_THREADS the shell exported) computes other numbers than the test's reference.
+THREADS = min(2, os.cpu_count() or 1)
+torch.set_num_threads(THREADS)
+os.environ["OMP_NUM_THREADS"] = str(THREADS)
 
 NUM_CLASSES = 4
 IMAGE = (1, 8, 8)

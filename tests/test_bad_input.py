@@ -380,7 +380,8 @@ def test_meaningless_numbers_are_refused(
 def test_infinite_or_nan_numbers_are_refused() -> None:
     with pytest.raises(HyperparameterError, match=r"lr=inf must be a positive number"):
         validate_hyperparameters("boundary_shrink", {"lr": float("inf")})
-    with pytest.raises(HyperparameterError, match=r"lr=nan has the wrong type; expected float"):
+    # NaN is named as out of range (as `train --lr nan` says), not as a wrong type (issue 13)
+    with pytest.raises(HyperparameterError, match=r"lr=nan must be a positive number"):
         validate_hyperparameters("boundary_shrink", {"lr": float("nan")})
 
 
@@ -709,8 +710,14 @@ def test_fashion_mnist_never_mixes_a_user_folder_with_the_system_copy(
     (fake_fashion / FASHION["test_y"]).unlink()
     with pytest.raises(DataError, match=rf"not found in {re.escape(str(fake_fashion))}"):
         load_dataset("fashion-mnist", root=fake_fashion)
-    train, _, _ = load_dataset("fashion-mnist", root=tmp_path / "empty")  # nothing there
-    assert len(train) == 40  # an unrelated --data-root still finds the system copy
+    # a folder the user names is used or refused, never replaced by the system copy (issue 13)
+    with pytest.raises(DataError, match="does not exist; .* or drop --data-root"):
+        load_dataset("fashion-mnist", root=tmp_path / "empty")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=rf"not found in {re.escape(str(tmp_path / 'empty'))}"):
+        load_dataset("fashion-mnist", root=tmp_path / "empty")
+    train, _, _ = load_dataset("fashion-mnist")  # no --data-root: the system copy
+    assert len(train) == 40
 
 
 def _cifar_root(root: Path) -> Path:

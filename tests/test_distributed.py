@@ -21,7 +21,7 @@ from boundary_unlearning import distributed
 from boundary_unlearning.cli import _without_nproc, build_parser
 from boundary_unlearning.errors import ConfigError
 from boundary_unlearning.training import fit
-from conftest import build_tiny, make_blobs, state_snapshot
+from conftest import THREADS, build_tiny, make_blobs, state_snapshot
 
 WORKER = Path(__file__).with_name("_distributed_worker.py")
 TIMEOUT = 180  # a hung collective must fail the test, not the CI job
@@ -129,7 +129,17 @@ def two_rank_job(
     original = {k: v.detach().clone() for k, v in _trained_tiny.state_dict().items()}
     torch.save(original, out / "original.pt")
     proc = torchrun(str(WORKER), "equivalence+fail", str(out), str(out / "original.pt"))
-    return proc, out, worker.compute(original)
+    with worker.one_thread():  # as each rank computes
+        return proc, out, worker.compute(original)
+
+
+def test_the_single_process_reference_leaves_the_thread_count_alone(
+    two_rank_job: tuple[subprocess.CompletedProcess[str], Path, dict[str, Any]],
+) -> None:
+    """Importing the worker set this process to 1 thread for every later test (issue 13:
+    the kill-and-resume test then compared a 2-thread subprocess with a 1-thread reference
+    and failed in full runs only)."""
+    assert torch.get_num_threads() == THREADS
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +215,8 @@ def test_every_method_on_two_ranks_matches_one_process(
     torch.save(original, tmp_path / "original.pt")
     proc = torchrun(str(WORKER), "methods", str(tmp_path), str(tmp_path / "original.pt"))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    single = worker.every_method(original)
+    with worker.one_thread():
+        single = worker.every_method(original)
     for r in range(2):
         ranks = torch.load(tmp_path / f"rank-{r}.pt", weights_only=False)
         assert ranks.keys() == single.keys()

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from .distributed import is_main_process, launch, launched_by_torchrun, process_group
-from .errors import ConfigError, HyperparameterError, UnlearningError
+from .errors import ConfigError, HyperparameterError, OutputError, UnlearningError
 
 DEMO_OUT = "bunlearn-demo"
 
@@ -70,35 +70,71 @@ def _add_nproc(p: argparse.ArgumentParser) -> None:
                         "CPU processes); see docs/distributed.md")  # fmt: skip
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """``--help`` shows each option's default (unless its help already says it, or it has
+    none worth showing: a flag, an empty list, None)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            not action.option_strings
+            or "default" in text
+            or default is None
+            or default is False
+            or default == []
+            or default is argparse.SUPPRESS
+        ):
+            return text
+        return f"{text} (default: %(default)s)".lstrip()
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every sub-command's parser shows defaults in ``--help``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
     parser = argparse.ArgumentParser(
         prog="bunlearn",
         description="Make a trained image classifier forget a whole class (Boundary Unlearning).",
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command",
+        required=True,
+        metavar="COMMAND",
+        parser_class=_Parser,
+    )
 
     demo = sub.add_parser("demo", help="forget digit 3 with both Boundary Unlearning methods")
     demo.add_argument("--out", default=DEMO_OUT, help=f"output folder (default {DEMO_OUT})")
     demo.add_argument("--forget-class", default="3", help="class to forget (default 3)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=int, default=0, help="seed of the split and the training")
     demo.add_argument("--overwrite", action="store_true", help="replace an earlier demo's output")
     _add_common(demo)
 
     tr = sub.add_parser("train", help="train an original model and save it (cached)")
-    tr.add_argument("--dataset", default="digits")
-    tr.add_argument("--model", default="cnn")
-    tr.add_argument("--epochs", type=int, default=20)
-    tr.add_argument("--lr", type=float, default=0.01)
-    tr.add_argument("--batch-size", type=int, default=64)
-    tr.add_argument("--weight-decay", type=float, default=5e-4)
-    tr.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--dataset", default="digits", help="data set to train on")
+    tr.add_argument("--model", default="cnn", help="architecture (see `bunlearn models`)")
+    tr.add_argument("--epochs", type=int, default=20, help="training epochs")
+    tr.add_argument("--lr", type=float, default=0.01, help="learning rate")
+    tr.add_argument("--batch-size", type=int, default=64, help="batch size")
+    tr.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay")
+    tr.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"], help="optimizer")
+    tr.add_argument("--seed", type=int, default=0, help="seed of the initialisation and order")
     tr.add_argument("--out", required=True, help="folder for model.safetensors + model.json")
     tr.add_argument("--overwrite", action="store_true",
                     help="replace a model trained with other settings in --out")  # fmt: skip
+    tr.add_argument("--subset", type=int, metavar="N",
+                    help="train on a seeded, class-balanced subset of N training images (a "
+                    "quick first try on a large data set)")  # fmt: skip
     tr.add_argument("--record-updates", action="store_true",
                     help="also save each class's summed parameter updates beside the model "
                     "(updates.safetensors, K copies of the weights), for amnesiac")  # fmt: skip
@@ -107,12 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     un = sub.add_parser("unlearn", help="make an existing checkpoint forget a class")
     un.add_argument("--checkpoint", required=True, help="folder or .safetensors/.pt file")
-    un.add_argument("--method", default="boundary_shrink")
+    un.add_argument("--method", default="boundary_shrink", help="see `bunlearn methods`")
     un.add_argument("--forget-class", action="append", required=True, help="index or name")
     un.add_argument("--dataset", help="data set (default: the checkpoint's)")
     un.add_argument("--model", help="architecture for a plain state_dict without metadata")
-    un.add_argument("--forget-fraction", type=float, default=1.0)
-    un.add_argument("--seed", type=int, default=0)
+    un.add_argument("--forget-fraction", type=float, default=1.0,
+                    help="fraction of the forget class the method sees")  # fmt: skip
+    un.add_argument("--seed", type=int, default=0, help="seed of the split and the method")
     un.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="method hyperparameter, e.g. --set eps=0.05")  # fmt: skip
     un.add_argument("--out", required=True, help="folder for the unlearned model and report")
@@ -140,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--epochs", type=int, help="original and retrain epochs (default 20)")
     run.add_argument("--lr", type=float, help="original and retrain lr (default 0.01)")
     run.add_argument("--batch-size", type=int, help="original and retrain batch (default 64)")
+    run.add_argument("--subset", type=int, metavar="N",
+                     help="use a seeded, class-balanced subset of N training images (default: "
+                     "all)")  # fmt: skip
     run.add_argument("--set", action="append", default=[], metavar="METHOD.NAME=VALUE",
                      help="method hyperparameter, e.g. --set boundary_shrink.eps=0.05")  # fmt: skip
     run.add_argument("--ulira", action="store_true", default=None,
@@ -183,11 +223,18 @@ def _echo(quiet: bool) -> Any:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .experiment import ExperimentConfig, run_experiment
+    from .experiment import ExperimentConfig, resume_changes, run_experiment
 
     config = ExperimentConfig(**demo_settings(args))
-    # The demo's folder is its own: a second demo continues it (finished stages whose settings
-    # match are reused, so it is instant) unless --overwrite asks to start over.
+    # The demo's folder is its own: a second demo with the same settings continues it
+    # (finished stages are reused, so it is instant); other settings would replace its
+    # results, which needs --overwrite (or another --out).
+    changed = [] if args.overwrite else resume_changes(config, Path(args.out))
+    if changed:
+        raise OutputError(
+            f"{args.out} already holds a demo run with other settings ({'; '.join(changed)}); "
+            "pass --overwrite to replace it, or choose another --out"
+        )
     report = run_experiment(
         config,
         args.out,
@@ -197,8 +244,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     )
     _print_failures(report)
     if not args.quiet:
-        print(f"\nreports written to {Path(args.out) / 'report.md'} and report.json")
+        print(f"\n{_written(Path(args.out))}")
     return 0
+
+
+def _written(out: Path) -> str:
+    """The final line of a run: the folder and every report file it holds."""
+    names = ["report.json", "report.md", "report.html", "results.csv", "config.yaml"]
+    found = [n for n in names if (out / n).is_file()]
+    if (out / "figures").is_dir():
+        found.append("figures/")
+    return f"reports written to {out}: {', '.join(found)}"
 
 
 def demo_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -234,6 +290,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.quiet,
         record_updates=args.record_updates,
+        subset=args.subset,
     )
     meta, reused = save_original(config, args.out, overwrite=args.overwrite)
     if not args.quiet:
@@ -286,6 +343,7 @@ def run_settings(args: argparse.Namespace) -> dict[str, Any]:
         "epochs": args.epochs,
         "lr": args.lr,
         "batch_size": args.batch_size,
+        "subset": args.subset,
         "data_root": args.data_root,
         "download": args.download,
         "cache_dir": args.cache_dir,
@@ -337,7 +395,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 130
     _print_failures(report)
     if not args.quiet:
-        print(f"\nreports written to {args.out} (report.json, report.md, config.yaml)")
+        print(f"\n{_written(Path(args.out))}")
     return 0
 
 

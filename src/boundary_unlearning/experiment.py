@@ -9,7 +9,9 @@ import functools
 import json
 import math
 import os
+import re
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +23,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ._utils import atomic_write_json, atomic_write_text, model_device
+from ._utils import atomic_write_bytes, atomic_write_json, atomic_write_text, model_device
 from .checkpoint import (
     check_matches_dataset,
     check_metadata,
@@ -29,21 +31,26 @@ from .checkpoint import (
     checkpoint_paths,
     config_hash,
     load_checkpoint,
+    load_state_dict,
     read_metadata,
     save_checkpoint,
 )
 from .config import check_config_values, write_resolved_config
 from .data import DatasetInfo, UnlearningData, class_split, load_dataset
+from .data.datasets import folder_fingerprint
+from .data.split import balanced_subset
 from .distributed import all_ranks, is_main_process, world_size
 from .errors import (
     CheckpointError,
     ConfigError,
+    DataError,
     DivergenceError,
+    HyperparameterError,
     OutputError,
     UnlearningError,
 )
 from .methods import get_method, unlearn, unlearning_stats, validate_hyperparameters
-from .metrics import accuracy, compute_metrics, evaluate
+from .metrics import accuracy, compute_metrics
 from .models import create_model
 from .recording import UpdateRecorder, record_path, save_record
 from .report import figure_data, format_table, render_reports, write_reports
@@ -115,6 +122,9 @@ class ExperimentConfig:
     # Record the original's parameter updates per class while training it (needed by
     # amnesiac; switched on automatically when a method of cost "record" is run).
     record_updates: bool = False
+    # Train (and split) on a seeded, class-balanced subset of this many training images: a
+    # quick first try on a large data set. None = the whole training set.
+    subset: int | None = None
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ExperimentConfig:
@@ -165,13 +175,21 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def _load(config: ExperimentConfig) -> tuple[Dataset[Any], Dataset[Any], DatasetInfo]:
+    """The data set's ``(train, test, info)``, the training set cut to ``config.subset``."""
+    train_set, test_set, info = load_dataset(
+        config.dataset, config.data_root, download=config.download
+    )
+    if config.subset is None:
+        return train_set, test_set, info
+    return balanced_subset(train_set, config.subset, seed=config.seed), test_set, info
+
+
 def prepare_data(
     config: ExperimentConfig,
 ) -> tuple[UnlearningData, DatasetInfo, Dataset[Any], Dataset[Any]]:
     """Load the data set and split it: ``(data, info, train set, test set)``."""
-    train_set, test_set, info = load_dataset(
-        config.dataset, config.data_root, download=config.download
-    )
+    train_set, test_set, info = _load(config)
     classes = [info.class_index(c) for c in config.forget_classes]
     data = class_split(
         train_set,
@@ -280,14 +298,30 @@ def with_update_record(config: ExperimentConfig, original_folder: Path) -> Exper
     return dataclasses.replace(config, hyperparameters=hparams)
 
 
+def data_source(dataset: str, root: str | Path | None) -> dict[str, Any]:
+    """Where a model's data came from, as its checkpoint records it: the resolved
+    ``--data-root`` (``None``: the data set's default location) and, for an image folder,
+    a fingerprint of its files (the class names are in the metadata's ``classes``)."""
+    if root is None:
+        return {"root": None}
+    resolved = Path(root).resolve()
+    source: dict[str, Any] = {"root": str(resolved)}
+    if dataset.lower() == "imagefolder" and resolved.is_dir():
+        source["fingerprint"] = folder_fingerprint(resolved)
+    return source
+
+
 def original_metadata(config: ExperimentConfig, info: DatasetInfo) -> dict[str, Any]:
-    """Metadata of the original model for these settings, with its cache key."""
+    """Metadata of the original model for these settings, with its cache key (and, outside
+    the key, where its data came from)."""
     base = _model_metadata(config, info)
     recipe = config.training_recipe()
     recording = {"record_updates": True} if records_updates(config) else {}
+    subset = {"subset": config.subset} if config.subset is not None else {}
     key = config_hash({"kind": "original", **base, **recipe, "v": RECIPE_VERSION,
-                       "data_root": config.data_root, **recording})  # fmt: skip
-    return {**base, "hyperparameters": recipe, "seed": config.seed, "cache_key": key}
+                       "data_root": config.data_root, **recording, **subset})  # fmt: skip
+    return {**base, "hyperparameters": {**recipe, **subset}, "seed": config.seed,
+            "cache_key": key, "data": data_source(config.dataset, config.data_root)}  # fmt: skip
 
 
 def train_original(
@@ -581,6 +615,64 @@ def check_output_dir(out: Path, *, resume: bool = False, overwrite: bool = False
     shutil.rmtree(out / "stages", ignore_errors=True)
 
 
+# Settings that change nothing in a run's results: a resumed run may differ in these.
+_NOT_COMPARED_ON_RESUME = ("progress", "cache_dir", "download", "device")
+
+
+def _show(value: Any) -> str:
+    return ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
+
+
+def _comparable(key: str, value: Any) -> Any:
+    if key == "forget_classes" and isinstance(value, list):
+        return [str(v) for v in value]  # --forget-class 3 (text) and forget_classes: [3]
+    return value
+
+
+def resume_changes(config: ExperimentConfig, out: Path) -> list[str]:
+    """How ``config`` differs from the run held in ``out`` (its ``config.yaml``), one
+    ``"key old -> new"`` per changed setting; progress, cache and device are not compared.
+    Empty when ``out`` holds no run."""
+    path = out / "config.yaml"
+    if not path.is_file():
+        return []
+    import yaml
+
+    try:
+        old = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        old = None
+    if not isinstance(old, dict):
+        raise ConfigError(
+            f"{path} is unreadable, so the settings of the run in {out} are unknown; pass "
+            "--overwrite to start over, or choose another --out"
+        )
+    defaults = ExperimentConfig().to_dict()
+    changed = []
+    for key, value in config.to_dict().items():
+        before = old.get(key, defaults[key])
+        if key not in _NOT_COMPARED_ON_RESUME and (
+            _comparable(key, before) != _comparable(key, value)
+        ):
+            changed.append(f"{key} {_show(before)} -> {_show(value)}")
+    return changed
+
+
+def check_resume_matches(config: ExperimentConfig, out: Path) -> None:
+    """Refuse to resume ``out`` with settings other than those of the run it holds.
+
+    Reusing finished stages of other settings, or dropping methods, seeds or figures that the
+    finished report holds, would silently change the user's results: any difference raises
+    :class:`ConfigError` naming each changed key as ``old -> new``."""
+    changed = resume_changes(config, out)
+    if changed:
+        raise ConfigError(
+            f"--resume: {out} holds a run with other settings ({'; '.join(changed)}); rerun "
+            f"with its flags (or --config {out / 'config.yaml'}) to continue it, pass "
+            "--overwrite instead of --resume to start over, or choose another --out"
+        )
+
+
 def run_experiment(
     config: ExperimentConfig,
     out_dir: str | Path | None = None,
@@ -588,6 +680,7 @@ def run_experiment(
     echo: Callable[[str], None] | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    reuse_stages: bool = False,
 ) -> dict[str, Any]:
     """Run one experiment over every seed and return its report (also written to
     ``out_dir`` if given: ``report.json``, the rendered reports, ``config.yaml`` and
@@ -599,7 +692,9 @@ def run_experiment(
     A method whose loss diverges (:class:`DivergenceError`) is marked
     ``{"failed": message}`` and the others still run. Each finished stage is saved under
     ``out_dir/stages/``; ``resume=True`` reuses them after an interruption. An ``out_dir``
-    that already holds a run needs ``resume`` or ``overwrite``.
+    that already holds a run needs ``resume`` (with the same settings: other settings are
+    refused, naming each changed key) or ``overwrite``. ``reuse_stages`` (a sweep's working
+    folder) reuses whichever finished stages match and replaces the reports.
     """
     emit = echo or (lambda _msg: None)
     seeds = config.seed_list()
@@ -608,14 +703,19 @@ def run_experiment(
     check_recipe(**config.training_recipe(), min_epochs=1, what="original/retrain recipe")
     for name in config.methods:
         get_method(name)
-        validate_hyperparameters(name, config.hyperparameters.get(name, {}))
+        check_unlearning_steps(
+            name, validate_hyperparameters(name, config.hyperparameters.get(name, {}))
+        )
     for name in config.hyperparameters:
         get_method(name)
     methods = [m for m in dict.fromkeys(config.methods) if m != "retrain"]
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         _check_writable(out)
-        check_output_dir(out, resume=resume, overwrite=overwrite)
+        if not reuse_stages:
+            check_output_dir(out, resume=resume, overwrite=overwrite)
+        if resume and not reuse_stages:
+            check_resume_matches(config, out)
         write_resolved_config(config, out)
     stages = _Stages(out / "stages" if out is not None else None)
     device = resolve_device(config.device)
@@ -629,6 +729,13 @@ def run_experiment(
             bar.write(msg)
         else:
             emit(msg)
+
+    def note(msg: str) -> None:
+        """A stage without a bar of its own: shown with ``progress`` (API too) or ``echo``."""
+        if config.progress and is_main_process():
+            tqdm.write(f"bunlearn: {msg}", file=sys.stderr)
+        else:
+            say(msg)
 
     per_seed: dict[str, dict[str, dict[str, Any]]] = {}
     figures: dict[str, Any] | None = None
@@ -683,7 +790,7 @@ def run_experiment(
                 entry, unlearned = _method_stage(
                     name, cfg, data, original, metrics_of, stages,
                     weights_meta=weights_meta if index == 0 and config.figures else None,
-                    say=say,
+                    say=say, status=bar.set_postfix_str,
                 )  # fmt: skip
                 entries[name] = entry
                 if unlearned is not None:
@@ -729,6 +836,7 @@ def run_experiment(
     if figures is not None:
         report["figures_data"] = figures
     if out is not None:
+        note(f"writing the reports{' and figures' if figures else ''} to {out}")
         _render(report, out)
     say(format_table(report))
     return report
@@ -744,6 +852,7 @@ def _method_stage(
     *,
     weights_meta: dict[str, Any] | None,
     say: Callable[[str], None],
+    status: Callable[[str], Any] = lambda _msg: None,
 ) -> tuple[dict[str, Any], nn.Module | None]:
     """Run (or reuse) one method on one seed: ``(entry, unlearned model or None)``.
 
@@ -767,6 +876,7 @@ def _method_stage(
         stages.save(cfg.seed, name, key, entry)
         return entry, None
     say(f"seed {cfg.seed}: {name}: {seconds:.2f} s")
+    status(f"seed {cfg.seed}: metrics of {name}")
     entry = {**metrics_of(model), "seconds": seconds, "hyperparameters": spec.resolve(hparams)}
     stats = unlearning_stats(model)
     if stats:
@@ -850,9 +960,7 @@ def save_original(
     holds a model trained with identical settings). Returns ``(metadata, reused)``."""
     check_recipe(**config.training_recipe(), min_epochs=1, what="train")
     out = Path(out)
-    train_set, test_set, info = load_dataset(
-        config.dataset, config.data_root, download=config.download
-    )
+    train_set, test_set, info = _load(config)
     existing = read_metadata(out) if (out / "model.json").is_file() else None
     wanted = original_metadata(config, info)["cache_key"]
     if existing is not None and existing.get("cache_key") != wanted and not overwrite:
@@ -867,7 +975,74 @@ def save_original(
         )
     _check_writable(out)
     _, meta, reused = train_original(config, info, train_set, test_set, folder=out)
+    if config.cache_dir is not None:  # a cache the user names is used: `run` reuses the model
+        cached = Path(config.cache_dir) / "originals" / meta["cache_key"]
+        pairs = [(record_path(out), record_path(cached)),
+                 *zip(checkpoint_paths(out), checkpoint_paths(cached), strict=True)]  # fmt: skip
+        for src, dst in pairs:
+            if src.is_file():
+                atomic_write_bytes(dst, src.read_bytes())
     return meta, reused
+
+
+# A method's own step budget, or a combination's stage's (expand_epochs, shrink_max_steps).
+_STEP_BUDGET = re.compile(r"((expand|shrink)_)?(epochs|max_steps|steps)")
+
+
+def check_unlearning_steps(method: str, hyperparameters: dict[str, Any]) -> None:
+    """Refuse a zero step budget (``epochs=0``, ``max_steps=0``): the method would return the
+    model unchanged and the report would call that unlearning."""
+    for key, value in hyperparameters.items():
+        if not _STEP_BUDGET.fullmatch(key):
+            continue
+        if isinstance(value, int) and not isinstance(value, bool) and value == 0:
+            raise HyperparameterError(
+                f"{method}: {key}=0 would return the model unchanged (no unlearning step); "
+                f"give {key} >= 1"
+            )
+
+
+def _recorded_data_root(checkpoint: str | Path, meta: dict[str, Any], dataset: str) -> str | None:
+    """The data folder the checkpoint recorded (when unlearning on its own data set and no
+    --data-root was given), checked to still exist."""
+    source = meta.get("data")
+    root = source.get("root") if isinstance(source, dict) else None
+    if not isinstance(root, str) or meta.get("dataset") != _dataset_key(dataset):
+        return None
+    if not Path(root).exists():
+        raise DataError(
+            f"{checkpoint} was trained on {dataset} data in {root}, which no longer exists; "
+            "pass --data-root with the folder's new location"
+        )
+    return root
+
+
+def _check_same_data(
+    checkpoint: str | Path, meta: dict[str, Any], info: DatasetInfo, root: str
+) -> None:
+    """The recorded folder still holds the data the checkpoint was trained on: the same
+    class names and, for an image folder, the same files (fingerprint)."""
+    classes = meta.get("classes")
+    if isinstance(classes, list) and list(info.classes) != classes:
+        raise DataError(
+            f"{root} now has classes {list(info.classes)} but {checkpoint} was trained on "
+            f"{classes}; pass --data-root with the folder it was trained on"
+        )
+    source = meta.get("data")
+    was = source.get("fingerprint") if isinstance(source, dict) else None
+    now = data_source(info.name, root).get("fingerprint")
+    if isinstance(was, str) and now is not None and now != was:
+        raise DataError(
+            f"the images in {root} changed since {checkpoint} was trained on them (fingerprint "
+            f"{was} -> {now}); pass --data-root {root} to use them anyway, or restore them"
+        )
+
+
+def _dataset_key(name: str) -> str:
+    """The canonical name of a data set as ``DatasetInfo.name`` spells it."""
+    key = name.lower().replace("_", "-")
+    aliases = {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10", "fmnist": "fashion-mnist"}
+    return aliases.get(key, key)
 
 
 def unlearn_checkpoint(
@@ -890,6 +1065,7 @@ def unlearn_checkpoint(
     """``bunlearn unlearn``: load a checkpoint, unlearn, write the new weights and a report
     into ``out``. The input checkpoint is only read."""
     hparams = validate_hyperparameters(method, dict(hyperparameters or {}))
+    check_unlearning_steps(method, hparams)
     out = Path(out)
     weights_in, meta_in = checkpoint_paths(checkpoint)
     if not weights_in.is_file():
@@ -911,6 +1087,8 @@ def unlearn_checkpoint(
         raise OutputError(f"{weights_out} already exists; pass --overwrite or choose another --out")
     meta = read_metadata(checkpoint) or {}
     meta_path = str(checkpoint_paths(checkpoint)[1])
+    if not meta:
+        load_state_dict(checkpoint)  # a corrupt file is the real problem, not the metadata
     if meta and model is None:
         check_metadata(meta, meta_path)
     dataset = dataset or meta.get("dataset")
@@ -918,7 +1096,11 @@ def unlearn_checkpoint(
         raise CheckpointError(
             f"{checkpoint} has no metadata naming its data set; pass --dataset (and --model)"
         )
-    train_set, test_set, info = load_dataset(dataset, data_root, download=download)
+    recorded = _recorded_data_root(checkpoint, meta, dataset) if data_root is None else None
+    train_set, test_set, info = load_dataset(dataset, recorded or data_root, download=download)
+    if recorded is not None:
+        _check_same_data(checkpoint, meta, info, recorded)
+    data_root = recorded or data_root
     if model is not None or not meta:
         if model is None:
             raise CheckpointError(
@@ -947,8 +1129,9 @@ def unlearn_checkpoint(
     if spec.cost == "record" and "record" not in run_hp:
         run_hp["record"] = str(record_path(checkpoint))  # the record saved beside it
     unlearned, seconds = timed_unlearn(method, net, data, run_hp, progress=progress)
+    scores = _evaluate_with_progress({method: unlearned, "original": net}, data, progress)
     entry: dict[str, Any] = {
-        "acc": evaluate(unlearned, data),
+        "acc": scores[method],
         "seconds": seconds,
         "hyperparameters": spec.resolve(run_hp),
     }
@@ -961,14 +1144,33 @@ def unlearn_checkpoint(
         "class_names": [info.classes[c] for c in classes],
         "seed": seed,
         "checkpoint": str(weights_in),
-        "results": {"original": {"acc": evaluate(net, data)}, method: entry},
+        "results": {"original": {"acc": scores["original"]}, method: entry},
     }
     dropped = {"format", "cache_key", "train_seconds", "world_size"}
     new_meta = {k: v for k, v in meta.items() if k not in dropped}
+    new_meta["data"] = data_source(info.name, data_root)
     new_meta.update(
         {"unlearned": {"method": method, "forget_classes": classes, "from": str(weights_in),
                        "hyperparameters": entry["hyperparameters"]}}
     )  # fmt: skip
+    if progress and is_main_process():
+        tqdm.write(f"bunlearn: writing the unlearned model and report to {out}", file=sys.stderr)
     save_checkpoint(unlearned, out, new_meta)
     write_reports(report, out)
     return report
+
+
+def _evaluate_with_progress(
+    models: dict[str, nn.Module], data: UnlearningData, progress: bool
+) -> dict[str, dict[str, float]]:
+    """:func:`evaluate` of each model, with one bar over every (model, set) pass."""
+    sets = {"retain": data.retain, "forget": data.forget_eval,
+            "test_retain": data.test_retain, "test_forget": data.test_forget}  # fmt: skip
+    scores: dict[str, dict[str, float]] = {name: {} for name in models}
+    passes = [(name, key) for name in models for key in sets]
+    disable = not progress or not is_main_process()
+    with tqdm(passes, desc="evaluating", unit="set", disable=disable) as bar:
+        for name, key in bar:
+            bar.set_postfix_str(f"{name} on {key}")
+            scores[name][key] = accuracy(models[name], sets[key])
+    return scores

@@ -293,7 +293,7 @@ def _run_seeds(
     the retrained model's metrics, which no method hyperparameter changes) the next setting
     reuses; otherwise ``out`` is replaced."""
     config = ExperimentConfig.from_dict({**settings, "seeds": list(seeds)})
-    return run_experiment(config, out, echo=echo, resume=shared, overwrite=not shared)
+    return run_experiment(config, out, echo=echo, reuse_stages=shared, overwrite=not shared)
 
 
 def _write_report(report: dict[str, Any], out: Path) -> None:

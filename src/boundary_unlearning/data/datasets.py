@@ -179,8 +179,16 @@ def _load_fashion_mnist(
 ) -> tuple[Any, Any, DatasetInfo]:
     dirs: list[Path] = []
     if root is not None:
+        # a folder the user names is used or refused, never replaced by the system copy
+        if not root.is_dir() and not download:
+            raise DataError(
+                f"--data-root {root} does not exist; pass the folder holding the four "
+                "Fashion-MNIST IDX files, or drop --data-root to use "
+                f"{FASHION_MNIST_SYSTEM_DIR}"
+            )
         dirs += [root, root / "fashion-mnist", root / "FashionMNIST" / "raw"]
-    dirs.append(FASHION_MNIST_SYSTEM_DIR)
+    else:
+        dirs.append(FASHION_MNIST_SYSTEM_DIR)
     stems = {
         "train_x": "train-images-idx3-ubyte",
         "train_y": "train-labels-idx1-ubyte",
@@ -201,9 +209,11 @@ def _load_fashion_mnist(
         missing = [stems[k] for k, p in paths.items() if p is None]
     if missing:
         where = dirs[0] if len(dirs) == 1 else root if root is not None else dirs[-1]
+        other = f", or drop --data-root to use {FASHION_MNIST_SYSTEM_DIR}" if root else ""
         raise DataError(
             f"Fashion-MNIST file {missing[0]}[.gz] not found in {where}: put the four IDX files "
-            "there (apt-get install dataset-fashion-mnist provides them), or pass --download"
+            f"there (apt-get install dataset-fashion-mnist provides them), or pass --download"
+            f"{other}"
         )
     arrays = {key: _read_idx(p, 3 if key.endswith("x") else 1) for key, p in paths.items() if p}
     for split in ("train", "test"):
@@ -360,6 +370,17 @@ def _read_folder(folder: Path, classes: list[str], image_size: int) -> tuple[Any
     if not images:
         return np.zeros((0, image_size, image_size, 3), np.uint8), np.zeros(0, np.int64)
     return np.stack(images), np.asarray(labels, dtype=np.int64)
+
+
+def folder_fingerprint(root: Path) -> str:
+    """A short hash of an image folder's layout: every image's relative path and size (what
+    a checkpoint records to find out whether its training data changed)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS):
+        digest.update(f"{path.relative_to(root).as_posix()}\0{path.stat().st_size}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def _class_dirs(folder: Path) -> list[str]:

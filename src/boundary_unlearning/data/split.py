@@ -11,7 +11,7 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 
 from ..errors import DataError
 
-__all__ = ["UnlearningData", "class_split", "dataset_labels", "to_tensors"]
+__all__ = ["UnlearningData", "balanced_subset", "class_split", "dataset_labels", "to_tensors"]
 
 
 def to_tensors(dataset: Dataset[Any]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,6 +53,28 @@ def dataset_labels(dataset: Dataset[Any]) -> torch.Tensor:
     if targets is not None:
         return torch.as_tensor(targets, dtype=torch.long)
     return to_tensors(dataset)[1]
+
+
+def balanced_subset(dataset: Dataset[Any], size: int, *, seed: int = 0) -> Dataset[Any]:
+    """A seeded, class-balanced subset of ``size`` samples (each class gets ``size // K``,
+    the first ``size % K`` classes one more; a class with fewer samples gives all it has).
+
+    For a quick first try on a large data set (``bunlearn train --subset N``)."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise DataError(f"subset {size!r} must be a whole number >= 1, e.g. --subset 6000")
+    labels = dataset_labels(dataset)
+    if size >= len(labels):
+        return dataset
+    classes = torch.unique(labels).tolist()
+    gen = torch.Generator().manual_seed(seed)
+    share, extra = divmod(size, len(classes))
+    picked = []
+    for rank, cls in enumerate(classes):
+        members = torch.nonzero(labels == cls).flatten()
+        members = members[torch.randperm(len(members), generator=gen)]
+        picked.append(members[: share + (1 if rank < extra else 0)])
+    index = torch.cat(picked).sort().values
+    return _subset(dataset, index)
 
 
 def _subset(dataset: Dataset[Any], index: torch.Tensor) -> Dataset[Any]:

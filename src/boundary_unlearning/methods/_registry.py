@@ -373,6 +373,9 @@ def validate_hyperparameters(name: str, hparams: dict[str, Any]) -> dict[str, An
         if tp is None and default is not None and default is not inspect.Parameter.empty:
             tp = type(default)
         ok, value = _fits(value, tp if tp is not None else Any)
+        if not ok and isinstance(value, float) and not math.isfinite(value):
+            _check_range(name, key, value, default)  # NaN: the range says it first, as train's
+            raise HyperparameterError(f"{name}: {key}={value!r} must be a finite number")
         if not ok:
             literal = typing.get_origin(tp) is Literal
             problem = "is not" if literal else "has the wrong type; expected"
