@@ -8,8 +8,10 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .data import DatasetInfo, UnlearningData, class_split, list_datasets, load_dataset
 from .errors import UnlearningError
 from .methods import (
+    ForgettingWarning,
     boundary_expanding,
     boundary_shrink,
+    get_method,
     list_methods,
     retrain,
     unlearn,
@@ -17,12 +19,16 @@ from .methods import (
 )
 from .metrics import evaluate
 from .models import create_model, list_models
+from .recipe import Recipe, RunOptions
 from .training import train
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DatasetInfo",
+    "ForgettingWarning",
+    "Recipe",
+    "RunOptions",
     "UnlearningData",
     "UnlearningError",
     "__version__",
@@ -31,6 +37,7 @@ __all__ = [
     "class_split",
     "create_model",
     "evaluate",
+    "get_method",
     "list_datasets",
     "list_methods",
     "list_models",

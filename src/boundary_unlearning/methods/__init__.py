@@ -8,6 +8,7 @@ from . import boundary_expanding as _be  # noqa: F401  (registers the method)
 from . import boundary_shrink as _bs  # noqa: F401
 from . import retrain as _rt  # noqa: F401
 from ._registry import (
+    ForgettingWarning,
     MethodSpec,
     get_method,
     list_methods,
@@ -33,6 +34,7 @@ from .ssd import ssd
 from .unsir import unsir
 
 __all__ = [
+    "ForgettingWarning",
     "MethodSpec",
     "amnesiac",
     "bad_teacher",
