@@ -416,6 +416,17 @@ class DistributedFit:
         local = idx[start:stop]
         return tuple(t[local] for t in data), len(local) / len(idx)
 
+    def local_rows(self, idx: torch.Tensor) -> torch.Tensor:
+        """The rows of the global batch ``idx`` that :meth:`share` gives this rank."""
+        if not self.shard:
+            return idx
+        start, stop = shard_range(len(idx))
+        return idx[start:stop]
+
+    def total_counts(self, counts: torch.Tensor) -> torch.Tensor:
+        """Per-rank counts over this rank's share, summed into the global batch's."""
+        return counts if not self.shard else all_reduce_sum(counts)
+
     def backward(self, loss: torch.Tensor, weight: float) -> torch.Tensor:
         """Backward ``weight * loss`` (this rank's loss on its :meth:`share`) and reduce the
         gradients over the ranks; returns the weighted loss (the ranks' values sum to the

@@ -208,12 +208,12 @@ class ForgetMonitor:
             inputs, labels = inputs[pick], labels[pick]
         self.inputs, self.labels, self.num_classes = inputs, labels, num_classes
 
-    def batch_share(self, logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """The share of the training batch ``idx`` that ``logits`` (the training forward
-        pass's output on it) still assigns to its own class, as a 0-d tensor (no sync)."""
+    def batch_counts(self, logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """``[still in their own class, scored]`` for the training rows ``idx``, from
+        ``logits`` (the training forward pass's output on them); no host sync."""
         labels = self.train_labels.to(logits.device)[idx.to(logits.device)]
-        own = logits.detach()[:, : self.num_classes].argmax(1) == labels
-        return own.float().mean()
+        own = logits.detach()[: len(labels), : self.num_classes].argmax(1) == labels
+        return torch.stack([own.sum(), torch.tensor(len(labels), device=logits.device)]).float()
 
     def __len__(self) -> int:
         return len(self.inputs)

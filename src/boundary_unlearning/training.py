@@ -246,13 +246,13 @@ def fit(
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
     set_bn_mode(model, recipe.bn)
     sync = distributed_fit(model, params, shard=shard)  # None in a single process
-    # The stopping rule: the training forward pass's own-class share on each batch triggers
-    # an exact check when it is at or below the target (at most one check per `every` steps
-    # after a check that failed). Without that signal (torch.compile, torchrun) the exact
-    # check runs every `every` steps instead.
+    # The stopping rule: the training forward pass's own-class share on each batch (summed
+    # over the ranks under torchrun) triggers an exact check when it is at or below the
+    # target (at most one check per `every` steps after a check that failed). Without that
+    # signal (torch.compile) the exact check runs every `every` steps instead.
     every = monitor.check_every(batch_size, steps_per_epoch) if monitor is not None else 0
     watch = monitor is not None and target is not None
-    cheap = watch and sync is None and not options.compile_model
+    cheap = watch and not options.compile_model
     outputs: list[torch.Tensor] = []
     hook = (
         model.register_forward_hook(lambda m, i, out: outputs.append(out) if not outputs else None)
@@ -315,8 +315,17 @@ def fit(
                     assert monitor is not None
                     assert target is not None
                     due = not cheap or step == budget
-                    if cheap and outputs:
-                        due = due or float(monitor.batch_share(outputs[0], idx)) <= target
+                    if cheap:  # every rank takes part in the sum, even with an empty share
+                        rows = idx if sync is None else sync.local_rows(idx)
+                        counts = (
+                            monitor.batch_counts(outputs[0], rows)
+                            if outputs
+                            else torch.zeros(2, device=device)
+                        )
+                        if sync is not None:
+                            counts = sync.total_counts(counts)
+                        own, scored = counts.tolist()
+                        due = due or (scored > 0 and own <= target * scored)
                     if due:
                         raise_if_diverged()
                         if forgotten():  # (eval mode; the modes are restored after)
