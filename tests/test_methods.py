@@ -265,3 +265,26 @@ def test_boundary_shrink_curvature_matching(
     curvature = input_curvature(tiny_model, x[:8], y[:8], create_graph=False)
     assert curvature.shape == (8,) and bool(torch.isfinite(curvature).all())
     assert not any(p.grad is not None for p in tiny_model.parameters())
+
+
+@pytest.mark.parametrize(
+    "method", ["boundary_shrink", "boundary_expanding", "random_labels", "neg_grad"]
+)
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
+def test_stopping_rule_reports_the_true_forget_accuracy(
+    method: str,
+    dropout: float,
+    tiny_model: nn.Module,
+    unsure_model: nn.Module,
+    tiny_data: UnlearningData,
+) -> None:
+    """The last check of the stopping rule (run on the features the training steps kept,
+    or, with dropout, on a full forward pass) equals the forget accuracy evaluate() measures
+    on the returned model, and the target it claims to have reached holds."""
+    base = unsure_model if method == "neg_grad" else tiny_model
+    model = nn.Sequential(base, nn.Dropout(dropout)) if dropout else base
+    out = unlearn(method, model, tiny_data, head="0.head" if dropout else None)
+    stats = unlearning_stats(out)
+    measured = evaluate(out, tiny_data)["forget"]
+    assert stats["forget_acc_trace"][-1][1] == pytest.approx(measured)
+    assert stats["reached_target"] is (measured <= stats["target_forget_acc"])

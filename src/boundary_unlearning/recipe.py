@@ -185,6 +185,10 @@ class ForgetMonitor:
         num_classes: the classifier's classes (without a shadow class).
         max_samples: cap on the samples scored per check.
         seed: which samples are scored when the cap applies.
+        head: the final layer, when it is the only layer that trains. The network below it
+            is then fixed (BatchNorm frozen), so its output for each forget image never
+            changes: ``fit`` keeps what the training steps computed (unless the model has
+            dropout) and a check only runs the head on those features.
 
     Example:
         >>> net = nn.Linear(4, 3)
@@ -200,13 +204,41 @@ class ForgetMonitor:
         *,
         max_samples: int = 1024,
         seed: int = 0,
+        head: nn.Module | None = None,
     ) -> None:
         self.train_labels = labels
+        self.rows = torch.arange(len(inputs))
         if len(inputs) > max_samples:
             pick = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(seed))
-            pick = pick[:max_samples].sort().values
-            inputs, labels = inputs[pick], labels[pick]
+            self.rows = pick[:max_samples].sort().values
+            inputs, labels = inputs[self.rows], labels[self.rows]
         self.inputs, self.labels, self.num_classes = inputs, labels, num_classes
+        self.head = head
+        self.use_cache = False  # fit switches it on where the features cannot change
+        self._features: torch.Tensor | None = None  # per training row: the head's input
+        self._seen: torch.Tensor | None = None
+
+    def cache_features(self, features: torch.Tensor, idx: torch.Tensor) -> None:
+        """Keep ``features`` (the head's input for the training rows ``idx``)."""
+        features = features.detach()
+        if self._features is None or self._seen is None:
+            n = len(self.train_labels)
+            self._features = features.new_zeros((n, *features.shape[1:]))
+            self._seen = torch.zeros(n, dtype=torch.bool, device=features.device)
+        idx = idx.to(features.device)
+        self._features[idx] = features
+        self._seen[idx] = True
+
+    def _cached_logits(self, device: torch.device) -> torch.Tensor | None:
+        if not self.use_cache or self.head is None or self._features is None:
+            return None
+        assert self._seen is not None
+        rows = self.rows.to(self._seen.device)
+        if not bool(self._seen[rows].all()):
+            return None
+        with eval_mode(self.head), torch.inference_mode():
+            out: torch.Tensor = self.head(self._features[rows])
+        return out[:, : self.num_classes].to(device)
 
     def batch_counts(self, logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """``[still in their own class, scored]`` for the training rows ``idx``, from
@@ -222,19 +254,34 @@ class ForgetMonitor:
         """The share of the monitored samples still predicted as their own class; NaN when
         the model's outputs are not finite."""
         device = model_device(model)
-        batch = 128 if device.type == "cpu" else 1024
-        kept = torch.zeros((), dtype=torch.long, device=device)
-        finite = torch.ones((), dtype=torch.bool, device=device)
-        with eval_mode(model), torch.inference_mode():
-            for start in range(0, len(self.inputs), batch):
-                x = self.inputs[start : start + batch].to(device)
-                y = self.labels[start : start + batch].to(device)
-                logits = model(x)[:, : self.num_classes]
-                kept += (logits.argmax(1) == y).sum()
-                finite &= torch.isfinite(logits).all()
-        if not bool(finite):  # a diverged model "forgets" everything; say so instead
+        logits = self._cached_logits(device)
+        if logits is None:
+            logits = self._forward(model, device)
+        if not bool(torch.isfinite(logits).all()):  # a diverged model "forgets" everything
             return float("nan")
+        kept = (logits.argmax(1) == self.labels.to(device)).sum()
         return float(kept) / max(len(self.inputs), 1)
+
+    def _forward(self, model: nn.Module, device: torch.device) -> torch.Tensor:
+        """The model's logits on the monitored samples (eval mode); with ``use_cache`` the
+        head's inputs are kept too, so later checks run the head alone."""
+        batch = 128 if device.type == "cpu" else 1024
+        outs: list[torch.Tensor] = []
+        grabbed: list[torch.Tensor] = []
+        hook = None
+        if self.use_cache and self.head is not None:
+            hook = self.head.register_forward_hook(lambda m, i, o: grabbed.append(i[0]))
+        try:
+            with eval_mode(model), torch.inference_mode():
+                for start in range(0, len(self.inputs), batch):
+                    x = self.inputs[start : start + batch].to(device)
+                    outs.append(model(x)[:, : self.num_classes].clone())
+        finally:
+            if hook is not None:
+                hook.remove()
+        if hook is not None and len(grabbed) == len(outs):
+            self.cache_features(torch.cat(grabbed).clone(), self.rows)
+        return torch.cat(outs) if outs else torch.zeros((0, self.num_classes), device=device)
 
     def check_every(self, batch_size: int, steps_per_epoch: int) -> int:
         """Steps between checks: a check (one forward pass over the monitored samples, about a

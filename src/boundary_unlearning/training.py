@@ -260,6 +260,21 @@ def fit(
         else None
     )
     next_check = 0
+    # With only the head training, the network below it is fixed: keep the head's inputs
+    # from the training steps so a check runs the head alone (not with dropout, whose
+    # training-mode features differ from eval mode's, nor across ranks).
+    features: list[torch.Tensor] = []
+    feature_hook = None
+    if monitor is not None:
+        monitor.use_cache = (
+            monitor.head is not None and sync is None and not options.compile_model
+            and not any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0
+                        for m in model.modules())
+        )  # fmt: skip
+        if monitor.use_cache and monitor.head is not None:
+            feature_hook = monitor.head.register_forward_hook(
+                lambda m, i, out: features.append(i[0]) if not features else None
+            )
 
     def raise_if_diverged() -> None:
         # one host sync (with torchrun: the earliest bad step of any rank)
@@ -287,6 +302,7 @@ def fit(
                     cb.before_step(step, batch)
                 opt.zero_grad(set_to_none=True)
                 outputs.clear()
+                features.clear()
                 if recipe.lr_growth != 1.0:
                     scale = recipe.lr_growth**step
                     for group, base in zip(opt.param_groups, base_lrs, strict=True):
@@ -310,6 +326,8 @@ def fit(
                 step += 1
                 taken += 1
                 result.steps = step
+                if features and monitor is not None and len(features[0]) == len(idx):
+                    monitor.cache_features(features[0], idx)
                 bar.update(1)
                 if watch and step >= next_check:
                     assert monitor is not None
@@ -341,6 +359,8 @@ def fit(
     finally:
         if hook is not None:
             hook.remove()
+        if feature_hook is not None:
+            feature_hook.remove()
         if sync is not None:
             sync.close()
         bar.close()

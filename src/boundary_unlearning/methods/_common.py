@@ -49,12 +49,26 @@ PAPER_FINETUNE: dict[str, Any] = {
 
 
 def forget_monitor(
-    x: torch.Tensor, y: torch.Tensor, data: UnlearningData, recipe: Recipe
+    x: torch.Tensor,
+    y: torch.Tensor,
+    data: UnlearningData,
+    recipe: Recipe,
+    params: list[nn.Parameter] | None = None,
+    model: nn.Module | None = None,
 ) -> ForgetMonitor | None:
-    """The stopping rule's monitor on D_f when ``recipe`` has a target, else ``None``."""
+    """The stopping rule's monitor on D_f when ``recipe`` has a target, else ``None``. With
+    ``params`` (the parameters :func:`train_only` chose) the monitor knows the head of
+    ``model`` that alone trains."""
     if recipe.target_forget_acc is None:
         return None
-    return ForgetMonitor(x, y, data.num_classes, seed=recipe.seed)
+    head = None
+    if params is not None and model is not None:
+        chosen = {id(p) for p in params}
+        head = next(
+            (m for m in model.modules() if isinstance(m, nn.Linear) and id(m.weight) in chosen),
+            None,
+        )
+    return ForgetMonitor(x, y, data.num_classes, seed=recipe.seed, head=head)
 
 
 def forget_tensors(data: UnlearningData, method: str) -> tuple[torch.Tensor, torch.Tensor]:

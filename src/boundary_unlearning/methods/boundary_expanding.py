@@ -109,7 +109,7 @@ def boundary_expanding(
     with train_only(unlearned, layers, name, k + 1) as params:
         fit(
             unlearned, (x, shadow), cross_entropy_loss, recipe=recipe, options=options,
-            parameters=params, monitor=forget_monitor(x, y, data, recipe),
+            parameters=params, monitor=forget_monitor(x, y, data, recipe, params, unlearned),
             desc="boundary_expanding",
         )  # fmt: skip
     wide = unlearned.get_submodule(name)

@@ -186,7 +186,8 @@ def boundary_shrink(
     with train_only(unlearned, layers, head, data.num_classes) as params:
         fit(
             unlearned, tensors, loss_fn, recipe=recipe, options=options, parameters=params,
-            monitor=forget_monitor(x, y, data, recipe), desc="boundary_shrink", shard=shard,
+            monitor=forget_monitor(x, y, data, recipe, params, unlearned),
+            desc="boundary_shrink", shard=shard,
         )  # fmt: skip
     set_unlearning_stats(unlearned, {"attack_success_ratio": neighbours.success_ratio})
     return unlearned

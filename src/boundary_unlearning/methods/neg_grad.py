@@ -82,5 +82,5 @@ def neg_grad(
     with train_only(unlearned, layers, head, data.num_classes) as params:
         return fit(
             unlearned, (x, y), loss_fn, recipe=recipe, options=options, parameters=params,
-            monitor=forget_monitor(x, y, data, recipe), desc="neg_grad",
+            monitor=forget_monitor(x, y, data, recipe, params, unlearned), desc="neg_grad",
         )  # fmt: skip

@@ -58,5 +58,5 @@ def random_labels(
     with train_only(unlearned, layers, head, data.num_classes) as params:
         return fit(
             unlearned, (x, labels), recipe=recipe, options=options, parameters=params,
-            monitor=forget_monitor(x, y, data, recipe), desc="random_labels",
+            monitor=forget_monitor(x, y, data, recipe, params, unlearned), desc="random_labels",
         )  # fmt: skip
