@@ -36,7 +36,6 @@ import argparse
 import contextlib
 import copy
 import datetime
-import functools
 import json
 import math
 import os
@@ -55,7 +54,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from boundary_unlearning.attacks import neighbour_search
 from boundary_unlearning.checkpoint import (
     config_hash,
     load_checkpoint,
@@ -63,11 +61,13 @@ from boundary_unlearning.checkpoint import (
     save_checkpoint,
 )
 from boundary_unlearning.data import UnlearningData, class_split, load_dataset, to_tensors
-from boundary_unlearning.methods import get_method, list_methods, unlearn, unlearning_stats
+from boundary_unlearning.experiment import timed_unlearn
+from boundary_unlearning.methods import get_method, list_methods, unlearning_stats
 from boundary_unlearning.methods._common import find_head, replace_module
 from boundary_unlearning.methods.boundary_expanding import widen_head
 from boundary_unlearning.metrics import evaluate
 from boundary_unlearning.models import create_model
+from boundary_unlearning.neighbours import neighbour_search
 from boundary_unlearning.training import Batch, fit, train
 
 # The original's (and retraining's) recipe: SGD, lr 0.01, momentum 0.9, weight decay 5e-4,
@@ -468,9 +468,7 @@ def run_benchmark(
             continue
         try:
             with PeakMemory(device) as mem:
-                model, seconds = timed(
-                    functools.partial(unlearn, method, original, data, **hp), device
-                )
+                model, seconds = timed_unlearn(method, original, data, hp)
             row.runs.append(seconds)
             row.peak_mb, mem_kind = mem.peak_mb, mem.kind
         except Exception as exc:  # report and go on with the other methods
@@ -506,9 +504,7 @@ def run_benchmark(
     for _ in range(config.repeats):
         # one retraining epoch next to BS/BE: a speed-up estimate under the same load
         retrain_epoch_runs.append(
-            timed(
-                lambda: unlearn("retrain", original, data, **{**retrain_hp, "epochs": 1}), device
-            )[1]
+            timed_unlearn("retrain", original, data, {**retrain_hp, "epochs": 1})[1]
         )
         bs_floor_runs.append(
             shrink_floor(
@@ -520,12 +516,8 @@ def run_benchmark(
                 original, x_f, data.num_classes, be_hp, device, steps["boundary_expanding"]
             )
         )
-        bs_row.runs.append(
-            timed(lambda: unlearn("boundary_shrink", original, data, **bs_given), device)[1]
-        )
-        be_row.runs.append(
-            timed(lambda: unlearn("boundary_expanding", original, data, **be_given), device)[1]
-        )
+        bs_row.runs.append(timed_unlearn("boundary_shrink", original, data, bs_given)[1])
+        be_row.runs.append(timed_unlearn("boundary_expanding", original, data, be_given)[1])
     bs_s, be_s = min(bs_row.runs), min(be_row.runs)
     bs_row.seconds, be_row.seconds = bs_s, be_s
     floor_ratio = {
@@ -538,9 +530,7 @@ def run_benchmark(
     paper_hp = get_method("boundary_shrink").resolve(paper_given)
     authors_model, authors_s, mismatches = authors_loop(original, data, paper_hp, device)
     authors_acc = evaluate(authors_model, data)
-    paper_model, paper_s = timed(
-        lambda: unlearn("boundary_shrink", original, data, **paper_given), device
-    )
+    paper_model, paper_s = timed_unlearn("boundary_shrink", original, data, paper_given)
     paper_acc = evaluate(paper_model, data)
     n_labels = len(x_f) * paper_hp["epochs"]
     same_forget = abs(authors_acc["forget"] - paper_acc["forget"]) <= 0.01

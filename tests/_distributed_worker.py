@@ -25,7 +25,6 @@ import torch
 from torch.utils.data import TensorDataset
 
 from boundary_unlearning import class_split, save_checkpoint
-from boundary_unlearning.attacks import neighbour_search
 from boundary_unlearning.data import to_tensors
 from boundary_unlearning.distributed import process_group, rank
 from boundary_unlearning.errors import DivergenceError
@@ -37,6 +36,7 @@ from boundary_unlearning.methods import (
     unlearn,
 )
 from boundary_unlearning.metrics import accuracy
+from boundary_unlearning.neighbours import neighbour_search
 from boundary_unlearning.training import fit
 from conftest import build_tiny, make_blobs
 

@@ -40,6 +40,16 @@ def make_blobs(per_class: int, seed: int, num_classes: int = NUM_CLASSES) -> Ten
     return TensorDataset(torch.cat(xs), torch.cat(ys))
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tests never read or fill the user's model cache ($BUNLEARN_CACHE or ~/.cache): every
+    test of a session shares one cache in pytest's temporary folder (so an original trained
+    by one test is reused by the next), and a test may still point it elsewhere."""
+    monkeypatch.setenv("BUNLEARN_CACHE", str(tmp_path_factory.getbasetemp() / "bunlearn-cache"))
+
+
 @pytest.fixture(scope="session")
 def tiny_sets() -> tuple[TensorDataset, TensorDataset]:
     return make_blobs(40, seed=1), make_blobs(10, seed=2)

@@ -7,10 +7,10 @@ import torch
 from torch import nn
 
 from boundary_unlearning import boundary_expanding, boundary_shrink, evaluate, unlearning_stats
-from boundary_unlearning.attacks import neighbour_search
 from boundary_unlearning.data import to_tensors
 from boundary_unlearning.errors import ModelError
 from boundary_unlearning.methods.boundary_expanding import prune_head, widen_head
+from boundary_unlearning.neighbours import neighbour_search
 from conftest import NUM_CLASSES
 
 

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._utils import eval_mode, model_device
-from ..attacks import AttackName, LabelRule, Normalization, neighbour_search
 from ..data.split import UnlearningData
+from ..neighbours import AttackName, LabelRule, Normalization, neighbour_search
 from ..recipe import Recipe, RunOptions
 from ..training import Batch, LossFn, cross_entropy_loss, fit
 from ._common import (

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from boundary_unlearning.attacks import neighbour_search
 from boundary_unlearning.data import to_tensors
 from boundary_unlearning.errors import HyperparameterError
+from boundary_unlearning.neighbours import neighbour_search
 from conftest import build_tiny, same_state, state_snapshot
 
 
@@ -87,3 +87,33 @@ def test_bad_attack_settings_are_clear_errors(tiny_model: nn.Module) -> None:
         neighbour_search(tiny_model, x, y, eps=0.0)
     with pytest.raises(HyperparameterError, match="attack"):
         neighbour_search(tiny_model, x, y, attack="cw")  # type: ignore[arg-type]
+
+
+def test_fgsm_step_raises_the_loss_at_the_true_label() -> None:
+    """Oracle: a small FGSM step goes uphill in the cross-entropy of the true label (first
+    order: the loss grows by about eps * ||grad||_1 > 0) for every sample not yet saturated."""
+    from boundary_unlearning import train
+    from conftest import make_blobs
+
+    model = train(build_tiny("cnn"), make_blobs(40, seed=1), epochs=1, lr=0.05, seed=0)
+    x, y = to_tensors(make_blobs(10, seed=3))
+    nb = neighbour_search(model, x, y, eps=0.01, quantize=False)
+    model.eval()
+    with torch.no_grad():
+        before = nn.functional.cross_entropy(model(x), y, reduction="none")
+        after = nn.functional.cross_entropy(model(nb.inputs), y, reduction="none")
+    moved = before > 1e-4  # a saturated sample has (numerically) no gradient to follow
+    assert int(moved.sum()) >= len(y) // 2
+    assert bool((after[moved] > before[moved]).all())
+
+
+def test_nearest_other_rule_never_keeps_the_true_label(tiny_model: nn.Module, tiny_data) -> None:
+    """The default label rule: where the step crossed a boundary it agrees with the paper's
+    rule; elsewhere it picks the most probable other class, never the true one."""
+    x, y = to_tensors(tiny_data.forget)
+    paper = neighbour_search(tiny_model, x, y, eps=0.05, label_rule="argmax")
+    other = neighbour_search(tiny_model, x, y, eps=0.05, label_rule="nearest_other")
+    assert bool((other.labels != y).all())
+    crossed = paper.labels != y
+    assert torch.equal(other.labels[crossed], paper.labels[crossed])
+    assert other.success_ratio == paper.success_ratio
