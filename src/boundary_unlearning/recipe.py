@@ -175,7 +175,7 @@ class ForgetMonitor:
     scored as it will be once that output is pruned. A check (calling the monitor) scores at
     most ``max_samples`` samples (a seeded choice) in eval mode, mode restored. Between checks
     :func:`~boundary_unlearning.training.fit` reads the predictions its training forward
-    passes already make on each batch (:meth:`batch_share`) and runs a check only when the
+    passes already make on each batch (:meth:`batch_counts`) and runs a check only when the
     latest batch is at or below the target, so the stopping rule costs about one forward pass
     over D_f per run.
 
@@ -284,9 +284,9 @@ class ForgetMonitor:
         return torch.cat(outs) if outs else torch.zeros((0, self.num_classes), device=device)
 
     def check_every(self, batch_size: int, steps_per_epoch: int) -> int:
-        """Steps between checks: a check (one forward pass over the monitored samples, about a
-        third of a training step per sample) costs at most ~25% of the steps between checks,
-        and there is at least one check per epoch."""
+        """Steps between checks when ``fit`` cannot read the training batches (then at least
+        one check per epoch, each costing at most ~25% of the steps between checks), and the
+        wait after a check that found D_f above the target."""
         return max(1, min(steps_per_epoch, math.ceil(len(self) / (0.75 * batch_size))))
 
 
@@ -296,34 +296,28 @@ class FitResult:
 
     desc: str
     steps: int
-    budget: int
     target: float | None = None
     reached_target: bool | None = None
     forget_trace: list[tuple[int, float]] = field(default_factory=list)
 
-    @property
-    def final_forget_acc(self) -> float | None:
-        return self.forget_trace[-1][1] if self.forget_trace else None
 
-
-_collector: contextvars.ContextVar[list[FitResult] | None] = contextvars.ContextVar(
-    "fit_collector", default=None
+_collectors: contextvars.ContextVar[tuple[list[FitResult], ...]] = contextvars.ContextVar(
+    "fit_collectors", default=()
 )
 
 
 @contextlib.contextmanager
 def collect_fits() -> Iterator[list[FitResult]]:
-    """Collect the :class:`FitResult` of every ``fit`` call made inside the block (an inner
-    block collects its own, not the outer one's)."""
+    """Collect the :class:`FitResult` of every ``fit`` call made inside the block, nested
+    blocks included (a combination of methods sees the fits of both stages)."""
     results: list[FitResult] = []
-    token = _collector.set(results)
+    token = _collectors.set((*_collectors.get(), results))
     try:
         yield results
     finally:
-        _collector.reset(token)
+        _collectors.reset(token)
 
 
 def record_fit(result: FitResult) -> None:
-    results = _collector.get()
-    if results is not None:
+    for results in _collectors.get():
         results.append(result)

@@ -204,7 +204,7 @@ def fit(
     steps_per_epoch = math.ceil(n / batch_size)
     budget = recipe.limit(steps_per_epoch)
     target = recipe.target_forget_acc if monitor is not None else None
-    result = FitResult(desc=desc, steps=0, budget=budget, target=target)
+    result = FitResult(desc=desc, steps=0, target=target)
     record_fit(result)
     bar = tqdm(
         total=budget, desc=desc, disable=not options.progress or not is_main_process(),

@@ -81,6 +81,10 @@ class MethodSpec:
             if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in _INJECTED
         }
 
+    @functools.cached_property
+    def _takes_options(self) -> bool:
+        return "options" in inspect.signature(self.fn).parameters
+
     @property
     def hyperparameters(self) -> dict[str, Any]:
         """Every hyperparameter and its default (the library's default preset)."""
@@ -127,12 +131,14 @@ class MethodSpec:
         own = {k: v for k, v in values.items() if k in self._own}
         if self.recipe is not None:
             own["recipe"] = self.recipe.replace(**{k: values[k] for k in RECIPE_FIELDS})
-        if "options" in inspect.signature(self.fn).parameters:
+        if self._takes_options:
             own["options"] = options
         check_inputs(model, data, self.name)
         with collect_fits() as fits:
             out = self.fn(model, data, **own)
-        stats = {**fit_stats(fits), **_stats.get(out, {})}
+        # the method's own values, then what all of its training did (a combination's stage
+        # recorded its own steps on its output; the combination's are both stages')
+        stats = {**_stats.get(out, {}), **fit_stats(fits)}
         set_unlearning_stats(out, stats)
         if stats.get("reached_target") is False:
             warn_not_forgotten(self.name, stats)
