@@ -10,7 +10,15 @@ from .._utils import model_device
 from ..data.split import UnlearningData
 from ..recipe import Recipe, RunOptions
 from ..training import Batch, fit
-from ._common import FORGET_RECIPE, Layers, forget_monitor, forget_tensors, train_only, working_copy
+from ._common import (
+    FORGET_RECIPE,
+    Layers,
+    forget_monitor,
+    forget_tensors,
+    published_loop,
+    train_only,
+    working_copy,
+)
 from ._losses import RetainSampler, capped_ascent, retain_tensors
 from ._registry import register_method
 
@@ -21,9 +29,8 @@ __all__ = ["neg_grad"]
     "neg_grad",
     cost="forget",
     recipe=FORGET_RECIPE,
-    presets={"paper": {"epochs": 5, "max_steps": None, "lr": 1e-4, "bn": "train",
-                       "lr_growth": 1.0, "target_forget_acc": None, "layers": "all"}},
-)  # fmt: skip
+    presets={"paper": published_loop(epochs=5, lr=1e-4)},
+)
 def neg_grad(
     model: nn.Module,
     data: UnlearningData,

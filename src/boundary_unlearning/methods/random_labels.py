@@ -8,7 +8,15 @@ from torch import nn
 from ..data.split import UnlearningData
 from ..recipe import Recipe, RunOptions
 from ..training import fit
-from ._common import FORGET_RECIPE, Layers, forget_monitor, forget_tensors, train_only, working_copy
+from ._common import (
+    FORGET_RECIPE,
+    Layers,
+    forget_monitor,
+    forget_tensors,
+    published_loop,
+    train_only,
+    working_copy,
+)
 from ._losses import random_wrong_labels
 from ._registry import register_method
 
@@ -19,9 +27,8 @@ __all__ = ["random_labels"]
     "random_labels",
     cost="forget",
     recipe=FORGET_RECIPE,
-    presets={"paper": {"epochs": 5, "max_steps": None, "lr": 1e-3, "bn": "train",
-                       "lr_growth": 1.0, "target_forget_acc": None, "layers": "all"}},
-)  # fmt: skip
+    presets={"paper": published_loop(epochs=5, lr=1e-3)},
+)
 def random_labels(
     model: nn.Module,
     data: UnlearningData,
