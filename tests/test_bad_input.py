@@ -337,7 +337,8 @@ def test_unknown_hyperparameter_names_the_valid_ones(
                       "default is 'freeze')"),
         ("loss_weighting=2", "boundary_shrink: loss_weighting=2 has the wrong type; expected "
                              "bool (the default is False)"),
-        ("normalization=abc", "boundary_shrink: normalization='abc' has the wrong type"),
+        ("normalization=abc", "boundary_shrink: normalization belongs to the data, not to a "
+                              "method: pass class_split(train, test, classes, normalization="),
     ],
 )  # fmt: skip
 def test_mistyped_hyperparameter(

@@ -18,13 +18,13 @@ from torch import nn
 
 from ._utils import eval_mode, model_device
 from .distributed import gather_rows, is_distributed, shard_range
+from .data.split import Normalization, NormalizationLike, check_normalization
 from .errors import HyperparameterError
 
 __all__ = ["AttackName", "LabelRule", "Neighbours", "neighbour_search"]
 
 AttackName = Literal["fgsm", "pgd"]
 LabelRule = Literal["nearest_other", "argmax"]
-Normalization = tuple[Sequence[float], Sequence[float]]
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def neighbour_search(
     attack: AttackName = "fgsm",
     pgd_steps: int = 5,
     pgd_step_size: float = 8 / 255,
-    normalization: Normalization | None = None,
+    normalization: NormalizationLike | None = None,
     quantize: bool = True,
     batch_size: int | None = None,
     label_rule: LabelRule = "argmax",
@@ -76,6 +76,7 @@ def neighbour_search(
         raise HyperparameterError(f"eps={eps} must be positive (the paper uses 0.1)")
     if attack == "pgd" and (pgd_steps < 1 or not pgd_step_size > 0):
         raise HyperparameterError("PGD needs pgd_steps >= 1 and pgd_step_size > 0")
+    norm = check_normalization(normalization)
     device = model_device(model)
     if batch_size is None:
         batch_size = 128 if device.type == "cpu" else 1024
@@ -91,7 +92,7 @@ def neighbour_search(
                 x = inputs[start : min(start + batch_size, hi)].to(device)
                 y = labels[start : min(start + batch_size, hi)].to(device)
                 x_adv, probs = _attack_batch(
-                    model, x, y, eps, attack, pgd_steps, pgd_step_size, normalization, quantize
+                    model, x, y, eps, attack, pgd_steps, pgd_step_size, norm, quantize
                 )
                 out_x.append(x_adv)
                 out_p.append(probs)

@@ -1,11 +1,22 @@
 """Datasets and the forget/retain split."""
 
 from .datasets import DatasetInfo, list_datasets, load_dataset
-from .split import UnlearningData, class_split, dataset_labels, to_tensors
+from .split import (
+    Normalization,
+    UnlearningData,
+    check_normalization,
+    class_split,
+    dataset_labels,
+    implied_pixels,
+    to_tensors,
+)
 
 __all__ = [
     "DatasetInfo",
+    "Normalization",
     "UnlearningData",
+    "check_normalization",
+    "implied_pixels",
     "class_split",
     "dataset_labels",
     "list_datasets",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +12,25 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 
 from ..errors import DataError
 
-__all__ = ["UnlearningData", "balanced_subset", "class_split", "dataset_labels", "to_tensors"]
+__all__ = [
+    "Normalization",
+    "UnlearningData",
+    "balanced_subset",
+    "check_normalization",
+    "class_split",
+    "dataset_labels",
+    "implied_pixels",
+    "to_tensors",
+]
+
+# ``(mean, std)``: per channel, or one number for every channel.
+Normalization = tuple[tuple[float, ...], tuple[float, ...]]
+NormalizationLike = tuple[float | Sequence[float], float | Sequence[float]]
+# How far outside [0, 1] the pixels implied by the data may reach before they are called a
+# mismatch (rounded mean/std in a transform shift them a little).
+_PIXEL_SLACK = 0.05
+# Items read from a dataset that is not held in memory, to check its range.
+_RANGE_SAMPLE = 16
 
 
 def to_tensors(dataset: Dataset[Any]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,10 +68,19 @@ def dataset_labels(dataset: Dataset[Any]) -> torch.Tensor:
     if isinstance(dataset, Subset):
         idx = torch.as_tensor(list(dataset.indices), dtype=torch.long)
         return dataset_labels(dataset.dataset)[idx]
-    targets = getattr(dataset, "targets", None)
-    if targets is not None:
-        return torch.as_tensor(targets, dtype=torch.long)
-    return to_tensors(dataset)[1]
+    for attribute in ("targets", "labels"):
+        targets = getattr(dataset, attribute, None)
+        if targets is not None and len(targets) == len(dataset):  # type: ignore[arg-type]
+            return torch.as_tensor(targets, dtype=torch.long)
+    labels = []  # no label attribute: read the items, keeping only their labels
+    for i in range(len(dataset)):  # type: ignore[arg-type]
+        item = dataset[i]
+        if not isinstance(item, (tuple, list)) or len(item) < 2:
+            raise DataError(
+                f"dataset item {i} is {type(item).__name__}, not an (image tensor, int label) pair"
+            )
+        labels.append(int(item[1]))
+    return torch.tensor(labels, dtype=torch.long)
 
 
 def balanced_subset(dataset: Dataset[Any], size: int, *, seed: int = 0) -> Dataset[Any]:
@@ -90,7 +118,9 @@ class UnlearningData:
     ``forget`` (D_f) is what a method may use to unlearn; with ``forget_fraction < 1`` it is a
     seeded subset of ``forget_full`` (every training sample of the forgotten classes), on
     which forget accuracy is still reported. ``retain`` is D_r, ``test_forget`` D_tf,
-    ``test_retain`` D_tr.
+    ``test_retain`` D_tr. The datasets yield exactly what the model consumes;
+    ``normalization`` (``None``: pixels in [0, 1]) says how that maps to pixels, for the
+    methods that work in pixel space (Boundary Shrink's neighbour search).
     """
 
     forget: Dataset[Any]
@@ -100,6 +130,7 @@ class UnlearningData:
     forget_classes: tuple[int, ...]
     num_classes: int
     forget_full: Dataset[Any] | None = None
+    normalization: Normalization | None = None
 
     @property
     def forget_eval(self) -> Dataset[Any]:
@@ -124,12 +155,50 @@ def class_split(
     seed: int = 0,
     *,
     num_classes: int | None = None,
+    normalization: NormalizationLike | None = None,
 ) -> UnlearningData:
     """Split ``train``/``test`` into the paper's D_f, D_r, D_tf and D_tr.
 
-    Accepts any map-style dataset of ``(tensor, int)`` pairs. ``forget_fraction`` keeps a
-    seeded subset of the forget classes' training samples for unlearning.
+    Accepts any map-style dataset of ``(tensor, int)`` pairs. Labels are read from a
+    ``targets`` or ``labels`` attribute when the dataset has one (``ImageFolder`` and the
+    torchvision data sets do), so no image is loaded to split; the four sets are
+    ``Subset``s of the inputs (``TensorDataset``s when the input is one).
+
+    The one normalisation rule: the datasets yield exactly what the model consumes, and
+    ``normalization=(mean, std)`` says how that maps to pixels in [0, 1] (``pixels = x * std
+    + mean``, per channel; ``None``: the data are pixels). Every method reads it from here.
+    A mismatch the data show (implied pixels far outside [0, 1], or data already in [0, 1]
+    declared normalised) raises :class:`DataError`.
+
+    Args:
+        train: the training set the model was trained on.
+        test: the test set.
+        forget_classes: the class (or classes) to forget.
+        forget_fraction: keep a seeded subset of this share of the forget classes' training
+            samples for unlearning (forget accuracy is still reported on all of them).
+        seed: seeds that subset.
+        num_classes: the model's number of classes (default: the largest label + 1).
+        normalization: ``(mean, std)`` of the normalisation the data already carry, as
+            numbers or per-channel sequences (those of the ``transforms.Normalize`` the
+            dataset applies).
+
+    Returns:
+        The :class:`UnlearningData`.
+
+    Raises:
+        DataError: a bad class, fraction, seed or normalisation, or an empty forget set.
+
+    Example:
+        >>> from torch.utils.data import TensorDataset
+        >>> x, y = torch.rand(20, 1, 4, 4), torch.arange(20) % 4
+        >>> data = class_split(TensorDataset(x, y), TensorDataset(x, y), 2)
+        >>> data.sizes()["forget"], data.num_classes, data.normalization
+        (5, 4, None)
+        >>> normed = TensorDataset((x - 0.5) / 0.25, y)
+        >>> class_split(normed, normed, 2, normalization=(0.5, 0.25)).normalization
+        ((0.5,), (0.25,))
     """
+    norm = check_normalization(normalization)
     classes: Sequence[int] = (
         [forget_classes] if isinstance(forget_classes, int) else list(forget_classes)
     )
@@ -190,4 +259,123 @@ def class_split(
         forget_classes=unique,
         num_classes=num_classes,
         forget_full=full if forget_fraction < 1.0 else None,
+        normalization=_checked_against(train, norm),
     )
+
+
+def check_normalization(normalization: NormalizationLike | None) -> Normalization | None:
+    """``(mean, std)`` as two tuples of finite floats (std > 0), numbers or per-channel
+    sequences accepted; ``None`` stays ``None``.
+
+    Args:
+        normalization: ``(mean, std)``, e.g. ``(0.286, 0.353)`` or
+            ``((0.49, 0.48, 0.45), (0.25, 0.24, 0.26))``.
+
+    Returns:
+        ``(mean, std)`` as tuples (one value, or one per channel).
+
+    Raises:
+        DataError: not a pair of numbers / sequences, a non-finite value, a std <= 0.
+
+    Example:
+        >>> check_normalization((0.5, [0.25, 0.5]))
+        ((0.5,), (0.25, 0.5))
+    """
+    if normalization is None:
+        return None
+    fix = "pass normalization=(mean, std), numbers or one per channel, e.g. (0.286, 0.353)"
+    if isinstance(normalization, (str, bytes)) or not isinstance(normalization, Sequence):
+        raise DataError(f"normalization={normalization!r} is not a (mean, std) pair; {fix}")
+    if len(normalization) != 2:
+        raise DataError(f"normalization={normalization!r} is not a (mean, std) pair; {fix}")
+    out: list[tuple[float, ...]] = []
+    for name, value in zip(("mean", "std"), normalization, strict=True):
+        if isinstance(value, torch.Tensor):
+            value = value.flatten().tolist()
+        items = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value]
+        if not items or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            for v in items
+        ):
+            raise DataError(f"normalization {name} {value!r} is not finite numbers; {fix}")
+        if name == "std" and not all(v > 0 for v in items):
+            raise DataError(f"normalization std {value!r} must be > 0; {fix}")
+        out.append(tuple(float(v) for v in items))
+    mean, std = out
+    if len(mean) != len(std) and 1 not in (len(mean), len(std)):
+        raise DataError(
+            f"normalization has {len(mean)} means but {len(std)} stds; give one per channel"
+        )
+    return mean, std
+
+
+def _range_sample(dataset: Dataset[Any]) -> torch.Tensor:
+    """The inputs the range check looks at: all of a tensor-backed set, else a few items
+    spread over the set (loading them one by one)."""
+    base: Any = dataset
+    while isinstance(base, Subset):
+        base = base.dataset
+    if isinstance(base, TensorDataset):
+        return base.tensors[0]
+    n = len(dataset)  # type: ignore[arg-type]
+    picks = sorted({(i * n) // _RANGE_SAMPLE for i in range(min(n, _RANGE_SAMPLE))})
+    items = []
+    for i in picks:
+        item = dataset[i]
+        if not isinstance(item, (tuple, list)) or len(item) < 2:
+            raise DataError(
+                f"dataset item {i} is {type(item).__name__}, not an (image tensor, int label) pair"
+            )
+        items.append(torch.as_tensor(item[0], dtype=torch.float32))
+    return torch.stack(items)
+
+
+def implied_pixels(x: torch.Tensor, normalization: Normalization | None) -> torch.Tensor:
+    """The pixels ``x * std + mean`` (channel dimension 1) that ``x`` stands for.
+
+    Example:
+        >>> implied_pixels(torch.zeros(1, 2, 1, 1), ((0.5,), (0.2, 0.3))).flatten().tolist()
+        [0.5, 0.5]
+    """
+    if normalization is None:
+        return x
+    mean, std = normalization
+    shape = (1, -1, *([1] * (x.dim() - 2))) if x.dim() > 2 else (1, -1)
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(shape)
+    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(shape)
+    if x.dim() >= 2 and max(len(mean), len(std)) not in (1, x.shape[1]):
+        raise DataError(
+            f"normalization has {max(len(mean), len(std))} values per channel but the inputs "
+            f"have {x.shape[1]} channels; give one value or one per channel"
+        )
+    return x * s + m
+
+
+def _checked_against(dataset: Dataset[Any], norm: Normalization | None) -> Normalization | None:
+    """``norm``, after checking that the data's range agrees with it."""
+    x = _range_sample(dataset)
+    if not x.is_floating_point() or x.numel() == 0:
+        return norm
+    pixels = implied_pixels(x.float(), norm)
+    low, high = float(pixels.min()), float(pixels.max())
+    raw_low, raw_high = float(x.min()), float(x.max())
+    if norm is None and (low < -_PIXEL_SLACK or high > 1 + _PIXEL_SLACK):
+        raise DataError(
+            f"the inputs range over [{low:.3g}, {high:.3g}], not pixels in [0, 1]; if the "
+            "dataset yields normalised tensors, pass class_split(..., normalization=(mean, "
+            "std)) with the values of its Normalize transform"
+        )
+    if norm is None:
+        return norm
+    if low < -_PIXEL_SLACK or high > 1 + _PIXEL_SLACK:
+        raise DataError(
+            f"normalization={norm} maps the inputs to pixels in [{low:.3g}, {high:.3g}], "
+            "outside [0, 1]; pass the mean and std the dataset's Normalize transform uses"
+        )
+    if raw_low >= 0.0 and raw_high <= 1.0 and high - low < 0.5:
+        raise DataError(
+            f"the inputs already lie in [{raw_low:.3g}, {raw_high:.3g}] (pixels) but "
+            f"normalization={norm} says they are normalised; drop normalization, or normalise "
+            "the data (e.g. transforms.Normalize(mean, std))"
+        )
+    return norm

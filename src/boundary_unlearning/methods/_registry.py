@@ -369,6 +369,12 @@ def validate_hyperparameters(name: str, hparams: dict[str, Any]) -> dict[str, An
     hints = spec.hints
     out: dict[str, Any] = {}
     for key, value in hparams.items():
+        if key == "normalization" and key not in known:
+            raise HyperparameterError(
+                f"{name}: normalization belongs to the data, not to a method: pass "
+                "class_split(train, test, classes, normalization=(mean, std)); every method "
+                "and evaluate read it from there"
+            )
         if key not in known:
             raise HyperparameterError(
                 f"{name} has no hyperparameter '{key}'{did_you_mean(key, known)}; "

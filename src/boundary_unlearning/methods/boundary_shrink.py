@@ -10,7 +10,7 @@ from torch import nn
 
 from .._utils import eval_mode, model_device
 from ..data.split import UnlearningData
-from ..neighbours import AttackName, LabelRule, Normalization, neighbour_search
+from ..neighbours import AttackName, LabelRule, neighbour_search
 from ..recipe import Recipe, RunOptions
 from ..training import Batch, LossFn, cross_entropy_loss, fit
 from ._common import (
@@ -97,7 +97,6 @@ def boundary_shrink(
     head: str | None = None,
     loss_weighting: bool = False,
     curvature_weight: float = 0.0,
-    normalization: Normalization | None = None,
     recipe: Recipe,
     options: RunOptions,
 ) -> nn.Module:
@@ -113,7 +112,9 @@ def boundary_shrink(
 
     Args:
         model: the original classifier; never modified.
-        data: the class split; only ``data.forget`` is used.
+        data: the class split; only ``data.forget`` is used. When the data are normalised
+            (``class_split(..., normalization=(mean, std))``) the search steps in pixel
+            space and hands the model normalised neighbours.
         eps: FGSM step / PGD radius in pixel space [0, 1] (paper: 0.1).
         attack: ``"fgsm"`` (paper) or ``"pgd"`` (authors' code: ``pgd_steps`` steps of
             ``pgd_step_size``).
@@ -131,8 +132,6 @@ def boundary_shrink(
             h = 0.9): keep each forget sample's input-space curvature, under its true label,
             close to the original model's (0: off, the paper; 0.7: the authors' "enhanced"
             setting; costs a double backward per step).
-        normalization: ``(mean, std)`` when the model expects normalised inputs; the search
-            then steps in pixel space.
         recipe: the fine-tuning on D_f (the Recipe fields are keywords of this function:
             ``lr``, ``max_steps``, ``epochs``, ``bn``, ``target_forget_acc``, ...).
         options: progress bar and speed options (``progress``, ``amp``, ``channels_last``,
@@ -157,7 +156,7 @@ def boundary_shrink(
     x, y = forget_tensors(data, "boundary_shrink")
     neighbours = neighbour_search(
         model, x, y, eps=eps, attack=attack, pgd_steps=pgd_steps, pgd_step_size=pgd_step_size,
-        normalization=normalization, label_rule=label_rule,
+        normalization=data.normalization, label_rule=label_rule,
     )  # fmt: skip
     unlearned = working_copy(model)
     if curvature_weight > 0:
