@@ -21,7 +21,7 @@ from torch import nn
 from ._utils import atomic_write_bytes, atomic_write_json
 from .distributed import is_main_process
 from .errors import CheckpointError, UnlearningError
-from .models import create_model
+from .models import create_model, is_user_model
 
 __all__ = [
     "build_from_metadata",
@@ -227,8 +227,16 @@ def check_model_options(options: Any, source: str = "checkpoint") -> None:
 
 
 def build_from_metadata(meta: dict[str, Any], source: str = "checkpoint") -> nn.Module:
-    """An untrained model of the architecture the metadata describes (checked first)."""
+    """An untrained model of the architecture the metadata describes (checked first).
+
+    A user's architecture (``"MODULE:FUNCTION"``) is never imported on a checkpoint's word:
+    the caller names it (``--model``)."""
     check_metadata(meta, source)
+    if is_user_model(meta["model"]):
+        raise CheckpointError(
+            f"{source} was made with the user architecture {meta['model']}; pass --model "
+            f"{meta['model']} to build it (code named in a checkpoint is never imported)"
+        )
     args = (meta["model"], meta["num_classes"], meta["in_channels"], meta["image_size"])
     options = dict(meta.get("model_options", {}))
     try:

@@ -64,6 +64,29 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars or table")
 
 
+def _add_normalization(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mean", metavar="M[,M,M]",
+                   help="with --model MODULE:FUNCTION: feed the model (x - mean) / std; a zoo "
+                        "model: the normalisation inside it (default: the data's statistics)")
+    p.add_argument("--std", metavar="S[,S,S]", help="see --mean")  # fmt: skip
+
+
+def _floats(flag: str, text: str | None) -> list[float] | None:
+    """``"0.5"`` or ``"0.49,0.48,0.45"`` as a list of floats (one per channel)."""
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values:
+        raise ConfigError(
+            f"{flag} {text!r} is not a number or comma-separated numbers (one per channel), "
+            "e.g. 0.286 or 0.49,0.48,0.45"
+        )
+    return values
+
+
 def _add_nproc(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nproc", type=int, metavar="N",
                    help="data-parallel on N local processes via torchrun (one per GPU, or "
@@ -122,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="train an original model and save it (cached)")
     tr.add_argument("--dataset", default="digits", help="data set to train on")
-    tr.add_argument("--model", default="cnn", help="architecture (see `bunlearn models`)")
+    tr.add_argument("--model", default="cnn",
+                    help="architecture: a zoo name (see `bunlearn models`) or MODULE:FUNCTION")
     tr.add_argument("--epochs", type=int, default=20, help="training epochs")
     tr.add_argument("--lr", type=float, default=0.01, help="learning rate")
     tr.add_argument("--batch-size", type=int, default=64, help="batch size")
@@ -140,13 +164,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "(updates.safetensors, K copies of the weights), for amnesiac")  # fmt: skip
     _add_nproc(tr)
     _add_common(tr)
+    _add_normalization(tr)
 
     un = sub.add_parser("unlearn", help="make an existing checkpoint forget a class")
     un.add_argument("--checkpoint", required=True, help="folder or .safetensors/.pt file")
     un.add_argument("--method", default="boundary_shrink", help="see `bunlearn methods`")
     un.add_argument("--forget-class", action="append", required=True, help="index or name")
     un.add_argument("--dataset", help="data set (default: the checkpoint's)")
-    un.add_argument("--model", help="architecture for a plain state_dict without metadata")
+    un.add_argument("--model", help="architecture for a plain state_dict: a zoo name or "
+                    "MODULE:FUNCTION (FUNCTION(num_classes=K) returns the nn.Module)")
     un.add_argument("--forget-fraction", type=float, default=1.0,
                     help="fraction of the forget class the method sees")  # fmt: skip
     un.add_argument("--seed", type=int, default=0, help="seed of the split and the method")
@@ -155,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     un.add_argument("--out", required=True, help="folder for the unlearned model and report")
     un.add_argument("--overwrite", action="store_true", help="replace an existing output")
     _add_common(un)
+    _add_normalization(un)
 
     run = sub.add_parser(
         "run",
@@ -167,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--config", help="YAML file of options (ExperimentConfig fields)")
     run.add_argument("--dataset", help="data set (default digits)")
-    run.add_argument("--model", help="architecture (default cnn)")
+    run.add_argument("--model", help="architecture: a zoo name (default cnn) or MODULE:FUNCTION")
     run.add_argument("--forget-class", action="append",
                      help="index or name (repeatable; default 3)")  # fmt: skip
     run.add_argument("--methods", help="comma-separated (default: both Boundary methods)")
@@ -195,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="replace the results of an earlier run in --out")  # fmt: skip
     _add_nproc(run)
     _add_common(run)
+    _add_normalization(run)
     run.set_defaults(device=None, download=None, quiet=None)  # None = not given: keep config's
 
     rep_p = sub.add_parser("report", help="re-render the reports of a run from its report.json")
@@ -291,6 +319,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         record_updates=args.record_updates,
         subset=args.subset,
+        mean=_floats("--mean", args.mean),
+        std=_floats("--std", args.std),
     )
     meta, reused = save_original(config, args.out, overwrite=args.overwrite)
     if not args.quiet:
@@ -320,6 +350,8 @@ def _cmd_unlearn(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         device=args.device,
         progress=not args.quiet,
+        mean=_floats("--mean", args.mean),
+        std=_floats("--std", args.std),
     )
     if not args.quiet:
         acc = report["results"][args.method]["acc"]
@@ -352,6 +384,8 @@ def run_settings(args: argparse.Namespace) -> dict[str, Any]:
         "relearn": args.relearn,
         "figures": args.figures,
         "progress": False if args.quiet else None,
+        "mean": _floats("--mean", args.mean),
+        "std": _floats("--std", args.std),
     }
     if args.methods is not None:
         given["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]

@@ -4,8 +4,10 @@ run each method (timed) -> evaluate -> write reports."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import functools
+import hashlib
 import json
 import math
 import os
@@ -13,7 +15,7 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,8 @@ from .checkpoint import (
 from .config import check_config_values, write_resolved_config
 from .data import DatasetInfo, UnlearningData, class_split, load_dataset
 from .data.datasets import folder_fingerprint
-from .data.split import balanced_subset
+from .data.split import Normalization, balanced_subset, check_normalization
+from .data.streaming import normalized
 from .distributed import all_ranks, is_main_process, world_size
 from .errors import (
     CheckpointError,
@@ -51,7 +54,7 @@ from .errors import (
 )
 from .methods import get_method, unlearn, unlearning_stats, validate_hyperparameters
 from .metrics import accuracy, compute_metrics
-from .models import create_model
+from .models import create_model, import_model_function, is_user_model
 from .recording import UpdateRecorder, record_path, save_record
 from .report import figure_data, format_table, render_reports, write_reports
 from .training import check_recipe, train
@@ -175,14 +178,45 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def input_normalization(
+    model: str, mean: Sequence[float] | None, std: Sequence[float] | None
+) -> Normalization | None:
+    """How the data are normalised before a user architecture (``MODULE:FUNCTION``) sees
+    them: ``(mean, std)`` from ``--mean``/``--std``, or ``None`` (pixels in [0, 1]). A zoo
+    model normalises inside, so its data stay pixels (its ``mean``/``std`` go into it)."""
+    if not is_user_model(model) or (mean is None and std is None):
+        return None
+    if mean is None or std is None:
+        raise ConfigError("give both --mean and --std (or neither: the model eats pixels)")
+    return check_normalization((tuple(mean), tuple(std)))
+
+
+def user_code_digest(model: str) -> str | None:
+    """A hash of the source file that defines a user architecture, so cached models trained
+    with other code are not reused (``None`` for a zoo model or a module without a file)."""
+    if not is_user_model(model):
+        return None
+    module = sys.modules.get(import_model_function(model).__module__)
+    path = getattr(module, "__file__", None)
+    if not isinstance(path, str) or not Path(path).is_file():
+        return None
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
 def _load(config: ExperimentConfig) -> tuple[Dataset[Any], Dataset[Any], DatasetInfo]:
-    """The data set's ``(train, test, info)``, the training set cut to ``config.subset``."""
+    """The data set's ``(train, test, info)``, the training set cut to ``config.subset``,
+    normalised where a user architecture eats normalised inputs."""
+    train_set: Dataset[Any]
+    test_set: Dataset[Any]
     train_set, test_set, info = load_dataset(
         config.dataset, config.data_root, download=config.download
     )
-    if config.subset is None:
-        return train_set, test_set, info
-    return balanced_subset(train_set, config.subset, seed=config.seed), test_set, info
+    if config.subset is not None:
+        train_set = balanced_subset(train_set, config.subset, seed=config.seed)
+    norm = input_normalization(config.model, config.mean, config.std)
+    if norm is not None:
+        train_set, test_set = normalized(train_set, norm), normalized(test_set, norm)
+    return train_set, test_set, info
 
 
 def prepare_data(
@@ -198,11 +232,13 @@ def prepare_data(
         forget_fraction=config.forget_fraction,
         seed=config.seed,
         num_classes=info.num_classes,
+        normalization=input_normalization(config.model, config.mean, config.std),
     )
     return data, info, train_set, test_set
 
 
 def _model_metadata(config: ExperimentConfig, info: DatasetInfo) -> dict[str, Any]:
+    user = is_user_model(config.model)
     return {
         "dataset": info.name,
         "model": config.model,
@@ -211,8 +247,24 @@ def _model_metadata(config: ExperimentConfig, info: DatasetInfo) -> dict[str, An
         "num_classes": info.num_classes,
         "in_channels": info.in_channels,
         "image_size": info.image_size,
-        "mean": list(info.mean if config.mean is None else config.mean),
-        "std": list(info.std if config.std is None else config.std),
+        # a zoo model's own normalisation (a user model's inputs: input_normalization)
+        "mean": list(info.mean if config.mean is None or user else config.mean),
+        "std": list(info.std if config.std is None or user else config.std),
+        **_user_model_metadata(config.model, config.mean, config.std),
+    }
+
+
+def _user_model_metadata(
+    model: str, mean: Sequence[float] | None, std: Sequence[float] | None
+) -> dict[str, Any]:
+    """What a user architecture's checkpoint records beyond a zoo model's: the normalisation
+    its inputs carry and a hash of its source file."""
+    if not is_user_model(model):
+        return {}
+    norm = input_normalization(model, mean, std)
+    return {
+        "input_normalization": None if norm is None else [list(norm[0]), list(norm[1])],
+        "code": user_code_digest(model),
     }
 
 
@@ -265,8 +317,10 @@ def _cached_training(
     existing = read_metadata(folder) if (folder / "model.json").is_file() else None
     cached: tuple[nn.Module, dict[str, Any]] | None = None
     if existing is not None and existing.get("cache_key") == meta["cache_key"]:
+        # built by our own code (a user architecture is never imported on a file's word),
+        # as a copy: `build` may hand out a live model (the original, for retraining)
         with contextlib.suppress(UnlearningError):  # corrupt: train again, overwrite it
-            cached = load_checkpoint(folder)
+            cached = load_checkpoint(folder, copy.deepcopy(build()))
     reuse = all_ranks(cached is not None)  # under torchrun: only if every rank can reuse it
     if cached is not None and reuse:
         return cached[0].to(device), cached[1], True
@@ -1061,9 +1115,15 @@ def unlearn_checkpoint(
     overwrite: bool = False,
     device: str = "auto",
     progress: bool = False,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """``bunlearn unlearn``: load a checkpoint, unlearn, write the new weights and a report
-    into ``out``. The input checkpoint is only read."""
+    into ``out``. The input checkpoint is only read.
+
+    ``model`` may be a user architecture ``"MODULE:FUNCTION"`` (the checkpoint then is a
+    plain ``state_dict``, safetensors or ``torch.save``); ``mean``/``std`` say how its
+    inputs are normalised (the data are fed to it normalised so)."""
     hparams = validate_hyperparameters(method, dict(hyperparameters or {}))
     check_unlearning_steps(method, hparams)
     out = Path(out)
@@ -1097,9 +1157,23 @@ def unlearn_checkpoint(
             f"{checkpoint} has no metadata naming its data set; pass --dataset (and --model)"
         )
     recorded = _recorded_data_root(checkpoint, meta, dataset) if data_root is None else None
+    if model is None and is_user_model(meta.get("model")):
+        raise CheckpointError(
+            f"{checkpoint} was made with the user architecture {meta['model']}; pass --model "
+            f"{meta['model']} to build it (code named in a checkpoint is never imported)"
+        )
+    if model is not None and is_user_model(model) and mean is None and std is None:
+        recorded_norm = meta.get("input_normalization") if meta.get("model") == model else None
+        if isinstance(recorded_norm, list) and len(recorded_norm) == 2:
+            mean, std = recorded_norm  # what it was trained on, checked below
+    norm = input_normalization(model or "", mean, std)
+    train_set: Dataset[Any]
+    test_set: Dataset[Any]
     train_set, test_set, info = load_dataset(dataset, recorded or data_root, download=download)
     if recorded is not None:
         _check_same_data(checkpoint, meta, info, recorded)
+    if norm is not None:
+        train_set, test_set = normalized(train_set, norm), normalized(test_set, norm)
     data_root = recorded or data_root
     if model is not None or not meta:
         if model is None:
@@ -1113,14 +1187,21 @@ def unlearn_checkpoint(
             **options,
         )  # fmt: skip
         net, _ = load_checkpoint(checkpoint, net)
-        meta = {**_model_metadata(ExperimentConfig(model=model), info), **meta, "model": model}
+        described = ExperimentConfig(
+            model=model,
+            mean=None if norm is None else list(norm[0]),
+            std=None if norm is None else list(norm[1]),
+        )
+        meta = {**meta, **_model_metadata(described, info)} if is_user_model(model) else {
+            **_model_metadata(described, info), **meta, "model": model}  # fmt: skip
     else:
         check_matches_dataset(meta, info, str(weights_in))
         net, meta = load_checkpoint(checkpoint)
     classes = [info.class_index(c) for c in forget_classes]
     data = class_split(
-        train_set, test_set, classes, forget_fraction, seed, num_classes=info.num_classes
-    )
+        train_set, test_set, classes, forget_fraction, seed, num_classes=info.num_classes,
+        normalization=norm,
+    )  # fmt: skip
     net = net.to(resolve_device(device))
     _check_writable(out)
     run_hp = {"seed": seed, **hparams}

@@ -3,7 +3,7 @@ Chen et al., "Boundary Unlearning", CVPR 2023).
 
 A combination takes every setting of both stages: ``expand_<name>`` for Boundary Expanding's
 ``<name>``, ``shrink_<name>`` for Boundary Shrink's, and the plain ``<name>`` for a setting
-only one stage has (``eps``, ``attack``, ``head``, ``normalization``, ...) or, for a setting
+only one stage has (``eps``, ``attack``, ``head``, ``label_rule``, ...) or, for a setting
 both have (``lr``, ``max_steps``, ``seed``, ``bn``, ...), for both at once; a prefixed value
 wins over a plain one. ``None`` leaves a stage's own default (as its ``preset`` sets it).
 ``preset`` applies to both stages.

@@ -1,0 +1,176 @@
+"""Data that need not fit in memory: which datasets are held as tensors, batches from the
+rest through a ``DataLoader``, and a normalising view of a dataset.
+
+The rule every consumer follows (``fit``, the neighbour search, ``evaluate``, the metrics):
+a dataset backed by tensors (a ``TensorDataset`` or a ``Subset`` of one) within
+:data:`MEMORY_BUDGET` bytes is sliced as tensors, the fast path; anything else (an
+``ImageFolder``, a torchvision data set with its transforms, a lazy dataset of any size) is
+read in batches by a ``DataLoader`` and never held whole.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+
+from ..errors import DataError
+from .split import Normalization, to_tensors
+
+__all__ = [
+    "MEMORY_BUDGET",
+    "NormalizedDataset",
+    "loader_workers",
+    "normalized",
+    "tensor_backed",
+    "iterate_batches",
+]
+
+# Bytes of inputs a tensor-backed dataset may have and still be sliced as tensors (and
+# moved to the model's device whole); larger ones are batched like any other dataset.
+MEMORY_BUDGET = int(os.environ.get("BUNLEARN_MEMORY_BUDGET", str(2 * 1024**3)))
+
+
+def _base(dataset: Dataset[Any]) -> tuple[Dataset[Any], int]:
+    """The dataset under any ``Subset`` wrappers, and how many samples ``dataset`` has."""
+    n = len(dataset)  # type: ignore[arg-type]
+    base = dataset
+    while isinstance(base, Subset):
+        base = base.dataset
+    return base, n
+
+
+def tensor_backed(dataset: Dataset[Any], budget: int | None = None) -> bool:
+    """Whether ``dataset`` is held as tensors (a ``TensorDataset`` or ``Subset`` of one)
+    whose inputs take at most ``budget`` bytes (default :data:`MEMORY_BUDGET`).
+
+    Example:
+        >>> tensor_backed(TensorDataset(torch.zeros(4, 2), torch.zeros(4)))
+        True
+        >>> tensor_backed(TensorDataset(torch.zeros(4, 2), torch.zeros(4)), budget=16)
+        False
+    """
+    base, n = _base(dataset)
+    if not isinstance(base, TensorDataset):
+        return False
+    x = base.tensors[0]
+    per_sample = x[0].numel() * x.element_size() if len(x) else 0
+    return n * per_sample <= (MEMORY_BUDGET if budget is None else budget)
+
+
+def loader_workers() -> int:
+    """``DataLoader`` worker processes: up to 4, one core left to the main process
+    (``BUNLEARN_WORKERS`` overrides)."""
+    given = os.environ.get("BUNLEARN_WORKERS")
+    if given is not None:
+        return max(0, int(given))
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def _collate(items: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    xs, ys = [], []
+    for item in items:
+        if not isinstance(item, (tuple, list)) or len(item) < 2:
+            raise DataError(
+                f"a dataset item is {type(item).__name__}, not an (image tensor, int label) pair"
+            )
+        xs.append(torch.as_tensor(item[0], dtype=torch.float32))
+        ys.append(int(item[1]))
+    return torch.stack(xs), torch.tensor(ys, dtype=torch.long)
+
+
+def iterate_batches(
+    dataset: Dataset[Any],
+    batch_size: int,
+    *,
+    order: Sequence[int] | torch.Tensor | None = None,
+    device: torch.device | None = None,
+    workers: int | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(x, y)`` batches of ``dataset`` in ``order`` (default: as stored), on ``device``.
+
+    Tensor-backed data are sliced; anything else goes through a ``DataLoader`` with
+    ``workers`` processes (default :func:`loader_workers`) and ``pin_memory`` on CUDA, so at
+    most a few batches are in memory at a time.
+
+    Args:
+        dataset: a map-style dataset of ``(input, label)`` pairs.
+        batch_size: samples per batch.
+        order: the sample indices to visit, in order.
+        device: where the batches go (default: the CPU).
+        workers: loader processes for a dataset that is not tensor-backed.
+
+    Returns:
+        An iterator of ``(x, y)``.
+
+    Example:
+        >>> ds = TensorDataset(torch.arange(5.0)[:, None], torch.arange(5))
+        >>> [y.tolist() for _, y in iterate_batches(ds, 2, order=[4, 0, 2])]
+        [[4, 0], [2]]
+    """
+    n = len(dataset)  # type: ignore[arg-type]
+    index = torch.arange(n) if order is None else torch.as_tensor(order, dtype=torch.long)
+    target = device if device is not None else torch.device("cpu")
+    if tensor_backed(dataset):
+        x, y = to_tensors(dataset)
+        for start in range(0, len(index), batch_size):
+            idx = index[start : start + batch_size]
+            yield x[idx].to(target), y[idx].to(target)
+        return
+    chunks = [index[s : s + batch_size].tolist() for s in range(0, len(index), batch_size)]
+    workers = loader_workers() if workers is None else workers
+    loader = DataLoader(
+        dataset,
+        batch_sampler=chunks,
+        num_workers=workers if len(chunks) > 1 else 0,
+        pin_memory=target.type == "cuda",
+        collate_fn=_collate,
+        persistent_workers=False,
+    )
+    for x, y in loader:
+        yield x.to(target, non_blocking=True), y.to(target, non_blocking=True)
+
+
+class NormalizedDataset(Dataset[tuple[torch.Tensor, int]]):
+    """``dataset`` with each input mapped to ``(x - mean) / std`` (per channel); labels and
+    the ``targets`` attribute pass through, so splitting loads no image."""
+
+    def __init__(self, dataset: Dataset[Any], normalization: Normalization) -> None:
+        self.dataset = dataset
+        mean, std = normalization
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+        from .split import dataset_labels
+
+        self.targets = dataset_labels(dataset)
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        x, y = self.dataset[index][:2]
+        x = torch.as_tensor(x, dtype=torch.float32)
+        mean, std = (self.mean, self.std) if x.dim() == 3 else (self.mean.flatten(), self.std.flatten())
+        return (x - mean) / std, int(y)
+
+
+def normalized(dataset: Dataset[Any], normalization: Normalization) -> Dataset[Any]:
+    """``dataset`` as a model that eats normalised inputs consumes it: a new
+    ``TensorDataset`` for tensor-backed data, else a :class:`NormalizedDataset` view.
+
+    Example:
+        >>> ds = normalized(TensorDataset(torch.ones(2, 1, 2, 2), torch.zeros(2)), ((0.5,), (0.25,)))
+        >>> ds[0][0].flatten().tolist()
+        [2.0, 2.0, 2.0, 2.0]
+    """
+    if tensor_backed(dataset):
+        x, y = to_tensors(dataset)
+        mean, std = normalization
+        shape = (1, -1, *([1] * (x.dim() - 2))) if x.dim() > 2 else (1, -1)
+        m = torch.tensor(mean, dtype=x.dtype).view(shape)
+        s = torch.tensor(std, dtype=x.dtype).view(shape)
+        return TensorDataset((x - m) / s, y)
+    return NormalizedDataset(dataset, normalization)
