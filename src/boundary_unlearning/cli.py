@@ -65,9 +65,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _add_normalization(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--mean", metavar="M[,M,M]",
-                   help="with --model MODULE:FUNCTION: feed the model (x - mean) / std; a zoo "
-                        "model: the normalisation inside it (default: the data's statistics)")
+    p.add_argument(
+        "--mean",
+        metavar="M[,M,M]",
+        help="with --model MODULE:FUNCTION: feed the model (x - mean) / std; a zoo "
+        "model: the normalisation inside it (default: the data's statistics)",
+    )
     p.add_argument("--std", metavar="S[,S,S]", help="see --mean")  # fmt: skip
 
 
@@ -145,8 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="train an original model and save it (cached)")
     tr.add_argument("--dataset", default="digits", help="data set to train on")
-    tr.add_argument("--model", default="cnn",
-                    help="architecture: a zoo name (see `bunlearn models`) or MODULE:FUNCTION")
+    tr.add_argument(
+        "--model",
+        default="cnn",
+        help="architecture: a zoo name (see `bunlearn models`) or MODULE:FUNCTION",
+    )
     tr.add_argument("--epochs", type=int, default=20, help="training epochs")
     tr.add_argument("--lr", type=float, default=0.01, help="learning rate")
     tr.add_argument("--batch-size", type=int, default=64, help="batch size")
@@ -171,8 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
     un.add_argument("--method", default="boundary_shrink", help="see `bunlearn methods`")
     un.add_argument("--forget-class", action="append", required=True, help="index or name")
     un.add_argument("--dataset", help="data set (default: the checkpoint's)")
-    un.add_argument("--model", help="architecture for a plain state_dict: a zoo name or "
-                    "MODULE:FUNCTION (FUNCTION(num_classes=K) returns the nn.Module)")
+    un.add_argument(
+        "--model",
+        help="architecture for a plain state_dict: a zoo name or "
+        "MODULE:FUNCTION (FUNCTION(num_classes=K) returns the nn.Module)",
+    )
     un.add_argument("--forget-fraction", type=float, default=1.0,
                     help="fraction of the forget class the method sees")  # fmt: skip
     un.add_argument("--seed", type=int, default=0, help="seed of the split and the method")

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._utils import eval_mode, model_device
-from .distributed import gather_rows, is_distributed, shard_range
 from .data.split import Normalization, NormalizationLike, check_normalization
+from .distributed import gather_rows, is_distributed, shard_range
 from .errors import HyperparameterError
 
 __all__ = ["AttackName", "LabelRule", "Neighbours", "neighbour_search"]

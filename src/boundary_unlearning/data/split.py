@@ -292,7 +292,9 @@ def check_normalization(normalization: NormalizationLike | None) -> Normalizatio
     for name, value in zip(("mean", "std"), normalization, strict=True):
         if isinstance(value, torch.Tensor):
             value = value.flatten().tolist()
-        items = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value]
+        items = (
+            list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value]
+        )
         if not items or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
             for v in items

@@ -23,10 +23,10 @@ from .split import Normalization, to_tensors
 __all__ = [
     "MEMORY_BUDGET",
     "NormalizedDataset",
+    "iterate_batches",
     "loader_workers",
     "normalized",
     "tensor_backed",
-    "iterate_batches",
 ]
 
 # Bytes of inputs a tensor-backed dataset may have and still be sliced as tensors (and
@@ -153,7 +153,9 @@ class NormalizedDataset(Dataset[tuple[torch.Tensor, int]]):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         x, y = self.dataset[index][:2]
         x = torch.as_tensor(x, dtype=torch.float32)
-        mean, std = (self.mean, self.std) if x.dim() == 3 else (self.mean.flatten(), self.std.flatten())
+        mean, std = (
+            (self.mean, self.std) if x.dim() == 3 else (self.mean.flatten(), self.std.flatten())
+        )
         return (x - mean) / std, int(y)
 
 

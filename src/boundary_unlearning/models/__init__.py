@@ -232,9 +232,7 @@ def import_model_function(spec: str) -> Callable[..., Any]:
             ) from None
         raise ModelError(f"importing {module_name!r} failed: {exc}") from None
     except Exception as exc:  # the user's module raised while importing
-        raise ModelError(
-            f"importing {module_name!r} failed: {type(exc).__name__}: {exc}"
-        ) from None
+        raise ModelError(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}") from None
     function = getattr(module, function_name, None)
     if function is None or not callable(function):
         public = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
@@ -261,8 +259,7 @@ def _create_user_model(spec: str, num_classes: int, *, seed: int, **options: Any
         ) from None
     if not isinstance(model, nn.Module):
         raise ModelError(
-            f"{spec}(num_classes={num_classes}) returned {type(model).__name__}, not an "
-            "nn.Module"
+            f"{spec}(num_classes={num_classes}) returned {type(model).__name__}, not an nn.Module"
         )
     return model
 
