@@ -8,16 +8,18 @@ authors' code gets this wrong, see docs/paper.md).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import Dataset
 
 from ._utils import eval_mode, model_device
 from .data.split import Normalization, NormalizationLike, check_normalization
+from .data.streaming import iterate_batches
 from .distributed import gather_rows, is_distributed, shard_range
 from .errors import HyperparameterError
 
@@ -44,7 +46,7 @@ def _channel_view(values: Sequence[float], x: torch.Tensor) -> torch.Tensor:
 
 def neighbour_search(
     model: nn.Module,
-    inputs: torch.Tensor,
+    inputs: torch.Tensor | Dataset[Any],
     labels: torch.Tensor,
     *,
     eps: float = 0.1,
@@ -55,6 +57,7 @@ def neighbour_search(
     quantize: bool = True,
     batch_size: int | None = None,
     label_rule: LabelRule = "argmax",
+    keep_inputs: bool = True,
 ) -> Neighbours:
     """Nearest adversarial neighbour of each input under the frozen ``model``.
 
@@ -68,7 +71,10 @@ def neighbour_search(
     step's direction, the paper's label wherever the step crossed). The model's parameters
     get no gradient and its mode is restored. ``batch_size`` (default: 128 on CPU, where
     larger batches fall out of cache and run ~1.7x slower per image, 1024 on accelerators)
-    changes only the speed.
+    changes only the speed. ``inputs`` may be a dataset (read batch by batch, see
+    :mod:`boundary_unlearning.data.streaming`); ``keep_inputs=False`` keeps only the labels
+    and probabilities (``Neighbours.inputs`` is then empty), so memory does not grow with
+    the forget set.
     """
     if attack not in ("fgsm", "pgd"):
         raise HyperparameterError(f"attack='{attack}' is not one of 'fgsm', 'pgd'")
@@ -80,7 +86,13 @@ def neighbour_search(
     device = model_device(model)
     if batch_size is None:
         batch_size = 128 if device.type == "cpu" else 1024
-    lo, hi = shard_range(len(inputs))  # under torchrun this rank's share, else everything
+    lo, hi = shard_range(len(labels))  # under torchrun this rank's share, else everything
+    if isinstance(inputs, torch.Tensor):
+        batches: Iterator[torch.Tensor] = (
+            inputs[s : min(s + batch_size, hi)] for s in range(lo, hi, batch_size)
+        )
+    else:
+        batches = (b[0] for b in iterate_batches(inputs, batch_size, order=torch.arange(lo, hi)))
     out_x: list[torch.Tensor] = []
     out_p: list[torch.Tensor] = []
     requires = [p.requires_grad for p in model.parameters()]
@@ -88,21 +100,22 @@ def neighbour_search(
         p.requires_grad_(False)
     try:
         with eval_mode(model):
-            for start in range(lo, hi, batch_size):
-                x = inputs[start : min(start + batch_size, hi)].to(device)
+            for start, x_in in zip(range(lo, hi, batch_size), batches, strict=True):
+                x = x_in.to(device)
                 y = labels[start : min(start + batch_size, hi)].to(device)
                 x_adv, probs = _attack_batch(
                     model, x, y, eps, attack, pgd_steps, pgd_step_size, norm, quantize
                 )
-                out_x.append(x_adv)
+                out_x.append(x_adv if keep_inputs else x_adv[:0])
                 out_p.append(probs)
     finally:
         for p, r in zip(model.parameters(), requires, strict=True):
             p.requires_grad_(r)
-    adv = torch.cat(out_x) if out_x else inputs[lo:hi].to(device)
+    adv = torch.cat(out_x) if out_x else torch.zeros((0,), device=device)
     probs = torch.cat(out_p) if out_p else torch.zeros((0, 0), device=device)
     if is_distributed():  # every rank's share, in order, on every rank
-        adv, probs = gather_rows(adv, len(inputs)), gather_rows(probs, len(inputs))
+        probs = gather_rows(probs, len(labels))
+        adv = gather_rows(adv, len(labels)) if keep_inputs else adv
     if label_rule not in ("argmax", "nearest_other"):
         raise HyperparameterError(
             f"label_rule='{label_rule}' is not one of 'nearest_other', 'argmax'"

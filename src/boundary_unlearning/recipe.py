@@ -20,8 +20,10 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset, Subset
 
 from ._utils import eval_mode, model_device
+from .data.streaming import input_batches
 from .errors import HyperparameterError
 
 __all__ = [
@@ -198,7 +200,7 @@ class ForgetMonitor:
 
     def __init__(
         self,
-        inputs: torch.Tensor,
+        inputs: torch.Tensor | Dataset[Any],
         labels: torch.Tensor,
         num_classes: int,
         *,
@@ -207,11 +209,16 @@ class ForgetMonitor:
         head: nn.Module | None = None,
     ) -> None:
         self.train_labels = labels
-        self.rows = torch.arange(len(inputs))
-        if len(inputs) > max_samples:
-            pick = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(seed))
+        n = len(inputs)  # type: ignore[arg-type]
+        self.rows = torch.arange(n)
+        if n > max_samples:
+            pick = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
             self.rows = pick[:max_samples].sort().values
-            inputs, labels = inputs[self.rows], labels[self.rows]
+            labels = labels[self.rows]
+            inputs = (
+                inputs[self.rows] if isinstance(inputs, torch.Tensor)
+                else Subset(inputs, self.rows.tolist())
+            )  # fmt: skip
         self.inputs, self.labels, self.num_classes = inputs, labels, num_classes
         self.head = head
         self.use_cache = False  # fit switches it on where the features cannot change
@@ -248,7 +255,7 @@ class ForgetMonitor:
         return torch.stack([own.sum(), torch.tensor(len(labels), device=logits.device)]).float()
 
     def __len__(self) -> int:
-        return len(self.inputs)
+        return len(self.inputs)  # type: ignore[arg-type]
 
     def __call__(self, model: nn.Module) -> float:
         """The share of the monitored samples still predicted as their own class; NaN when
@@ -260,7 +267,7 @@ class ForgetMonitor:
         if not bool(torch.isfinite(logits).all()):  # a diverged model "forgets" everything
             return float("nan")
         kept = (logits.argmax(1) == self.labels.to(device)).sum()
-        return float(kept) / max(len(self.inputs), 1)
+        return float(kept) / max(len(self), 1)
 
     def _forward(self, model: nn.Module, device: torch.device) -> torch.Tensor:
         """The model's logits on the monitored samples (eval mode); with ``use_cache`` the
@@ -273,8 +280,7 @@ class ForgetMonitor:
             hook = self.head.register_forward_hook(lambda m, i, o: grabbed.append(i[0]))
         try:
             with eval_mode(model), torch.inference_mode():
-                for start in range(0, len(self.inputs), batch):
-                    x = self.inputs[start : start + batch].to(device)
+                for x in input_batches(self.inputs, batch, device):
                     outs.append(model(x)[:, : self.num_classes].clone())
         finally:
             if hook is not None:

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from ._utils import model_device
-from .data.split import to_tensors
+from .data.streaming import iterate_batches, tensor_backed
 from .distributed import distributed_fit, is_main_process
 from .errors import DataError, DivergenceError, HyperparameterError
 from .recipe import (
@@ -129,7 +129,7 @@ def _split_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str,
 
 def fit(
     model: nn.Module,
-    tensors: Sequence[torch.Tensor],
+    tensors: Sequence[torch.Tensor] | Dataset[Any],
     loss_fn: LossFn = cross_entropy_loss,
     *,
     recipe: Recipe | None = None,
@@ -155,7 +155,11 @@ def fit(
 
     Args:
         model: trained in place.
-        tensors: the training data, indexed together (e.g. ``(x, y)``).
+        tensors: the training data: tensors indexed together (e.g. ``(x, y)``), held on
+            the model's device; or a map-style dataset of ``(x, y, ...)`` tuples, which a
+            tensor-backed one within the memory budget becomes, and any other is read batch
+            by batch through a ``DataLoader`` in the same seeded order (see
+            :mod:`boundary_unlearning.data.streaming`).
         loss_fn: ``loss_fn(model, batch) -> scalar``.
         recipe: the optimisation settings; fields may also be given as keywords
             (``epochs=1, lr=1e-3``), which override ``recipe``.
@@ -194,8 +198,13 @@ def fit(
     recipe.check(desc)
     options = dataclasses.replace(options or RunOptions(), **option_changes)
     device = model_device(model)
-    data = tuple(t.to(device) for t in tensors)
-    n = len(data[0])
+    stream: Dataset[Any] | None = None
+    if isinstance(tensors, Dataset) and tensor_backed(tensors):
+        tensors = next(iterate_batches(tensors, max(len(tensors), 1)))  # type: ignore[arg-type]
+    elif isinstance(tensors, Dataset):
+        stream = tensors
+    data = () if stream is not None else tuple(t.to(device) for t in tensors)  # type: ignore[union-attr]
+    n = len(stream) if stream is not None else len(data[0])  # type: ignore[arg-type]
     if any(len(t) != n for t in data):
         raise DataError("the tensors passed to fit() differ in length")
     if n == 0:
@@ -293,11 +302,24 @@ def fit(
             order = torch.randperm(n, generator=generator).to(device)
             running = torch.zeros((), device=device)
             taken = 0
+            loaded = (
+                iterate_batches(stream, batch_size, device=device,
+                                order=order.cpu()[: (budget - step) * batch_size])
+                if stream is not None else None
+            )  # fmt: skip
             for start in range(0, n, batch_size):
                 if step >= budget:
                     break
                 idx = order[start : start + batch_size]
-                batch = tuple(t[idx] for t in data)
+                if loaded is None:
+                    batch = tuple(t[idx] for t in data)
+                else:  # the same rows, read from the dataset
+                    batch = next(loaded)
+                    if options.channels_last:
+                        batch = tuple(
+                            t.contiguous(memory_format=torch.channels_last) if t.dim() == 4
+                            else t for t in batch
+                        )  # fmt: skip
                 for cb in callbacks:
                     cb.before_step(step, batch)
                 opt.zero_grad(set_to_none=True)
@@ -312,7 +334,10 @@ def fit(
                         loss = loss_fn(net, batch)
                     loss.backward()  # type: ignore[no-untyped-call]
                 else:  # this rank's share of the batch; gradients summed over the ranks
-                    share, weight = sync.share(data, idx)
+                    share, weight = (
+                        sync.share(data, idx) if loaded is None
+                        else sync.share(batch, torch.arange(len(idx), device=device))
+                    )  # fmt: skip
                     with autocast:
                         loss = loss_fn(net, share)
                     loss = sync.backward(loss, weight)
@@ -388,12 +413,12 @@ def train(
     """Train ``model`` in place with cross-entropy on ``dataset`` and return it (eval mode).
 
     Defaults are the paper's recipe for the original and retrained models (SGD, lr 0.01,
-    momentum 0.9, batch 64, 50 epochs); weight decay 5e-4 is the usual CIFAR setting.
+    momentum 0.9, batch 64, 50 epochs); weight decay 5e-4 is the usual CIFAR setting. A
+    dataset that is not tensor-backed is read batch by batch (see :func:`fit`).
     """
-    x, y = to_tensors(dataset)
     return fit(
         model,
-        (x, y),
+        dataset,
         cross_entropy_loss,
         epochs=epochs,
         lr=lr,

@@ -70,16 +70,23 @@ def loader_workers() -> int:
     return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
-def _collate(items: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
-    xs, ys = [], []
-    for item in items:
-        if not isinstance(item, (tuple, list)) or len(item) < 2:
-            raise DataError(
-                f"a dataset item is {type(item).__name__}, not an (image tensor, int label) pair"
-            )
-        xs.append(torch.as_tensor(item[0], dtype=torch.float32))
-        ys.append(int(item[1]))
-    return torch.stack(xs), torch.tensor(ys, dtype=torch.long)
+def _collate(items: Sequence[Any]) -> tuple[torch.Tensor, ...]:
+    """Stack each position of the items: inputs as float32, labels and extras as given."""
+    first = items[0] if items else None
+    if not isinstance(first, (tuple, list)) or len(first) < 2:
+        raise DataError(
+            f"a dataset item is {type(first).__name__}, not an (image tensor, int label) pair"
+        )
+    columns = list(zip(*items, strict=True))
+    x = torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in columns[0]])
+    rest = [
+        torch.stack([torch.as_tensor(v) for v in col]) if isinstance(col[0], torch.Tensor)
+        else torch.as_tensor(col)
+        for col in columns[1:]
+    ]  # fmt: skip
+    if rest[0].dtype != torch.long and not rest[0].is_floating_point():
+        rest[0] = rest[0].long()
+    return (x, *rest)
 
 
 def iterate_batches(
@@ -89,22 +96,23 @@ def iterate_batches(
     order: Sequence[int] | torch.Tensor | None = None,
     device: torch.device | None = None,
     workers: int | None = None,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """``(x, y)`` batches of ``dataset`` in ``order`` (default: as stored), on ``device``.
+) -> Iterator[tuple[torch.Tensor, ...]]:
+    """``(x, y, ...)`` batches of ``dataset`` in ``order`` (default: as stored), on
+    ``device``.
 
     Tensor-backed data are sliced; anything else goes through a ``DataLoader`` with
     ``workers`` processes (default :func:`loader_workers`) and ``pin_memory`` on CUDA, so at
     most a few batches are in memory at a time.
 
     Args:
-        dataset: a map-style dataset of ``(input, label)`` pairs.
+        dataset: a map-style dataset of ``(input, label, ...)`` tuples.
         batch_size: samples per batch.
         order: the sample indices to visit, in order.
         device: where the batches go (default: the CPU).
         workers: loader processes for a dataset that is not tensor-backed.
 
     Returns:
-        An iterator of ``(x, y)``.
+        An iterator of tuples of tensors, one per position of the items.
 
     Example:
         >>> ds = TensorDataset(torch.arange(5.0)[:, None], torch.arange(5))
@@ -115,10 +123,10 @@ def iterate_batches(
     index = torch.arange(n) if order is None else torch.as_tensor(order, dtype=torch.long)
     target = device if device is not None else torch.device("cpu")
     if tensor_backed(dataset):
-        x, y = to_tensors(dataset)
+        base, rows = _tensor_rows(dataset)
         for start in range(0, len(index), batch_size):
-            idx = index[start : start + batch_size]
-            yield x[idx].to(target), y[idx].to(target)
+            idx = rows[index[start : start + batch_size]]
+            yield tuple(t[idx].to(target) for t in base.tensors)
         return
     chunks = [index[s : s + batch_size].tolist() for s in range(0, len(index), batch_size)]
     workers = loader_workers() if workers is None else workers
@@ -128,10 +136,64 @@ def iterate_batches(
         num_workers=workers if len(chunks) > 1 else 0,
         pin_memory=target.type == "cuda",
         collate_fn=_collate,
-        persistent_workers=False,
     )
-    for x, y in loader:
-        yield x.to(target, non_blocking=True), y.to(target, non_blocking=True)
+    for batch in loader:
+        yield tuple(t.to(target, non_blocking=True) for t in batch)
+
+
+def _tensor_rows(dataset: Dataset[Any]) -> tuple[TensorDataset, torch.Tensor]:
+    """The ``TensorDataset`` under ``Subset`` wrappers and the rows of it ``dataset`` is."""
+    if isinstance(dataset, Subset):
+        base, rows = _tensor_rows(dataset.dataset)
+        return base, rows[torch.as_tensor(list(dataset.indices), dtype=torch.long)]
+    assert isinstance(dataset, TensorDataset)
+    return dataset, torch.arange(len(dataset))
+
+
+def input_batches(
+    inputs: torch.Tensor | Dataset[Any], batch_size: int, device: torch.device
+) -> Iterator[torch.Tensor]:
+    """The inputs of a tensor or a dataset, in order, ``batch_size`` at a time, on
+    ``device``."""
+    if isinstance(inputs, torch.Tensor):
+        for start in range(0, len(inputs), batch_size):
+            yield inputs[start : start + batch_size].to(device)
+        return
+    for batch in iterate_batches(inputs, batch_size, device=device):
+        yield batch[0]
+
+
+class Columns(Dataset[tuple[Any, ...]]):
+    """The inputs of ``dataset`` with other per-sample columns: item ``i`` is
+    ``(dataset[i][0], columns[0][i], columns[1][i], ...)`` (e.g. new labels).
+
+    Example:
+        >>> ds = Columns(TensorDataset(torch.zeros(3, 2), torch.zeros(3)), torch.tensor([7, 8, 9]))
+        >>> ds[1][1].item(), len(ds)
+        (8, 3)
+    """
+
+    def __init__(self, dataset: Dataset[Any], *columns: torch.Tensor) -> None:
+        n = len(dataset)  # type: ignore[arg-type]
+        if any(len(c) != n for c in columns):
+            raise DataError("the columns differ in length from the dataset")
+        self.dataset, self.columns = dataset, tuple(c.cpu() for c in columns)
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[Any, ...]:
+        return (self.dataset[index][0], *(c[index] for c in self.columns))
+
+
+def with_columns(
+    inputs: torch.Tensor | Dataset[Any], *columns: torch.Tensor
+) -> tuple[torch.Tensor, ...] | Dataset[Any]:
+    """Training data for ``fit``: ``(inputs, *columns)`` as tensors when ``inputs`` is a
+    tensor, else a :class:`Columns` dataset that loads the inputs batch by batch."""
+    if isinstance(inputs, torch.Tensor):
+        return (inputs, *columns)
+    return Columns(inputs, *columns)
 
 
 class NormalizedDataset(Dataset[tuple[torch.Tensor, int]]):
@@ -164,8 +226,8 @@ def normalized(dataset: Dataset[Any], normalization: Normalization) -> Dataset[A
     ``TensorDataset`` for tensor-backed data, else a :class:`NormalizedDataset` view.
 
     Example:
-        >>> ds = normalized(TensorDataset(torch.ones(2, 1, 2, 2), torch.zeros(2)), ((0.5,), (0.25,)))
-        >>> ds[0][0].flatten().tolist()
+        >>> ones = TensorDataset(torch.ones(2, 1, 2, 2), torch.zeros(2))
+        >>> normalized(ones, ((0.5,), (0.25,)))[0][0].flatten().tolist()
         [2.0, 2.0, 2.0, 2.0]
     """
     if tensor_backed(dataset):

@@ -9,9 +9,11 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from .._utils import eval_mode, model_device
-from ..data.split import UnlearningData, to_tensors
+from ..data.split import UnlearningData, dataset_labels, to_tensors
+from ..data.streaming import iterate_batches, tensor_backed
 from ..errors import DataError, ModelError
 from ..recipe import ForgetMonitor, Recipe
 
@@ -21,6 +23,7 @@ __all__ = [
     "Layers",
     "check_inputs",
     "find_head",
+    "forget_inputs",
     "forget_monitor",
     "forget_tensors",
     "published_loop",
@@ -57,7 +60,7 @@ PAPER_FINETUNE = published_loop(epochs=10, lr=1e-5)
 
 
 def forget_monitor(
-    x: torch.Tensor,
+    x: torch.Tensor | Dataset[Any],
     y: torch.Tensor,
     data: UnlearningData,
     recipe: Recipe,
@@ -89,10 +92,25 @@ def forget_tensors(data: UnlearningData, method: str) -> tuple[torch.Tensor, tor
     return to_tensors(data.forget)
 
 
+def forget_inputs(
+    data: UnlearningData, method: str
+) -> tuple[torch.Tensor | Dataset[Any], torch.Tensor]:
+    """D_f's inputs and labels: the inputs as a tensor when D_f is tensor-backed (within the
+    memory budget), else the dataset itself, to be read batch by batch; the labels always as
+    a tensor (read without loading an image). An empty forget set is an error."""
+    if len(data.forget) == 0:  # type: ignore[arg-type]
+        forget_tensors(data, method)  # raises the one error
+    if tensor_backed(data.forget):
+        return forget_tensors(data, method)
+    return data.forget, dataset_labels(data.forget)
+
+
 def check_inputs(model: nn.Module, data: UnlearningData, method: str) -> None:
     """Fail early, with a clear message, if ``model`` cannot classify ``data``."""
-    x, _ = forget_tensors(data, method)
-    probe = x[:2].to(model_device(model))
+    if len(data.forget) == 0:  # type: ignore[arg-type]
+        forget_tensors(data, method)  # raises the one error
+    x = next(iterate_batches(data.forget, 2, order=[0, 1][: len(data.forget)]))[0]  # type: ignore[arg-type]
+    probe = x.to(model_device(model))
     try:
         with eval_mode(model), torch.inference_mode():
             out = model(probe)

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ..data.split import UnlearningData
+from ..data.streaming import with_columns
 from ..recipe import Recipe, RunOptions
 from ..training import cross_entropy_loss, fit
 from ._common import (
@@ -13,8 +14,8 @@ from ._common import (
     PAPER_FINETUNE,
     Layers,
     find_head,
+    forget_inputs,
     forget_monitor,
-    forget_tensors,
     replace_module,
     train_only,
     working_copy,
@@ -99,16 +100,16 @@ def boundary_expanding(
         >>> boundary_expanding(net, data, max_steps=5)[1].out_features
         4
     """
-    x, y = forget_tensors(data, "boundary_expanding")
+    x, y = forget_inputs(data, "boundary_expanding")
     k = data.num_classes
     unlearned = working_copy(model)
     name, original_head = find_head(unlearned, k, head)
     generator = torch.Generator().manual_seed(recipe.seed)
     replace_module(unlearned, name, widen_head(original_head, generator))
-    shadow = torch.full((len(x),), k, dtype=torch.long)
+    shadow = torch.full((len(y),), k, dtype=torch.long)
     with train_only(unlearned, layers, name, k + 1) as params:
         fit(
-            unlearned, (x, shadow), cross_entropy_loss, recipe=recipe, options=options,
+            unlearned, with_columns(x, shadow), cross_entropy_loss, recipe=recipe, options=options,
             parameters=params, monitor=forget_monitor(x, y, data, recipe, params, unlearned),
             desc="boundary_expanding",
         )  # fmt: skip

@@ -10,6 +10,7 @@ from torch import nn
 
 from .._utils import eval_mode, model_device
 from ..data.split import UnlearningData
+from ..data.streaming import input_batches, with_columns
 from ..neighbours import AttackName, LabelRule, neighbour_search
 from ..recipe import Recipe, RunOptions
 from ..training import Batch, LossFn, cross_entropy_loss, fit
@@ -17,8 +18,8 @@ from ._common import (
     FORGET_RECIPE,
     PAPER_FINETUNE,
     Layers,
+    forget_inputs,
     forget_monitor,
-    forget_tensors,
     train_only,
     working_copy,
 )
@@ -153,35 +154,37 @@ def boundary_shrink(
         >>> sorted(unlearning_stats(new))[:2]
         ['attack_success_ratio', 'forget_acc_trace']
     """
-    x, y = forget_tensors(data, "boundary_shrink")
+    x, y = forget_inputs(data, "boundary_shrink")
     neighbours = neighbour_search(
         model, x, y, eps=eps, attack=attack, pgd_steps=pgd_steps, pgd_step_size=pgd_step_size,
-        normalization=data.normalization, label_rule=label_rule,
+        normalization=data.normalization, label_rule=label_rule, keep_inputs=False,
     )  # fmt: skip
     unlearned = working_copy(model)
     if curvature_weight > 0:
         weights = (
             margin_weights(neighbours.probs, neighbours.labels)
             if loss_weighting
-            else torch.ones(len(x), device=neighbours.labels.device)
+            else torch.ones(len(y), device=neighbours.labels.device)
         )
         device = model_device(model)
         with eval_mode(model):  # the frozen original, as in the neighbour search
             original_curvature = torch.cat(
                 [
-                    input_curvature(model, x[i : i + 256].to(device), y[i : i + 256].to(device),
-                                    create_graph=False)
-                    for i in range(0, len(x), 256)
+                    input_curvature(model, xb, y[i : i + 256].to(device), create_graph=False)
+                    for i, xb in zip(range(0, len(y), 256), input_batches(x, 256, device),
+                                     strict=True)
                 ]
             ).detach()  # fmt: skip
-        tensors: tuple[torch.Tensor, ...] = (x, neighbours.labels, weights, y, original_curvature)
+        tensors = with_columns(x, neighbours.labels, weights, y, original_curvature)
         loss_fn: LossFn = _curvature_matched_ce(curvature_weight)
         shard = False  # the curvature distance is a norm over the whole batch
     elif loss_weighting:
-        tensors = (x, neighbours.labels, margin_weights(neighbours.probs, neighbours.labels))
+        tensors = with_columns(
+            x, neighbours.labels, margin_weights(neighbours.probs, neighbours.labels)
+        )
         loss_fn, shard = _weighted_ce, True
     else:
-        tensors, loss_fn, shard = (x, neighbours.labels), cross_entropy_loss, True
+        tensors, loss_fn, shard = with_columns(x, neighbours.labels), cross_entropy_loss, True
     with train_only(unlearned, layers, head, data.num_classes) as params:
         fit(
             unlearned, tensors, loss_fn, recipe=recipe, options=options, parameters=params,

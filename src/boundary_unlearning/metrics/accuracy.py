@@ -9,26 +9,38 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .._utils import eval_mode, model_device
-from ..data.split import UnlearningData, to_tensors
+from ..data.split import UnlearningData
+from ..data.streaming import input_batches, iterate_batches
 from ..distributed import all_reduce_sum, is_distributed, shard_range
 
 __all__ = ["accuracy", "evaluate", "predict_logits"]
 
 
 def predict_logits(
-    model: nn.Module, inputs: torch.Tensor, *, batch_size: int | None = None
+    model: nn.Module, inputs: torch.Tensor | Dataset[Any], *, batch_size: int | None = None
 ) -> torch.Tensor:
     """Logits of ``model`` on ``inputs`` in eval mode (mode restored), on the model's device.
 
-    ``batch_size`` defaults to 128 on CPU (larger batches fall out of cache and run slower per
-    image) and 1024 on accelerators."""
+    Args:
+        model: the classifier.
+        inputs: a tensor, or a dataset (read batch by batch; only the logits are kept).
+        batch_size: defaults to 128 on CPU (larger batches fall out of cache and run slower
+            per image) and 1024 on accelerators.
+
+    Returns:
+        ``(len(inputs), K)`` logits.
+
+    Example:
+        >>> predict_logits(nn.Linear(2, 3), torch.zeros(4, 2)).shape
+        torch.Size([4, 3])
+    """
     device = model_device(model)
     if batch_size is None:
         batch_size = 128 if device.type == "cpu" else 1024
     outs: list[torch.Tensor] = []
     with eval_mode(model), torch.inference_mode():
-        for start in range(0, len(inputs), batch_size):
-            outs.append(model(inputs[start : start + batch_size].to(device)))
+        for x in input_batches(inputs, batch_size, device):
+            outs.append(model(x))
     if not outs:
         return torch.zeros((0, 0), device=device)
     return torch.cat(outs)
@@ -37,20 +49,31 @@ def predict_logits(
 def accuracy(model: nn.Module, dataset: Dataset[Any], *, batch_size: int | None = None) -> float:
     """Fraction of ``dataset`` that ``model`` classifies correctly (NaN for an empty set).
 
-    Under torchrun each rank scores its share and the counts are summed (every rank must
-    call it; all get the same value)."""
-    x, y = to_tensors(dataset)
-    if len(y) == 0:
+    A dataset that is not tensor-backed is read batch by batch (see
+    :mod:`boundary_unlearning.data.streaming`). Under torchrun each rank scores its share and
+    the counts are summed (every rank must call it; all get the same value).
+
+    Example:
+        >>> from torch.utils.data import TensorDataset
+        >>> accuracy(nn.Identity(), TensorDataset(torch.eye(2), torch.tensor([0, 0])))
+        0.5
+    """
+    n = len(dataset)  # type: ignore[arg-type]
+    if n == 0:
         return float("nan")
+    lo, hi = shard_range(n) if is_distributed() else (0, n)
+    device = model_device(model)
+    if batch_size is None:
+        batch_size = 128 if device.type == "cpu" else 1024
+    hits = torch.zeros((), dtype=torch.float32)
+    with eval_mode(model), torch.inference_mode():
+        for x, y, *_ in iterate_batches(
+            dataset, batch_size, order=torch.arange(lo, hi), device=device
+        ):
+            hits += (model(x).argmax(1) == y).float().sum().cpu()
     if is_distributed():
-        lo, hi = shard_range(len(y))
-        hits = torch.zeros((), dtype=torch.float32)
-        if hi > lo:
-            logits = predict_logits(model, x[lo:hi], batch_size=batch_size)
-            hits = (logits.argmax(1).cpu() == y[lo:hi]).float().sum()
-        return float(all_reduce_sum(hits) / len(y))
-    logits = predict_logits(model, x, batch_size=batch_size)
-    return float((logits.argmax(1).cpu() == y).float().mean())
+        return float(all_reduce_sum(hits) / n)
+    return float(hits / n)
 
 
 def evaluate(

@@ -8,11 +8,14 @@ method's count with the retrained model's (Golatkar et al. CVPR 2020; Tarun et a
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset, Subset
 
-from ..data.split import UnlearningData, to_tensors
+from ..data.split import UnlearningData, dataset_labels, to_tensors
+from ..data.streaming import tensor_backed
 from .accuracy import predict_logits
 
 __all__ = ["relearn_steps"]
@@ -44,15 +47,20 @@ def relearn_steps(
     """
     from ..training import fit
 
-    forget_x, forget_y = to_tensors(data.forget_eval)
+    forget = data.forget_eval
+    forget_y = dataset_labels(forget)
     if len(forget_y) == 0:
         return 0
     gen = torch.Generator().manual_seed(seed)
     pick = torch.randperm(len(forget_y), generator=gen)[: max(1, samples)]
-    few = (forget_x[pick], forget_y[pick])
+    few = to_tensors(Subset(forget, pick.tolist()))
     if len(forget_y) > max_eval:
         keep = torch.randperm(len(forget_y), generator=gen)[:max_eval]
-        forget_x, forget_y = forget_x[keep], forget_y[keep]
+        forget, forget_y = Subset(forget, keep.tolist()), forget_y[keep]
+    # the eval set as tensors when it is held in memory, else read batch by batch
+    forget_x: torch.Tensor | Dataset[Any] = (
+        to_tensors(forget)[0] if tensor_backed(forget) else forget
+    )
     work = copy.deepcopy(model)
 
     def forget_accuracy() -> float:

@@ -13,8 +13,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import Dataset
 
-from ..data.split import UnlearningData, to_tensors
+from ..data.split import UnlearningData, dataset_labels, to_tensors
+from ..data.streaming import tensor_backed
 from . import mia as _mia
 from .accuracy import predict_logits
 from .distances import activation_distance, entropy, js_divergence, zrf_score
@@ -142,25 +144,36 @@ class _Outputs:
     test_forget: torch.Tensor
 
 
+_Set = tuple[torch.Tensor | Dataset[Any], torch.Tensor]
+
+
 @dataclass(frozen=True)
 class _Sets:
-    retain: tuple[torch.Tensor, torch.Tensor]
-    forget: tuple[torch.Tensor, torch.Tensor]
-    test_retain: tuple[torch.Tensor, torch.Tensor]
-    test_forget: tuple[torch.Tensor, torch.Tensor]
+    """Inputs (a tensor, or the dataset when it is read batch by batch) and labels."""
+
+    retain: _Set
+    forget: _Set
+    test_retain: _Set
+    test_forget: _Set
+
+
+def _inputs_and_labels(dataset: Dataset[Any]) -> _Set:
+    if tensor_backed(dataset):
+        return to_tensors(dataset)
+    return dataset, dataset_labels(dataset)
 
 
 def _sets(data: UnlearningData) -> _Sets:
     return _Sets(
-        retain=to_tensors(data.retain),
-        forget=to_tensors(data.forget_eval),
-        test_retain=to_tensors(data.test_retain),
-        test_forget=to_tensors(data.test_forget),
+        retain=_inputs_and_labels(data.retain),
+        forget=_inputs_and_labels(data.forget_eval),
+        test_retain=_inputs_and_labels(data.test_retain),
+        test_forget=_inputs_and_labels(data.test_forget),
     )
 
 
 def _outputs(model: nn.Module, sets: _Sets) -> _Outputs:
-    def run(xy: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def run(xy: _Set) -> torch.Tensor:
         return predict_logits(model, xy[0]).double().cpu()
 
     return _Outputs(run(sets.retain), run(sets.forget), run(sets.test_retain),
