@@ -3,10 +3,9 @@ HTML page, all rendered from the JSON-able report dict of a run."""
 
 from .figures import figure_data
 from .render import render_reports
-from .tables import ACC_ROWS, format_markdown, format_table, results_csv, write_reports
+from .tables import format_markdown, format_table, results_csv, write_reports
 
 __all__ = [
-    "ACC_ROWS",
     "figure_data",
     "format_markdown",
     "format_table",

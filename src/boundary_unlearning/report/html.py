@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
-from ..metrics.suite import METRIC_INFO
+from ..metrics.suite import METRIC_BY_KEY
 from .tables import (
     ARROW_LEGEND,
     ARROWS,
@@ -53,8 +53,8 @@ def _table(report: Mapping[str, Any]) -> str:
     )
     lines = [f"<table><thead><tr><th>metric</th>{head}</tr></thead><tbody>"]
     for key, cells in rows:
-        info = METRIC_INFO.get(key, {})
-        title = escape(info.get("meaning", ""), quote=True)
+        metric = METRIC_BY_KEY.get(key)
+        title = escape(metric.meaning if metric else "", quote=True)
         tds = "".join(
             f'<td class="num{" ref" if c == "retrain" else ""}">{escape(v)}</td>'
             for c, v in zip(cols, cells, strict=True)
@@ -91,13 +91,13 @@ def _glossary(report: Mapping[str, Any]) -> str:
     _, rows = table_rows(report)
     lines = ["<table><thead><tr><th>metric</th><th>good</th><th>meaning</th></tr></thead><tbody>"]
     for key, _cells in rows:
-        info = METRIC_INFO.get(key)
-        if not info:
+        metric = METRIC_BY_KEY.get(key)
+        if not metric:
             continue
-        direction = info["direction"].replace("_", " ")
+        direction = metric.direction.replace("_", " ")
         lines.append(
-            f"<tr><th>{escape(info['label'])}</th><td>{escape(ARROWS[info['direction']])} "
-            f"{escape(direction)}</td><td class=meaning>{escape(info['meaning'])}</td></tr>"
+            f"<tr><th>{escape(metric.label)}</th><td>{escape(ARROWS[metric.direction])} "
+            f"{escape(direction)}</td><td class=meaning>{escape(metric.meaning)}</td></tr>"
         )
     lines.append("</tbody></table>")
     return "\n".join(lines)

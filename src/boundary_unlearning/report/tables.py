@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from .._utils import atomic_write_json, atomic_write_text
-from ..metrics.suite import METRIC_INFO
+from ..metrics.suite import METRIC_BY_KEY, METRICS
 
 __all__ = [
-    "ACC_ROWS",
     "ARROWS",
     "METRIC_ORDER",
     "format_markdown",
@@ -30,33 +29,8 @@ __all__ = [
     "write_reports",
 ]
 
-# (report key, label, which direction is good) — the accuracy rows, kept for callers.
-ACC_ROWS: tuple[tuple[str, str, str], ...] = (
-    ("retain", "Acc on D_r", "higher is better (retrain ≈ target)"),
-    ("forget", "Acc on D_f", "retrain's value (≈0) is the target"),
-    ("test_retain", "Acc on D_tr", "higher is better (retrain ≈ target)"),
-    ("test_forget", "Acc on D_tf", "retrain's value (≈0) is the target"),
-)
-
-METRIC_ORDER: tuple[str, ...] = (
-    "acc.retain",
-    "acc.forget",
-    "acc.test_retain",
-    "acc.test_forget",
-    "verdict",
-    "mia.paper_asr",
-    "mia.confidence_svc",
-    "mia.loss_lr",
-    "mia.entropy",
-    "mia.ulira",
-    "js_to_retrain",
-    "activation_distance",
-    "zrf",
-    "relearn_steps",
-    "stats.steps",
-    "seconds",
-    "speedup",
-)
+# The table rows in order: one per metric declared in metrics.suite.METRICS.
+METRIC_ORDER: tuple[str, ...] = tuple(m.key for m in METRICS)
 
 # A method "forgot" when its D_f accuracy is at most this far above the retrained model's
 # (or, with no retrained model in the report, at most this high): the default forgetting
@@ -73,7 +47,6 @@ ARROW_LEGEND = (
     "↑ higher is better, ↓ lower is better, ≈R closest to the retrained model (R) is best, "
     "→0.5 closest to 50% is best"
 )
-_PERCENT = ("acc.", "mia.")
 
 
 def metric_value(entry: Mapping[str, Any] | None, key: str) -> Any:
@@ -93,20 +66,37 @@ def _number(value: Any) -> float | None:
 
 
 def format_value(key: str, value: Any, *, std: Any = None) -> str:
-    """A table cell: percent for accuracies and attack rates, 4 decimals for distances,
-    ``mean ± std`` when ``std`` is a number; ``—`` when missing."""
+    """A table cell, shown as the metric's declared unit says.
+
+    Args:
+        key: a metric key of :data:`~boundary_unlearning.metrics.suite.METRICS`; an
+            undeclared key is shown with two decimals.
+        value: the number (anything else, or NaN, is missing).
+        std: the spread across seeds, shown as ``mean ± std`` when it is a number.
+
+    Returns:
+        Percent for fractions (accuracies, attack rates), four decimals for distances, a whole
+        number for counts, ``17.0×`` for the speed-up, two decimals otherwise; ``—`` when the
+        value is missing.
+
+    Example:
+        >>> format_value("acc.forget", 0.1234, std=0.01), format_value("zrf", None)
+        ('12.34 ± 1.00', '—')
+    """
     v = _number(value)
     if v is None:
         return "—"
     s = _number(std)
-    if key.startswith(_PERCENT):
+    metric = METRIC_BY_KEY.get(key)
+    unit = metric.unit if metric is not None else None
+    if unit == "fraction":
         text, spread = f"{100 * v:.2f}", (f"{100 * s:.2f}" if s is not None else None)
-    elif key in ("js_to_retrain", "activation_distance", "zrf"):
+    elif unit == "distance":
         text, spread = f"{v:.4f}", (f"{s:.4f}" if s is not None else None)
-    elif key in ("relearn_steps", "stats.steps"):
+    elif unit == "count":
         text = f"{v:.0f}" if v == int(v) else f"{v:.1f}"
         spread = f"{s:.1f}" if s is not None else None
-    elif key == "speedup":
+    elif unit == "ratio":
         text, spread = f"{v:.1f}×", (f"{s:.1f}" if s is not None else None)
     else:
         text, spread = f"{v:.2f}", (f"{s:.2f}" if s is not None else None)
@@ -145,10 +135,23 @@ def verdict(report: Mapping[str, Any], name: str) -> str | None:
 
 
 def metric_label(key: str) -> str:
-    info = METRIC_INFO.get(key, {"label": key, "direction": ""})
-    unit = " (%)" if key.startswith(_PERCENT) else ""
-    arrow = ARROWS.get(info["direction"], "")
-    return f"{info['label']}{unit} {arrow}".strip()
+    """A metric's row label: its declared label, ``(%)`` for fractions, the direction arrow.
+
+    Args:
+        key: a metric key; an undeclared key is its own label.
+
+    Returns:
+        The label as the tables print it.
+
+    Example:
+        >>> metric_label("acc.retain"), metric_label("speedup"), metric_label("other")
+        ('Acc on D_r (%) ↑', 'Speed-up vs retrain ↑', 'other')
+    """
+    metric = METRIC_BY_KEY.get(key)
+    if metric is None:
+        return key
+    unit = " (%)" if metric.unit == "fraction" else ""
+    return f"{metric.label}{unit} {ARROWS[metric.direction]}"
 
 
 def table_rows(report: Mapping[str, Any]) -> tuple[list[str], list[tuple[str, list[str]]]]:
@@ -264,10 +267,10 @@ def format_markdown(report: Mapping[str, Any]) -> str:
         out += ["", "## Failures", "", *[f"- {line}" for line in failed]]
     out += ["", "## What each metric means", ""]
     for key, _ in rows:
-        info = METRIC_INFO.get(key)
-        if info:
-            arrow = ARROWS.get(info["direction"], "")
-            out.append(f"- **{info['label']}** ({arrow} {info['direction']}): {info['meaning']}")
+        metric = METRIC_BY_KEY.get(key)
+        if metric:
+            arrow = ARROWS[metric.direction]
+            out.append(f"- **{metric.label}** ({arrow} {metric.direction}): {metric.meaning}")
     stats = {
         name: entry["stats"]
         for name, entry in report["results"].items()
