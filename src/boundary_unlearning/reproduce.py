@@ -37,7 +37,7 @@ import yaml
 from ._utils import atomic_write_json, atomic_write_text
 from .errors import ConfigError, OutputError, UnlearningError, did_you_mean
 from .experiment import ExperimentConfig, resolve_device, run_experiment
-from .methods import get_method, list_methods
+from .methods import list_methods
 from .report import format_markdown
 
 __all__ = [
@@ -409,16 +409,20 @@ def _write_record(suite: dict[str, Any], record: dict[str, Any], out: Path) -> N
 
 
 def _skip_reason(method: str, registered: set[str]) -> str | None:
-    """Why ``method`` cannot run in a suite here, or None when it can."""
-    if method not in registered:
-        return "not registered in this build"
-    fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
-    if get_method(method).cost == "record" and "record_updates" not in fields:
-        return (
-            "needs the parameter updates recorded while training the original, which the "
-            "experiment runner does not record yet"
-        )
-    return None
+    """Why ``method`` cannot run in a suite here, or None when it can.
+
+    Args:
+        method: a method name from a study's ``methods``.
+        registered: the names of the registered methods.
+
+    Returns:
+        ``"not registered in this build"`` for an unknown method, else None.
+
+    Example:
+        >>> _skip_reason("ghost", {"finetune"}), _skip_reason("finetune", {"finetune"})
+        ('not registered in this build', None)
+    """
+    return None if method in registered else "not registered in this build"
 
 
 # A sweep's working folder inside its study folder: run_experiment's stages, so the original
