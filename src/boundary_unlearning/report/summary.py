@@ -12,6 +12,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from .schema import ModelEntry, Report, SweepReport
+
 __all__ = ["PUBLISHED", "PUBLISHED_NAMES", "format_summary"]
 
 # The paper's published accuracies (percent; from the authors' slides, see docs/paper.md).
@@ -103,7 +105,7 @@ def _get(node: Any, path: tuple[str, ...]) -> Any:
     return node
 
 
-def _columns(report: dict[str, Any]) -> list[str]:
+def _columns(report: Report) -> list[str]:
     """Model names in the summary's order: original, retrain, then each method.
 
     Args:
@@ -139,7 +141,7 @@ _MAIN_ROWS: tuple[tuple[tuple[str, ...], str, float, int], ...] = (
 )
 
 
-def _spread(report: dict[str, Any]) -> dict[str, Any]:
+def _spread(report: Report) -> dict[str, ModelEntry]:
     """The report's per-model standard deviations, or nothing for a single seed.
 
     Args:
@@ -155,7 +157,7 @@ def _spread(report: dict[str, Any]) -> dict[str, Any]:
     return report.get("std", {}) if len(report.get("seeds") or [0]) > 1 else {}
 
 
-def _main_table(report: dict[str, Any], paper: str | None) -> list[str]:
+def _main_table(report: Report, paper: str | None) -> list[str]:
     """A study's markdown table: one row per metric of :data:`_MAIN_ROWS` that some model has,
     one column per model, and under each accuracy the published row when ``paper`` is given.
 
@@ -191,7 +193,7 @@ def _main_table(report: dict[str, Any], paper: str | None) -> list[str]:
     return lines
 
 
-def _sweep_table(study_report: dict[str, Any]) -> list[str]:
+def _sweep_table(study_report: SweepReport) -> list[str]:
     """A sweep's markdown table: one row per setting and model (accuracies, paper ASR, time,
     the method's diagnostics). When the original and retrained models score the same in every
     setting they are listed once, as ``(all)``, at the end.
@@ -208,12 +210,12 @@ def _sweep_table(study_report: dict[str, Any]) -> list[str]:
              "|" + "---|" * (len(keys) + 1) + "---:|" * 6 + "---|"]  # fmt: skip
     variants = study_report["variants"]
 
-    def refs(report: dict[str, Any]) -> list[Any]:
+    def refs(report: Report) -> list[Any]:
         return [report["results"].get(c, {}).get("acc") for c in ("original", "retrain")]
 
     same_refs = all(refs(v["report"]) == refs(variants[0]["report"]) for v in variants)
 
-    def row(cells: list[str], report: dict[str, Any], name: str) -> str:
+    def row(cells: list[str], report: Report, name: str) -> str:
         entry = report["results"][name]
         std = _spread(report).get(name)
         if "failed" in entry:

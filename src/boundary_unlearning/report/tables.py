@@ -14,6 +14,7 @@ from typing import Any
 
 from .._utils import atomic_write_json, atomic_write_text
 from ..metrics.suite import METRIC_BY_KEY, METRICS
+from .schema import ModelEntry, Report, as_report
 
 __all__ = [
     "ARROWS",
@@ -103,14 +104,38 @@ def format_value(key: str, value: Any, *, std: Any = None) -> str:
     return f"{text} ± {spread}" if spread is not None else text
 
 
-def columns(report: Mapping[str, Any]) -> list[str]:
-    """Model names in table order: retrain (the reference), original, then each method."""
+def columns(report: Report) -> list[str]:
+    """Model names in table order: retrain (the reference), original, then each method.
+
+    Args:
+        report: the report.
+
+    Returns:
+        The keys of ``report["results"]`` in table order.
+
+    Example:
+        >>> columns({"results": {"original": {}, "finetune": {}, "retrain": {}}})
+        ['retrain', 'original', 'finetune']
+    """
     results = report["results"]
     order = ["retrain", "original"]
     return [c for c in order if c in results] + [c for c in results if c not in order]
 
 
-def _speedup(report: Mapping[str, Any], name: str) -> Any:
+def _speedup(report: Report, name: str) -> Any:
+    """A column's speed-up over retraining: the stored one, else from the two times.
+
+    Args:
+        report: the report.
+        name: a model name of ``report["results"]``.
+
+    Returns:
+        The speed-up, or None for the original model and where a time is missing.
+
+    Example:
+        >>> _speedup({"results": {"retrain": {"seconds": 8.0}, "m": {"seconds": 2.0}}}, "m")
+        4.0
+    """
     entry = report["results"].get(name, {})
     if "speedup" in entry:
         return entry["speedup"]
@@ -121,10 +146,24 @@ def _speedup(report: Mapping[str, Any], name: str) -> Any:
     return ref / mine
 
 
-def verdict(report: Mapping[str, Any], name: str) -> str | None:
-    """``"forgot"`` / ``"did not forget"`` for a method's column, judged on its D_f accuracy
-    against the retrained model's (see :data:`FORGOT_MARGIN`); ``None`` for the retrained and
-    original models and for a method without a D_f accuracy."""
+def verdict(report: Report, name: str) -> str | None:
+    """Whether a method forgot, judged on its D_f accuracy against the retrained model's.
+
+    Args:
+        report: the report.
+        name: a model name of ``report["results"]``.
+
+    Returns:
+        ``"forgot"`` when the D_f accuracy is at most :data:`FORGOT_MARGIN` above the
+        retrained model's (or above 0 without one), else ``"did not forget"``; ``None`` for
+        the retrained and original models and for a method without a D_f accuracy.
+
+    Example:
+        >>> report = {"results": {"retrain": {"acc": {"forget": 0.0}},
+        ...                       "a": {"acc": {"forget": 0.04}}, "b": {"acc": {"forget": 0.3}}}}
+        >>> verdict(report, "a"), verdict(report, "b"), verdict(report, "retrain")
+        ('forgot', 'did not forget', None)
+    """
     if name in ("retrain", "original"):
         return None
     mine = _number(metric_value(report["results"].get(name), "acc.forget"))
@@ -154,9 +193,16 @@ def metric_label(key: str) -> str:
     return f"{metric.label}{unit} {ARROWS[metric.direction]}"
 
 
-def table_rows(report: Mapping[str, Any]) -> tuple[list[str], list[tuple[str, list[str]]]]:
-    """``(columns, [(metric key, cells per column)])`` for every metric some model has
-    (the four accuracies and seconds always)."""
+def table_rows(report: Report) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    """The report's table as cells: one row per metric some model has (the four accuracies
+    and seconds always), in :data:`METRIC_ORDER`.
+
+    Args:
+        report: the report; with several seeds its ``std`` is shown beside each mean.
+
+    Returns:
+        ``(columns, [(metric key, cells per column)])``.
+    """
     cols = columns(report)
     results = report["results"]
     stds = (report.get("std") or {}) if len(_seeds(report)) > 1 else {}
@@ -191,8 +237,18 @@ def table_rows(report: Mapping[str, Any]) -> tuple[list[str], list[tuple[str, li
 
 
 def format_table(report: Mapping[str, Any]) -> str:
-    """A fixed-width text table of the report, as printed by the CLI."""
-    cols, rows = table_rows(report)
+    """A fixed-width text table of the report, as printed by the CLI.
+
+    Args:
+        report: a :class:`~boundary_unlearning.report.schema.Report`.
+
+    Returns:
+        The table, one line per metric.
+
+    Raises:
+        DataError: ``report`` has no ``results`` table.
+    """
+    cols, rows = table_rows(as_report(report))
     header = ["", *cols]
     body = [[metric_label(key), *cells] for key, cells in rows]
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
@@ -206,7 +262,19 @@ def format_table(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _seeds(report: Mapping[str, Any]) -> list[Any]:
+def _seeds(report: Report) -> list[Any]:
+    """The seeds the report ran: ``seeds``, else the keys of ``per_seed``, else ``[seed]``.
+
+    Args:
+        report: the report.
+
+    Returns:
+        The seeds, at least one (0 when the report names none).
+
+    Example:
+        >>> _seeds({"results": {}, "seeds": [1, 2]}), _seeds({"results": {}})
+        ([1, 2], [0])
+    """
     seeds = report.get("seeds")
     if isinstance(seeds, list) and seeds:
         return seeds
@@ -216,8 +284,20 @@ def _seeds(report: Mapping[str, Any]) -> list[Any]:
     return [report.get("seed", 0)]
 
 
-def failures(report: Mapping[str, Any]) -> list[str]:
-    """One line per model that failed on every seed (``failed``) or on some (``failed_seeds``)."""
+def failures(report: Report) -> list[str]:
+    """What failed, for the reports' failure list.
+
+    Args:
+        report: the report.
+
+    Returns:
+        One line per model that failed on every seed (``failed``) and per seed a model failed
+        on (``failed_seeds``).
+
+    Example:
+        >>> failures({"results": {"neg_grad": {"failed": "loss diverged"}}})
+        ['neg_grad failed: loss diverged']
+    """
     lines = []
     for name, entry in report["results"].items():
         if not isinstance(entry, Mapping):
@@ -229,7 +309,20 @@ def failures(report: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def settings_line(report: Mapping[str, Any]) -> str:
+def settings_line(report: Report) -> str:
+    """The report's settings in one markdown line: data set, model, forgotten classes, seeds.
+
+    Args:
+        report: the report.
+
+    Returns:
+        The line, with the values in bold.
+
+    Example:
+        >>> settings_line({"results": {}, "dataset": "digits", "model": "mlp",
+        ...                "forget_classes": [3], "class_names": ["three"], "seed": 0})
+        'data set: **digits**, model: **mlp**, forgotten class(es): **3 (three)**, seed: 0'
+    """
     classes = list(report.get("forget_classes") or [])
     names = list(report.get("class_names") or [])
     forgotten = ", ".join(
@@ -250,7 +343,18 @@ def settings_line(report: Mapping[str, Any]) -> str:
 
 def format_markdown(report: Mapping[str, Any]) -> str:
     """``report.md``: settings, the paper-style table (retrain first, arrows for direction),
-    what each metric means, and method diagnostics."""
+    what each metric means, and method diagnostics.
+
+    Args:
+        report: a :class:`~boundary_unlearning.report.schema.Report`.
+
+    Returns:
+        The markdown text.
+
+    Raises:
+        DataError: ``report`` has no ``results`` table.
+    """
+    report = as_report(report)
     cols, rows = table_rows(report)
     out = [
         "# Unlearning report",
@@ -299,7 +403,20 @@ def stats_text(stats: Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def _flat(entry: Mapping[str, Any]) -> dict[str, Any]:
+def _flat(entry: ModelEntry) -> dict[str, Any]:
+    """One model's CSV row: its status and every metric it has, by metric key.
+
+    Args:
+        entry: the model's entry.
+
+    Returns:
+        ``{"status": "ok" or "failed: ...", metric key: value, ...}``.
+
+    Example:
+        >>> _flat({"acc": {"retain": 1.0, "forget": 0.0, "test_retain": 0.9, "test_forget": 0.0},
+        ...        "seconds": 2.0})["acc.forget"]
+        0.0
+    """
     row: dict[str, Any] = {"status": f"failed: {entry['failed']}" if entry.get("failed") else "ok"}
     for key in METRIC_ORDER:
         value = metric_value(entry, key)
@@ -308,9 +425,21 @@ def _flat(entry: Mapping[str, Any]) -> dict[str, Any]:
     return row
 
 
-def results_csv(report: Mapping[str, Any]) -> str:
+def results_csv(report: Report) -> str:
     """``results.csv``: one row per model and seed (``per_seed`` when present, else the single
-    run's ``results``), one column per metric key of :data:`METRIC_ORDER` that occurs."""
+    run's ``results``), one column per metric key of :data:`METRIC_ORDER` that occurs.
+
+    Args:
+        report: the report.
+
+    Returns:
+        The CSV text with a header row.
+
+    Example:
+        >>> print(results_csv({"results": {"retrain": {"seconds": 2.0}}}), end="")
+        seed,method,status,seconds
+        0,retrain,ok,2.0
+    """
     per_seed = report.get("per_seed")
     records: list[dict[str, Any]] = []
     if isinstance(per_seed, Mapping) and per_seed:
@@ -331,8 +460,17 @@ def results_csv(report: Mapping[str, Any]) -> str:
     return buf.getvalue()
 
 
-def write_reports(report: dict[str, Any], out_dir: str | Path) -> None:
-    """Write ``report.json`` and ``report.md`` atomically into ``out_dir``."""
+def write_reports(report: Mapping[str, Any], out_dir: str | Path) -> None:
+    """Write ``report.json`` and ``report.md`` atomically into ``out_dir``.
+
+    Args:
+        report: a :class:`~boundary_unlearning.report.schema.Report`.
+        out_dir: the folder to write into.
+
+    Raises:
+        DataError: ``report`` has no ``results`` table.
+    """
+    report = as_report(report)
     out = Path(out_dir)
     atomic_write_json(out / "report.json", report)
     atomic_write_text(out / "report.md", format_markdown(report))
