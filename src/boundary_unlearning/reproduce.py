@@ -37,7 +37,7 @@ from ._utils import atomic_write_json, atomic_write_text
 from .errors import ConfigError, OutputError, UnlearningError, did_you_mean
 from .experiment import ExperimentConfig, resolve_device, run_experiment
 from .methods import list_methods
-from .report import format_markdown
+from .report import write_reports
 from .report.summary import PUBLISHED, format_summary
 
 __all__ = [
@@ -263,11 +263,6 @@ def _run_seeds(
     return run_experiment(config, out, echo=echo, reuse_stages=shared, overwrite=not shared)
 
 
-def _write_report(report: dict[str, Any], out: Path) -> None:
-    atomic_write_json(out / "report.json", report)
-    atomic_write_text(out / "report.md", format_markdown(report))
-
-
 def _machine(device: str) -> dict[str, Any]:
     info: dict[str, Any] = {
         "platform": platform.platform(),
@@ -420,7 +415,7 @@ def _run_study(
         settings["figures"] = False  # a sweep's settings get tables, not figures
         report = _run_seeds(settings, seeds, folder / SWEEP_WORK, None, shared=True)
         sub = folder / _folder_name(assignment)
-        _write_report(report, sub)
+        write_reports(report, sub)
         variants.append({"setting": assignment, "folder": sub.name, "report": report})
         summary = ", ".join(
             f"{m} D_f {100 * report['results'][m]['acc']['forget']:.1f}%"
