@@ -207,3 +207,22 @@ def test_forget_fraction_reuses_the_retrained_model(tmp_path: Path) -> None:
     seconds = full["results"]["retrain"]["seconds"]
     assert seconds > 0 and part["results"]["retrain"]["seconds"] == seconds
     assert part["results"]["retrain"]["acc"] == full["results"]["retrain"]["acc"]
+
+
+def test_report_matches_its_typed_schema(two_seed_report: tuple[dict[str, Any], Path]) -> None:
+    """report/schema.py describes what run_experiment writes: no key it does not declare."""
+    from boundary_unlearning.report import schema
+
+    def keys(typed: Any) -> set[str]:
+        return set(typed.__required_keys__ | typed.__optional_keys__)
+
+    report, _ = two_seed_report
+    assert schema.as_report(report) is report
+    assert set(report) <= keys(schema.Report) and schema.Report.__required_keys__ <= set(report)
+    assert set(report["sizes"]) == keys(schema.Sizes)
+    entries = [*report["results"].values(), *report["std"].values()]
+    entries += [e for seed in report["per_seed"].values() for e in seed.values()]
+    for entry in entries:
+        assert set(entry) <= keys(schema.ModelEntry)
+        assert set(entry["acc"]) == keys(schema.Accuracies)
+        assert set(entry["mia"]) <= keys(schema.Attacks)

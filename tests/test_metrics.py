@@ -281,3 +281,20 @@ def test_ulira_separates_original_from_retrained(
     assert compute_metrics(retrained, tiny_data, ulira=True, relearn=False)["mia"]["ulira"] == (
         pytest.approx(ulira(retrained, tiny_data, seed=0))
     )
+
+
+def test_each_metric_is_declared_once_and_the_views_derive_from_it() -> None:
+    from boundary_unlearning.metrics import METRICS
+    from boundary_unlearning.report.tables import METRIC_ORDER, metric_label
+
+    keys = [m.key for m in METRICS]
+    assert len(keys) == len(set(keys))
+    assert tuple(keys) == METRIC_ORDER and list(METRIC_INFO) == keys
+    for m in METRICS:
+        assert METRIC_INFO[m.key] == {"label": m.label, "direction": m.direction,
+                                      "meaning": m.meaning}  # fmt: skip
+        assert metric_label(m.key).startswith(m.label)
+    by_key = {m.key: m for m in METRICS}
+    assert by_key["acc.retain"].higher_is_better is True
+    assert by_key["seconds"].higher_is_better is False
+    assert by_key["mia.loss_lr"].higher_is_better is None

@@ -244,3 +244,12 @@ def test_rerender_drops_figures_of_models_no_longer_in_the_report(
         ["notes_mine.png"]
         + [f"{k}_{n}.png" for k in ("entropy", "tsne", "confusion") for n in fewer]
     )
+
+
+def test_figure_data_matches_its_typed_schema(tiny_figures: dict[str, Any]) -> None:
+    from boundary_unlearning.report import schema
+
+    assert set(tiny_figures) == schema.FigureData.__optional_keys__
+    for model in tiny_figures["models"].values():
+        assert set(model) == schema.ModelFigures.__optional_keys__
+        assert set(model["entropy"]) == schema.EntropySamples.__optional_keys__

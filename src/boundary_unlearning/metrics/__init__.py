@@ -1,17 +1,19 @@
 """Evaluation metrics: pure functions of a model's outputs, each with its direction.
 
-:func:`compute_metrics` runs all of them for one model; :data:`METRIC_INFO` says what each
-reported number means and which way is good.
+:func:`compute_metrics` runs all of them for one model; :data:`METRICS` declares each reported
+number once: its label, which way is good and what it means.
 """
 
 from .accuracy import accuracy, evaluate, predict_logits
 from .distances import activation_distance, entropy, js_divergence, zrf_score
 from .mia import confidence_svc, entropy_attack, loss_lr, paper_asr, ulira
 from .relearn import relearn_steps
-from .suite import METRIC_INFO, compute_metrics
+from .suite import METRIC_INFO, METRICS, Metric, compute_metrics
 
 __all__ = [
+    "METRICS",
     "METRIC_INFO",
+    "Metric",
     "accuracy",
     "activation_distance",
     "compute_metrics",

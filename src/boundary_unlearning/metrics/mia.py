@@ -33,12 +33,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from numpy.typing import ArrayLike, NDArray
 from torch import nn
 
 from .._utils import seeded
 from ..data.split import UnlearningData, to_tensors
+from .accuracy import predict_logits
 
 __all__ = [
     "confidence_svc",
@@ -289,8 +289,8 @@ def ulira(
         y = torch.cat([retain_y, forget_y[mask]])
         fit(shadow, (x, y), epochs=epochs, lr=lr, batch_size=batch_size, seed=seed + s,
             desc=f"ulira shadow {s + 1}/{shadows}")  # fmt: skip
-        scores[s] = logit_confidence(_logits(shadow, forget_x), forget_y).cpu()
-    target = logit_confidence(_logits(model, forget_x), forget_y).cpu()
+        scores[s] = logit_confidence(predict_logits(shadow, forget_x), forget_y).cpu()
+    target = logit_confidence(predict_logits(model, forget_x), forget_y).cpu()
     nan = torch.full_like(scores, math.nan)
     in_scores = torch.where(inside, scores, nan).T
     out_scores = torch.where(~inside, scores, nan).T
@@ -299,14 +299,3 @@ def ulira(
         return float("nan")
     llr = gaussian_log_likelihood_ratio(target[usable], in_scores[usable], out_scores[usable])
     return float((llr > 0).mean())
-
-
-def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    from .accuracy import predict_logits
-
-    return predict_logits(model, x)
-
-
-def cross_entropy_per_sample(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per-sample cross-entropy (nats), the feature of :func:`loss_lr`."""
-    return F.cross_entropy(logits.double(), labels.to(logits.device), reduction="none")

@@ -1,14 +1,15 @@
 """Every metric of one model in one call, from one batched forward pass per model and set.
 
-:data:`METRIC_INFO` documents each reported key: its label, which direction is good and what
-the number means. Reports print the retrained model's value beside every metric.
+:data:`METRICS` declares each reported key once: its label, which direction is good, how it is
+shown and what the number means; :data:`METRIC_INFO` and the report tables derive from it.
+Reports print the retrained model's value beside every metric.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -23,114 +24,219 @@ from .distances import activation_distance, entropy, js_divergence, zrf_score
 from .mia import confidence_svc, entropy_attack, loss_lr, paper_asr
 from .relearn import relearn_steps
 
-__all__ = ["DIRECTIONS", "METRIC_INFO", "compute_metrics"]
+__all__ = ["DIRECTIONS", "METRICS", "METRIC_BY_KEY", "METRIC_INFO", "Metric", "compute_metrics"]
 
-DIRECTIONS = ("higher", "lower", "closer_to_retrain", "closer_to_0.5")
+Direction = Literal["higher", "lower", "closer_to_retrain", "closer_to_0.5"]
+Unit = Literal["fraction", "distance", "count", "ratio", "seconds", "text"]
 
-METRIC_INFO: dict[str, dict[str, str]] = {
-    "acc.retain": {
-        "label": "Acc on D_r",
-        "direction": "higher",
-        "meaning": "accuracy on the remaining training data; higher is better, retrain's "
+DIRECTIONS: tuple[str, ...] = get_args(Direction)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One reported number, declared once: where it sits in a model's report entry, how the
+    tables label and show it, and which way is good (torchmetrics' ``higher_is_better``).
+
+    Attributes:
+        key: dotted path in a model's entry of ``report["results"]``: ``"mia.loss_lr"`` is
+            ``entry["mia"]["loss_lr"]``.
+        label: the row label in the report tables.
+        direction: which value is good: ``"higher"``, ``"lower"``, ``"closer_to_retrain"``
+            (the retrained model's value is the target) or ``"closer_to_0.5"``.
+        unit: how a value is shown: ``"fraction"`` (as a percentage), ``"distance"`` (four
+            decimals), ``"count"`` (a whole number), ``"ratio"`` (``17.0×``), ``"seconds"``
+            or ``"text"`` (the verdict, not a number).
+        meaning: what the number means, for the reports' glossary.
+
+    Example:
+        >>> m = Metric("acc.forget", "Acc on D_f", "closer_to_retrain", "fraction", "...")
+        >>> m.path, m.higher_is_better
+        (('acc', 'forget'), None)
+    """
+
+    key: str
+    label: str
+    direction: Direction
+    unit: Unit
+    meaning: str
+
+    @property
+    def path(self) -> tuple[str, ...]:
+        """The keys leading to the value in a model's report entry.
+
+        Returns:
+            ``key`` split at its dots.
+
+        Example:
+            >>> METRIC_BY_KEY["js_to_retrain"].path
+            ('js_to_retrain',)
+        """
+        return tuple(self.key.split("."))
+
+    @property
+    def higher_is_better(self) -> bool | None:
+        """torchmetrics' flag: True for "higher", False for "lower", None when the target is
+        a value (the retrained model's, or 0.5).
+
+        Returns:
+            Whether a larger value is better, or None when neither direction is.
+
+        Example:
+            >>> METRIC_BY_KEY["speedup"].higher_is_better, METRIC_BY_KEY["zrf"].higher_is_better
+            (True, None)
+        """
+        return {"higher": True, "lower": False}.get(self.direction)
+
+
+# Every reported metric, in the order the report tables show them. compute_metrics writes the
+# accuracies, attacks, distances and relearn steps; the experiment adds seconds, speed-up and
+# the method's stats; the verdict is judged by the report from acc.forget.
+METRICS: tuple[Metric, ...] = (
+    Metric(
+        key="acc.retain",
+        label="Acc on D_r",
+        direction="higher",
+        unit="fraction",
+        meaning="accuracy on the remaining training data; higher is better, retrain's value is "
+        "the reference",
+    ),
+    Metric(
+        key="acc.forget",
+        label="Acc on D_f",
+        direction="closer_to_retrain",
+        unit="fraction",
+        meaning="accuracy on the forgotten class's training data; the retrained model's value "
+        "(about 0) is the target",
+    ),
+    Metric(
+        key="acc.test_retain",
+        label="Acc on D_tr",
+        direction="higher",
+        unit="fraction",
+        meaning="accuracy on test data of the remaining classes; higher is better, retrain's "
         "value is the reference",
-    },
-    "acc.forget": {
-        "label": "Acc on D_f",
-        "direction": "closer_to_retrain",
-        "meaning": "accuracy on the forgotten class's training data; the retrained model's "
-        "value (about 0) is the target",
-    },
-    "acc.test_retain": {
-        "label": "Acc on D_tr",
-        "direction": "higher",
-        "meaning": "accuracy on test data of the remaining classes; higher is better, "
-        "retrain's value is the reference",
-    },
-    "acc.test_forget": {
-        "label": "Acc on D_tf",
-        "direction": "closer_to_retrain",
-        "meaning": "accuracy on test data of the forgotten class; the retrained model's "
-        "value (about 0) is the target",
-    },
-    "mia.paper_asr": {
-        "label": "MIA ASR (paper)",
-        "direction": "closer_to_retrain",
-        "meaning": "fraction of D_f that a logistic-regression attack on sorted output "
-        "log-probabilities, trained on D_r (members) vs D_tr (non-members), calls member; "
+    ),
+    Metric(
+        key="acc.test_forget",
+        label="Acc on D_tf",
+        direction="closer_to_retrain",
+        unit="fraction",
+        meaning="accuracy on test data of the forgotten class; the retrained model's value "
+        "(about 0) is the target",
+    ),
+    Metric(
+        key="verdict",
+        label="Verdict",
+        direction="closer_to_retrain",
+        unit="text",
+        meaning="forgot = D_f accuracy at most 5 points above the retrained model's; a method "
+        "that did not forget gets no speed-up",
+    ),
+    Metric(
+        key="mia.paper_asr",
+        label="MIA ASR (paper)",
+        direction="closer_to_retrain",
+        unit="fraction",
+        meaning="fraction of D_f that a logistic-regression attack on sorted output log-"
+        "probabilities, trained on D_r (members) vs D_tr (non-members), calls member; "
         "lower after unlearning, retrain's value is the target",
-    },
-    "mia.confidence_svc": {
-        "label": "MIA-efficacy (SVC)",
-        "direction": "closer_to_retrain",
-        "meaning": "SalUn's MIA-efficacy: fraction of D_f that an RBF SVC on the true-label "
-        "confidence p_y, trained on D_r vs D_tr, calls NON-member; higher after unlearning, "
-        "retrain's value is the target",
-    },
-    "mia.loss_lr": {
-        "label": "MIA loss-LR acc",
-        "direction": "closer_to_0.5",
-        "meaning": "5-fold cross-validated accuracy of logistic regression telling D_f losses "
-        "from held-out same-class (D_tf) losses; 0.5 = indistinguishable (ideal), above 0.5 "
-        "the model still remembers D_f",
-    },
-    "mia.entropy": {
-        "label": "MIA entropy",
-        "direction": "closer_to_retrain",
-        "meaning": "fraction of D_f that a logistic regression on output entropy, trained on "
-        "D_r vs D_tr, calls member; lower after unlearning, retrain's value is the target",
-    },
-    "mia.ulira": {
-        "label": "MIA U-LiRA",
-        "direction": "closer_to_retrain",
-        "meaning": "fraction of D_f that a per-example Gaussian likelihood ratio over shadow "
-        "models (in/out) calls member; lower after unlearning, retrain's value is the target",
-    },
-    "js_to_retrain": {
-        "label": "JS to retrain",
-        "direction": "lower",
-        "meaning": "mean over D_f of the Jensen-Shannon divergence (nats, 0..ln 2) between "
-        "this model's and the retrained model's output distributions; 0 = same outputs",
-    },
-    "activation_distance": {
-        "label": "Activation distance",
-        "direction": "lower",
-        "meaning": "mean over D_f of the L2 distance between this model's and the retrained "
+    ),
+    Metric(
+        key="mia.confidence_svc",
+        label="MIA-efficacy (SVC)",
+        direction="closer_to_retrain",
+        unit="fraction",
+        meaning="SalUn's MIA-efficacy: fraction of D_f that an RBF SVC on the true-label "
+        "confidence p_y, trained on D_r vs D_tr, calls NON-member; higher after "
+        "unlearning, retrain's value is the target",
+    ),
+    Metric(
+        key="mia.loss_lr",
+        label="MIA loss-LR acc",
+        direction="closer_to_0.5",
+        unit="fraction",
+        meaning="5-fold cross-validated accuracy of logistic regression telling D_f losses from"
+        " held-out same-class (D_tf) losses; 0.5 = indistinguishable (ideal), above 0.5"
+        " the model still remembers D_f",
+    ),
+    Metric(
+        key="mia.entropy",
+        label="MIA entropy",
+        direction="closer_to_retrain",
+        unit="fraction",
+        meaning="fraction of D_f that a logistic regression on output entropy, trained on D_r "
+        "vs D_tr, calls member; lower after unlearning, retrain's value is the target",
+    ),
+    Metric(
+        key="mia.ulira",
+        label="MIA U-LiRA",
+        direction="closer_to_retrain",
+        unit="fraction",
+        meaning="fraction of D_f that a per-example Gaussian likelihood ratio over shadow "
+        "models (in/out) calls member; lower after unlearning, retrain's value is the "
+        "target",
+    ),
+    Metric(
+        key="js_to_retrain",
+        label="JS to retrain",
+        direction="lower",
+        unit="distance",
+        meaning="mean over D_f of the Jensen-Shannon divergence (nats, 0..ln 2) between this "
+        "model's and the retrained model's output distributions; 0 = same outputs",
+    ),
+    Metric(
+        key="activation_distance",
+        label="Activation distance",
+        direction="lower",
+        unit="distance",
+        meaning="mean over D_f of the L2 distance between this model's and the retrained "
         "model's probability vectors (0..sqrt 2); 0 = same outputs",
-    },
-    "zrf": {
-        "label": "ZRF",
-        "direction": "closer_to_retrain",
-        "meaning": "1 - mean JS (nats) on D_f to a randomly initialised model of the same "
+    ),
+    Metric(
+        key="zrf",
+        label="ZRF",
+        direction="closer_to_retrain",
+        unit="distance",
+        meaning="1 - mean JS (nats) on D_f to a randomly initialised model of the same "
         "architecture (1 - ln 2 .. 1); 1 = answers like a random network",
-    },
-    "relearn_steps": {
-        "label": "Relearn steps",
-        "direction": "closer_to_retrain",
-        "meaning": "full-batch SGD steps (lr 1e-3) on 8 forget samples until D_f accuracy is "
-        "back to 50% (capped at 100); few steps = the class was hidden rather than forgotten",
-    },
-    "verdict": {
-        "label": "Verdict",
-        "direction": "closer_to_retrain",
-        "meaning": "forgot = D_f accuracy at most 5 points above the retrained model's; a "
-        "method that did not forget gets no speed-up",
-    },
-    "stats.steps": {
-        "label": "Unlearning steps",
-        "direction": "lower",
-        "meaning": "optimiser steps the method took (forget-only methods stop at their "
-        "forgetting target)",
-    },
-    "seconds": {
-        "label": "Time (s)",
-        "direction": "lower",
-        "meaning": "wall-clock seconds of the method (training time for original and retrain)",
-    },
-    "speedup": {
-        "label": "Speed-up vs retrain",
-        "direction": "higher",
-        "meaning": "retrain's seconds divided by this method's seconds",
-    },
+    ),
+    Metric(
+        key="relearn_steps",
+        label="Relearn steps",
+        direction="closer_to_retrain",
+        unit="count",
+        meaning="full-batch SGD steps (lr 1e-3) on 8 forget samples until D_f accuracy is back "
+        "to 50% (capped at 100); few steps = the class was hidden rather than forgotten",
+    ),
+    Metric(
+        key="stats.steps",
+        label="Unlearning steps",
+        direction="lower",
+        unit="count",
+        meaning="optimiser steps the method took (forget-only methods stop at their forgetting "
+        "target)",
+    ),
+    Metric(
+        key="seconds",
+        label="Time (s)",
+        direction="lower",
+        unit="seconds",
+        meaning="wall-clock seconds of the method (training time for original and retrain)",
+    ),
+    Metric(
+        key="speedup",
+        label="Speed-up vs retrain",
+        direction="higher",
+        unit="ratio",
+        meaning="retrain's seconds divided by this method's seconds",
+    ),
+)
+
+METRIC_BY_KEY: dict[str, Metric] = {m.key: m for m in METRICS}
+
+# A view kept for callers: key -> {"label", "direction", "meaning"}.
+METRIC_INFO: dict[str, dict[str, str]] = {
+    m.key: {"label": m.label, "direction": m.direction, "meaning": m.meaning} for m in METRICS
 }
 
 
@@ -200,6 +306,34 @@ def _p_y(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return probs.gather(1, labels.view(-1, 1)).squeeze(1)
 
 
+def _nested(values: dict[str, float | None]) -> dict[str, Any]:
+    """Values by metric key, nested the way a report entry holds them.
+
+    Args:
+        values: metric key (declared in :data:`METRICS`) -> value, in the order to write.
+
+    Returns:
+        ``{"acc.forget": v}`` as ``{"acc": {"forget": v}}``; keys without a dot stay on top.
+
+    Raises:
+        KeyError: a key is not declared in :data:`METRICS` (declare it there first).
+
+    Example:
+        >>> _nested({"acc.forget": 0.0, "mia.loss_lr": 0.5, "zrf": None})
+        {'acc': {'forget': 0.0}, 'mia': {'loss_lr': 0.5}, 'zrf': None}
+    """
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in METRIC_BY_KEY:
+            raise KeyError(f"metric {key!r} is not declared; add it to METRICS")
+        *groups, name = METRIC_BY_KEY[key].path
+        node = out
+        for group in groups:
+            node = node.setdefault(group, {})
+        node[name] = value
+    return out
+
+
 def compute_metrics(
     model: nn.Module,
     data: UnlearningData,
@@ -211,7 +345,7 @@ def compute_metrics(
     relearn: bool = True,
     ulira: bool = False,
 ) -> dict[str, Any]:
-    """All metrics of ``model`` on ``data`` as a JSON-able dict (see :data:`METRIC_INFO`).
+    """All metrics of ``model`` on ``data`` as a JSON-able dict (see :data:`METRICS`).
 
     Keys: ``acc`` (``retain``, ``forget``, ``test_retain``, ``test_forget`` as in
     :func:`evaluate`), ``mia`` (``paper_asr``, ``confidence_svc``, ``loss_lr``, ``entropy``,
@@ -220,6 +354,19 @@ def compute_metrics(
     ``relearn``). A metric whose reference model is not given is ``None``; so is one that
     cannot be computed (an empty set). ``original`` is accepted for symmetry and currently
     unused. Every attack is seeded with ``seed``.
+
+    Args:
+        model: the model to score.
+        data: the four sets D_r, D_f, D_tr, D_tf.
+        retrained: the reference for ``js_to_retrain`` and ``activation_distance``.
+        original: unused.
+        random_model: the reference for ``zrf``.
+        seed: seed of every attack and of the relearn test.
+        relearn: compute ``relearn_steps`` (a few SGD steps on a copy).
+        ulira: run the slow shadow-model attack ``mia.ulira``.
+
+    Returns:
+        The metrics nested as a report entry holds them (``entry["mia"]["loss_lr"]``).
     """
     del original
     sets = _sets(data)
@@ -228,37 +375,29 @@ def compute_metrics(
     y_tr, y_tf = sets.test_retain[1], sets.test_forget[1]
     p_r, p_f = out.retain.softmax(1), out.forget.softmax(1)
     p_tr = out.test_retain.softmax(1)
-    result: dict[str, Any] = {
-        "acc": {
-            "retain": _acc(out.retain, y_r),
-            "forget": _acc(out.forget, y_f),
-            "test_retain": _acc(out.test_retain, y_tr),
-            "test_forget": _acc(out.test_forget, y_tf),
-        }
-    }
     losses_f = _losses(out.forget, y_f)
     losses_tf = _losses(out.test_forget, y_tf)
-    mia: dict[str, float | None] = {
-        "paper_asr": _clean(paper_asr(p_r, p_tr, p_f, seed=seed)),
-        "confidence_svc": _clean(
+    values: dict[str, float | None] = {
+        "acc.retain": _acc(out.retain, y_r),
+        "acc.forget": _acc(out.forget, y_f),
+        "acc.test_retain": _acc(out.test_retain, y_tr),
+        "acc.test_forget": _acc(out.test_forget, y_tf),
+        "mia.paper_asr": _clean(paper_asr(p_r, p_tr, p_f, seed=seed)),
+        "mia.confidence_svc": _clean(
             confidence_svc(_p_y(p_r, y_r), _p_y(p_tr, y_tr), _p_y(p_f, y_f), seed=seed)
         ),
-        "loss_lr": _clean(loss_lr(losses_f, losses_tf, seed=seed)),
-        "entropy": _clean(entropy_attack(entropy(p_r), entropy(p_tr), entropy(p_f), seed=seed)),
+        "mia.loss_lr": _clean(loss_lr(losses_f, losses_tf, seed=seed)),
+        "mia.entropy": _clean(entropy_attack(entropy(p_r), entropy(p_tr), entropy(p_f), seed=seed)),
     }
     if ulira:
-        mia["ulira"] = _clean(_mia.ulira(model, data, seed=seed))
-    result["mia"] = mia
+        values["mia.ulira"] = _clean(_mia.ulira(model, data, seed=seed))
+    values["js_to_retrain"] = values["activation_distance"] = values["zrf"] = None
     if retrained is not None:
         q_f = predict_logits(retrained, sets.forget[0]).double().cpu().softmax(1)
-        result["js_to_retrain"] = _clean(js_divergence(p_f, q_f))
-        result["activation_distance"] = _clean(activation_distance(p_f, q_f))
-    else:
-        result["js_to_retrain"] = result["activation_distance"] = None
+        values["js_to_retrain"] = _clean(js_divergence(p_f, q_f))
+        values["activation_distance"] = _clean(activation_distance(p_f, q_f))
     if random_model is not None:
         r_f = predict_logits(random_model, sets.forget[0]).double().cpu().softmax(1)
-        result["zrf"] = _clean(zrf_score(p_f, r_f))
-    else:
-        result["zrf"] = None
-    result["relearn_steps"] = relearn_steps(model, data, seed=seed) if relearn else None
-    return result
+        values["zrf"] = _clean(zrf_score(p_f, r_f))
+    values["relearn_steps"] = relearn_steps(model, data, seed=seed) if relearn else None
+    return _nested(values)

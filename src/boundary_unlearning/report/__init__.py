@@ -1,12 +1,14 @@
 """Reports: the paper-style table (text, markdown, CSV), the figures and a self-contained
-HTML page, all rendered from the JSON-able report dict of a run."""
+HTML page, all rendered from the JSON-able report dict of a run, whose shape
+:class:`~boundary_unlearning.report.schema.Report` describes."""
 
 from .figures import figure_data
 from .render import render_reports
-from .tables import ACC_ROWS, format_markdown, format_table, results_csv, write_reports
+from .schema import Report
+from .tables import format_markdown, format_table, results_csv, write_reports
 
 __all__ = [
-    "ACC_ROWS",
+    "Report",
     "figure_data",
     "format_markdown",
     "format_table",

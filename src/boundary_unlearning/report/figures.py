@@ -21,6 +21,7 @@ from torch import nn
 from .._utils import eval_mode, model_device
 from ..data.split import UnlearningData, to_tensors
 from ..metrics.distances import entropy
+from .schema import ModelFigures
 
 __all__ = ["figure_data", "plot_confusion", "plot_entropy", "plot_tsne"]
 
@@ -68,7 +69,8 @@ def figure_data(
     seed: int = 0,
     max_points: int = 400,
 ) -> dict[str, Any]:
-    """JSON-able inputs of every figure, for each model in ``models`` (name -> model).
+    """JSON-able inputs of every figure, for each model in ``models`` (name -> model), in the
+    shape of :class:`~boundary_unlearning.report.schema.FigureData`.
 
     - ``entropy``: output entropies (nats) of at most ``max_points`` seeded samples each of
       D_r (``retain``), D_f (``forget``) and the whole test set (``test``);
@@ -152,9 +154,18 @@ def _class_name(c: int, class_names: Mapping[int, str]) -> str:
     return f"{c} ({class_names[c]})" if str(class_names.get(c, c)) != str(c) else str(c)
 
 
-def plot_entropy(model_data: Mapping[str, Any], *, title: str, num_classes: int) -> bytes:
+def plot_entropy(model_data: ModelFigures, *, title: str, num_classes: int) -> bytes:
     """PNG: histograms of output entropy on remaining (D_r), forget (D_f) and test data for
-    one model (the paper's entropy figure)."""
+    one model (the paper's entropy figure).
+
+    Args:
+        model_data: the model's figure data (its ``entropy`` samples are drawn).
+        title: the model's name, for the title.
+        num_classes: K; the x axis runs from 0 to ln K nats.
+
+    Returns:
+        The PNG bytes.
+    """
     fig = _figure(4.2, 3.0)
     ax = fig.add_subplot()
     top = math.log(max(num_classes, 2))
@@ -179,7 +190,7 @@ def plot_entropy(model_data: Mapping[str, Any], *, title: str, num_classes: int)
 
 
 def plot_tsne(
-    model_data: Mapping[str, Any],
+    model_data: ModelFigures,
     labels: list[int],
     *,
     title: str,
@@ -187,7 +198,18 @@ def plot_tsne(
     class_names: Mapping[int, str] | None = None,
 ) -> bytes:
     """PNG: 2-D t-SNE of penultimate features, one colour per true class; the forgotten
-    class(es) drawn as black-edged crosses so one sees where its samples went."""
+    class(es) drawn as black-edged crosses so one sees where its samples went.
+
+    Args:
+        model_data: the model's figure data (its ``tsne`` points are drawn).
+        labels: the true class of each point (``FigureData.tsne_labels``).
+        title: the model's name, for the title.
+        forget_classes: the forgotten classes.
+        class_names: class index -> name, for the legend.
+
+    Returns:
+        The PNG bytes.
+    """
     import matplotlib
 
     names = class_names or {}
@@ -216,11 +238,18 @@ def plot_tsne(
     return _png(fig)
 
 
-def plot_confusion(
-    model_data: Mapping[str, Any], *, title: str, forget_classes: list[int]
-) -> bytes:
+def plot_confusion(model_data: ModelFigures, *, title: str, forget_classes: list[int]) -> bytes:
     """PNG: test-set confusion matrix, each row normalised to the fraction of that true class;
-    the forgotten class's row is outlined in red."""
+    the forgotten class's row is outlined in red.
+
+    Args:
+        model_data: the model's figure data (its ``confusion`` matrix is drawn).
+        title: the model's name, for the title.
+        forget_classes: the forgotten classes, whose rows are outlined.
+
+    Returns:
+        The PNG bytes.
+    """
     cm = np.asarray(model_data["confusion"], dtype=np.float64)
     k = len(cm)
     rows = cm.sum(axis=1, keepdims=True)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping, Sequence
 from html import escape
-from typing import Any
 
-from ..metrics.suite import METRIC_INFO
+from ..metrics.suite import METRIC_BY_KEY
+from .schema import Report
 from .tables import (
     ARROW_LEGEND,
     ARROWS,
@@ -41,11 +41,31 @@ figcaption { font-size: 12px; color: #555; text-align: center; }
 
 
 def _md_bold_to_html(text: str) -> str:
+    """Escape ``text`` for HTML and turn its markdown ``**bold**`` into ``<b>`` tags.
+
+    Args:
+        text: a line of markdown.
+
+    Returns:
+        The HTML text.
+
+    Example:
+        >>> _md_bold_to_html("data set: **a<b**")
+        'data set: <b>a&lt;b</b>'
+    """
     parts = escape(text).split("**")
     return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
 
 
-def _table(report: Mapping[str, Any]) -> str:
+def _table(report: Report) -> str:
+    """The report's table as HTML, the retrained model's column marked (R).
+
+    Args:
+        report: the report.
+
+    Returns:
+        The ``<table>`` element; each metric's meaning is its row header's tooltip.
+    """
     cols, rows = table_rows(report)
     head = "".join(
         f'<th class="ref">{escape(c)} (R)</th>' if c == "retrain" else f"<th>{escape(c)}</th>"
@@ -53,8 +73,8 @@ def _table(report: Mapping[str, Any]) -> str:
     )
     lines = [f"<table><thead><tr><th>metric</th>{head}</tr></thead><tbody>"]
     for key, cells in rows:
-        info = METRIC_INFO.get(key, {})
-        title = escape(info.get("meaning", ""), quote=True)
+        metric = METRIC_BY_KEY.get(key)
+        title = escape(metric.meaning if metric else "", quote=True)
         tds = "".join(
             f'<td class="num{" ref" if c == "retrain" else ""}">{escape(v)}</td>'
             for c, v in zip(cols, cells, strict=True)
@@ -64,13 +84,21 @@ def _table(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _per_seed_tables(report: Mapping[str, Any]) -> str:
+def _per_seed_tables(report: Report) -> str:
+    """One collapsed table per seed, for a report of several seeds.
+
+    Args:
+        report: the report.
+
+    Returns:
+        The HTML section, or ``""`` when the report has fewer than two seeds.
+    """
     per_seed = report.get("per_seed")
     if not isinstance(per_seed, Mapping) or len(per_seed) < 2:
         return ""
     out = ["<h2>Per seed</h2>"]
     for seed, results in per_seed.items():
-        sub = {"results": results}
+        sub: Report = {"results": results}
         cols = columns(sub)
         _, rows = table_rows(sub)
         head = "".join(f"<th>{escape(c)}</th>" for c in cols)
@@ -87,23 +115,39 @@ def _per_seed_tables(report: Mapping[str, Any]) -> str:
     return "\n".join(out)
 
 
-def _glossary(report: Mapping[str, Any]) -> str:
+def _glossary(report: Report) -> str:
+    """What each metric of the table means and which way is good, as an HTML table.
+
+    Args:
+        report: the report.
+
+    Returns:
+        The ``<table>`` element, one row per declared metric in the report's table.
+    """
     _, rows = table_rows(report)
     lines = ["<table><thead><tr><th>metric</th><th>good</th><th>meaning</th></tr></thead><tbody>"]
     for key, _cells in rows:
-        info = METRIC_INFO.get(key)
-        if not info:
+        metric = METRIC_BY_KEY.get(key)
+        if not metric:
             continue
-        direction = info["direction"].replace("_", " ")
+        direction = metric.direction.replace("_", " ")
         lines.append(
-            f"<tr><th>{escape(info['label'])}</th><td>{escape(ARROWS[info['direction']])} "
-            f"{escape(direction)}</td><td class=meaning>{escape(info['meaning'])}</td></tr>"
+            f"<tr><th>{escape(metric.label)}</th><td>{escape(ARROWS[metric.direction])} "
+            f"{escape(direction)}</td><td class=meaning>{escape(metric.meaning)}</td></tr>"
         )
     lines.append("</tbody></table>")
     return "\n".join(lines)
 
 
-def _diagnostics(report: Mapping[str, Any]) -> str:
+def _diagnostics(report: Report) -> str:
+    """The methods' diagnostics (``stats``) as an HTML list.
+
+    Args:
+        report: the report.
+
+    Returns:
+        The HTML section, or ``""`` when no model has diagnostics.
+    """
     items = []
     for name, entry in report["results"].items():
         stats = metric_value(entry, "stats")
@@ -113,7 +157,19 @@ def _diagnostics(report: Mapping[str, Any]) -> str:
     return f"<h2>Method diagnostics</h2><ul>{''.join(items)}</ul>" if items else ""
 
 
-def _failures(report: Mapping[str, Any]) -> str:
+def _failures(report: Report) -> str:
+    """The report's failures as an HTML list.
+
+    Args:
+        report: the report.
+
+    Returns:
+        The HTML section, or ``""`` when nothing failed.
+
+    Example:
+        >>> _failures({"results": {"m": {"failed": "nan loss"}}})
+        '<h2>Failures</h2><ul><li>m failed: nan loss</li></ul>'
+    """
     lines = failures(report)
     if not lines:
         return ""
@@ -136,10 +192,16 @@ def _figures(sections: Sequence[tuple[str, str, Sequence[Figure]]]) -> str:
     return "\n".join(out)
 
 
-def build_html(
-    report: Mapping[str, Any], sections: Sequence[tuple[str, str, Sequence[Figure]]] = ()
-) -> str:
-    """The whole page as one string. ``sections`` are ``(heading, note, [(caption, png)])``."""
+def build_html(report: Report, sections: Sequence[tuple[str, str, Sequence[Figure]]] = ()) -> str:
+    """The whole page as one string.
+
+    Args:
+        report: the report.
+        sections: figure sections, each ``(heading, note, [(caption, png bytes)])``.
+
+    Returns:
+        A self-contained HTML document (figures embedded as data URIs).
+    """
     title = f"Unlearning report: {report.get('dataset')} / {report.get('model')}"
     return "\n".join(
         [

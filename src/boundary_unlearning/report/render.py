@@ -9,20 +9,44 @@ from pathlib import Path
 from typing import Any
 
 from .._utils import atomic_write_bytes, atomic_write_text
-from ..errors import DataError
 from .figures import plot_confusion, plot_entropy, plot_tsne
 from .html import Figure, build_html
+from .schema import ModelFigures, Report, as_report
 from .tables import columns, format_markdown, results_csv
 
 __all__ = ["render_reports"]
 
 
 def _slug(name: str) -> str:
+    """A model name made safe for a file name.
+
+    Args:
+        name: the model name.
+
+    Returns:
+        Letters, digits, ``_``, ``.`` and ``-`` only; ``"model"`` when nothing is left.
+
+    Example:
+        >>> _slug("boundary_shrink+finetune"), _slug("../")
+        ('boundary_shrink_finetune', 'model')
+    """
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "model"
 
 
-def _model_order(report: Mapping[str, Any], names: list[str]) -> list[str]:
-    """Figures in the table's order (original, retrain, then methods), extra models last."""
+def _model_order(report: Report, names: list[str]) -> list[str]:
+    """Figures in the table's order (original, retrain, then methods), extra models last.
+
+    Args:
+        report: the report.
+        names: the models that have figure data.
+
+    Returns:
+        ``names`` reordered.
+
+    Example:
+        >>> _model_order({"results": {"m": {}, "retrain": {}}}, ["x", "m", "retrain", "original"])
+        ['original', 'retrain', 'm', 'x']
+    """
     preferred = ["original", "retrain"] + [
         c for c in columns(report) if c not in ("original", "retrain")
     ]
@@ -30,15 +54,22 @@ def _model_order(report: Mapping[str, Any], names: list[str]) -> list[str]:
 
 
 def _render_figures(
-    report: Mapping[str, Any], out: Path
+    report: Report, out: Path
 ) -> tuple[list[tuple[str, str, list[Figure]]], set[str]]:
-    """Draw every figure of ``report`` into ``out/figures``; returns the HTML sections and
-    the names of the files written."""
+    """Draw every figure of ``report`` into ``out/figures``.
+
+    Args:
+        report: the report; without ``figures_data`` nothing is drawn.
+        out: the report folder.
+
+    Returns:
+        ``(HTML sections, names of the files written)``.
+    """
     written: set[str] = set()
     fd = report.get("figures_data")
     if not isinstance(fd, Mapping) or not isinstance(fd.get("models"), Mapping):
         return [], written
-    models: Mapping[str, Any] = fd["models"]
+    models: Mapping[str, ModelFigures] = fd["models"]
     forget = [int(c) for c in fd.get("forget_classes", report.get("forget_classes", []))]
     names = dict(zip(forget, report.get("class_names") or [], strict=False))
     k = int(fd.get("num_classes", 0)) or max(
@@ -79,17 +110,22 @@ def _render_figures(
     return sections, written
 
 
-def render_reports(report: dict[str, Any], out_dir: str | Path) -> None:
+def render_reports(report: Mapping[str, Any], out_dir: str | Path) -> None:
     """Write ``report.md``, ``results.csv``, ``figures/*.png`` (when ``report`` holds
     ``figures_data``) and a self-contained ``report.html`` into ``out_dir``, atomically.
 
-    ``report`` is a single-seed report (``results`` only) or a multi-seed one (``results``
-    holding the means, ``std`` and ``per_seed``). ``report.json`` itself is not written here.
+    ``report.json`` itself is not written here.
+
+    Args:
+        report: a :class:`~boundary_unlearning.report.schema.Report`: a single-seed report
+            (``results`` only) or a multi-seed one (``results`` holding the means, ``std``
+            and ``per_seed``).
+        out_dir: the folder to write into.
+
+    Raises:
+        DataError: ``report`` has no ``results`` table.
     """
-    if not isinstance(report, Mapping) or not isinstance(report.get("results"), Mapping):
-        raise DataError(
-            "the report has no 'results' table; pass the dict loaded from a run's report.json"
-        )
+    report = as_report(report)
     out = Path(out_dir)
     atomic_write_text(out / "report.md", format_markdown(report))
     atomic_write_text(out / "results.csv", results_csv(report))

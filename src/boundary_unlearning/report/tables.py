@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from .._utils import atomic_write_json, atomic_write_text
-from ..metrics.suite import METRIC_INFO
+from ..metrics.suite import METRIC_BY_KEY, METRICS
+from .schema import ModelEntry, Report, as_report
 
 __all__ = [
-    "ACC_ROWS",
     "ARROWS",
     "METRIC_ORDER",
     "format_markdown",
@@ -30,33 +30,8 @@ __all__ = [
     "write_reports",
 ]
 
-# (report key, label, which direction is good) — the accuracy rows, kept for callers.
-ACC_ROWS: tuple[tuple[str, str, str], ...] = (
-    ("retain", "Acc on D_r", "higher is better (retrain ≈ target)"),
-    ("forget", "Acc on D_f", "retrain's value (≈0) is the target"),
-    ("test_retain", "Acc on D_tr", "higher is better (retrain ≈ target)"),
-    ("test_forget", "Acc on D_tf", "retrain's value (≈0) is the target"),
-)
-
-METRIC_ORDER: tuple[str, ...] = (
-    "acc.retain",
-    "acc.forget",
-    "acc.test_retain",
-    "acc.test_forget",
-    "verdict",
-    "mia.paper_asr",
-    "mia.confidence_svc",
-    "mia.loss_lr",
-    "mia.entropy",
-    "mia.ulira",
-    "js_to_retrain",
-    "activation_distance",
-    "zrf",
-    "relearn_steps",
-    "stats.steps",
-    "seconds",
-    "speedup",
-)
+# The table rows in order: one per metric declared in metrics.suite.METRICS.
+METRIC_ORDER: tuple[str, ...] = tuple(m.key for m in METRICS)
 
 # A method "forgot" when its D_f accuracy is at most this far above the retrained model's
 # (or, with no retrained model in the report, at most this high): the default forgetting
@@ -73,7 +48,6 @@ ARROW_LEGEND = (
     "↑ higher is better, ↓ lower is better, ≈R closest to the retrained model (R) is best, "
     "→0.5 closest to 50% is best"
 )
-_PERCENT = ("acc.", "mia.")
 
 
 def metric_value(entry: Mapping[str, Any] | None, key: str) -> Any:
@@ -93,34 +67,75 @@ def _number(value: Any) -> float | None:
 
 
 def format_value(key: str, value: Any, *, std: Any = None) -> str:
-    """A table cell: percent for accuracies and attack rates, 4 decimals for distances,
-    ``mean ± std`` when ``std`` is a number; ``—`` when missing."""
+    """A table cell, shown as the metric's declared unit says.
+
+    Args:
+        key: a metric key of :data:`~boundary_unlearning.metrics.suite.METRICS`; an
+            undeclared key is shown with two decimals.
+        value: the number (anything else, or NaN, is missing).
+        std: the spread across seeds, shown as ``mean ± std`` when it is a number.
+
+    Returns:
+        Percent for fractions (accuracies, attack rates), four decimals for distances, a whole
+        number for counts, ``17.0×`` for the speed-up, two decimals otherwise; ``—`` when the
+        value is missing.
+
+    Example:
+        >>> format_value("acc.forget", 0.1234, std=0.01), format_value("zrf", None)
+        ('12.34 ± 1.00', '—')
+    """
     v = _number(value)
     if v is None:
         return "—"
     s = _number(std)
-    if key.startswith(_PERCENT):
+    metric = METRIC_BY_KEY.get(key)
+    unit = metric.unit if metric is not None else None
+    if unit == "fraction":
         text, spread = f"{100 * v:.2f}", (f"{100 * s:.2f}" if s is not None else None)
-    elif key in ("js_to_retrain", "activation_distance", "zrf"):
+    elif unit == "distance":
         text, spread = f"{v:.4f}", (f"{s:.4f}" if s is not None else None)
-    elif key in ("relearn_steps", "stats.steps"):
+    elif unit == "count":
         text = f"{v:.0f}" if v == int(v) else f"{v:.1f}"
         spread = f"{s:.1f}" if s is not None else None
-    elif key == "speedup":
+    elif unit == "ratio":
         text, spread = f"{v:.1f}×", (f"{s:.1f}" if s is not None else None)
     else:
         text, spread = f"{v:.2f}", (f"{s:.2f}" if s is not None else None)
     return f"{text} ± {spread}" if spread is not None else text
 
 
-def columns(report: Mapping[str, Any]) -> list[str]:
-    """Model names in table order: retrain (the reference), original, then each method."""
+def columns(report: Report) -> list[str]:
+    """Model names in table order: retrain (the reference), original, then each method.
+
+    Args:
+        report: the report.
+
+    Returns:
+        The keys of ``report["results"]`` in table order.
+
+    Example:
+        >>> columns({"results": {"original": {}, "finetune": {}, "retrain": {}}})
+        ['retrain', 'original', 'finetune']
+    """
     results = report["results"]
     order = ["retrain", "original"]
     return [c for c in order if c in results] + [c for c in results if c not in order]
 
 
-def _speedup(report: Mapping[str, Any], name: str) -> Any:
+def _speedup(report: Report, name: str) -> Any:
+    """A column's speed-up over retraining: the stored one, else from the two times.
+
+    Args:
+        report: the report.
+        name: a model name of ``report["results"]``.
+
+    Returns:
+        The speed-up, or None for the original model and where a time is missing.
+
+    Example:
+        >>> _speedup({"results": {"retrain": {"seconds": 8.0}, "m": {"seconds": 2.0}}}, "m")
+        4.0
+    """
     entry = report["results"].get(name, {})
     if "speedup" in entry:
         return entry["speedup"]
@@ -131,10 +146,24 @@ def _speedup(report: Mapping[str, Any], name: str) -> Any:
     return ref / mine
 
 
-def verdict(report: Mapping[str, Any], name: str) -> str | None:
-    """``"forgot"`` / ``"did not forget"`` for a method's column, judged on its D_f accuracy
-    against the retrained model's (see :data:`FORGOT_MARGIN`); ``None`` for the retrained and
-    original models and for a method without a D_f accuracy."""
+def verdict(report: Report, name: str) -> str | None:
+    """Whether a method forgot, judged on its D_f accuracy against the retrained model's.
+
+    Args:
+        report: the report.
+        name: a model name of ``report["results"]``.
+
+    Returns:
+        ``"forgot"`` when the D_f accuracy is at most :data:`FORGOT_MARGIN` above the
+        retrained model's (or above 0 without one), else ``"did not forget"``; ``None`` for
+        the retrained and original models and for a method without a D_f accuracy.
+
+    Example:
+        >>> report = {"results": {"retrain": {"acc": {"forget": 0.0}},
+        ...                       "a": {"acc": {"forget": 0.04}}, "b": {"acc": {"forget": 0.3}}}}
+        >>> verdict(report, "a"), verdict(report, "b"), verdict(report, "retrain")
+        ('forgot', 'did not forget', None)
+    """
     if name in ("retrain", "original"):
         return None
     mine = _number(metric_value(report["results"].get(name), "acc.forget"))
@@ -145,15 +174,35 @@ def verdict(report: Mapping[str, Any], name: str) -> str | None:
 
 
 def metric_label(key: str) -> str:
-    info = METRIC_INFO.get(key, {"label": key, "direction": ""})
-    unit = " (%)" if key.startswith(_PERCENT) else ""
-    arrow = ARROWS.get(info["direction"], "")
-    return f"{info['label']}{unit} {arrow}".strip()
+    """A metric's row label: its declared label, ``(%)`` for fractions, the direction arrow.
+
+    Args:
+        key: a metric key; an undeclared key is its own label.
+
+    Returns:
+        The label as the tables print it.
+
+    Example:
+        >>> metric_label("acc.retain"), metric_label("speedup"), metric_label("other")
+        ('Acc on D_r (%) ↑', 'Speed-up vs retrain ↑', 'other')
+    """
+    metric = METRIC_BY_KEY.get(key)
+    if metric is None:
+        return key
+    unit = " (%)" if metric.unit == "fraction" else ""
+    return f"{metric.label}{unit} {ARROWS[metric.direction]}"
 
 
-def table_rows(report: Mapping[str, Any]) -> tuple[list[str], list[tuple[str, list[str]]]]:
-    """``(columns, [(metric key, cells per column)])`` for every metric some model has
-    (the four accuracies and seconds always)."""
+def table_rows(report: Report) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    """The report's table as cells: one row per metric some model has (the four accuracies
+    and seconds always), in :data:`METRIC_ORDER`.
+
+    Args:
+        report: the report; with several seeds its ``std`` is shown beside each mean.
+
+    Returns:
+        ``(columns, [(metric key, cells per column)])``.
+    """
     cols = columns(report)
     results = report["results"]
     stds = (report.get("std") or {}) if len(_seeds(report)) > 1 else {}
@@ -188,8 +237,18 @@ def table_rows(report: Mapping[str, Any]) -> tuple[list[str], list[tuple[str, li
 
 
 def format_table(report: Mapping[str, Any]) -> str:
-    """A fixed-width text table of the report, as printed by the CLI."""
-    cols, rows = table_rows(report)
+    """A fixed-width text table of the report, as printed by the CLI.
+
+    Args:
+        report: a :class:`~boundary_unlearning.report.schema.Report`.
+
+    Returns:
+        The table, one line per metric.
+
+    Raises:
+        DataError: ``report`` has no ``results`` table.
+    """
+    cols, rows = table_rows(as_report(report))
     header = ["", *cols]
     body = [[metric_label(key), *cells] for key, cells in rows]
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
@@ -203,7 +262,19 @@ def format_table(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _seeds(report: Mapping[str, Any]) -> list[Any]:
+def _seeds(report: Report) -> list[Any]:
+    """The seeds the report ran: ``seeds``, else the keys of ``per_seed``, else ``[seed]``.
+
+    Args:
+        report: the report.
+
+    Returns:
+        The seeds, at least one (0 when the report names none).
+
+    Example:
+        >>> _seeds({"results": {}, "seeds": [1, 2]}), _seeds({"results": {}})
+        ([1, 2], [0])
+    """
     seeds = report.get("seeds")
     if isinstance(seeds, list) and seeds:
         return seeds
@@ -213,8 +284,20 @@ def _seeds(report: Mapping[str, Any]) -> list[Any]:
     return [report.get("seed", 0)]
 
 
-def failures(report: Mapping[str, Any]) -> list[str]:
-    """One line per model that failed on every seed (``failed``) or on some (``failed_seeds``)."""
+def failures(report: Report) -> list[str]:
+    """What failed, for the reports' failure list.
+
+    Args:
+        report: the report.
+
+    Returns:
+        One line per model that failed on every seed (``failed``) and per seed a model failed
+        on (``failed_seeds``).
+
+    Example:
+        >>> failures({"results": {"neg_grad": {"failed": "loss diverged"}}})
+        ['neg_grad failed: loss diverged']
+    """
     lines = []
     for name, entry in report["results"].items():
         if not isinstance(entry, Mapping):
@@ -226,7 +309,20 @@ def failures(report: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def settings_line(report: Mapping[str, Any]) -> str:
+def settings_line(report: Report) -> str:
+    """The report's settings in one markdown line: data set, model, forgotten classes, seeds.
+
+    Args:
+        report: the report.
+
+    Returns:
+        The line, with the values in bold.
+
+    Example:
+        >>> settings_line({"results": {}, "dataset": "digits", "model": "mlp",
+        ...                "forget_classes": [3], "class_names": ["three"], "seed": 0})
+        'data set: **digits**, model: **mlp**, forgotten class(es): **3 (three)**, seed: 0'
+    """
     classes = list(report.get("forget_classes") or [])
     names = list(report.get("class_names") or [])
     forgotten = ", ".join(
@@ -247,7 +343,18 @@ def settings_line(report: Mapping[str, Any]) -> str:
 
 def format_markdown(report: Mapping[str, Any]) -> str:
     """``report.md``: settings, the paper-style table (retrain first, arrows for direction),
-    what each metric means, and method diagnostics."""
+    what each metric means, and method diagnostics.
+
+    Args:
+        report: a :class:`~boundary_unlearning.report.schema.Report`.
+
+    Returns:
+        The markdown text.
+
+    Raises:
+        DataError: ``report`` has no ``results`` table.
+    """
+    report = as_report(report)
     cols, rows = table_rows(report)
     out = [
         "# Unlearning report",
@@ -264,10 +371,10 @@ def format_markdown(report: Mapping[str, Any]) -> str:
         out += ["", "## Failures", "", *[f"- {line}" for line in failed]]
     out += ["", "## What each metric means", ""]
     for key, _ in rows:
-        info = METRIC_INFO.get(key)
-        if info:
-            arrow = ARROWS.get(info["direction"], "")
-            out.append(f"- **{info['label']}** ({arrow} {info['direction']}): {info['meaning']}")
+        metric = METRIC_BY_KEY.get(key)
+        if metric:
+            arrow = ARROWS[metric.direction]
+            out.append(f"- **{metric.label}** ({arrow} {metric.direction}): {metric.meaning}")
     stats = {
         name: entry["stats"]
         for name, entry in report["results"].items()
@@ -296,7 +403,20 @@ def stats_text(stats: Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def _flat(entry: Mapping[str, Any]) -> dict[str, Any]:
+def _flat(entry: ModelEntry) -> dict[str, Any]:
+    """One model's CSV row: its status and every metric it has, by metric key.
+
+    Args:
+        entry: the model's entry.
+
+    Returns:
+        ``{"status": "ok" or "failed: ...", metric key: value, ...}``.
+
+    Example:
+        >>> _flat({"acc": {"retain": 1.0, "forget": 0.0, "test_retain": 0.9, "test_forget": 0.0},
+        ...        "seconds": 2.0})["acc.forget"]
+        0.0
+    """
     row: dict[str, Any] = {"status": f"failed: {entry['failed']}" if entry.get("failed") else "ok"}
     for key in METRIC_ORDER:
         value = metric_value(entry, key)
@@ -305,9 +425,21 @@ def _flat(entry: Mapping[str, Any]) -> dict[str, Any]:
     return row
 
 
-def results_csv(report: Mapping[str, Any]) -> str:
+def results_csv(report: Report) -> str:
     """``results.csv``: one row per model and seed (``per_seed`` when present, else the single
-    run's ``results``), one column per metric key of :data:`METRIC_ORDER` that occurs."""
+    run's ``results``), one column per metric key of :data:`METRIC_ORDER` that occurs.
+
+    Args:
+        report: the report.
+
+    Returns:
+        The CSV text with a header row.
+
+    Example:
+        >>> print(results_csv({"results": {"retrain": {"seconds": 2.0}}}), end="")
+        seed,method,status,seconds
+        0,retrain,ok,2.0
+    """
     per_seed = report.get("per_seed")
     records: list[dict[str, Any]] = []
     if isinstance(per_seed, Mapping) and per_seed:
@@ -328,8 +460,17 @@ def results_csv(report: Mapping[str, Any]) -> str:
     return buf.getvalue()
 
 
-def write_reports(report: dict[str, Any], out_dir: str | Path) -> None:
-    """Write ``report.json`` and ``report.md`` atomically into ``out_dir``."""
+def write_reports(report: Mapping[str, Any], out_dir: str | Path) -> None:
+    """Write ``report.json`` and ``report.md`` atomically into ``out_dir``.
+
+    Args:
+        report: a :class:`~boundary_unlearning.report.schema.Report`.
+        out_dir: the folder to write into.
+
+    Raises:
+        DataError: ``report`` has no ``results`` table.
+    """
+    report = as_report(report)
     out = Path(out_dir)
     atomic_write_json(out / "report.json", report)
     atomic_write_text(out / "report.md", format_markdown(report))

@@ -1,0 +1,200 @@
+"""What ``report.json`` holds, as ``TypedDict``s: the one description of the report dict that
+:func:`~boundary_unlearning.experiment.run_experiment` (and ``bunlearn unlearn``) write and
+every renderer in this package reads.
+
+A report is JSON: model names, seeds and class indices used as keys are strings. Every key but
+``results`` is optional, so a report of ``bunlearn unlearn`` (one method, accuracies only) and
+a hand-written one in a test are reports too. The metric keys of a model's entry are declared
+in :data:`boundary_unlearning.metrics.suite.METRICS`.
+
+Example:
+    >>> report: Report = {"results": {"retrain": {"acc": {"retain": 1.0, "forget": 0.0,
+    ...                                                    "test_retain": 0.9, "test_forget": 0.0},
+    ...                                           "seconds": 2.0}}}
+    >>> as_report(report)["results"]["retrain"]["seconds"]
+    2.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypedDict, cast
+
+from ..errors import DataError
+
+__all__ = [
+    "Accuracies",
+    "Attacks",
+    "EntropySamples",
+    "FigureData",
+    "ModelEntry",
+    "ModelFigures",
+    "Report",
+    "Sizes",
+    "Stats",
+    "SweepReport",
+    "SweepVariant",
+    "as_report",
+]
+
+
+class Accuracies(TypedDict):
+    """``entry["acc"]``: accuracy (0..1) on each of the paper's four sets."""
+
+    retain: float  # D_r, the remaining training data
+    forget: float  # D_f, the forgotten class's training data
+    test_retain: float  # D_tr, test data of the remaining classes
+    test_forget: float  # D_tf, test data of the forgotten class
+
+
+class Attacks(TypedDict, total=False):
+    """``entry["mia"]``: the membership-inference attacks on D_f; None when not computable.
+    ``ulira`` only when the run asked for it."""
+
+    paper_asr: float | None
+    confidence_svc: float | None
+    loss_lr: float | None
+    entropy: float | None
+    ulira: float | None
+
+
+# A method's diagnostics (``unlearning_stats``): ``steps``, and for methods with a forgetting
+# target ``reached_target``, ``target_forget_acc`` and ``forget_acc_trace`` (``[step, D_f
+# accuracy]`` per check), plus method-specific numbers (e.g. ``attack_success_ratio``), so an
+# open mapping rather than a TypedDict.
+Stats = dict[str, Any]
+
+
+class ModelEntry(TypedDict, total=False):
+    """One model's column: ``report["results"][name]`` (means over seeds when several ran),
+    ``report["std"][name]`` (their sample standard deviations, same keys) or one seed's
+    ``report["per_seed"][seed][name]``. A model that failed on every seed holds only
+    ``failed``."""
+
+    acc: Accuracies
+    mia: Attacks
+    js_to_retrain: float | None
+    activation_distance: float | None
+    zrf: float | None
+    relearn_steps: float | None
+    seconds: float  # training time for original and retrain, unlearning time for a method
+    speedup: float | None  # retrain's seconds / this method's seconds
+    hyperparameters: dict[str, Any]  # the method's resolved hyperparameters
+    stats: Stats
+    failed: str  # why the method failed (on every seed)
+    failed_seeds: dict[str, str]  # seed -> why, for the seeds left out of the mean
+
+
+class Sizes(TypedDict):
+    """``report["sizes"]``: samples in each set (``forget_full``: all of D_f, ``forget``: the
+    part the methods may use)."""
+
+    forget: int
+    forget_full: int
+    retain: int
+    test_forget: int
+    test_retain: int
+
+
+class EntropySamples(TypedDict, total=False):
+    """Output entropies (nats) of sampled D_r, D_f and test inputs."""
+
+    retain: list[float]
+    forget: list[float]
+    test: list[float]
+
+
+class ModelFigures(TypedDict, total=False):
+    """One model's figure inputs (see :func:`~boundary_unlearning.report.figures.figure_data`)."""
+
+    entropy: EntropySamples
+    tsne: list[list[float]]  # 2-D t-SNE points, in the order of FigureData.tsne_labels
+    confusion: list[list[int]]  # K x K test confusion matrix, rows the true class
+
+
+class FigureData(TypedDict, total=False):
+    """``report["figures_data"]``: what the figures are drawn from, no model needed."""
+
+    num_classes: int
+    forget_classes: list[int]
+    max_points: int
+    seed: int
+    tsne_labels: list[int]
+    models: dict[str, ModelFigures]
+
+
+class _ReportResults(TypedDict):
+    results: dict[str, ModelEntry]  # model name -> entry: original, retrain, then methods
+
+
+class Report(_ReportResults, total=False):
+    """A run's ``report.json``. ``results`` is the only required key.
+
+    ``bunlearn run`` writes all but ``checkpoint``; ``bunlearn unlearn`` writes ``dataset``,
+    ``model``, ``forget_classes``, ``class_names``, ``seed``, ``checkpoint`` and
+    ``results``."""
+
+    dataset: str
+    model: str | None
+    forget_classes: list[int]
+    class_names: list[str]
+    seed: int  # the first seed
+    seeds: list[int]
+    sizes: Sizes
+    device: str
+    world_size: int
+    original_hyperparameters: dict[str, Any]  # the original model's training recipe
+    std: dict[str, ModelEntry]
+    per_seed: dict[str, dict[str, ModelEntry]]  # seed -> model name -> entry
+    speedup: dict[str, float | None]  # method -> speed-up over retraining
+    failed: dict[str, str]  # method -> why it failed on every seed
+    config: dict[str, Any]  # the resolved ExperimentConfig
+    checkpoint: str  # bunlearn unlearn: the model that was unlearned
+    figures_data: FigureData
+
+
+class SweepVariant(TypedDict):
+    """One setting of a sweep study and its report."""
+
+    setting: dict[str, Any]  # varied key -> value
+    folder: str
+    report: Report
+
+
+class SweepReport(TypedDict):
+    """``OUT/<study>/report.json`` of a ``bunlearn reproduce`` study that varies settings."""
+
+    study: str
+    title: str
+    vary: dict[str, list[Any]]
+    variants: list[SweepVariant]
+
+
+def as_report(value: object) -> Report:
+    """Check that ``value`` looks like a report and type it as one.
+
+    Only the top level is checked (a mapping whose ``results`` is a mapping): the renderers
+    read every other key with a default.
+
+    Args:
+        value: a report dict, e.g. as loaded from ``report.json``.
+
+    Returns:
+        ``value`` itself, typed as a :class:`Report`.
+
+    Raises:
+        DataError: ``value`` has no ``results`` table.
+
+    Example:
+        >>> as_report({"results": {}})
+        {'results': {}}
+        >>> as_report({"dataset": "digits"})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        boundary_unlearning.errors.DataError: the report has no 'results' table; ...
+    """
+    if not isinstance(value, Mapping) or not isinstance(value.get("results"), Mapping):
+        raise DataError(
+            "the report has no 'results' table; pass the dict loaded from a run's report.json"
+        )
+    return cast(Report, value)
