@@ -158,8 +158,10 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(_line(rows[-1]), flush=True)
     print()
-    print("| scale | train images | data (float32) | peak RSS growth | largest worker peak "
-          "| BS s | BE s | evaluate s (BS+BE) | BS D_f / D_tf | BE D_f / D_tf |")
+    print(
+        "| scale | train images | data (float32) | peak RSS growth | largest worker peak "
+        "| BS s | BE s | evaluate s (BS+BE) | BS D_f / D_tf | BE D_f / D_tf |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(

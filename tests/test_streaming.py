@@ -4,13 +4,16 @@ with the same results as the same data held as tensors."""
 
 from __future__ import annotations
 
+import gzip
+import os
 import warnings
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import Dataset, Subset, TensorDataset
 
 import boundary_unlearning as bu
 from boundary_unlearning.data.streaming import (
@@ -153,3 +156,38 @@ def test_defaults_forget_on_a_lazy_normalised_dataset(tiny_sets, tiny_model) -> 
         new = bu.unlearn(method, model, data)
         scores = bu.evaluate(new, data)
         assert scores["forget"] <= 0.05 and scores["test_forget"] <= 0.05, method
+
+
+FMNIST = "/usr/share/datasets/fashion-mnist"
+
+
+@pytest.mark.skipif(not os.path.isdir(FMNIST), reason="needs dataset-fashion-mnist")
+def test_torchvision_fashion_mnist_with_its_transforms(tmp_path) -> None:
+    """torchvision's own FashionMNIST over the Debian files, with a Normalize transform,
+    goes through unchanged: split by its targets, trained, unlearned and evaluated batch by
+    batch."""
+    from torchvision import datasets, transforms
+
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for gz in Path(FMNIST).glob("*-ubyte.gz"):
+        (raw / gz.name[:-3]).write_bytes(gzip.decompress(gz.read_bytes()))
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.286,), (0.353,))])
+    train_full = datasets.FashionMNIST(str(tmp_path), train=True, transform=tf)
+    test_full = datasets.FashionMNIST(str(tmp_path), train=False, transform=tf)
+    train_set = Subset(train_full, range(3000))
+    test_set = Subset(test_full, range(1000))
+    data = bu.class_split(train_set, test_set, [7], normalization=(0.286, 0.353))
+    assert not tensor_backed(data.forget)
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(4),
+        nn.Flatten(), nn.Linear(8 * 7 * 7, 10),
+    )  # fmt: skip
+    bu.train(model, train_set, epochs=2, lr=0.05, seed=0)
+    before = bu.evaluate(model, data)
+    assert before["forget"] > 0.8 and before["test_retain"] > 0.6
+    for method in ("boundary_shrink", "boundary_expanding"):
+        after = bu.evaluate(bu.unlearn(method, model, data), data)
+        assert after["forget"] <= 0.05 and after["test_forget"] <= 0.05, (method, after)
+        assert after["test_retain"] >= before["test_retain"] - 0.1, (method, after)
