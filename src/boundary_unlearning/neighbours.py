@@ -70,8 +70,9 @@ def neighbour_search(
     other classes only (``"nearest_other"``: every sample gets the class nearest to it in the
     step's direction, the paper's label wherever the step crossed). The model's parameters
     get no gradient and its mode is restored. ``batch_size`` (default: 128 on CPU, where
-    larger batches fall out of cache and run ~1.7x slower per image, 1024 on accelerators)
-    changes only the speed. ``inputs`` may be a dataset (read batch by batch, see
+    larger batches fall out of cache and run ~1.7x slower per image, 1024 on accelerators;
+    fewer for large images, so that one input-sized tensor stays within 16 MB on CPU and
+    256 MB on accelerators) changes only the speed and memory. ``inputs`` may be a dataset (read batch by batch, see
     :mod:`boundary_unlearning.data.streaming`); ``keep_inputs=False`` keeps only the labels
     and probabilities (``Neighbours.inputs`` is then empty), so memory does not grow with
     the forget set.
@@ -86,6 +87,11 @@ def neighbour_search(
     device = model_device(model)
     if batch_size is None:
         batch_size = 128 if device.type == "cpu" else 1024
+        # the attack holds about ten input-sized tensors per batch: for large images, cap
+        # each at 16 MB on CPU (256 MB on accelerators) so memory stays flat
+        per_sample = _sample_bytes(inputs)
+        cap = (16 if device.type == "cpu" else 256) * 1024**2
+        batch_size = max(1, min(batch_size, cap // max(per_sample, 1)))
     lo, hi = shard_range(len(labels))  # under torchrun this rank's share, else everything
     if isinstance(inputs, torch.Tensor):
         batches: Iterator[torch.Tensor] = (
@@ -106,8 +112,11 @@ def neighbour_search(
                 x_adv, probs = _attack_batch(
                     model, x, y, eps, attack, pgd_steps, pgd_step_size, norm, quantize
                 )
-                out_x.append(x_adv if keep_inputs else x_adv[:0])
-                out_p.append(probs)
+                if keep_inputs:
+                    out_x.append(x_adv)
+                if not out_p:  # one buffer for all: no small block pinned between batches
+                    out_p.append(probs.new_empty((hi - lo, probs.shape[1])))
+                out_p[0][start - lo : start - lo + len(probs)] = probs
     finally:
         for p, r in zip(model.parameters(), requires, strict=True):
             p.requires_grad_(r)
@@ -125,6 +134,15 @@ def neighbour_search(
     if label_rule == "nearest_other" and len(probs):
         nb_labels = probs.scatter(1, labels.to(device)[:, None], -1.0).argmax(1)
     return Neighbours(adv, nb_labels, probs, ratio)
+
+
+def _sample_bytes(inputs: torch.Tensor | Dataset[Any]) -> int:
+    """Bytes of one input as float32 (a dataset's first item is read to tell)."""
+    if isinstance(inputs, torch.Tensor):
+        return int(inputs[0].numel()) * 4 if len(inputs) else 0
+    if len(inputs) == 0:  # type: ignore[arg-type]
+        return 0
+    return int(torch.as_tensor(inputs[0][0]).numel()) * 4
 
 
 def _attack_batch(
