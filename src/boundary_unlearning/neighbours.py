@@ -72,10 +72,10 @@ def neighbour_search(
     get no gradient and its mode is restored. ``batch_size`` (default: 128 on CPU, where
     larger batches fall out of cache and run ~1.7x slower per image, 1024 on accelerators;
     fewer for large images, so that one input-sized tensor stays within 16 MB on CPU and
-    256 MB on accelerators) changes only the speed and memory. ``inputs`` may be a dataset (read batch by batch, see
-    :mod:`boundary_unlearning.data.streaming`); ``keep_inputs=False`` keeps only the labels
-    and probabilities (``Neighbours.inputs`` is then empty), so memory does not grow with
-    the forget set.
+    256 MB on accelerators) changes only the speed and memory. ``inputs`` may be a dataset
+    (read batch by batch, see :mod:`boundary_unlearning.data.streaming`);
+    ``keep_inputs=False`` keeps only the labels and probabilities (``Neighbours.inputs`` is
+    then empty), so memory does not grow with the forget set.
     """
     if attack not in ("fgsm", "pgd"):
         raise HyperparameterError(f"attack='{attack}' is not one of 'fgsm', 'pgd'")

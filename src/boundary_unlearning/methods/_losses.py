@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import Dataset
 
 from .._utils import eval_mode, model_device
 from ..data.split import UnlearningData, to_tensors
@@ -15,9 +18,18 @@ __all__ = [
     "RetainSampler",
     "kl_to_probs",
     "random_wrong_labels",
+    "retain_data",
     "retain_tensors",
     "soft_targets",
 ]
+
+
+def retain_data(data: UnlearningData, method: str) -> Dataset[Any]:
+    """D_r for ``fit`` (which reads it as tensors or batch by batch, see
+    :mod:`boundary_unlearning.data.streaming`); an empty retain set is an error."""
+    if len(data.retain) == 0:  # type: ignore[arg-type]
+        retain_tensors(data, method)  # raises the one error
+    return data.retain
 
 
 def retain_tensors(data: UnlearningData, method: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,7 +8,7 @@ from ..data.split import UnlearningData
 from ..recipe import Recipe, RunOptions
 from ..training import fit
 from ._common import working_copy
-from ._losses import retain_tensors
+from ._losses import retain_data
 from ._registry import register_method
 
 __all__ = ["finetune"]
@@ -34,5 +34,5 @@ def finetune(
     Returns:
         A new model in eval mode.
     """
-    x, y = retain_tensors(data, "finetune")
-    return fit(working_copy(model), (x, y), recipe=recipe, options=options, desc="finetune")
+    retain = retain_data(data, "finetune")
+    return fit(working_copy(model), retain, recipe=recipe, options=options, desc="finetune")

@@ -8,13 +8,14 @@ from torch import nn
 
 from .._utils import model_device
 from ..data.split import UnlearningData
+from ..data.streaming import with_columns
 from ..recipe import Recipe, RunOptions
 from ..training import Batch, fit
 from ._common import (
     FORGET_RECIPE,
     Layers,
+    forget_inputs,
     forget_monitor,
-    forget_tensors,
     published_loop,
     train_only,
     working_copy,
@@ -72,7 +73,7 @@ def neg_grad(
     Returns:
         A new model in eval mode.
     """
-    x, y = forget_tensors(data, "neg_grad")
+    x, y = forget_inputs(data, "neg_grad")
     unlearned = working_copy(model)
     sampler = None
     if retain_weight > 0:
@@ -88,6 +89,7 @@ def neg_grad(
 
     with train_only(unlearned, layers, head, data.num_classes) as params:
         return fit(
-            unlearned, (x, y), loss_fn, recipe=recipe, options=options, parameters=params,
-            monitor=forget_monitor(x, y, data, recipe, params, unlearned), desc="neg_grad",
+            unlearned, with_columns(x, y), loss_fn, recipe=recipe, options=options,
+            parameters=params, desc="neg_grad",
+            monitor=forget_monitor(x, y, data, recipe, params, unlearned),
         )  # fmt: skip

@@ -6,13 +6,14 @@ import torch
 from torch import nn
 
 from ..data.split import UnlearningData
+from ..data.streaming import with_columns
 from ..recipe import Recipe, RunOptions
 from ..training import fit
 from ._common import (
     FORGET_RECIPE,
     Layers,
+    forget_inputs,
     forget_monitor,
-    forget_tensors,
     published_loop,
     train_only,
     working_copy,
@@ -59,11 +60,11 @@ def random_labels(
     Returns:
         A new model in eval mode.
     """
-    x, y = forget_tensors(data, "random_labels")
+    x, y = forget_inputs(data, "random_labels")
     labels = random_wrong_labels(y, data.num_classes, torch.Generator().manual_seed(recipe.seed))
     unlearned = working_copy(model)
     with train_only(unlearned, layers, head, data.num_classes) as params:
         return fit(
-            unlearned, (x, labels), recipe=recipe, options=options, parameters=params,
+            unlearned, with_columns(x, labels), recipe=recipe, options=options, parameters=params,
             monitor=forget_monitor(x, y, data, recipe, params, unlearned), desc="random_labels",
         )  # fmt: skip

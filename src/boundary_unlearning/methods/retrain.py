@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from .._utils import seeded
-from ..data.split import UnlearningData, to_tensors
+from ..data.split import UnlearningData
 from ..recipe import Recipe, RunOptions
 from ..training import fit
 from ._common import working_copy
@@ -44,5 +44,4 @@ def retrain(
         A new model in eval mode.
     """
     fresh = reinitialize(model, recipe.seed)
-    x, y = to_tensors(data.retain)
-    return fit(fresh, (x, y), recipe=recipe, options=options, desc="retrain")
+    return fit(fresh, data.retain, recipe=recipe, options=options, desc="retrain")
