@@ -74,8 +74,19 @@ def loader_workers() -> int:
     return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
+# Batches between two calls of release_free_memory while streaming (in the main process and
+# in each loader worker).
+_TRIM_EVERY = 8
+_COLLATED = [0]
+
+
 def _collate(items: Sequence[Any]) -> tuple[torch.Tensor, ...]:
-    """Stack each position of the items: inputs as float32, labels and extras as given."""
+    """Stack each position of the items: inputs as float32, labels and extras as given
+    (in a loader worker: hand its free heap pages back every few batches, see
+    :func:`release_free_memory`)."""
+    _COLLATED[0] += 1
+    if _COLLATED[0] % _TRIM_EVERY == 0:
+        release_free_memory()
     first = items[0] if items else None
     if not isinstance(first, (tuple, list)) or len(first) < 2:
         raise DataError(
@@ -147,8 +158,6 @@ def iterate_batches(
             release_free_memory()
 
 
-# Batches between two calls of release_free_memory while streaming.
-_TRIM_EVERY = 8
 
 
 @functools.cache

@@ -4,9 +4,9 @@
 names them. Every method returns a new model in eval mode and leaves its input untouched.
 """
 
-from . import boundary_expanding as _be  # noqa: F401  (registers the method)
-from . import boundary_shrink as _bs  # noqa: F401
-from . import retrain as _rt  # noqa: F401
+import importlib as _importlib
+import pkgutil as _pkgutil
+
 from ._registry import (
     ForgettingWarning,
     MethodSpec,
@@ -32,6 +32,12 @@ from .salun import salun
 from .scrub import scrub
 from .ssd import ssd
 from .unsir import unsir
+
+# Every module of this package registers its method on import: a new method is one module
+# (plus its docs row), reachable through unlearn("name", ...) without editing this file.
+for _module in _pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_"):
+        _importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "ForgettingWarning",
