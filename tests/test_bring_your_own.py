@@ -245,3 +245,37 @@ def test_cli_unlearn_and_run_with_a_user_mlp_on_digits(tmp_path, monkeypatch, ca
     assert main(["unlearn", "--checkpoint", "orig", "--forget-class", "3", "--out", "x",
                  "--model", "usernets:tiny_mlp", "--mean", "0.3"]) == 2  # fmt: skip
     assert "give both --mean and --std" in capsys.readouterr().err
+
+
+def test_torchvision_resnet18_as_a_model_value(tmp_path, monkeypatch) -> None:
+    """`--model torchvision.models:resnet18` on 3-channel data (CIFAR-10's on-disk format)."""
+    import pickle
+
+    import torchvision
+
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "cifar" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        entry = {"data": rng.integers(0, 256, (20, 3072), dtype=np.uint8),
+                 "labels": [i % 10 for i in range(20)]}  # fmt: skip
+        (folder / name).write_bytes(pickle.dumps(entry, protocol=2))
+    torch.manual_seed(0)
+    save_file(torchvision.models.resnet18(num_classes=10).state_dict(), "r18.safetensors")
+    args = ["unlearn", "--model", "torchvision.models:resnet18", "--checkpoint",
+            "r18.safetensors", "--dataset", "cifar10", "--data-root", "cifar", "--forget-class",
+            "3", "--method", "boundary_expanding", "--set", "max_steps=3", "--out", "out",
+            "--quiet", "--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25"]  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 3 steps need not reach the target
+        assert main(args) == 0
+    net = torchvision.models.resnet18(num_classes=10)
+    net.load_state_dict(load_file("out/model.safetensors"))
+    assert json.loads(Path("out/model.json").read_text())["input_normalization"] == [
+        [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]]  # fmt: skip
+
+
+def test_evaluate_says_where_normalization_belongs(tiny_data, tiny_model) -> None:
+    with pytest.raises(DataError, match="normalization belongs to the data"):
+        bu.evaluate(tiny_model, tiny_data, normalization=(0.5, 0.5))

@@ -12,6 +12,7 @@ from .._utils import eval_mode, model_device
 from ..data.split import UnlearningData
 from ..data.streaming import input_batches, iterate_batches
 from ..distributed import all_reduce_sum, is_distributed, shard_range
+from ..errors import DataError
 
 __all__ = ["accuracy", "evaluate", "predict_logits"]
 
@@ -77,10 +78,40 @@ def accuracy(model: nn.Module, dataset: Dataset[Any], *, batch_size: int | None 
 
 
 def evaluate(
-    model: nn.Module, data: UnlearningData, *, batch_size: int | None = None
+    model: nn.Module,
+    data: UnlearningData,
+    *,
+    batch_size: int | None = None,
+    normalization: object = None,
 ) -> dict[str, float]:
     """Accuracy on D_r, D_f (the whole forgotten class), D_tr and D_tf (higher on retain sets
-    is better; on forget sets the retrained model's value, about 0, is the target)."""
+    is better; on forget sets the retrained model's value, about 0, is the target).
+
+    Args:
+        model: the classifier, fed the split's data as they are.
+        data: the split (:func:`~boundary_unlearning.class_split`); sets that are not
+            tensor-backed are read batch by batch.
+        batch_size: inference batch (default: 128 on CPU, 1024 on accelerators).
+        normalization: not taken here: accuracy needs none, and the one place that says how
+            the data are normalised is the split; passing it raises :class:`DataError`
+            saying so.
+
+    Returns:
+        ``{"retain", "forget", "test_retain", "test_forget"}`` accuracies in [0, 1].
+
+    Example:
+        >>> from torch.utils.data import TensorDataset
+        >>> from boundary_unlearning import class_split
+        >>> x, y = torch.eye(4), torch.arange(4)
+        >>> data = class_split(TensorDataset(x, y), TensorDataset(x, y), 1)
+        >>> evaluate(nn.Identity(), data)["forget"]
+        1.0
+    """
+    if normalization is not None:
+        raise DataError(
+            "normalization belongs to the data, not to evaluate: pass class_split(train, "
+            "test, classes, normalization=(mean, std)); every method reads it from there"
+        )
     return {
         "retain": accuracy(model, data.retain, batch_size=batch_size),
         "forget": accuracy(model, data.forget_eval, batch_size=batch_size),
