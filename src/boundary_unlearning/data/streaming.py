@@ -158,8 +158,6 @@ def iterate_batches(
             release_free_memory()
 
 
-
-
 @functools.cache
 def _malloc_trim() -> Any:
     try:
