@@ -8,13 +8,13 @@ import pytest
 
 from boundary_unlearning.cli import build_parser, main, run_settings
 from boundary_unlearning.config import (
+    ExperimentConfig,
     check_config_values,
     config_from_file,
     load_config_file,
     write_resolved_config,
 )
 from boundary_unlearning.errors import ConfigError
-from boundary_unlearning.experiment import ExperimentConfig
 
 
 def _write(tmp_path: Path, text: str) -> Path:

@@ -260,7 +260,8 @@ def _echo(quiet: bool) -> Any:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .experiment import ExperimentConfig, resume_changes, run_experiment
+    from .config import ExperimentConfig
+    from .experiment import resume_changes, run_experiment
 
     config = ExperimentConfig(**demo_settings(args))
     # The demo's folder is its own: a second demo with the same settings continues it
@@ -310,7 +311,8 @@ def demo_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .experiment import ExperimentConfig, save_original
+    from .config import ExperimentConfig
+    from .experiment import save_original
 
     config = ExperimentConfig(
         dataset=args.dataset,
@@ -409,8 +411,8 @@ def run_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .config import config_from_file
-    from .experiment import ExperimentConfig, run_experiment
+    from .config import ExperimentConfig, config_from_file
+    from .experiment import run_experiment
 
     overrides = run_settings(args)
     if args.config:

@@ -16,7 +16,6 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +36,10 @@ from .checkpoint import (
     read_metadata,
     save_checkpoint,
 )
-from .config import check_config_values, write_resolved_config
+from .config import ExperimentConfig, input_normalization, resolve_device, write_resolved_config
 from .data import DatasetInfo, UnlearningData, class_split, load_dataset
 from .data.datasets import folder_fingerprint
-from .data.split import Normalization, balanced_subset, check_normalization
+from .data.split import balanced_subset
 from .data.streaming import normalized
 from .distributed import all_ranks, is_main_process, world_size
 from .errors import (
@@ -60,7 +59,6 @@ from .report import figure_data, format_table, render_reports, write_reports
 from .training import check_recipe, train
 
 __all__ = [
-    "ExperimentConfig",
     "aggregate_seeds",
     "check_output_dir",
     "default_cache_dir",
@@ -84,111 +82,6 @@ def default_cache_dir() -> Path:
     """``$BUNLEARN_CACHE`` or ``~/.cache/boundary-unlearning``."""
     env = os.environ.get("BUNLEARN_CACHE")
     return Path(env) if env else Path.home() / ".cache" / "boundary-unlearning"
-
-
-@dataclass
-class ExperimentConfig:
-    """Everything that defines one run of ``bunlearn run`` (also its YAML schema)."""
-
-    dataset: str = "digits"
-    data_root: str | None = None
-    download: bool = False
-    model: str = "cnn"
-    model_options: dict[str, Any] = field(default_factory=dict)
-    # Input normalisation inside the model; None = the training set's per-channel statistics
-    # (the paper's CIFAR-10 setting is mean = std = 0.5).
-    mean: list[float] | None = None
-    std: list[float] | None = None
-    forget_classes: list[int | str] = field(default_factory=lambda: [3])
-    forget_fraction: float = 1.0
-    methods: list[str] = field(default_factory=lambda: ["boundary_shrink", "boundary_expanding"])
-    hyperparameters: dict[str, dict[str, Any]] = field(default_factory=dict)
-    seed: int = 0
-    # Several seeds: each trains its own original and retrained model and runs every method;
-    # the report gives mean and std across them. None = just ``seed``.
-    seeds: list[int] | None = None
-    epochs: int = 20
-    lr: float = 0.01
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 64
-    device: str = "auto"
-    cache_dir: str | None = None
-    progress: bool = True
-    # Metrics: the relearn-time test (a short fine-tune per model) and the slow, opt-in U-LiRA
-    # membership-inference attack with shadow models.
-    relearn: bool = True
-    ulira: bool = False
-    # Figure data (entropy histograms, t-SNE, confusion matrices) of the first seed's models.
-    figures: bool = True
-    # Record the original's parameter updates per class while training it (needed by
-    # amnesiac; switched on automatically when a method of cost "record" is run).
-    record_updates: bool = False
-    # Train (and split) on a seeded, class-balanced subset of this many training images: a
-    # quick first try on a large data set. None = the whole training set.
-    subset: int | None = None
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> ExperimentConfig:
-        """A config from a dict (e.g. a YAML file): unknown keys or values of the wrong type
-        raise :class:`ConfigError` naming the key, the expected type and the value."""
-        return cls(**check_config_values(cls, values))
-
-    def seed_list(self) -> list[int]:
-        """The seeds this run covers: ``seeds`` if given, else ``[seed]``."""
-        seeds = [self.seed] if self.seeds is None else list(self.seeds)
-        if not seeds:
-            raise ConfigError("seeds is empty; give at least one seed, e.g. --seeds 0,1,2")
-        for s in seeds:
-            if isinstance(s, bool) or not isinstance(s, int) or s < 0:
-                raise ConfigError(f"seed {s!r} must be a non-negative integer")
-        if len(set(seeds)) != len(seeds):
-            raise ConfigError(f"seeds {seeds} repeat a seed; give each seed once")
-        return seeds
-
-    def for_seed(self, seed: int) -> ExperimentConfig:
-        """This config with a single ``seed`` (what one seed of a multi-seed run uses)."""
-        return dataclasses.replace(self, seed=seed, seeds=None)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def training_recipe(self) -> dict[str, Any]:
-        return {
-            "epochs": self.epochs,
-            "lr": self.lr,
-            "optimizer": self.optimizer,
-            "momentum": self.momentum,
-            "weight_decay": self.weight_decay,
-            "batch_size": self.batch_size,
-            "seed": self.seed,
-        }
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device '{name}'; use auto, cpu or cuda[:N]") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device '{name}' requested but CUDA is not available; use cpu")
-    return device
-
-
-def input_normalization(
-    model: str, mean: Sequence[float] | None, std: Sequence[float] | None
-) -> Normalization | None:
-    """How the data are normalised before a user architecture (``MODULE:FUNCTION``) sees
-    them: ``(mean, std)`` from ``--mean``/``--std``, or ``None`` (pixels in [0, 1]). A zoo
-    model normalises inside, so its data stay pixels (its ``mean``/``std`` go into it)."""
-    if not is_user_model(model) or (mean is None and std is None):
-        return None
-    if mean is None or std is None:
-        raise ConfigError("give both --mean and --std (or neither: the model eats pixels)")
-    return check_normalization((tuple(mean), tuple(std)))
 
 
 def user_code_digest(model: str) -> str | None:
