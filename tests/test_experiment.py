@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
+from boundary_unlearning.aggregate import aggregate_seeds
 from boundary_unlearning.cli import main
 from boundary_unlearning.config import ExperimentConfig
 from boundary_unlearning.errors import OutputError
 from boundary_unlearning.experiment import (
-    aggregate_seeds,
     load_report,
     run_experiment,
 )

@@ -9,7 +9,6 @@ import dataclasses
 import functools
 import hashlib
 import json
-import math
 import os
 import re
 import shutil
@@ -25,6 +24,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from ._utils import atomic_write_bytes, atomic_write_json, atomic_write_text, model_device
+from .aggregate import aggregate_seeds
 from .checkpoint import (
     check_matches_dataset,
     check_metadata,
@@ -59,7 +59,6 @@ from .report import figure_data, format_table, render_reports, write_reports
 from .training import check_recipe, train
 
 __all__ = [
-    "aggregate_seeds",
     "check_output_dir",
     "default_cache_dir",
     "load_report",
@@ -474,69 +473,6 @@ def _method_hparams(name: str, config: ExperimentConfig) -> dict[str, Any]:
     spec = get_method(name)
     hparams = {"seed": config.seed, **config.hyperparameters.get(name, {})}
     return {k: v for k, v in hparams.items() if k in spec.hyperparameters}
-
-
-# --- aggregation over seeds ------------------------------------------------------------------
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _combine(values: list[Any], how: Callable[[list[float]], float], key: str = "") -> Any:
-    """Combine the same leaf across seeds: numbers by ``how`` (``None``s skipped), dicts key
-    by key, anything else (and hyperparameters) taken from the first seed."""
-    first = values[0]
-    if key == "hyperparameters":
-        return first
-    if isinstance(first, dict):
-        keys = list(dict.fromkeys(k for v in values if isinstance(v, dict) for k in v))
-        return {
-            k: _combine([v.get(k) for v in values if isinstance(v, dict)], how, k) for k in keys
-        }
-    numbers = [float(v) for v in values if _is_number(v)]
-    if numbers and all(v is None or _is_number(v) for v in values):
-        if len(values) == 1:
-            return first if how is _mean else 0.0
-        return how(numbers)
-    return first
-
-
-def _mean(values: list[float]) -> float:
-    return math.fsum(values) / len(values)
-
-
-def _std(values: list[float]) -> float:
-    """Sample standard deviation (n - 1 in the denominator); 0 for a single value."""
-    if len(values) < 2:
-        return 0.0
-    mean = _mean(values)
-    return math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
-
-
-def aggregate_seeds(
-    per_seed: dict[str, dict[str, dict[str, Any]]],
-) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
-    """``(mean, std)`` across seeds of every numeric leaf of every model's entry.
-
-    A method that failed on some seeds is averaged over the others and lists the failures in
-    ``failed_seeds``; one that failed on every seed is ``{"failed": message}``."""
-    names = list(dict.fromkeys(n for entries in per_seed.values() for n in entries))
-    mean: dict[str, dict[str, Any]] = {}
-    std: dict[str, dict[str, Any]] = {}
-    for name in names:
-        runs = {s: e[name] for s, e in per_seed.items() if name in e}
-        ok = [e for e in runs.values() if "failed" not in e]
-        failed = {s: e["failed"] for s, e in runs.items() if "failed" in e}
-        if not ok:
-            mean[name] = std[name] = {"failed": next(iter(failed.values()))}
-            continue
-        mean[name] = _combine(ok, _mean)
-        std[name] = _combine(ok, _std)
-        std[name].pop("hyperparameters", None)
-        if failed:
-            mean[name]["failed_seeds"] = failed
-    return mean, std
 
 
 # --- the run -----------------------------------------------------------------------------------
