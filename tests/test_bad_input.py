@@ -33,6 +33,7 @@ from boundary_unlearning import (
     unlearn,
 )
 from boundary_unlearning.cli import main
+from boundary_unlearning.commands import save_original, unlearn_checkpoint
 from boundary_unlearning.config import ExperimentConfig
 from boundary_unlearning.errors import (
     CheckpointError,
@@ -44,7 +45,6 @@ from boundary_unlearning.errors import (
     UnknownNameError,
     UnlearningError,
 )
-from boundary_unlearning.experiment import save_original, unlearn_checkpoint
 from boundary_unlearning.methods import get_method, list_methods, validate_hyperparameters
 from boundary_unlearning.models import list_models
 from conftest import build_tiny

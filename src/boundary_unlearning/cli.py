@@ -261,7 +261,8 @@ def _echo(quiet: bool) -> Any:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .config import ExperimentConfig
-    from .experiment import resume_changes, run_experiment
+    from .experiment import run_experiment
+    from .output_dir import resume_changes
 
     config = ExperimentConfig(**demo_settings(args))
     # The demo's folder is its own: a second demo with the same settings continues it
@@ -311,8 +312,8 @@ def demo_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from .commands import save_original
     from .config import ExperimentConfig
-    from .experiment import save_original
 
     config = ExperimentConfig(
         dataset=args.dataset,
@@ -344,7 +345,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_unlearn(args: argparse.Namespace) -> int:
-    from .experiment import unlearn_checkpoint
+    from .commands import unlearn_checkpoint
 
     report = unlearn_checkpoint(
         checkpoint=args.checkpoint,
@@ -459,7 +460,7 @@ def _print_failures(report: dict[str, Any]) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .experiment import rerender_reports
+    from .commands import rerender_reports
 
     rerender_reports(args.dir)
     if not args.quiet:

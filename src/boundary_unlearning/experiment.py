@@ -4,12 +4,10 @@ run each method (timed) -> evaluate -> write reports."""
 from __future__ import annotations
 
 import functools
-import json
 import re
-import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,20 +15,12 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ._utils import (
-    atomic_write_bytes,
-    atomic_write_json,
-    atomic_write_text,
-    model_device,
-    synchronize,
-)
+from ._utils import atomic_write_json, model_device, synchronize
 from .aggregate import aggregate_seeds
 from .cache import (
     StageStore,
-    data_source,
     default_cache_dir,
     model_metadata,
-    original_metadata,
     random_model,
     records_updates,
     stage_key,
@@ -38,48 +28,28 @@ from .cache import (
     train_retrained,
     with_update_record,
 )
-from .checkpoint import (
-    check_matches_dataset,
-    check_metadata,
-    check_model_options,
-    checkpoint_paths,
-    load_checkpoint,
-    load_state_dict,
-    read_metadata,
-    save_checkpoint,
-)
 from .config import ExperimentConfig, input_normalization, resolve_device, write_resolved_config
 from .data import DatasetInfo, UnlearningData, class_split, load_dataset
 from .data.split import balanced_subset
 from .data.streaming import normalized
 from .distributed import is_main_process, world_size
-from .errors import (
-    CheckpointError,
-    ConfigError,
-    DataError,
-    DivergenceError,
-    HyperparameterError,
-    OutputError,
-)
+from .errors import DivergenceError, HyperparameterError
 from .methods import get_method, unlearn, unlearning_stats, validate_hyperparameters
-from .metrics import accuracy, compute_metrics
-from .models import create_model, is_user_model
-from .recording import record_path
-from .report import figure_data, format_table, render_reports, write_reports
+from .metrics import compute_metrics
+from .output_dir import check_output_dir, check_resume_matches, check_writable
+from .report import figure_data, format_table, render_reports
 from .training import check_recipe
 
 __all__ = [
-    "check_output_dir",
-    "load_report",
+    "check_unlearning_steps",
+    "load_data",
     "prepare_data",
-    "rerender_reports",
     "run_experiment",
-    "save_original",
-    "unlearn_checkpoint",
+    "timed_unlearn",
 ]
 
 
-def _load(config: ExperimentConfig) -> tuple[Dataset[Any], Dataset[Any], DatasetInfo]:
+def load_data(config: ExperimentConfig) -> tuple[Dataset[Any], Dataset[Any], DatasetInfo]:
     """The data set's ``(train, test, info)``, the training set cut to ``config.subset``,
     normalised where a user architecture eats normalised inputs."""
     train_set: Dataset[Any]
@@ -99,7 +69,7 @@ def prepare_data(
     config: ExperimentConfig,
 ) -> tuple[UnlearningData, DatasetInfo, Dataset[Any], Dataset[Any]]:
     """Load the data set and split it: ``(data, info, train set, test set)``."""
-    train_set, test_set, info = _load(config)
+    train_set, test_set, info = load_data(config)
     classes = [info.class_index(c) for c in config.forget_classes]
     data = class_split(
         train_set,
@@ -194,84 +164,6 @@ def _method_hparams(name: str, config: ExperimentConfig) -> dict[str, Any]:
 # --- the run -----------------------------------------------------------------------------------
 
 
-def check_output_dir(out: Path, *, resume: bool = False, overwrite: bool = False) -> None:
-    """Refuse to replace the results of an earlier run unless asked to.
-
-    A folder holding ``report.json`` or ``stages/`` needs ``resume`` (continue it, reusing
-    finished stages) or ``overwrite`` (start over; its ``stages/`` are deleted)."""
-    if resume and overwrite:
-        raise ConfigError("pass either --resume (continue) or --overwrite (start over), not both")
-    has_report = (out / "report.json").exists()
-    has_stages = (out / "stages").is_dir()
-    if resume or not (has_report or has_stages):
-        return
-    if not overwrite:
-        what = "the report of an earlier run" if has_report else "an unfinished run"
-        raise OutputError(
-            f"{out} already holds {what}; pass --resume to continue it, --overwrite to start "
-            "over, or choose another --out"
-        )
-    shutil.rmtree(out / "stages", ignore_errors=True)
-
-
-# Settings that change nothing in a run's results: a resumed run may differ in these.
-_NOT_COMPARED_ON_RESUME = ("progress", "cache_dir", "download", "device")
-
-
-def _show(value: Any) -> str:
-    return ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
-
-
-def _comparable(key: str, value: Any) -> Any:
-    if key == "forget_classes" and isinstance(value, list):
-        return [str(v) for v in value]  # --forget-class 3 (text) and forget_classes: [3]
-    return value
-
-
-def resume_changes(config: ExperimentConfig, out: Path) -> list[str]:
-    """How ``config`` differs from the run held in ``out`` (its ``config.yaml``), one
-    ``"key old -> new"`` per changed setting; progress, cache and device are not compared.
-    Empty when ``out`` holds no run."""
-    path = out / "config.yaml"
-    if not path.is_file():
-        return []
-    import yaml
-
-    try:
-        old = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        old = None
-    if not isinstance(old, dict):
-        raise ConfigError(
-            f"{path} is unreadable, so the settings of the run in {out} are unknown; pass "
-            "--overwrite to start over, or choose another --out"
-        )
-    defaults = ExperimentConfig().to_dict()
-    changed = []
-    for key, value in config.to_dict().items():
-        before = old.get(key, defaults[key])
-        if key not in _NOT_COMPARED_ON_RESUME and (
-            _comparable(key, before) != _comparable(key, value)
-        ):
-            changed.append(f"{key} {_show(before)} -> {_show(value)}")
-    return changed
-
-
-def check_resume_matches(config: ExperimentConfig, out: Path) -> None:
-    """Refuse to resume ``out`` with settings other than those of the run it holds.
-
-    Reusing finished stages of other settings, or dropping methods, seeds or figures that the
-    finished report holds, would silently change the user's results: any difference raises
-    :class:`ConfigError` naming each changed key as ``old -> new``."""
-    changed = resume_changes(config, out)
-    if changed:
-        raise ConfigError(
-            f"--resume: {out} holds a run with other settings ({'; '.join(changed)}); rerun "
-            f"with its flags (or --config {out / 'config.yaml'}) to continue it, pass "
-            "--overwrite instead of --resume to start over, or choose another --out"
-        )
-
-
 def run_experiment(
     config: ExperimentConfig,
     out_dir: str | Path | None = None,
@@ -310,7 +202,7 @@ def run_experiment(
     methods = [m for m in dict.fromkeys(config.methods) if m != "retrain"]
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
-        _check_writable(out)
+        check_writable(out)
         if not reuse_stages:
             check_output_dir(out, resume=resume, overwrite=overwrite)
         if resume and not reuse_stages:
@@ -505,85 +397,6 @@ def _figures_stage(
     return figures
 
 
-def load_report(out_dir: str | Path) -> dict[str, Any]:
-    """``out_dir/report.json`` as written by :func:`run_experiment`, checked to be a report."""
-    path = Path(out_dir) / "report.json"
-    if not path.is_file():
-        raise OutputError(
-            f"{path} not found; point `bunlearn report` at the --out folder of a finished "
-            "`bunlearn run`"
-        )
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise OutputError(
-            f"{path} is corrupt ({type(exc).__name__}); rerun `bunlearn run --resume --out "
-            f"{path.parent}` to rebuild it from the finished stages"
-        ) from None
-    if not isinstance(report, dict) or not isinstance(report.get("results"), dict):
-        raise OutputError(
-            f"{path} is not a bunlearn report (no 'results'); rerun `bunlearn run --resume "
-            f"--out {path.parent}`"
-        )
-    return report
-
-
-def rerender_reports(out_dir: str | Path) -> dict[str, Any]:
-    """``bunlearn report DIR``: rewrite the reports in ``out_dir`` from its ``report.json``
-    without running anything. Returns the report."""
-    out = Path(out_dir)
-    report = load_report(out)
-    _check_writable(out)
-    render_reports(report, out)
-    return report
-
-
-def _check_writable(out: Path) -> None:
-    if not is_main_process():
-        return  # under torchrun only rank 0 writes
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        atomic_write_text(probe, "")
-        probe.unlink()
-    except OSError as exc:
-        raise OutputError(
-            f"output folder {out} is not writable ({exc.strerror}); choose another --out"
-        ) from None
-
-
-def save_original(
-    config: ExperimentConfig, out: str | Path, *, overwrite: bool = False
-) -> tuple[dict[str, Any], bool]:
-    """``bunlearn train``: train the original model into ``out`` (reused when ``out`` already
-    holds a model trained with identical settings). Returns ``(metadata, reused)``."""
-    check_recipe(**config.training_recipe(), min_epochs=1, what="train")
-    out = Path(out)
-    train_set, test_set, info = _load(config)
-    existing = read_metadata(out) if (out / "model.json").is_file() else None
-    wanted = original_metadata(config, info)["cache_key"]
-    if existing is not None and existing.get("cache_key") != wanted and not overwrite:
-        raise OutputError(
-            f"{out} already holds a model trained with other settings; pass --overwrite or "
-            "choose another --out"
-        )
-    if existing is None and (out / "model.safetensors").exists() and not overwrite:
-        raise OutputError(
-            f"{out / 'model.safetensors'} already exists (without model.json); pass --overwrite "
-            "or choose another --out"
-        )
-    _check_writable(out)
-    _, meta, reused = train_original(config, info, train_set, test_set, folder=out)
-    if config.cache_dir is not None:  # a cache the user names is used: `run` reuses the model
-        cached = Path(config.cache_dir) / "originals" / meta["cache_key"]
-        pairs = [(record_path(out), record_path(cached)),
-                 *zip(checkpoint_paths(out), checkpoint_paths(cached), strict=True)]  # fmt: skip
-        for src, dst in pairs:
-            if src.is_file():
-                atomic_write_bytes(dst, src.read_bytes())
-    return meta, reused
-
-
 # A method's own step budget, or a combination's stage's (expand_epochs, shrink_max_steps).
 _STEP_BUDGET = re.compile(r"((expand|shrink)_)?(epochs|max_steps|steps)")
 
@@ -599,204 +412,3 @@ def check_unlearning_steps(method: str, hyperparameters: dict[str, Any]) -> None
                 f"{method}: {key}=0 would return the model unchanged (no unlearning step); "
                 f"give {key} >= 1"
             )
-
-
-def _recorded_data_root(checkpoint: str | Path, meta: dict[str, Any], dataset: str) -> str | None:
-    """The data folder the checkpoint recorded (when unlearning on its own data set and no
-    --data-root was given), checked to still exist."""
-    source = meta.get("data")
-    root = source.get("root") if isinstance(source, dict) else None
-    if not isinstance(root, str) or meta.get("dataset") != _dataset_key(dataset):
-        return None
-    if not Path(root).exists():
-        raise DataError(
-            f"{checkpoint} was trained on {dataset} data in {root}, which no longer exists; "
-            "pass --data-root with the folder's new location"
-        )
-    return root
-
-
-def _check_same_data(
-    checkpoint: str | Path, meta: dict[str, Any], info: DatasetInfo, root: str
-) -> None:
-    """The recorded folder still holds the data the checkpoint was trained on: the same
-    class names and, for an image folder, the same files (fingerprint)."""
-    classes = meta.get("classes")
-    if isinstance(classes, list) and list(info.classes) != classes:
-        raise DataError(
-            f"{root} now has classes {list(info.classes)} but {checkpoint} was trained on "
-            f"{classes}; pass --data-root with the folder it was trained on"
-        )
-    source = meta.get("data")
-    was = source.get("fingerprint") if isinstance(source, dict) else None
-    now = data_source(info.name, root).get("fingerprint")
-    if isinstance(was, str) and now is not None and now != was:
-        raise DataError(
-            f"the images in {root} changed since {checkpoint} was trained on them (fingerprint "
-            f"{was} -> {now}); pass --data-root {root} to use them anyway, or restore them"
-        )
-
-
-def _dataset_key(name: str) -> str:
-    """The canonical name of a data set as ``DatasetInfo.name`` spells it."""
-    key = name.lower().replace("_", "-")
-    aliases = {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10", "fmnist": "fashion-mnist"}
-    return aliases.get(key, key)
-
-
-def unlearn_checkpoint(
-    *,
-    checkpoint: str | Path,
-    method: str,
-    forget_classes: list[int | str],
-    out: str | Path,
-    dataset: str | None = None,
-    model: str | None = None,
-    data_root: str | None = None,
-    download: bool = False,
-    forget_fraction: float = 1.0,
-    seed: int = 0,
-    hyperparameters: dict[str, Any] | None = None,
-    overwrite: bool = False,
-    device: str = "auto",
-    progress: bool = False,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-) -> dict[str, Any]:
-    """``bunlearn unlearn``: load a checkpoint, unlearn, write the new weights and a report
-    into ``out``. The input checkpoint is only read.
-
-    ``model`` may be a user architecture ``"MODULE:FUNCTION"`` (the checkpoint then is a
-    plain ``state_dict``, safetensors or ``torch.save``); ``mean``/``std`` say how its
-    inputs are normalised (the data are fed to it normalised so)."""
-    hparams = validate_hyperparameters(method, dict(hyperparameters or {}))
-    check_unlearning_steps(method, hparams)
-    out = Path(out)
-    weights_in, meta_in = checkpoint_paths(checkpoint)
-    if not weights_in.is_file():
-        raise CheckpointError(
-            f"checkpoint {weights_in} not found; pass the file or folder written by 'bunlearn "
-            "train'"
-        )
-    if out.suffix in {".safetensors", ".pt", ".pth", ".bin"}:
-        raise OutputError(
-            f"--out {out} must be a folder (it receives model.safetensors, model.json and the "
-            "reports); drop the file name"
-        )
-    weights_out, meta_out = checkpoint_paths(out)
-    if weights_out.resolve() == weights_in.resolve() or meta_out.resolve() == meta_in.resolve():
-        raise OutputError(
-            f"--out {out} would overwrite the input checkpoint; choose another folder"
-        )
-    if weights_out.exists() and not overwrite:
-        raise OutputError(f"{weights_out} already exists; pass --overwrite or choose another --out")
-    meta = read_metadata(checkpoint) or {}
-    meta_path = str(checkpoint_paths(checkpoint)[1])
-    if not meta:
-        load_state_dict(checkpoint)  # a corrupt file is the real problem, not the metadata
-    if meta and model is None:
-        check_metadata(meta, meta_path)
-    dataset = dataset or meta.get("dataset")
-    if not isinstance(dataset, str):
-        raise CheckpointError(
-            f"{checkpoint} has no metadata naming its data set; pass --dataset (and --model)"
-        )
-    recorded = _recorded_data_root(checkpoint, meta, dataset) if data_root is None else None
-    if model is None and is_user_model(meta.get("model")):
-        raise CheckpointError(
-            f"{checkpoint} was made with the user architecture {meta['model']}; pass --model "
-            f"{meta['model']} to build it (code named in a checkpoint is never imported)"
-        )
-    if model is not None and is_user_model(model) and mean is None and std is None:
-        recorded_norm = meta.get("input_normalization") if meta.get("model") == model else None
-        if isinstance(recorded_norm, list) and len(recorded_norm) == 2:
-            mean, std = recorded_norm  # what it was trained on, checked below
-    norm = input_normalization(model or "", mean, std)
-    train_set: Dataset[Any]
-    test_set: Dataset[Any]
-    train_set, test_set, info = load_dataset(dataset, recorded or data_root, download=download)
-    if recorded is not None:
-        _check_same_data(checkpoint, meta, info, recorded)
-    if norm is not None:
-        train_set, test_set = normalized(train_set, norm), normalized(test_set, norm)
-    data_root = recorded or data_root
-    if model is not None or not meta:
-        if model is None:
-            raise CheckpointError(
-                f"{checkpoint} has no metadata naming its architecture; pass --model"
-            )
-        options = meta.get("model_options", {}) if meta.get("model") == model else {}
-        check_model_options(options, meta_path)
-        net: nn.Module = create_model(
-            model, info.num_classes, info.in_channels, info.image_size, info.mean, info.std,
-            **options,
-        )  # fmt: skip
-        net, _ = load_checkpoint(checkpoint, net)
-        described = ExperimentConfig(
-            model=model,
-            mean=None if norm is None else list(norm[0]),
-            std=None if norm is None else list(norm[1]),
-        )
-        meta = {**meta, **model_metadata(described, info)} if is_user_model(model) else {
-            **model_metadata(described, info), **meta, "model": model}  # fmt: skip
-    else:
-        check_matches_dataset(meta, info, str(weights_in))
-        net, meta = load_checkpoint(checkpoint)
-    classes = [info.class_index(c) for c in forget_classes]
-    data = class_split(
-        train_set, test_set, classes, forget_fraction, seed, num_classes=info.num_classes,
-        normalization=norm,
-    )  # fmt: skip
-    net = net.to(resolve_device(device))
-    _check_writable(out)
-    run_hp = {"seed": seed, **hparams}
-    spec = get_method(method)
-    run_hp = {k: v for k, v in run_hp.items() if k in spec.hyperparameters}
-    if spec.cost == "record" and "record" not in run_hp:
-        run_hp["record"] = str(record_path(checkpoint))  # the record saved beside it
-    unlearned, seconds = timed_unlearn(method, net, data, run_hp, progress=progress)
-    scores = _evaluate_with_progress({method: unlearned, "original": net}, data, progress)
-    entry: dict[str, Any] = {
-        "acc": scores[method],
-        "seconds": seconds,
-        "hyperparameters": spec.resolve(run_hp),
-    }
-    if unlearning_stats(unlearned):
-        entry["stats"] = unlearning_stats(unlearned)
-    report: dict[str, Any] = {
-        "dataset": info.name,
-        "model": meta.get("model"),
-        "forget_classes": classes,
-        "class_names": [info.classes[c] for c in classes],
-        "seed": seed,
-        "checkpoint": str(weights_in),
-        "results": {"original": {"acc": scores["original"]}, method: entry},
-    }
-    dropped = {"format", "cache_key", "train_seconds", "world_size"}
-    new_meta = {k: v for k, v in meta.items() if k not in dropped}
-    new_meta["data"] = data_source(info.name, data_root)
-    new_meta.update(
-        {"unlearned": {"method": method, "forget_classes": classes, "from": str(weights_in),
-                       "hyperparameters": entry["hyperparameters"]}}
-    )  # fmt: skip
-    if progress and is_main_process():
-        tqdm.write(f"bunlearn: writing the unlearned model and report to {out}", file=sys.stderr)
-    save_checkpoint(unlearned, out, new_meta)
-    write_reports(report, out)
-    return report
-
-
-def _evaluate_with_progress(
-    models: dict[str, nn.Module], data: UnlearningData, progress: bool
-) -> dict[str, dict[str, float]]:
-    """:func:`evaluate` of each model, with one bar over every (model, set) pass."""
-    sets = {"retain": data.retain, "forget": data.forget_eval,
-            "test_retain": data.test_retain, "test_forget": data.test_forget}  # fmt: skip
-    scores: dict[str, dict[str, float]] = {name: {} for name in models}
-    passes = [(name, key) for name in models for key in sets]
-    disable = not progress or not is_main_process()
-    with tqdm(passes, desc="evaluating", unit="set", disable=disable) as bar:
-        for name, key in bar:
-            bar.set_postfix_str(f"{name} on {key}")
-            scores[name][key] = accuracy(models[name], sets[key])
-    return scores
