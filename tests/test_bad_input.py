@@ -923,7 +923,7 @@ def test_train_never_overwrites_another_model(tmp_path: Path, capsys) -> None:
 
 
 def _has_config_flag() -> bool:
-    from boundary_unlearning.cli import build_parser
+    from boundary_unlearning.cli_parser import build_parser
 
     return "--config" in build_parser()._subparsers._group_actions[0].choices["run"].format_help()  # type: ignore[union-attr]
 

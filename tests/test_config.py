@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from boundary_unlearning.cli import build_parser, main, run_settings
+from boundary_unlearning.cli import main, run_settings
+from boundary_unlearning.cli_parser import build_parser
 from boundary_unlearning.config import (
     ExperimentConfig,
     check_config_values,
