@@ -166,7 +166,15 @@ def data_source(dataset: str, root: str | Path | None) -> dict[str, Any]:
 
 def original_metadata(config: ExperimentConfig, info: DatasetInfo) -> dict[str, Any]:
     """Metadata of the original model for these settings, with its cache key (and, outside
-    the key, where its data came from)."""
+    the key, where its data came from).
+
+    Args:
+        config: the run's settings (one seed).
+        info: the data set the model is trained on.
+
+    Returns:
+        The metadata its checkpoint records, ``cache_key`` included.
+    """
     base = model_metadata(config, info)
     recipe = config.training_recipe()
     recording = {"record_updates": True} if records_updates(config) else {}
@@ -186,7 +194,17 @@ def train_original(
 ) -> tuple[nn.Module, dict[str, Any], bool]:
     """Train the original model on the whole training set, or reuse the checkpoint in
     ``folder`` (default: the cache) trained with the same settings.
-    Returns ``(model, metadata, reused)``."""
+
+    Args:
+        config: the run's settings (one seed).
+        info: the data set's description.
+        train_set: the training set the model is trained on.
+        test_set: the test set its ``test_accuracy`` is measured on.
+        folder: where the checkpoint is kept; ``None``: the cache's ``originals/<key>``.
+
+    Returns:
+        ``(model, metadata, reused)``.
+    """
     cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
     device = resolve_device(config.device)
     recipe = config.training_recipe()
@@ -227,7 +245,18 @@ def train_retrained(
     orig_meta: dict[str, Any],
 ) -> tuple[nn.Module, dict[str, Any], bool]:
     """Retrain from scratch on D_r (the reference), or reuse the cached retrained model for
-    these settings. Returns ``(model, metadata, reused)``."""
+    these settings.
+
+    Args:
+        config: the run's settings (one seed).
+        info: the data set's description.
+        data: the class split; the model is trained on its retain set.
+        original: the original model (the architecture to retrain; it is not changed).
+        orig_meta: the original's metadata (its cache key is part of the retrained one's).
+
+    Returns:
+        ``(model, metadata, reused)``.
+    """
     cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
     device = resolve_device(config.device)
     classes = list(data.forget_classes)
@@ -253,7 +282,15 @@ def random_model(config: ExperimentConfig, info: DatasetInfo) -> nn.Module:
     """A freshly initialised (untrained) model of the run's architecture, the ZRF reference.
 
     Seeded with ``config.seed + RANDOM_MODEL_SEED_OFFSET`` so it is not the original's own
-    initialisation."""
+    initialisation.
+
+    Args:
+        config: the run's settings (one seed).
+        info: the data set's description.
+
+    Returns:
+        The untrained model, on the config's device.
+    """
     meta = model_metadata(config, info)
     return create_model(
         config.model,

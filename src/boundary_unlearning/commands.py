@@ -46,7 +46,16 @@ def save_original(
     config: ExperimentConfig, out: str | Path, *, overwrite: bool = False
 ) -> tuple[dict[str, Any], bool]:
     """``bunlearn train``: train the original model into ``out`` (reused when ``out`` already
-    holds a model trained with identical settings). Returns ``(metadata, reused)``."""
+    holds a model trained with identical settings).
+
+    Args:
+        config: the training settings (``seed``, not ``seeds``, is used).
+        out: the folder that receives ``model.safetensors`` and ``model.json``.
+        overwrite: replace a model trained with other settings in ``out``.
+
+    Returns:
+        ``(metadata, reused)``.
+    """
     check_recipe(**config.training_recipe(), min_epochs=1, what="train")
     out = Path(out)
     train_set, test_set, info = load_data(config)
@@ -98,7 +107,29 @@ def unlearn_checkpoint(
 
     ``model`` may be a user architecture ``"MODULE:FUNCTION"`` (the checkpoint then is a
     plain ``state_dict``, safetensors or ``torch.save``); ``mean``/``std`` say how its
-    inputs are normalised (the data are fed to it normalised so)."""
+    inputs are normalised (the data are fed to it normalised so).
+
+    Args:
+        checkpoint: a folder written by ``bunlearn train`` or a weights file.
+        method: a registered method's name.
+        forget_classes: the classes to forget, as indices or names.
+        out: the folder that receives the unlearned model and the report.
+        dataset: the data set; ``None``: the one the checkpoint records.
+        model: the architecture; ``None``: the one the checkpoint records.
+        data_root: where the data set lies; ``None``: where the checkpoint was trained.
+        download: fetch the data set if it is missing.
+        forget_fraction: the fraction of the forget classes the method sees.
+        seed: the seed of the split and the method.
+        hyperparameters: the method's hyperparameters (others keep their defaults).
+        overwrite: replace an existing model in ``out``.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
+        progress: show progress bars.
+        mean: the per-channel mean a user architecture's inputs are normalised with.
+        std: the per-channel standard deviation that goes with ``mean``.
+
+    Returns:
+        The report (also written to ``out``).
+    """
     hparams = validate_hyperparameters(method, dict(hyperparameters or {}))
     check_unlearning_steps(method, hparams)
     out = Path(out)
@@ -277,7 +308,14 @@ def _evaluate_with_progress(
 
 def rerender_reports(out_dir: str | Path) -> dict[str, Any]:
     """``bunlearn report DIR``: rewrite the reports in ``out_dir`` from its ``report.json``
-    without running anything. Returns the report."""
+    without running anything.
+
+    Args:
+        out_dir: the ``--out`` folder of a finished ``bunlearn run``.
+
+    Returns:
+        The report.
+    """
     out = Path(out_dir)
     report = load_report(out)
     check_writable(out)

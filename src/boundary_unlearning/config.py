@@ -124,6 +124,16 @@ class ExperimentConfig:
 
 
 def resolve_device(name: str) -> torch.device:
+    """The device a config's ``device`` setting names.
+
+    Args:
+        name: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or
+            ``"cuda:N"``.
+
+    Returns:
+        The :class:`torch.device`; :class:`ConfigError` if the name is unknown or asks for
+        CUDA where there is none.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -140,7 +150,16 @@ def input_normalization(
 ) -> Normalization | None:
     """How the data are normalised before a user architecture (``MODULE:FUNCTION``) sees
     them: ``(mean, std)`` from ``--mean``/``--std``, or ``None`` (pixels in [0, 1]). A zoo
-    model normalises inside, so its data stay pixels (its ``mean``/``std`` go into it)."""
+    model normalises inside, so its data stay pixels (its ``mean``/``std`` go into it).
+
+    Args:
+        model: a zoo model name or ``"MODULE:FUNCTION"``.
+        mean: the per-channel mean from ``--mean`` (or the config), or ``None``.
+        std: the per-channel standard deviation from ``--std``, or ``None``.
+
+    Returns:
+        The checked ``(mean, std)`` for a user architecture given both, else ``None``.
+    """
     if not is_user_model(model) or (mean is None and std is None):
         return None
     if mean is None or std is None:

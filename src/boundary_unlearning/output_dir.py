@@ -115,7 +115,15 @@ def check_resume_matches(config: ExperimentConfig, out: Path) -> None:
 
 
 def load_report(out_dir: str | Path) -> dict[str, Any]:
-    """``out_dir/report.json`` as written by :func:`run_experiment`, checked to be a report."""
+    """``out_dir/report.json`` as written by
+    :func:`~boundary_unlearning.experiment.run_experiment`, checked to be a report.
+
+    Args:
+        out_dir: the ``--out`` folder of a finished run.
+
+    Returns:
+        The report; :class:`OutputError` if it is missing, corrupt or not a report.
+    """
     path = Path(out_dir) / "report.json"
     if not path.is_file():
         raise OutputError(
