@@ -170,13 +170,13 @@ def test_forget_class_outside_the_record(
 
 
 def test_experiment_records_when_a_record_method_runs(tmp_path: Path) -> None:
-    from boundary_unlearning.data import load_dataset
-    from boundary_unlearning.experiment import (
-        ExperimentConfig,
+    from boundary_unlearning.cache import (
         original_metadata,
         records_updates,
         with_update_record,
     )
+    from boundary_unlearning.config import ExperimentConfig
+    from boundary_unlearning.data import load_dataset
 
     plain = ExperimentConfig(methods=["boundary_shrink"])
     asked = ExperimentConfig(methods=["boundary_shrink"], record_updates=True)

@@ -33,6 +33,8 @@ from boundary_unlearning import (
     unlearn,
 )
 from boundary_unlearning.cli import main
+from boundary_unlearning.commands import save_original, unlearn_checkpoint
+from boundary_unlearning.config import ExperimentConfig
 from boundary_unlearning.errors import (
     CheckpointError,
     ConfigError,
@@ -43,7 +45,6 @@ from boundary_unlearning.errors import (
     UnknownNameError,
     UnlearningError,
 )
-from boundary_unlearning.experiment import ExperimentConfig, save_original, unlearn_checkpoint
 from boundary_unlearning.methods import get_method, list_methods, validate_hyperparameters
 from boundary_unlearning.models import list_models
 from conftest import build_tiny
@@ -922,7 +923,7 @@ def test_train_never_overwrites_another_model(tmp_path: Path, capsys) -> None:
 
 
 def _has_config_flag() -> bool:
-    from boundary_unlearning.cli import build_parser
+    from boundary_unlearning.cli_parser import build_parser
 
     return "--config" in build_parser()._subparsers._group_actions[0].choices["run"].format_help()  # type: ignore[union-attr]
 

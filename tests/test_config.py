@@ -6,15 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from boundary_unlearning.cli import build_parser, main, run_settings
+from boundary_unlearning.cli import main, run_settings
+from boundary_unlearning.cli_parser import build_parser
 from boundary_unlearning.config import (
+    ExperimentConfig,
     check_config_values,
     config_from_file,
     load_config_file,
     write_resolved_config,
 )
 from boundary_unlearning.errors import ConfigError
-from boundary_unlearning.experiment import ExperimentConfig
 
 
 def _write(tmp_path: Path, text: str) -> Path:

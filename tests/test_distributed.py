@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from boundary_unlearning import distributed
-from boundary_unlearning.cli import _without_nproc, build_parser
+from boundary_unlearning.cli import _without_nproc
+from boundary_unlearning.cli_parser import build_parser
 from boundary_unlearning.errors import ConfigError
 from boundary_unlearning.training import fit
 from conftest import THREADS, build_tiny, make_blobs, state_snapshot

@@ -10,14 +10,12 @@ from typing import Any
 
 import pytest
 
+from boundary_unlearning.aggregate import aggregate_seeds
 from boundary_unlearning.cli import main
+from boundary_unlearning.config import ExperimentConfig
 from boundary_unlearning.errors import OutputError
-from boundary_unlearning.experiment import (
-    ExperimentConfig,
-    aggregate_seeds,
-    load_report,
-    run_experiment,
-)
+from boundary_unlearning.experiment import run_experiment
+from boundary_unlearning.output_dir import load_report
 
 # Tiny settings: an MLP on digits, 2 epochs, no relearn test and no figures (t-SNE).
 FAST = ["--dataset", "digits", "--model", "mlp", "--epochs", "2", "--no-relearn",

@@ -15,9 +15,8 @@ import torch
 
 from boundary_unlearning import load_dataset
 from boundary_unlearning.cli import demo_settings, main
-from boundary_unlearning.config import write_resolved_config
+from boundary_unlearning.config import ExperimentConfig, write_resolved_config
 from boundary_unlearning.errors import DataError, HyperparameterError
-from boundary_unlearning.experiment import ExperimentConfig
 from boundary_unlearning.methods import validate_hyperparameters
 
 FAST = ["--dataset", "digits", "--model", "mlp", "--epochs", "2", "--no-relearn", "--no-figures"]

@@ -25,7 +25,8 @@ from hypothesis import strategies as st
 
 from boundary_unlearning import load_checkpoint, save_checkpoint
 from boundary_unlearning.checkpoint import load_state_dict
-from boundary_unlearning.cli import build_parser, main
+from boundary_unlearning.cli import main
+from boundary_unlearning.cli_parser import build_parser
 from boundary_unlearning.errors import UnlearningError
 from boundary_unlearning.methods import get_method, list_methods
 from conftest import build_tiny

@@ -20,7 +20,8 @@ from torch import nn
 
 import boundary_unlearning.experiment as experiment
 from boundary_unlearning.cli import main
-from boundary_unlearning.experiment import ExperimentConfig, run_experiment
+from boundary_unlearning.config import ExperimentConfig
+from boundary_unlearning.experiment import run_experiment
 
 ARGS = ["run", "--dataset", "digits", "--model", "mlp", "--epochs", "2", "--no-relearn",
         "--no-figures", "--methods", "boundary_shrink,boundary_expanding"]  # fmt: skip

@@ -1,11 +1,12 @@
-"""YAML configuration files for ``bunlearn run --config FILE.yaml``.
+"""The settings of one experiment: :class:`ExperimentConfig` (the schema of ``bunlearn run``
+and of its ``--config FILE.yaml``), the checks of its values, the device and input
+normalisation they resolve to, and the YAML files that hold them.
 
-A config file is a YAML mapping whose keys are the fields of
-:class:`~boundary_unlearning.experiment.ExperimentConfig` (the same options as the command
-line flags; a flag given on the command line overrides the file). It is read with
-``yaml.safe_load`` only, so a file can never construct Python objects. Unknown keys and values
-of the wrong type raise :class:`~boundary_unlearning.errors.ConfigError` with one line that
-names the key, the expected type and the value.
+A config file is a YAML mapping whose keys are the fields of :class:`ExperimentConfig` (the
+same options as the command line flags; a flag given on the command line overrides the file).
+It is read with ``yaml.safe_load`` only, so a file can never construct Python objects. Unknown
+keys and values of the wrong type raise :class:`~boundary_unlearning.errors.ConfigError` with
+one line that names the key, the expected type and the value.
 
 YAML 1.1 (what PyYAML implements) reads ``1e-3`` -- an exponent without a decimal point -- as
 a *string*; such strings are read as the numbers they spell, everywhere in the file.
@@ -17,25 +18,154 @@ import dataclasses
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
+import torch
 import yaml
 
 from ._utils import atomic_write_text
+from .data.split import Normalization, check_normalization
 from .errors import ConfigError
-
-if typing.TYPE_CHECKING:
-    from .experiment import ExperimentConfig
+from .models import is_user_model
 
 __all__ = [
+    "ExperimentConfig",
     "check_config_values",
     "config_from_file",
+    "input_normalization",
     "load_config_file",
     "parse_number_strings",
+    "resolve_device",
     "write_resolved_config",
 ]
+
+
+@dataclass
+class ExperimentConfig:
+    """Everything that defines one run of ``bunlearn run`` (also its YAML schema)."""
+
+    dataset: str = "digits"
+    data_root: str | None = None
+    download: bool = False
+    model: str = "cnn"
+    model_options: dict[str, Any] = field(default_factory=dict)
+    # Input normalisation inside the model; None = the training set's per-channel statistics
+    # (the paper's CIFAR-10 setting is mean = std = 0.5).
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    forget_classes: list[int | str] = field(default_factory=lambda: [3])
+    forget_fraction: float = 1.0
+    methods: list[str] = field(default_factory=lambda: ["boundary_shrink", "boundary_expanding"])
+    hyperparameters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seed: int = 0
+    # Several seeds: each trains its own original and retrained model and runs every method;
+    # the report gives mean and std across them. None = just ``seed``.
+    seeds: list[int] | None = None
+    epochs: int = 20
+    lr: float = 0.01
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 64
+    device: str = "auto"
+    cache_dir: str | None = None
+    progress: bool = True
+    # Metrics: the relearn-time test (a short fine-tune per model) and the slow, opt-in U-LiRA
+    # membership-inference attack with shadow models.
+    relearn: bool = True
+    ulira: bool = False
+    # Figure data (entropy histograms, t-SNE, confusion matrices) of the first seed's models.
+    figures: bool = True
+    # Record the original's parameter updates per class while training it (needed by
+    # amnesiac; switched on automatically when a method of cost "record" is run).
+    record_updates: bool = False
+    # Train (and split) on a seeded, class-balanced subset of this many training images: a
+    # quick first try on a large data set. None = the whole training set.
+    subset: int | None = None
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ExperimentConfig:
+        """A config from a dict (e.g. a YAML file): unknown keys or values of the wrong type
+        raise :class:`ConfigError` naming the key, the expected type and the value."""
+        return cls(**check_config_values(cls, values))
+
+    def seed_list(self) -> list[int]:
+        """The seeds this run covers: ``seeds`` if given, else ``[seed]``."""
+        seeds = [self.seed] if self.seeds is None else list(self.seeds)
+        if not seeds:
+            raise ConfigError("seeds is empty; give at least one seed, e.g. --seeds 0,1,2")
+        for s in seeds:
+            if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+                raise ConfigError(f"seed {s!r} must be a non-negative integer")
+        if len(set(seeds)) != len(seeds):
+            raise ConfigError(f"seeds {seeds} repeat a seed; give each seed once")
+        return seeds
+
+    def for_seed(self, seed: int) -> ExperimentConfig:
+        """This config with a single ``seed`` (what one seed of a multi-seed run uses)."""
+        return dataclasses.replace(self, seed=seed, seeds=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def training_recipe(self) -> dict[str, Any]:
+        return {
+            "epochs": self.epochs,
+            "lr": self.lr,
+            "optimizer": self.optimizer,
+            "momentum": self.momentum,
+            "weight_decay": self.weight_decay,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+        }
+
+
+def resolve_device(name: str) -> torch.device:
+    """The device a config's ``device`` setting names.
+
+    Args:
+        name: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or
+            ``"cuda:N"``.
+
+    Returns:
+        The :class:`torch.device`; :class:`ConfigError` if the name is unknown or asks for
+        CUDA where there is none.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device '{name}'; use auto, cpu or cuda[:N]") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device '{name}' requested but CUDA is not available; use cpu")
+    return device
+
+
+def input_normalization(
+    model: str, mean: Sequence[float] | None, std: Sequence[float] | None
+) -> Normalization | None:
+    """How the data are normalised before a user architecture (``MODULE:FUNCTION``) sees
+    them: ``(mean, std)`` from ``--mean``/``--std``, or ``None`` (pixels in [0, 1]). A zoo
+    model normalises inside, so its data stay pixels (its ``mean``/``std`` go into it).
+
+    Args:
+        model: a zoo model name or ``"MODULE:FUNCTION"``.
+        mean: the per-channel mean from ``--mean`` (or the config), or ``None``.
+        std: the per-channel standard deviation from ``--std``, or ``None``.
+
+    Returns:
+        The checked ``(mean, std)`` for a user architecture given both, else ``None``.
+    """
+    if not is_user_model(model) or (mean is None and std is None):
+        return None
+    if mean is None or std is None:
+        raise ConfigError("give both --mean and --std (or neither: the model eats pixels)")
+    return check_normalization((tuple(mean), tuple(std)))
+
 
 # Numbers PyYAML leaves as strings: an exponent with no decimal point (1e-3, 5E+2, -2e10).
 _EXPONENT_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
@@ -194,8 +324,6 @@ def config_from_file(
 ) -> ExperimentConfig:
     """The :class:`ExperimentConfig` of a YAML file, with ``overrides`` (e.g. command line
     flags the user gave) replacing the file's values."""
-    from .experiment import ExperimentConfig
-
     values = check_config_values(ExperimentConfig, load_config_file(path), source=str(path))
     if overrides:
         values.update(check_config_values(ExperimentConfig, overrides, source="command line"))

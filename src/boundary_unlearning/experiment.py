@@ -3,207 +3,53 @@ run each method (timed) -> evaluate -> write reports."""
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import dataclasses
 import functools
-import hashlib
-import json
-import math
-import os
 import re
-import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ._utils import atomic_write_bytes, atomic_write_json, atomic_write_text, model_device
-from .checkpoint import (
-    check_matches_dataset,
-    check_metadata,
-    check_model_options,
-    checkpoint_paths,
-    config_hash,
-    load_checkpoint,
-    load_state_dict,
-    read_metadata,
-    save_checkpoint,
+from ._utils import atomic_write_json, model_device, synchronize
+from .aggregate import aggregate_seeds
+from .cache import (
+    StageStore,
+    default_cache_dir,
+    model_metadata,
+    random_model,
+    records_updates,
+    stage_key,
+    train_original,
+    train_retrained,
+    with_update_record,
 )
-from .config import check_config_values, write_resolved_config
+from .config import ExperimentConfig, input_normalization, resolve_device, write_resolved_config
 from .data import DatasetInfo, UnlearningData, class_split, load_dataset
-from .data.datasets import folder_fingerprint
-from .data.split import Normalization, balanced_subset, check_normalization
+from .data.split import balanced_subset
 from .data.streaming import normalized
-from .distributed import all_ranks, is_main_process, world_size
-from .errors import (
-    CheckpointError,
-    ConfigError,
-    DataError,
-    DivergenceError,
-    HyperparameterError,
-    OutputError,
-    UnlearningError,
-)
+from .distributed import is_main_process, world_size
+from .errors import DivergenceError, HyperparameterError
 from .methods import get_method, unlearn, unlearning_stats, validate_hyperparameters
-from .metrics import accuracy, compute_metrics
-from .models import create_model, import_model_function, is_user_model
-from .recording import UpdateRecorder, record_path, save_record
-from .report import figure_data, format_table, render_reports, write_reports
-from .training import check_recipe, train
+from .metrics import compute_metrics
+from .output_dir import check_output_dir, check_resume_matches, check_writable
+from .report import figure_data, format_table, render_reports
+from .training import check_recipe
 
 __all__ = [
-    "ExperimentConfig",
-    "aggregate_seeds",
-    "check_output_dir",
-    "default_cache_dir",
-    "load_report",
+    "check_unlearning_steps",
+    "load_data",
     "prepare_data",
-    "random_model",
-    "rerender_reports",
     "run_experiment",
-    "save_original",
-    "train_original",
-    "train_retrained",
-    "unlearn_checkpoint",
+    "timed_unlearn",
 ]
 
-RECIPE_VERSION = 1  # bump when the training loop changes what a cached checkpoint holds
-STAGE_VERSION = 1  # bump when what a saved stage of a run holds changes
-RANDOM_MODEL_SEED_OFFSET = 10_000  # the ZRF reference is initialised with seed + this
 
-
-def default_cache_dir() -> Path:
-    """``$BUNLEARN_CACHE`` or ``~/.cache/boundary-unlearning``."""
-    env = os.environ.get("BUNLEARN_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "boundary-unlearning"
-
-
-@dataclass
-class ExperimentConfig:
-    """Everything that defines one run of ``bunlearn run`` (also its YAML schema)."""
-
-    dataset: str = "digits"
-    data_root: str | None = None
-    download: bool = False
-    model: str = "cnn"
-    model_options: dict[str, Any] = field(default_factory=dict)
-    # Input normalisation inside the model; None = the training set's per-channel statistics
-    # (the paper's CIFAR-10 setting is mean = std = 0.5).
-    mean: list[float] | None = None
-    std: list[float] | None = None
-    forget_classes: list[int | str] = field(default_factory=lambda: [3])
-    forget_fraction: float = 1.0
-    methods: list[str] = field(default_factory=lambda: ["boundary_shrink", "boundary_expanding"])
-    hyperparameters: dict[str, dict[str, Any]] = field(default_factory=dict)
-    seed: int = 0
-    # Several seeds: each trains its own original and retrained model and runs every method;
-    # the report gives mean and std across them. None = just ``seed``.
-    seeds: list[int] | None = None
-    epochs: int = 20
-    lr: float = 0.01
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 64
-    device: str = "auto"
-    cache_dir: str | None = None
-    progress: bool = True
-    # Metrics: the relearn-time test (a short fine-tune per model) and the slow, opt-in U-LiRA
-    # membership-inference attack with shadow models.
-    relearn: bool = True
-    ulira: bool = False
-    # Figure data (entropy histograms, t-SNE, confusion matrices) of the first seed's models.
-    figures: bool = True
-    # Record the original's parameter updates per class while training it (needed by
-    # amnesiac; switched on automatically when a method of cost "record" is run).
-    record_updates: bool = False
-    # Train (and split) on a seeded, class-balanced subset of this many training images: a
-    # quick first try on a large data set. None = the whole training set.
-    subset: int | None = None
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> ExperimentConfig:
-        """A config from a dict (e.g. a YAML file): unknown keys or values of the wrong type
-        raise :class:`ConfigError` naming the key, the expected type and the value."""
-        return cls(**check_config_values(cls, values))
-
-    def seed_list(self) -> list[int]:
-        """The seeds this run covers: ``seeds`` if given, else ``[seed]``."""
-        seeds = [self.seed] if self.seeds is None else list(self.seeds)
-        if not seeds:
-            raise ConfigError("seeds is empty; give at least one seed, e.g. --seeds 0,1,2")
-        for s in seeds:
-            if isinstance(s, bool) or not isinstance(s, int) or s < 0:
-                raise ConfigError(f"seed {s!r} must be a non-negative integer")
-        if len(set(seeds)) != len(seeds):
-            raise ConfigError(f"seeds {seeds} repeat a seed; give each seed once")
-        return seeds
-
-    def for_seed(self, seed: int) -> ExperimentConfig:
-        """This config with a single ``seed`` (what one seed of a multi-seed run uses)."""
-        return dataclasses.replace(self, seed=seed, seeds=None)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def training_recipe(self) -> dict[str, Any]:
-        return {
-            "epochs": self.epochs,
-            "lr": self.lr,
-            "optimizer": self.optimizer,
-            "momentum": self.momentum,
-            "weight_decay": self.weight_decay,
-            "batch_size": self.batch_size,
-            "seed": self.seed,
-        }
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device '{name}'; use auto, cpu or cuda[:N]") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device '{name}' requested but CUDA is not available; use cpu")
-    return device
-
-
-def input_normalization(
-    model: str, mean: Sequence[float] | None, std: Sequence[float] | None
-) -> Normalization | None:
-    """How the data are normalised before a user architecture (``MODULE:FUNCTION``) sees
-    them: ``(mean, std)`` from ``--mean``/``--std``, or ``None`` (pixels in [0, 1]). A zoo
-    model normalises inside, so its data stay pixels (its ``mean``/``std`` go into it)."""
-    if not is_user_model(model) or (mean is None and std is None):
-        return None
-    if mean is None or std is None:
-        raise ConfigError("give both --mean and --std (or neither: the model eats pixels)")
-    return check_normalization((tuple(mean), tuple(std)))
-
-
-def user_code_digest(model: str) -> str | None:
-    """A hash of the source file that defines a user architecture, so cached models trained
-    with other code are not reused (``None`` for a zoo model or a module without a file)."""
-    if not is_user_model(model):
-        return None
-    module = sys.modules.get(import_model_function(model).__module__)
-    path = getattr(module, "__file__", None)
-    if not isinstance(path, str) or not Path(path).is_file():
-        return None
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-
-
-def _load(config: ExperimentConfig) -> tuple[Dataset[Any], Dataset[Any], DatasetInfo]:
+def load_data(config: ExperimentConfig) -> tuple[Dataset[Any], Dataset[Any], DatasetInfo]:
     """The data set's ``(train, test, info)``, the training set cut to ``config.subset``,
     normalised where a user architecture eats normalised inputs."""
     train_set: Dataset[Any]
@@ -223,7 +69,7 @@ def prepare_data(
     config: ExperimentConfig,
 ) -> tuple[UnlearningData, DatasetInfo, Dataset[Any], Dataset[Any]]:
     """Load the data set and split it: ``(data, info, train set, test set)``."""
-    train_set, test_set, info = _load(config)
+    train_set, test_set, info = load_data(config)
     classes = [info.class_index(c) for c in config.forget_classes]
     data = class_split(
         train_set,
@@ -235,42 +81,6 @@ def prepare_data(
         normalization=input_normalization(config.model, config.mean, config.std),
     )
     return data, info, train_set, test_set
-
-
-def _model_metadata(config: ExperimentConfig, info: DatasetInfo) -> dict[str, Any]:
-    user = is_user_model(config.model)
-    return {
-        "dataset": info.name,
-        "model": config.model,
-        "model_options": dict(config.model_options),
-        "classes": list(info.classes),
-        "num_classes": info.num_classes,
-        "in_channels": info.in_channels,
-        "image_size": info.image_size,
-        # a zoo model's own normalisation (a user model's inputs: input_normalization)
-        "mean": list(info.mean if config.mean is None or user else config.mean),
-        "std": list(info.std if config.std is None or user else config.std),
-        **_user_model_metadata(config.model, config.mean, config.std),
-    }
-
-
-def _user_model_metadata(
-    model: str, mean: Sequence[float] | None, std: Sequence[float] | None
-) -> dict[str, Any]:
-    """What a user architecture's checkpoint records beyond a zoo model's: the normalisation
-    its inputs carry and a hash of its source file."""
-    if not is_user_model(model):
-        return {}
-    norm = input_normalization(model, mean, std)
-    return {
-        "input_normalization": None if norm is None else [list(norm[0]), list(norm[1])],
-        "code": user_code_digest(model),
-    }
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def timed_unlearn(
@@ -297,175 +107,11 @@ def timed_unlearn(
         True
     """
     device = model_device(model)
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     out = unlearn(name, model, data, **hparams, progress=progress)
-    _sync(device)
+    synchronize(device)
     return out, time.perf_counter() - start
-
-
-def _cached_training(
-    folder: Path,
-    meta: dict[str, Any],
-    build: Callable[[], nn.Module],
-    run: Callable[[nn.Module], nn.Module],
-    device: torch.device,
-    describe: Callable[[nn.Module], dict[str, Any]] | None = None,
-) -> tuple[nn.Module, dict[str, Any], bool]:
-    """Reuse the checkpoint in ``folder`` if its metadata matches ``meta``; else train,
-    add ``describe(model)`` to the metadata and save. Returns ``(model, meta, reused)``."""
-    existing = read_metadata(folder) if (folder / "model.json").is_file() else None
-    cached: tuple[nn.Module, dict[str, Any]] | None = None
-    if existing is not None and existing.get("cache_key") == meta["cache_key"]:
-        # built by our own code (a user architecture is never imported on a file's word),
-        # as a copy: `build` may hand out a live model (the original, for retraining)
-        with contextlib.suppress(UnlearningError):  # corrupt: train again, overwrite it
-            cached = load_checkpoint(folder, copy.deepcopy(build()))
-    reuse = all_ranks(cached is not None)  # under torchrun: only if every rank can reuse it
-    if cached is not None and reuse:
-        return cached[0].to(device), cached[1], True
-    model = build().to(device)
-    _sync(device)
-    start = time.perf_counter()
-    model = run(model)
-    _sync(device)
-    meta = {**meta, "train_seconds": time.perf_counter() - start, "world_size": world_size()}
-    if describe is not None:
-        meta.update(describe(model))
-    save_checkpoint(model, folder, meta)
-    return model, meta, False
-
-
-def records_updates(config: ExperimentConfig) -> bool:
-    """Whether the original is trained with update recording: asked for, or needed by a
-    method of cost "record" (amnesiac)."""
-    return config.record_updates or any(get_method(m).cost == "record" for m in config.methods)
-
-
-def with_update_record(config: ExperimentConfig, original_folder: Path) -> ExperimentConfig:
-    """``config`` with each record-cost method pointed at the original's update record
-    (unless the user gave one)."""
-    hparams = dict(config.hyperparameters)
-    for name in config.methods:
-        if get_method(name).cost == "record" and "record" not in hparams.get(name, {}):
-            hparams[name] = {**hparams.get(name, {}), "record": str(record_path(original_folder))}
-    return dataclasses.replace(config, hyperparameters=hparams)
-
-
-def data_source(dataset: str, root: str | Path | None) -> dict[str, Any]:
-    """Where a model's data came from, as its checkpoint records it: the resolved
-    ``--data-root`` (``None``: the data set's default location) and, for an image folder,
-    a fingerprint of its files (the class names are in the metadata's ``classes``)."""
-    if root is None:
-        return {"root": None}
-    resolved = Path(root).resolve()
-    source: dict[str, Any] = {"root": str(resolved)}
-    if dataset.lower() == "imagefolder" and resolved.is_dir():
-        source["fingerprint"] = folder_fingerprint(resolved)
-    return source
-
-
-def original_metadata(config: ExperimentConfig, info: DatasetInfo) -> dict[str, Any]:
-    """Metadata of the original model for these settings, with its cache key (and, outside
-    the key, where its data came from)."""
-    base = _model_metadata(config, info)
-    recipe = config.training_recipe()
-    recording = {"record_updates": True} if records_updates(config) else {}
-    subset = {"subset": config.subset} if config.subset is not None else {}
-    key = config_hash({"kind": "original", **base, **recipe, "v": RECIPE_VERSION,
-                       "data_root": config.data_root, **recording, **subset})  # fmt: skip
-    return {**base, "hyperparameters": {**recipe, **subset}, "seed": config.seed,
-            "cache_key": key, "data": data_source(config.dataset, config.data_root)}  # fmt: skip
-
-
-def train_original(
-    config: ExperimentConfig,
-    info: DatasetInfo,
-    train_set: Dataset[Any],
-    test_set: Dataset[Any],
-    folder: Path | None = None,
-) -> tuple[nn.Module, dict[str, Any], bool]:
-    """Train the original model on the whole training set, or reuse the checkpoint in
-    ``folder`` (default: the cache) trained with the same settings.
-    Returns ``(model, metadata, reused)``."""
-    cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-    device = resolve_device(config.device)
-    recipe = config.training_recipe()
-    meta = original_metadata(config, info)
-    folder = folder if folder is not None else cache / "originals" / meta["cache_key"]
-
-    def build() -> nn.Module:
-        return create_model(
-            config.model,
-            info.num_classes,
-            info.in_channels,
-            info.image_size,
-            info.mean if config.mean is None else config.mean,
-            info.std if config.std is None else config.std,
-            seed=config.seed,
-            **config.model_options,
-        )
-
-    def run(model: nn.Module) -> nn.Module:
-        if not records_updates(config):
-            return train(model, train_set, **recipe, progress=config.progress, desc="original")
-        recorder = UpdateRecorder(model, info.num_classes)
-        train(model, train_set, **recipe, progress=config.progress, desc="original",
-              callbacks=[recorder])  # fmt: skip
-        save_record(recorder.record(model), folder)  # before the checkpoint that it completes
-        return model
-
-    return _cached_training(
-        folder, meta, build, run, device, lambda m: {"test_accuracy": accuracy(m, test_set)}
-    )
-
-
-def train_retrained(
-    config: ExperimentConfig,
-    info: DatasetInfo,
-    data: UnlearningData,
-    original: nn.Module,
-    orig_meta: dict[str, Any],
-) -> tuple[nn.Module, dict[str, Any], bool]:
-    """Retrain from scratch on D_r (the reference), or reuse the cached retrained model for
-    these settings. Returns ``(model, metadata, reused)``."""
-    cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-    device = resolve_device(config.device)
-    classes = list(data.forget_classes)
-    retrain_hp = config.training_recipe()
-    # D_r holds every class but the forgotten ones whatever forget_fraction is (the fraction
-    # only thins what a method may see of D_f), so the fraction is not part of the key: a
-    # forget-fraction sweep reuses one retrained model and reports its real training time.
-    retrain_key = config_hash(
-        {"kind": "retrain", "original": orig_meta["cache_key"], "forget": classes,
-         **retrain_hp, "v": RECIPE_VERSION}
-    )  # fmt: skip
-    return _cached_training(
-        cache / "retrained" / retrain_key,
-        {**{k: orig_meta[k] for k in _model_metadata(config, info)}, "cache_key": retrain_key,
-         "forget_classes": classes, "hyperparameters": retrain_hp},
-        lambda: original,
-        lambda m: unlearn("retrain", m, data, **retrain_hp, progress=config.progress),
-        device,
-    )  # fmt: skip
-
-
-def random_model(config: ExperimentConfig, info: DatasetInfo) -> nn.Module:
-    """A freshly initialised (untrained) model of the run's architecture, the ZRF reference.
-
-    Seeded with ``config.seed + RANDOM_MODEL_SEED_OFFSET`` so it is not the original's own
-    initialisation."""
-    meta = _model_metadata(config, info)
-    return create_model(
-        config.model,
-        info.num_classes,
-        info.in_channels,
-        info.image_size,
-        meta["mean"],
-        meta["std"],
-        seed=config.seed + RANDOM_MODEL_SEED_OFFSET,
-        **config.model_options,
-    ).to(resolve_device(config.device))
 
 
 # --- adapters to the metrics and report modules ------------------------------------------
@@ -508,74 +154,6 @@ def _render(report: dict[str, Any], out: Path) -> None:
     render_reports(report, out)
 
 
-# --- stages: every finished piece of a run is saved, so --resume can reuse it ---------------
-
-
-class _Stages:
-    """Finished stages of a run under ``out/stages/`` (``None`` folder: keep nothing).
-
-    ``seed-<s>/<name>.json`` holds one model's results (written atomically, last, so it
-    marks the stage finished); ``seed-<s>/<name>-model.safetensors`` its weights where the
-    figures need them; ``figures.json`` the figure data. Each record carries the hash of the
-    settings it was computed with and is reused only when that hash matches."""
-
-    def __init__(self, root: Path | None) -> None:
-        self.root = root
-
-    def _path(self, seed: int | None, name: str) -> Path:
-        assert self.root is not None
-        folder = self.root if seed is None else self.root / f"seed-{seed}"
-        return folder / f"{name}.json"
-
-    def weights_path(self, seed: int, name: str) -> Path:
-        assert self.root is not None
-        return self.root / f"seed-{seed}" / f"{name}-model.safetensors"
-
-    def load(self, seed: int | None, name: str, key: str) -> dict[str, Any] | None:
-        """The stage's saved value, or ``None`` (not finished, unreadable, other settings).
-        Under torchrun a stage is reused only when every rank can read it."""
-        if self.root is None:
-            return None
-        value: Any = None
-        try:
-            record = json.loads(self._path(seed, name).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            record = None  # not finished (or unreadable): compute it again
-        if isinstance(record, dict) and record.get("key") == key:
-            value = record.get("value")
-        found = isinstance(value, dict)
-        return value if all_ranks(found) else None
-
-    def save(self, seed: int | None, name: str, key: str, value: dict[str, Any]) -> None:
-        if self.root is not None:
-            atomic_write_json(self._path(seed, name), {"key": key, "value": value})
-
-    def save_weights(self, seed: int, name: str, model: nn.Module, meta: dict[str, Any]) -> None:
-        if self.root is not None:
-            save_checkpoint(model, self.weights_path(seed, name), meta)
-
-    def load_weights(self, seed: int, name: str) -> nn.Module | None:
-        if self.root is None:
-            return None
-        model = None
-        if self.weights_path(seed, name).is_file():
-            with contextlib.suppress(UnlearningError):
-                model = load_checkpoint(self.weights_path(seed, name))[0]
-        return model if all_ranks(model is not None) else None
-
-
-_NOT_IN_STAGE_KEY = ("progress", "cache_dir", "device", "download", "methods",
-                     "hyperparameters", "seeds", "seed")  # fmt: skip
-
-
-def _stage_key(config: ExperimentConfig, stage: str, **extra: Any) -> str:
-    """Hash of every setting a stage's result depends on (not device, progress or paths to
-    caches, nor other methods' settings)."""
-    base = {k: v for k, v in config.to_dict().items() if k not in _NOT_IN_STAGE_KEY}
-    return config_hash({**base, "seed": config.seed, "stage": stage, "v": STAGE_VERSION,
-                        **extra})  # fmt: skip
-
-
 def _method_hparams(name: str, config: ExperimentConfig) -> dict[str, Any]:
     """The hyperparameters method ``name`` runs with: the user's, plus the run's seed."""
     spec = get_method(name)
@@ -583,148 +161,7 @@ def _method_hparams(name: str, config: ExperimentConfig) -> dict[str, Any]:
     return {k: v for k, v in hparams.items() if k in spec.hyperparameters}
 
 
-# --- aggregation over seeds ------------------------------------------------------------------
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _combine(values: list[Any], how: Callable[[list[float]], float], key: str = "") -> Any:
-    """Combine the same leaf across seeds: numbers by ``how`` (``None``s skipped), dicts key
-    by key, anything else (and hyperparameters) taken from the first seed."""
-    first = values[0]
-    if key == "hyperparameters":
-        return first
-    if isinstance(first, dict):
-        keys = list(dict.fromkeys(k for v in values if isinstance(v, dict) for k in v))
-        return {
-            k: _combine([v.get(k) for v in values if isinstance(v, dict)], how, k) for k in keys
-        }
-    numbers = [float(v) for v in values if _is_number(v)]
-    if numbers and all(v is None or _is_number(v) for v in values):
-        if len(values) == 1:
-            return first if how is _mean else 0.0
-        return how(numbers)
-    return first
-
-
-def _mean(values: list[float]) -> float:
-    return math.fsum(values) / len(values)
-
-
-def _std(values: list[float]) -> float:
-    """Sample standard deviation (n - 1 in the denominator); 0 for a single value."""
-    if len(values) < 2:
-        return 0.0
-    mean = _mean(values)
-    return math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
-
-
-def aggregate_seeds(
-    per_seed: dict[str, dict[str, dict[str, Any]]],
-) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
-    """``(mean, std)`` across seeds of every numeric leaf of every model's entry.
-
-    A method that failed on some seeds is averaged over the others and lists the failures in
-    ``failed_seeds``; one that failed on every seed is ``{"failed": message}``."""
-    names = list(dict.fromkeys(n for entries in per_seed.values() for n in entries))
-    mean: dict[str, dict[str, Any]] = {}
-    std: dict[str, dict[str, Any]] = {}
-    for name in names:
-        runs = {s: e[name] for s, e in per_seed.items() if name in e}
-        ok = [e for e in runs.values() if "failed" not in e]
-        failed = {s: e["failed"] for s, e in runs.items() if "failed" in e}
-        if not ok:
-            mean[name] = std[name] = {"failed": next(iter(failed.values()))}
-            continue
-        mean[name] = _combine(ok, _mean)
-        std[name] = _combine(ok, _std)
-        std[name].pop("hyperparameters", None)
-        if failed:
-            mean[name]["failed_seeds"] = failed
-    return mean, std
-
-
 # --- the run -----------------------------------------------------------------------------------
-
-
-def check_output_dir(out: Path, *, resume: bool = False, overwrite: bool = False) -> None:
-    """Refuse to replace the results of an earlier run unless asked to.
-
-    A folder holding ``report.json`` or ``stages/`` needs ``resume`` (continue it, reusing
-    finished stages) or ``overwrite`` (start over; its ``stages/`` are deleted)."""
-    if resume and overwrite:
-        raise ConfigError("pass either --resume (continue) or --overwrite (start over), not both")
-    has_report = (out / "report.json").exists()
-    has_stages = (out / "stages").is_dir()
-    if resume or not (has_report or has_stages):
-        return
-    if not overwrite:
-        what = "the report of an earlier run" if has_report else "an unfinished run"
-        raise OutputError(
-            f"{out} already holds {what}; pass --resume to continue it, --overwrite to start "
-            "over, or choose another --out"
-        )
-    shutil.rmtree(out / "stages", ignore_errors=True)
-
-
-# Settings that change nothing in a run's results: a resumed run may differ in these.
-_NOT_COMPARED_ON_RESUME = ("progress", "cache_dir", "download", "device")
-
-
-def _show(value: Any) -> str:
-    return ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
-
-
-def _comparable(key: str, value: Any) -> Any:
-    if key == "forget_classes" and isinstance(value, list):
-        return [str(v) for v in value]  # --forget-class 3 (text) and forget_classes: [3]
-    return value
-
-
-def resume_changes(config: ExperimentConfig, out: Path) -> list[str]:
-    """How ``config`` differs from the run held in ``out`` (its ``config.yaml``), one
-    ``"key old -> new"`` per changed setting; progress, cache and device are not compared.
-    Empty when ``out`` holds no run."""
-    path = out / "config.yaml"
-    if not path.is_file():
-        return []
-    import yaml
-
-    try:
-        old = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        old = None
-    if not isinstance(old, dict):
-        raise ConfigError(
-            f"{path} is unreadable, so the settings of the run in {out} are unknown; pass "
-            "--overwrite to start over, or choose another --out"
-        )
-    defaults = ExperimentConfig().to_dict()
-    changed = []
-    for key, value in config.to_dict().items():
-        before = old.get(key, defaults[key])
-        if key not in _NOT_COMPARED_ON_RESUME and (
-            _comparable(key, before) != _comparable(key, value)
-        ):
-            changed.append(f"{key} {_show(before)} -> {_show(value)}")
-    return changed
-
-
-def check_resume_matches(config: ExperimentConfig, out: Path) -> None:
-    """Refuse to resume ``out`` with settings other than those of the run it holds.
-
-    Reusing finished stages of other settings, or dropping methods, seeds or figures that the
-    finished report holds, would silently change the user's results: any difference raises
-    :class:`ConfigError` naming each changed key as ``old -> new``."""
-    changed = resume_changes(config, out)
-    if changed:
-        raise ConfigError(
-            f"--resume: {out} holds a run with other settings ({'; '.join(changed)}); rerun "
-            f"with its flags (or --config {out / 'config.yaml'}) to continue it, pass "
-            "--overwrite instead of --resume to start over, or choose another --out"
-        )
 
 
 def run_experiment(
@@ -765,13 +202,13 @@ def run_experiment(
     methods = [m for m in dict.fromkeys(config.methods) if m != "retrain"]
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
-        _check_writable(out)
+        check_writable(out)
         if not reuse_stages:
             check_output_dir(out, resume=resume, overwrite=overwrite)
         if resume and not reuse_stages:
             check_resume_matches(config, out)
         write_resolved_config(config, out)
-    stages = _Stages(out / "stages" if out is not None else None)
+    stages = StageStore(out / "stages" if out is not None else None)
     device = resolve_device(config.device)
     total = len(seeds) * (2 + len(methods)) + 1
     bar = tqdm(total=total, desc="bunlearn run", unit="stage", disable=not config.progress)
@@ -825,12 +262,12 @@ def run_experiment(
                 _compute_metrics, data=data, retrained=retrained, original=original,
                 random_net=rand, config=cfg,
             )  # fmt: skip
-            weights_meta = {k: orig_meta[k] for k in _model_metadata(cfg, info)}
+            weights_meta = {k: orig_meta[k] for k in model_metadata(cfg, info)}
 
             for name, model, meta in (("original", original, orig_meta),
                                       ("retrain", retrained, rt_meta)):  # fmt: skip
                 bar.set_postfix_str(f"seed {seed}: metrics of {name}")
-                key = _stage_key(cfg, name)
+                key = stage_key(cfg, name)
                 entry = stages.load(seed, name, key)
                 if entry is None:
                     entry = {**metrics_of(model), "seconds": meta["train_seconds"]}
@@ -902,7 +339,7 @@ def _method_stage(
     data: UnlearningData,
     original: nn.Module,
     metrics_of: Callable[[nn.Module], dict[str, Any]],
-    stages: _Stages,
+    stages: StageStore,
     *,
     weights_meta: dict[str, Any] | None,
     say: Callable[[str], None],
@@ -915,7 +352,7 @@ def _method_stage(
     keep_weights = weights_meta is not None
     spec = get_method(name)
     hparams = _method_hparams(name, cfg)
-    key = _stage_key(cfg, name, hyperparameters=hparams)
+    key = stage_key(cfg, name, hyperparameters=hparams)
     entry = stages.load(cfg.seed, name, key)
     if entry is not None:
         model = stages.load_weights(cfg.seed, name) if keep_weights else None
@@ -946,11 +383,11 @@ def _figures_stage(
     methods: list[str],
     models: dict[str, nn.Module],
     data: UnlearningData,
-    stages: _Stages,
+    stages: StageStore,
 ) -> dict[str, Any] | None:
     """Figure data (entropy histograms, t-SNE, confusion matrices) of the first seed."""
     hparams = {m: _method_hparams(m, cfg) for m in methods}
-    key = _stage_key(cfg, "figures", methods=hparams)
+    key = stage_key(cfg, "figures", methods=hparams)
     cached = stages.load(None, "figures", key)
     if cached is not None:
         return cached
@@ -958,85 +395,6 @@ def _figures_stage(
     if figures is not None:
         stages.save(None, "figures", key, figures)
     return figures
-
-
-def load_report(out_dir: str | Path) -> dict[str, Any]:
-    """``out_dir/report.json`` as written by :func:`run_experiment`, checked to be a report."""
-    path = Path(out_dir) / "report.json"
-    if not path.is_file():
-        raise OutputError(
-            f"{path} not found; point `bunlearn report` at the --out folder of a finished "
-            "`bunlearn run`"
-        )
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise OutputError(
-            f"{path} is corrupt ({type(exc).__name__}); rerun `bunlearn run --resume --out "
-            f"{path.parent}` to rebuild it from the finished stages"
-        ) from None
-    if not isinstance(report, dict) or not isinstance(report.get("results"), dict):
-        raise OutputError(
-            f"{path} is not a bunlearn report (no 'results'); rerun `bunlearn run --resume "
-            f"--out {path.parent}`"
-        )
-    return report
-
-
-def rerender_reports(out_dir: str | Path) -> dict[str, Any]:
-    """``bunlearn report DIR``: rewrite the reports in ``out_dir`` from its ``report.json``
-    without running anything. Returns the report."""
-    out = Path(out_dir)
-    report = load_report(out)
-    _check_writable(out)
-    render_reports(report, out)
-    return report
-
-
-def _check_writable(out: Path) -> None:
-    if not is_main_process():
-        return  # under torchrun only rank 0 writes
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        atomic_write_text(probe, "")
-        probe.unlink()
-    except OSError as exc:
-        raise OutputError(
-            f"output folder {out} is not writable ({exc.strerror}); choose another --out"
-        ) from None
-
-
-def save_original(
-    config: ExperimentConfig, out: str | Path, *, overwrite: bool = False
-) -> tuple[dict[str, Any], bool]:
-    """``bunlearn train``: train the original model into ``out`` (reused when ``out`` already
-    holds a model trained with identical settings). Returns ``(metadata, reused)``."""
-    check_recipe(**config.training_recipe(), min_epochs=1, what="train")
-    out = Path(out)
-    train_set, test_set, info = _load(config)
-    existing = read_metadata(out) if (out / "model.json").is_file() else None
-    wanted = original_metadata(config, info)["cache_key"]
-    if existing is not None and existing.get("cache_key") != wanted and not overwrite:
-        raise OutputError(
-            f"{out} already holds a model trained with other settings; pass --overwrite or "
-            "choose another --out"
-        )
-    if existing is None and (out / "model.safetensors").exists() and not overwrite:
-        raise OutputError(
-            f"{out / 'model.safetensors'} already exists (without model.json); pass --overwrite "
-            "or choose another --out"
-        )
-    _check_writable(out)
-    _, meta, reused = train_original(config, info, train_set, test_set, folder=out)
-    if config.cache_dir is not None:  # a cache the user names is used: `run` reuses the model
-        cached = Path(config.cache_dir) / "originals" / meta["cache_key"]
-        pairs = [(record_path(out), record_path(cached)),
-                 *zip(checkpoint_paths(out), checkpoint_paths(cached), strict=True)]  # fmt: skip
-        for src, dst in pairs:
-            if src.is_file():
-                atomic_write_bytes(dst, src.read_bytes())
-    return meta, reused
 
 
 # A method's own step budget, or a combination's stage's (expand_epochs, shrink_max_steps).
@@ -1054,204 +412,3 @@ def check_unlearning_steps(method: str, hyperparameters: dict[str, Any]) -> None
                 f"{method}: {key}=0 would return the model unchanged (no unlearning step); "
                 f"give {key} >= 1"
             )
-
-
-def _recorded_data_root(checkpoint: str | Path, meta: dict[str, Any], dataset: str) -> str | None:
-    """The data folder the checkpoint recorded (when unlearning on its own data set and no
-    --data-root was given), checked to still exist."""
-    source = meta.get("data")
-    root = source.get("root") if isinstance(source, dict) else None
-    if not isinstance(root, str) or meta.get("dataset") != _dataset_key(dataset):
-        return None
-    if not Path(root).exists():
-        raise DataError(
-            f"{checkpoint} was trained on {dataset} data in {root}, which no longer exists; "
-            "pass --data-root with the folder's new location"
-        )
-    return root
-
-
-def _check_same_data(
-    checkpoint: str | Path, meta: dict[str, Any], info: DatasetInfo, root: str
-) -> None:
-    """The recorded folder still holds the data the checkpoint was trained on: the same
-    class names and, for an image folder, the same files (fingerprint)."""
-    classes = meta.get("classes")
-    if isinstance(classes, list) and list(info.classes) != classes:
-        raise DataError(
-            f"{root} now has classes {list(info.classes)} but {checkpoint} was trained on "
-            f"{classes}; pass --data-root with the folder it was trained on"
-        )
-    source = meta.get("data")
-    was = source.get("fingerprint") if isinstance(source, dict) else None
-    now = data_source(info.name, root).get("fingerprint")
-    if isinstance(was, str) and now is not None and now != was:
-        raise DataError(
-            f"the images in {root} changed since {checkpoint} was trained on them (fingerprint "
-            f"{was} -> {now}); pass --data-root {root} to use them anyway, or restore them"
-        )
-
-
-def _dataset_key(name: str) -> str:
-    """The canonical name of a data set as ``DatasetInfo.name`` spells it."""
-    key = name.lower().replace("_", "-")
-    aliases = {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10", "fmnist": "fashion-mnist"}
-    return aliases.get(key, key)
-
-
-def unlearn_checkpoint(
-    *,
-    checkpoint: str | Path,
-    method: str,
-    forget_classes: list[int | str],
-    out: str | Path,
-    dataset: str | None = None,
-    model: str | None = None,
-    data_root: str | None = None,
-    download: bool = False,
-    forget_fraction: float = 1.0,
-    seed: int = 0,
-    hyperparameters: dict[str, Any] | None = None,
-    overwrite: bool = False,
-    device: str = "auto",
-    progress: bool = False,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-) -> dict[str, Any]:
-    """``bunlearn unlearn``: load a checkpoint, unlearn, write the new weights and a report
-    into ``out``. The input checkpoint is only read.
-
-    ``model`` may be a user architecture ``"MODULE:FUNCTION"`` (the checkpoint then is a
-    plain ``state_dict``, safetensors or ``torch.save``); ``mean``/``std`` say how its
-    inputs are normalised (the data are fed to it normalised so)."""
-    hparams = validate_hyperparameters(method, dict(hyperparameters or {}))
-    check_unlearning_steps(method, hparams)
-    out = Path(out)
-    weights_in, meta_in = checkpoint_paths(checkpoint)
-    if not weights_in.is_file():
-        raise CheckpointError(
-            f"checkpoint {weights_in} not found; pass the file or folder written by 'bunlearn "
-            "train'"
-        )
-    if out.suffix in {".safetensors", ".pt", ".pth", ".bin"}:
-        raise OutputError(
-            f"--out {out} must be a folder (it receives model.safetensors, model.json and the "
-            "reports); drop the file name"
-        )
-    weights_out, meta_out = checkpoint_paths(out)
-    if weights_out.resolve() == weights_in.resolve() or meta_out.resolve() == meta_in.resolve():
-        raise OutputError(
-            f"--out {out} would overwrite the input checkpoint; choose another folder"
-        )
-    if weights_out.exists() and not overwrite:
-        raise OutputError(f"{weights_out} already exists; pass --overwrite or choose another --out")
-    meta = read_metadata(checkpoint) or {}
-    meta_path = str(checkpoint_paths(checkpoint)[1])
-    if not meta:
-        load_state_dict(checkpoint)  # a corrupt file is the real problem, not the metadata
-    if meta and model is None:
-        check_metadata(meta, meta_path)
-    dataset = dataset or meta.get("dataset")
-    if not isinstance(dataset, str):
-        raise CheckpointError(
-            f"{checkpoint} has no metadata naming its data set; pass --dataset (and --model)"
-        )
-    recorded = _recorded_data_root(checkpoint, meta, dataset) if data_root is None else None
-    if model is None and is_user_model(meta.get("model")):
-        raise CheckpointError(
-            f"{checkpoint} was made with the user architecture {meta['model']}; pass --model "
-            f"{meta['model']} to build it (code named in a checkpoint is never imported)"
-        )
-    if model is not None and is_user_model(model) and mean is None and std is None:
-        recorded_norm = meta.get("input_normalization") if meta.get("model") == model else None
-        if isinstance(recorded_norm, list) and len(recorded_norm) == 2:
-            mean, std = recorded_norm  # what it was trained on, checked below
-    norm = input_normalization(model or "", mean, std)
-    train_set: Dataset[Any]
-    test_set: Dataset[Any]
-    train_set, test_set, info = load_dataset(dataset, recorded or data_root, download=download)
-    if recorded is not None:
-        _check_same_data(checkpoint, meta, info, recorded)
-    if norm is not None:
-        train_set, test_set = normalized(train_set, norm), normalized(test_set, norm)
-    data_root = recorded or data_root
-    if model is not None or not meta:
-        if model is None:
-            raise CheckpointError(
-                f"{checkpoint} has no metadata naming its architecture; pass --model"
-            )
-        options = meta.get("model_options", {}) if meta.get("model") == model else {}
-        check_model_options(options, meta_path)
-        net: nn.Module = create_model(
-            model, info.num_classes, info.in_channels, info.image_size, info.mean, info.std,
-            **options,
-        )  # fmt: skip
-        net, _ = load_checkpoint(checkpoint, net)
-        described = ExperimentConfig(
-            model=model,
-            mean=None if norm is None else list(norm[0]),
-            std=None if norm is None else list(norm[1]),
-        )
-        meta = {**meta, **_model_metadata(described, info)} if is_user_model(model) else {
-            **_model_metadata(described, info), **meta, "model": model}  # fmt: skip
-    else:
-        check_matches_dataset(meta, info, str(weights_in))
-        net, meta = load_checkpoint(checkpoint)
-    classes = [info.class_index(c) for c in forget_classes]
-    data = class_split(
-        train_set, test_set, classes, forget_fraction, seed, num_classes=info.num_classes,
-        normalization=norm,
-    )  # fmt: skip
-    net = net.to(resolve_device(device))
-    _check_writable(out)
-    run_hp = {"seed": seed, **hparams}
-    spec = get_method(method)
-    run_hp = {k: v for k, v in run_hp.items() if k in spec.hyperparameters}
-    if spec.cost == "record" and "record" not in run_hp:
-        run_hp["record"] = str(record_path(checkpoint))  # the record saved beside it
-    unlearned, seconds = timed_unlearn(method, net, data, run_hp, progress=progress)
-    scores = _evaluate_with_progress({method: unlearned, "original": net}, data, progress)
-    entry: dict[str, Any] = {
-        "acc": scores[method],
-        "seconds": seconds,
-        "hyperparameters": spec.resolve(run_hp),
-    }
-    if unlearning_stats(unlearned):
-        entry["stats"] = unlearning_stats(unlearned)
-    report: dict[str, Any] = {
-        "dataset": info.name,
-        "model": meta.get("model"),
-        "forget_classes": classes,
-        "class_names": [info.classes[c] for c in classes],
-        "seed": seed,
-        "checkpoint": str(weights_in),
-        "results": {"original": {"acc": scores["original"]}, method: entry},
-    }
-    dropped = {"format", "cache_key", "train_seconds", "world_size"}
-    new_meta = {k: v for k, v in meta.items() if k not in dropped}
-    new_meta["data"] = data_source(info.name, data_root)
-    new_meta.update(
-        {"unlearned": {"method": method, "forget_classes": classes, "from": str(weights_in),
-                       "hyperparameters": entry["hyperparameters"]}}
-    )  # fmt: skip
-    if progress and is_main_process():
-        tqdm.write(f"bunlearn: writing the unlearned model and report to {out}", file=sys.stderr)
-    save_checkpoint(unlearned, out, new_meta)
-    write_reports(report, out)
-    return report
-
-
-def _evaluate_with_progress(
-    models: dict[str, nn.Module], data: UnlearningData, progress: bool
-) -> dict[str, dict[str, float]]:
-    """:func:`evaluate` of each model, with one bar over every (model, set) pass."""
-    sets = {"retain": data.retain, "forget": data.forget_eval,
-            "test_retain": data.test_retain, "test_forget": data.test_forget}  # fmt: skip
-    scores: dict[str, dict[str, float]] = {name: {} for name in models}
-    passes = [(name, key) for name in models for key in sets]
-    disable = not progress or not is_main_process()
-    with tqdm(passes, desc="evaluating", unit="set", disable=disable) as bar:
-        for name, key in bar:
-            bar.set_postfix_str(f"{name} on {key}")
-            scores[name][key] = accuracy(models[name], sets[key])
-    return scores

@@ -34,8 +34,9 @@ import torch
 import yaml
 
 from ._utils import atomic_write_json, atomic_write_text
+from .config import ExperimentConfig, resolve_device
 from .errors import ConfigError, OutputError, UnlearningError, did_you_mean
-from .experiment import ExperimentConfig, resolve_device, run_experiment
+from .experiment import run_experiment
 from .methods import list_methods
 from .report import write_reports
 from .report.summary import PUBLISHED, format_summary
