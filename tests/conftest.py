@@ -87,3 +87,16 @@ def state_snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+class EatsNormalised(nn.Module):
+    """A zoo model minus its Normalize layer: the same network, fed normalised inputs (as a
+    user's own model usually is)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.body, self.head = inner.body, inner.head  # type: ignore[union-attr]
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.head(self.body(z))
+        return out

@@ -19,6 +19,7 @@ import boundary_unlearning as bu
 from boundary_unlearning.cli import main
 from boundary_unlearning.errors import CheckpointError, DataError, HyperparameterError, ModelError
 from boundary_unlearning.models import create_model, import_model_function
+from conftest import EatsNormalised
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 FMNIST_NORM = (0.286, 0.353)
@@ -47,18 +48,6 @@ def _normalised_split(
 ) -> bu.UnlearningData:
     norm = [TensorDataset((ds.tensors[0] - mean) / std, ds.tensors[1]) for ds in tiny_sets]
     return bu.class_split(norm[0], norm[1], [1], normalization=(mean, std))
-
-
-class _NoNormalize(nn.Module):
-    """The tiny zoo model minus its Normalize layer: it eats normalised inputs."""
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.body, self.head = inner.body, inner.head  # type: ignore[union-attr]
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.head(self.body(z))
-        return out
 
 
 def test_the_split_carries_scalar_or_per_channel_normalization(tiny_sets) -> None:
@@ -99,7 +88,7 @@ def test_every_method_takes_the_normalised_split(tiny_sets, tiny_model) -> None:
     """One call for every method works on a normalised split; Boundary Shrink steps in pixel
     space (its neighbours are the pixel model's, normalised)."""
     data = _normalised_split(tiny_sets, 0.3, 0.3)
-    model = _NoNormalize(tiny_model)
+    model = EatsNormalised(tiny_model)
     for name in bu.list_methods():
         if bu.get_method(name).cost == "record":
             continue  # amnesiac needs a recording of the original's training
@@ -123,7 +112,7 @@ def test_shrink_on_normalised_data_equals_shrink_on_pixels(tiny_sets, tiny_model
     pixels = bu.class_split(*tiny_sets, [1])
     normed = _normalised_split(tiny_sets, 0.3, 0.3)  # the tiny model's Normalize values
     a = bu.boundary_shrink(tiny_model, pixels, max_steps=5, target_forget_acc=0.0)
-    b = bu.boundary_shrink(_NoNormalize(tiny_model), normed, max_steps=5, target_forget_acc=0.0)
+    b = bu.boundary_shrink(EatsNormalised(tiny_model), normed, max_steps=5, target_forget_acc=0.0)
     assert bu.unlearning_stats(a)["attack_success_ratio"] == pytest.approx(
         bu.unlearning_stats(b)["attack_success_ratio"]
     )

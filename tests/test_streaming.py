@@ -24,7 +24,7 @@ from boundary_unlearning.data.streaming import (
 from boundary_unlearning.metrics import compute_metrics
 from boundary_unlearning.neighbours import neighbour_search
 from boundary_unlearning.training import fit
-from conftest import build_tiny
+from conftest import EatsNormalised, build_tiny
 
 
 class LazyImages(Dataset[tuple[torch.Tensor, int]]):
@@ -142,16 +142,7 @@ def test_defaults_forget_on_a_lazy_normalised_dataset(tiny_sets, tiny_model) -> 
     assert not tensor_backed(lazy_train)
     data = bu.class_split(lazy_train, lazy_test, [1], normalization=norm)
 
-    class Inner(nn.Module):
-        def __init__(self, m: nn.Module) -> None:
-            super().__init__()
-            self.body, self.head = m.body, m.head  # type: ignore[union-attr]
-
-        def forward(self, z: torch.Tensor) -> torch.Tensor:
-            out: torch.Tensor = self.head(self.body(z))
-            return out
-
-    model = Inner(tiny_model)
+    model = EatsNormalised(tiny_model)
     for method in ("boundary_shrink", "boundary_expanding"):
         new = bu.unlearn(method, model, data)
         scores = bu.evaluate(new, data)
