@@ -53,6 +53,14 @@ def accuracy(model: nn.Module, dataset: Dataset[Any], *, batch_size: int | None 
     :mod:`boundary_unlearning.data.streaming`). Under torchrun each rank scores its share and
     the counts are summed (every rank must call it; all get the same value).
 
+    Args:
+        model: the classifier (run in eval mode; its mode is restored).
+        dataset: a map-style dataset of ``(input, int label, ...)`` tuples.
+        batch_size: defaults to 128 on CPU and 1024 on accelerators.
+
+    Returns:
+        The accuracy in [0, 1], or NaN for an empty dataset.
+
     Example:
         >>> from torch.utils.data import TensorDataset
         >>> accuracy(nn.Identity(), TensorDataset(torch.eye(2), torch.tensor([0, 0])))
@@ -80,7 +88,24 @@ def evaluate(
     model: nn.Module, data: UnlearningData, *, batch_size: int | None = None
 ) -> dict[str, float]:
     """Accuracy on D_r, D_f (the whole forgotten class), D_tr and D_tf (higher on retain sets
-    is better; on forget sets the retrained model's value, about 0, is the target)."""
+    is better; on forget sets the retrained model's value, about 0, is the target).
+
+    Args:
+        model: the classifier.
+        data: the four sets, from :func:`~boundary_unlearning.data.split.class_split`.
+        batch_size: defaults to 128 on CPU and 1024 on accelerators.
+
+    Returns:
+        ``{"retain", "forget", "test_retain", "test_forget"}`` -> accuracy.
+
+    Example:
+        >>> from torch.utils.data import TensorDataset
+        >>> from boundary_unlearning.data.split import class_split
+        >>> ds = TensorDataset(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]),
+        ...                    torch.tensor([0, 1, 2]))
+        >>> evaluate(nn.Identity(), class_split(ds, ds, 2))  # never answers class 2
+        {'retain': 1.0, 'forget': 0.0, 'test_retain': 1.0, 'test_forget': 0.0}
+    """
     return {
         "retain": accuracy(model, data.retain, batch_size=batch_size),
         "forget": accuracy(model, data.forget_eval, batch_size=batch_size),
