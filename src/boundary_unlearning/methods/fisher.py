@@ -29,6 +29,20 @@ def diagonal_fisher(
     """The diagonal of the Fisher information of ``model`` (eval mode) on inputs ``x``:
     ``mean_i sum_y p(y|x_i) (d log p(y|x_i) / d theta)^2`` with the model's own predictive
     distribution (the "true" Fisher, as in Golatkar et al.'s code), from per-sample gradients.
+
+    Args:
+        model: the classifier.
+        x: the inputs (D_r).
+        chunk_size: samples per vectorised per-sample-gradient batch.
+        progress: show a progress bar.
+
+    Returns:
+        Parameter name -> diagonal Fisher, shaped like the parameter (>= 0).
+
+    Example:
+        >>> f = diagonal_fisher(nn.Linear(2, 3), torch.rand(4, 2))
+        >>> {name: tuple(v.shape) for name, v in f.items()}, all((v >= 0).all() for v in f.values())
+        ({'weight': (3, 2), 'bias': (3,)}, True)
     """
     device = model_device(model)
     params = {n: p.detach() for n, p in model.named_parameters()}

@@ -22,7 +22,24 @@ def saliency_mask(
 ) -> dict[str, torch.Tensor]:
     """SalUn's weight saliency: ``|sum over D_f batches of grad CE|`` (model in eval mode);
     the mask is 1 on the ``threshold`` fraction of all weights with the largest saliency
-    (one global ranking over every parameter, as in the authors' code)."""
+    (one global ranking over every parameter, as in the authors' code).
+
+    Args:
+        model: the classifier.
+        x: D_f's inputs.
+        y: D_f's labels.
+        threshold: the fraction of all weights to mark.
+        batch_size: samples per gradient batch.
+
+    Returns:
+        Parameter name -> 0/1 mask shaped like the parameter.
+
+    Example:
+        >>> masks = saliency_mask(nn.Linear(2, 2), torch.rand(4, 2), torch.tensor([0, 1, 0, 1]),
+        ...                       threshold=0.5, batch_size=2)
+        >>> sorted(masks), sum(int(m.sum()) for m in masks.values())  # half of 6 weights
+        (['bias', 'weight'], 3)
+    """
     device = model_device(model)
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     grads = {n: torch.zeros_like(p) for n, p in params}

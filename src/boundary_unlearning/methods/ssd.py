@@ -19,7 +19,23 @@ def parameter_importance(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int
 ) -> dict[str, torch.Tensor]:
     """SSD's diagonal importance: the mean over batches of the squared gradient of the
-    batch's cross-entropy (model in eval mode, batches in the given order)."""
+    batch's cross-entropy (model in eval mode, batches in the given order).
+
+    Args:
+        model: the classifier.
+        x: the inputs.
+        y: the labels.
+        batch_size: samples per batch.
+
+    Returns:
+        Parameter name -> importance, shaped like the parameter.
+
+    Example:
+        >>> imp = parameter_importance(nn.Linear(2, 3), torch.rand(4, 2),
+        ...                            torch.tensor([0, 1, 2, 0]), batch_size=2)
+        >>> {name: tuple(v.shape) for name, v in imp.items()}
+        {'weight': (3, 2), 'bias': (3,)}
+    """
     device = model_device(model)
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     total = {n: torch.zeros_like(p) for n, p in params}

@@ -60,7 +60,27 @@ def error_maximizing_noise(
     """Noise inputs (pixels) that maximise the frozen ``model``'s cross-entropy for class
     ``target``: Adam on ``-CE(model(n), target) + l2_weight * mean_i ||n_i||^2`` (full batch
     per step), with ``n`` in the model's normalised input space as in the authors' code.
-    Runs through the shared training loop with the noise as the trained module."""
+    Runs through the shared training loop with the noise as the trained module.
+
+    Args:
+        model: the classifier (not modified).
+        target: the class the noise is labelled with.
+        shape: ``(n, C, H, W)`` of the noise batch.
+        steps: Adam steps.
+        lr: Adam's learning rate.
+        l2_weight: the weight of the noise's squared norm.
+        seed: seeds the initial noise.
+
+    Returns:
+        The noise as pixels, detached, on the model's device.
+
+    Example:
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+        >>> noise = error_maximizing_noise(net, 1, (3, 1, 2, 2), steps=5, lr=0.1,
+        ...                                l2_weight=0.1, seed=0)
+        >>> noise.shape, noise.requires_grad
+        (torch.Size([3, 1, 2, 2]), False)
+    """
     device = model_device(model)
     frozen = working_copy(model).eval()
     for p in frozen.parameters():
