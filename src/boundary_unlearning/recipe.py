@@ -298,7 +298,19 @@ class ForgetMonitor:
 
 @dataclass
 class FitResult:
-    """What one call of ``fit`` did."""
+    """What one call of ``fit`` did.
+
+    Args:
+        desc: the run's label (e.g. ``"finetune"``).
+        steps: optimiser steps taken.
+        target: the forgetting target, or ``None`` for an unmonitored run.
+        reached_target: whether D_f went down to the target (``None``: no target).
+        forget_trace: ``(step, share of D_f still in its class)`` at each check.
+
+    Example:
+        >>> FitResult("finetune", 12)
+        FitResult(desc='finetune', steps=12, target=None, reached_target=None, forget_trace=[])
+    """
 
     desc: str
     steps: int
@@ -315,7 +327,19 @@ _collectors: contextvars.ContextVar[tuple[list[FitResult], ...]] = contextvars.C
 @contextlib.contextmanager
 def collect_fits() -> Iterator[list[FitResult]]:
     """Collect the :class:`FitResult` of every ``fit`` call made inside the block, nested
-    blocks included (a combination of methods sees the fits of both stages)."""
+    blocks included (a combination of methods sees the fits of both stages).
+
+    Returns:
+        A context manager giving the list the results are appended to.
+
+    Example:
+        >>> with collect_fits() as outer:
+        ...     with collect_fits() as inner:
+        ...         record_fit(FitResult("stage 1", 3))
+        ...     record_fit(FitResult("stage 2", 5))
+        >>> [f.steps for f in inner], [f.steps for f in outer]
+        ([3], [3, 5])
+    """
     results: list[FitResult] = []
     token = _collectors.set((*_collectors.get(), results))
     try:
@@ -325,5 +349,17 @@ def collect_fits() -> Iterator[list[FitResult]]:
 
 
 def record_fit(result: FitResult) -> None:
+    """Hand ``result`` to every open :func:`collect_fits` block (``fit`` calls it).
+
+    Args:
+        result: what one run did.
+
+    Example:
+        >>> record_fit(FitResult("outside any block", 1))  # nobody collects: a no-op
+        >>> with collect_fits() as fits:
+        ...     record_fit(FitResult("demo", 2))
+        >>> fits
+        [FitResult(desc='demo', steps=2, target=None, reached_target=None, forget_trace=[])]
+    """
     for results in _collectors.get():
         results.append(result)
