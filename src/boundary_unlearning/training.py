@@ -77,6 +77,10 @@ class StepCallback(Protocol):
         Args:
             step: the step's index in the run (from 0).
             batch: the step's batch ``(x, y, ...)``.
+
+        Example:
+            >>> from boundary_unlearning.recording import UpdateRecorder
+            >>> UpdateRecorder(nn.Linear(2, 2), 2).before_step(0, (torch.zeros(1, 2),))
         """
         ...
 
@@ -86,6 +90,15 @@ class StepCallback(Protocol):
         Args:
             step: the step's index in the run (from 0).
             batch: the step's batch ``(x, y, ...)``.
+
+        Example:
+            >>> from boundary_unlearning.recording import UpdateRecorder
+            >>> recorder = UpdateRecorder(nn.Linear(2, 2), 2)
+            >>> batch = (torch.zeros(1, 2), torch.tensor([1]))
+            >>> recorder.before_step(0, batch)
+            >>> recorder.after_step(0, batch)
+            >>> recorder.batches.tolist()
+            [0, 1]
         """
         ...
 

@@ -69,6 +69,21 @@ class Normalize(nn.Module):
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise ``x``.
+
+        Args:
+            x: ``(N, C, H, W)`` pixels.
+
+        Returns:
+            ``(x - mean) / std``.
+
+        Raises:
+            RuntimeError: ``x`` is not 4-D or has another number of channels.
+
+        Example:
+            >>> Normalize([0.5], [0.5]).forward(torch.zeros(1, 1, 1, 1)).item()
+            -1.0
+        """
         if x.dim() != 4 or x.shape[1] != self.mean.shape[1]:
             # broadcasting would otherwise let a 3-channel model take grayscale images
             raise RuntimeError(
@@ -115,6 +130,19 @@ class Classifier(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The logits ``head(body(normalize(x)))``.
+
+        Args:
+            x: ``(N, C, H, W)`` pixels.
+
+        Returns:
+            ``(N, K)`` logits.
+
+        Example:
+            >>> net = Classifier(Normalize([0.5], [0.5]), nn.Flatten(), nn.Linear(4, 3))
+            >>> net.forward(torch.zeros(2, 1, 2, 2)).shape
+            torch.Size([2, 3])
+        """
         out: torch.Tensor = self.head(self.features(x))
         return out
 
