@@ -179,6 +179,35 @@ class MethodSpec:
         return values
 
     def __call__(self, model: nn.Module, data: UnlearningData, **kwargs: Any) -> nn.Module:
+        """Run the method: validate, check the inputs, run, record the stats.
+
+        Warns with :class:`ForgettingWarning` when a forgetting target was missed.
+
+        Args:
+            model: the trained classifier; never modified.
+            data: the class split.
+            **kwargs: hyperparameters and run options, as for :func:`unlearn`.
+
+        Returns:
+            A new model in eval mode.
+
+        Raises:
+            HyperparameterError: an unknown, mistyped or out-of-range hyperparameter, or a
+                run option that is not a bool.
+            ModelError: a model that cannot classify ``data``.
+            DataError: an empty forget set.
+
+        Example:
+            >>> import torch
+            >>> from torch.utils.data import TensorDataset
+            >>> from boundary_unlearning import class_split
+            >>> x, y = torch.rand(40, 1, 4, 4), torch.arange(40) % 4
+            >>> data = class_split(TensorDataset(x, y), TensorDataset(x, y), forget_classes=[1])
+            >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4))
+            >>> new = get_method("finetune")(net, data, epochs=1)
+            >>> new is net, unlearning_stats(new)
+            (False, {'steps': 1})
+        """
         options = RunOptions(**{k: kwargs.pop(k) for k in OPTION_FIELDS if k in kwargs})
         for key in OPTION_FIELDS:
             if not isinstance(getattr(options, key), bool):

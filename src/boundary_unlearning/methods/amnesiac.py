@@ -64,6 +64,12 @@ def amnesiac(
     Returns:
         A new model in eval mode.
 
+    Raises:
+        RecordMissingError: no record given, or no record file where one was named.
+        CheckpointError: an unreadable record file.
+        ModelError: the record was made for another architecture or other weights.
+        DataError: a class outside the record, or two forget classes that shared a batch.
+
     Example:
         >>> import torch
         >>> from torch.utils.data import TensorDataset
