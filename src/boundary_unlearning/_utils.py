@@ -17,7 +17,18 @@ from .distributed import is_main_process
 
 
 def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter (or buffer); CPU for an empty model."""
+    """The device of the model's first parameter (or buffer); CPU for an empty model.
+
+    Args:
+        model: any module.
+
+    Returns:
+        The device.
+
+    Example:
+        >>> model_device(nn.Linear(2, 2)), model_device(nn.ReLU())
+        (device(type='cpu'), device(type='cpu'))
+    """
     for param in model.parameters():
         return param.device
     for buffer in model.buffers():
@@ -36,6 +47,20 @@ def seeded(seed: int) -> Iterator[None]:
     """Run a block with torch's global RNG seeded, restoring the caller's RNG state after.
 
     Used only where torch offers no ``generator=`` argument (module initialisers).
+
+    Args:
+        seed: the seed for the block.
+
+    Returns:
+        A context manager.
+
+    Example:
+        >>> with seeded(0):
+        ...     a = torch.rand(2)
+        >>> with seeded(0):
+        ...     b = torch.rand(2)
+        >>> torch.equal(a, b)
+        True
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -44,7 +69,22 @@ def seeded(seed: int) -> Iterator[None]:
 
 @contextlib.contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode for a block and restore each module's own mode after."""
+    """Put ``model`` in eval mode for a block and restore each module's own mode after.
+
+    Args:
+        model: the model.
+
+    Returns:
+        A context manager giving ``model``.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 2), nn.Dropout()).train()
+        >>> with eval_mode(net):
+        ...     net[1].training
+        False
+        >>> net[1].training
+        True
+    """
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
@@ -69,7 +109,23 @@ def _umask() -> int:
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same folder and a rename.
 
-    Under torchrun only rank 0 writes; the other ranks skip the write."""
+    Under torchrun only rank 0 writes; the other ranks skip the write.
+
+    A reader never sees a half-written file. Missing parent folders are made.
+
+    Args:
+        path: the file to write.
+        data: its new content.
+
+    Raises:
+        OSError: the folder or file cannot be written.
+
+    Example:
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> atomic_write_bytes(folder / "sub" / "blob.bin", b"abc")
+        >>> (folder / "sub" / "blob.bin").read_bytes()
+        b'abc'
+    """
     if not is_main_process():
         return
     path = Path(path)
@@ -89,8 +145,42 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically, as :func:`atomic_write_bytes` does.
+
+    Args:
+        path: the file to write.
+        text: its new content.
+
+    Raises:
+        OSError: the folder or file cannot be written.
+
+    Example:
+        >>> path = Path(tempfile.mkdtemp()) / "note.txt"
+        >>> atomic_write_text(path, "héllo")
+        >>> path.read_text(encoding="utf-8")
+        'héllo'
+    """
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    """Write ``obj`` as indented JSON (NaN allowed, key order kept) to ``path`` atomically.
+
+    Args:
+        path: the file to write.
+        obj: a JSON-able object.
+
+    Raises:
+        OSError: the folder or file cannot be written.
+        TypeError: ``obj`` is not JSON-able.
+
+    Example:
+        >>> path = Path(tempfile.mkdtemp()) / "out.json"
+        >>> atomic_write_json(path, {"b": 1, "a": float("nan")})
+        >>> print(path.read_text(), end="")
+        {
+          "b": 1,
+          "a": NaN
+        }
+    """
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=True) + "\n")

@@ -41,13 +41,39 @@ FORMAT = "boundary-unlearning/1"
 
 
 def config_hash(config: dict[str, Any]) -> str:
-    """A short stable hash of a JSON-able configuration (the cache key)."""
+    """A short stable hash of a JSON-able configuration (the cache key).
+
+    Args:
+        config: the configuration (keys are sorted; non-JSON values hash as ``str``).
+
+    Returns:
+        16 hex digits of a SHA-256.
+
+    Example:
+        >>> config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": [1, 2], "a": 1})
+        True
+        >>> config_hash({"a": 1, "b": [1, 2]})
+        'e6f20bdc3757e5e7'
+    """
     blob = json.dumps(config, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
-    """``(weights, metadata)`` paths for a checkpoint given as a folder or a weights file."""
+    """``(weights, metadata)`` paths for a checkpoint given as a folder or a weights file.
+
+    Args:
+        path: a folder, or a ``.safetensors`` / ``.pt`` / ``.pth`` / ``.bin`` file.
+
+    Returns:
+        ``(weights, metadata)``: the metadata is the JSON file beside the weights.
+
+    Example:
+        >>> [p.as_posix() for p in checkpoint_paths("run")]
+        ['run/model.safetensors', 'run/model.json']
+        >>> [p.as_posix() for p in checkpoint_paths("run/w.pt")]
+        ['run/w.pt', 'run/w.json']
+    """
     p = Path(path)
     if p.suffix in {".safetensors", ".pt", ".pth", ".bin"}:
         return p, p.with_suffix(".json")
@@ -60,6 +86,25 @@ def save_checkpoint(model: nn.Module, path: str | Path, metadata: dict[str, Any]
     ``path`` is a folder (``model.safetensors`` + ``model.json`` inside) or a
     ``.safetensors`` file (metadata beside it). Returns the weights path. Under torchrun
     only rank 0 writes (the others return the path at once).
+
+    Args:
+        model: the model whose ``state_dict`` is saved.
+        path: a folder or a ``.safetensors`` file (another suffix is replaced).
+        metadata: JSON-able metadata; ``format`` is added.
+
+    Returns:
+        The weights path.
+
+    Raises:
+        OutputError: the files cannot be written.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp()) / "ck"
+        >>> save_checkpoint(nn.Linear(2, 2), folder, {"note": "demo"}).name
+        'model.safetensors'
+        >>> read_metadata(folder)
+        {'format': 'boundary-unlearning/1', 'note': 'demo'}
     """
     from safetensors.torch import save
 
@@ -83,7 +128,26 @@ def save_checkpoint(model: nn.Module, path: str | Path, metadata: dict[str, Any]
 
 
 def read_metadata(path: str | Path) -> dict[str, Any] | None:
-    """The metadata beside a checkpoint, or ``None`` if there is none."""
+    """The metadata beside a checkpoint, or ``None`` if there is none.
+
+    Args:
+        path: the checkpoint's folder or weights file.
+
+    Returns:
+        The metadata dict, or ``None``.
+
+    Raises:
+        CheckpointError: the file is not JSON or not a JSON object.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> read_metadata(folder) is None
+        True
+        >>> _ = save_checkpoint(nn.Linear(2, 2), folder, {"seed": 1})
+        >>> read_metadata(folder)["seed"]
+        1
+    """
     _, meta = checkpoint_paths(path)
     if not meta.is_file():
         return None
@@ -97,7 +161,27 @@ def read_metadata(path: str | Path) -> dict[str, Any] | None:
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read weights safely: safetensors, or a ``state_dict`` via ``weights_only=True``."""
+    """Read weights safely: safetensors, or a ``state_dict`` via ``weights_only=True``.
+
+    A ``{"state_dict": ...}`` wrapper (as training frameworks save) is unwrapped.
+
+    Args:
+        path: the checkpoint's folder or weights file.
+
+    Returns:
+        Name -> tensor, on the CPU.
+
+    Raises:
+        CheckpointError: the file is missing, corrupt, would run code on load, or does not
+            hold a state_dict.
+
+    Example:
+        >>> import tempfile
+        >>> file = Path(tempfile.mkdtemp()) / "w.pt"
+        >>> torch.save(nn.Linear(2, 2).state_dict(), file)
+        >>> sorted(load_state_dict(file))
+        ['bias', 'weight']
+    """
     weights, _ = checkpoint_paths(path)
     if not weights.is_file():
         raise CheckpointError(
@@ -146,7 +230,27 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def load_weights_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> nn.Module:
-    """Copy ``state`` into ``model`` after checking names and shapes match exactly."""
+    """Copy ``state`` into ``model`` after checking names and shapes match exactly.
+
+    Args:
+        model: the model to load into.
+        state: name -> tensor.
+        source: where ``state`` came from, for the error message.
+
+    Returns:
+        ``model``.
+
+    Raises:
+        CheckpointError: names or shapes differ, or a tensor holds NaN, inf or complex
+            values.
+
+    Example:
+        >>> model = load_weights_into(nn.Linear(2, 2), nn.Linear(2, 2).state_dict(), "demo")
+        >>> load_weights_into(nn.Linear(2, 3), model.state_dict(), "demo")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        boundary_unlearning.errors.CheckpointError: demo is for another architecture: ...
+    """
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -191,7 +295,25 @@ def _meta_error(source: str, problem: str) -> CheckpointError:
 
 def check_metadata(meta: dict[str, Any], source: str = "checkpoint") -> None:
     """Raise :class:`CheckpointError` unless ``meta`` describes a buildable architecture
-    (types and sizes within bounds); metadata is untrusted input like the weights."""
+    (types and sizes within bounds); metadata is untrusted input like the weights.
+
+    Args:
+        meta: the metadata (``model``, ``num_classes``, ``in_channels``, ``image_size``,
+            ``mean``, ``std``, optional ``model_options`` and ``dataset``).
+        source: the file it came from, for the error message.
+
+    Raises:
+        CheckpointError: a missing, mistyped or out-of-bounds value.
+
+    Example:
+        >>> meta = {"model": "mlp", "num_classes": 2, "in_channels": 1, "image_size": 4,
+        ...         "mean": [0.5], "std": [0.25]}
+        >>> check_metadata(meta)
+        >>> check_metadata({**meta, "std": [0.0]})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        boundary_unlearning.errors.CheckpointError: checkpoint: metadata std=[0.0] is not ...
+    """
     if not isinstance(meta.get("model"), str):
         raise _meta_error(source, "has no model name")
     for key, (low, high) in _META_LIMITS.items():
@@ -217,7 +339,23 @@ def check_metadata(meta: dict[str, Any], source: str = "checkpoint") -> None:
 
 
 def check_model_options(options: Any, source: str = "checkpoint") -> None:
-    """Raise :class:`CheckpointError` unless ``options`` is a dict of small plain values."""
+    """Raise :class:`CheckpointError` unless ``options`` is a dict of small plain values.
+
+    Args:
+        options: the ``model_options`` of the metadata.
+        source: the file it came from, for the error message.
+
+    Raises:
+        CheckpointError: not a dict, or a value that is not ``None``, a bool, a string or a
+            number of magnitude <= 100,000.
+
+    Example:
+        >>> check_model_options({"width": 32, "dropout": None})
+        >>> check_model_options({"width": 10**9})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        boundary_unlearning.errors.CheckpointError: checkpoint: metadata model_options=...
+    """
     if not isinstance(options, dict) or not all(
         (v is None or isinstance(v, (int, float, str, bool)))
         and not (isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) > _OPTION_LIMIT)
@@ -230,7 +368,24 @@ def build_from_metadata(meta: dict[str, Any], source: str = "checkpoint") -> nn.
     """An untrained model of the architecture the metadata describes (checked first).
 
     A user's architecture (``"MODULE:FUNCTION"``) is never imported on a checkpoint's word:
-    the caller names it (``--model``)."""
+    the caller names it (``--model``).
+
+    Args:
+        meta: the metadata (see :func:`check_metadata`).
+        source: the file it came from, for the error message.
+
+    Returns:
+        The untrained model.
+
+    Raises:
+        CheckpointError: bad metadata, a user architecture, or a model too large to build.
+
+    Example:
+        >>> meta = {"model": "mlp", "num_classes": 2, "in_channels": 1, "image_size": 4,
+        ...         "mean": [0.5], "std": [0.25]}
+        >>> build_from_metadata(meta).head
+        Linear(in_features=256, out_features=2, bias=True)
+    """
     check_metadata(meta, source)
     if is_user_model(meta["model"]):
         raise CheckpointError(
@@ -256,7 +411,28 @@ def build_from_metadata(meta: dict[str, Any], source: str = "checkpoint") -> nn.
 
 def check_matches_dataset(meta: dict[str, Any], info: Any, source: str) -> None:
     """Raise :class:`ModelError` if the checkpoint's model cannot classify ``info``'s data:
-    another class count (output size) or another image shape."""
+    another class count (output size) or another image shape.
+
+    Args:
+        meta: the checkpoint's metadata.
+        info: the dataset's :class:`~boundary_unlearning.data.datasets.DatasetInfo`.
+        source: the checkpoint, for the error message.
+
+    Raises:
+        ModelError: the class count or the image shape differs.
+
+    Example:
+        >>> from boundary_unlearning.data.datasets import DatasetInfo
+        >>> meta = {"model": "mlp", "num_classes": 2, "in_channels": 1, "image_size": 4,
+        ...         "mean": [0.5], "std": [0.25]}
+        >>> two = DatasetInfo("toy", ("a", "b"), (1, 4, 4), (0.5,), (0.2,))
+        >>> check_matches_dataset(meta, two, "ck")
+        >>> info = DatasetInfo("toy", ("a", "b", "c"), (1, 4, 4), (0.5,), (0.2,))
+        >>> check_matches_dataset(meta, info, "ck")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        boundary_unlearning.errors.ModelError: ck outputs 2 classes but toy has 3; ...
+    """
     from .errors import ModelError
 
     want = (info.num_classes, info.in_channels, info.image_size)
@@ -278,7 +454,30 @@ def load_checkpoint(
     path: str | Path, model: nn.Module | None = None
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Load a checkpoint written by :func:`save_checkpoint` (or a plain state_dict when
-    ``model`` is given). Returns ``(model, metadata)``; the model is in eval mode."""
+    ``model`` is given). Returns ``(model, metadata)``; the model is in eval mode.
+
+    Args:
+        path: the checkpoint's folder or weights file.
+        model: the model to load into; ``None`` builds it from the metadata.
+
+    Returns:
+        ``(model, metadata)`` (``{}`` when there is no metadata).
+
+    Raises:
+        CheckpointError: no metadata and no ``model``, bad metadata, or weights that are
+            missing, corrupt or for another architecture.
+
+    Example:
+        >>> import tempfile
+        >>> from boundary_unlearning.models import create_model
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> meta = {"model": "mlp", "num_classes": 2, "in_channels": 1, "image_size": 4,
+        ...         "mean": [0.5], "std": [0.25]}
+        >>> _ = save_checkpoint(create_model("mlp", 2, 1, 4, [0.5], [0.25]), folder, meta)
+        >>> model, metadata = load_checkpoint(folder)
+        >>> type(model).__name__, model.training, metadata["format"]
+        ('Classifier', False, 'boundary-unlearning/1')
+    """
     meta = read_metadata(path) or {}
     if model is None:
         if not meta:

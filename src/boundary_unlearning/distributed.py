@@ -73,32 +73,80 @@ BACKEND_ENV = "BUNLEARN_DIST_BACKEND"  # force "gloo" or "nccl"
 
 
 def is_distributed() -> bool:
-    """True inside an initialised process group of more than one rank."""
+    """True inside an initialised process group of more than one rank.
+
+    Returns:
+        Whether collectives are needed.
+
+    Example:
+        >>> is_distributed()  # a single process
+        False
+    """
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def world_size() -> int:
-    """Number of ranks (1 outside a process group)."""
+    """Number of ranks (1 outside a process group).
+
+    Returns:
+        The world size.
+
+    Example:
+        >>> world_size()
+        1
+    """
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def rank() -> int:
-    """This process's global rank (0 outside a process group)."""
+    """This process's global rank (0 outside a process group).
+
+    Returns:
+        The rank.
+
+    Example:
+        >>> rank()
+        0
+    """
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def local_rank() -> int:
-    """This process's rank on its node (torchrun's ``LOCAL_RANK``; 0 outside torchrun)."""
+    """This process's rank on its node (torchrun's ``LOCAL_RANK``; 0 outside torchrun).
+
+    Returns:
+        The local rank.
+
+    Example:
+        >>> local_rank()
+        0
+    """
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def is_main_process() -> bool:
-    """True on global rank 0 (and in a single process): the one rank that writes files."""
+    """True on global rank 0 (and in a single process): the one rank that writes files.
+
+    Returns:
+        Whether this process writes.
+
+    Example:
+        >>> is_main_process()
+        True
+    """
     return rank() == 0
 
 
 def launched_by_torchrun() -> bool:
-    """True when torchrun (``torch.distributed.run``) started this process."""
+    """True when torchrun (``torch.distributed.run``) started this process.
+
+    Returns:
+        Whether ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and ``MASTER_ADDR`` are all set.
+
+    Example:
+        >>> launched_by_torchrun()
+        False
+    """
     return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR"))
 
 
@@ -109,7 +157,18 @@ def choose_backend(device: str | None = None) -> str:
     """``nccl`` when the ranks train on CUDA GPUs, else ``gloo``.
 
     ``device`` is the run's device setting (``auto``, ``cpu``, ``cuda``, ...; ``None`` means
-    auto). ``$BUNLEARN_DIST_BACKEND`` overrides the choice."""
+    auto). ``$BUNLEARN_DIST_BACKEND`` overrides the choice.
+
+    Args:
+        device: the run's device setting.
+
+    Returns:
+        ``"nccl"`` or ``"gloo"`` (or the override).
+
+    Example:
+        >>> choose_backend("cpu")
+        'gloo'
+    """
     forced = os.environ.get(BACKEND_ENV)
     if forced:
         return forced
@@ -132,7 +191,23 @@ def init_distributed(device: str | None = None, backend: str | None = None) -> b
 
     With ``nccl`` each rank uses GPU ``LOCAL_RANK`` (so ``device="cuda"`` / ``"auto"`` picks
     the rank's own GPU). SIGTERM (sent by torchrun when another rank fails) raises
-    ``SystemExit`` so partly written temporary files are cleaned up."""
+    ``SystemExit`` so partly written temporary files are cleaned up.
+
+    Args:
+        device: the run's device setting (chooses the backend, see :func:`choose_backend`).
+        backend: force a backend.
+
+    Returns:
+        Whether this call initialised the process group.
+
+    Raises:
+        ConfigError: ``nccl`` on a rank without its GPU, or a malformed
+            ``$BUNLEARN_DIST_TIMEOUT``.
+
+    Example:
+        >>> init_distributed()  # not started by torchrun: nothing to join
+        False
+    """
     if not launched_by_torchrun() or not dist.is_available() or dist.is_initialized():
         return False
     backend = backend or choose_backend(device)
@@ -154,14 +229,35 @@ def _exit_on_sigterm(signum: int, frame: types.FrameType | None) -> None:
 
 
 def shutdown() -> None:
-    """Leave the process group (no-op when there is none)."""
+    """Leave the process group (no-op when there is none).
+
+    Example:
+        >>> shutdown()  # no process group: nothing happens
+        >>> is_distributed()
+        False
+    """
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 
 @contextlib.contextmanager
 def process_group(device: str | None = None) -> Iterator[None]:
-    """``init_distributed`` for a block and ``shutdown`` after (only if it initialised)."""
+    """``init_distributed`` for a block and ``shutdown`` after (only if it initialised).
+
+    Args:
+        device: the run's device setting.
+
+    Returns:
+        A context manager.
+
+    Raises:
+        ConfigError: as :func:`init_distributed`.
+
+    Example:
+        >>> with process_group("cpu"):  # a single process: one rank
+        ...     world_size(), is_main_process()
+        (1, True)
+    """
     started = init_distributed(device)
     try:
         yield
@@ -172,7 +268,22 @@ def process_group(device: str | None = None) -> Iterator[None]:
 
 def launch_command(argv: Sequence[str], nproc: int) -> list[str]:
     """The ``torch.distributed.run`` command running ``python -m boundary_unlearning ARGV``
-    on ``nproc`` local ranks (``--standalone``: a free port on this machine)."""
+    on ``nproc`` local ranks (``--standalone``: a free port on this machine).
+
+    Args:
+        argv: the ``bunlearn`` arguments.
+        nproc: ranks on this machine.
+
+    Returns:
+        The command, starting with this Python interpreter.
+
+    Example:
+        >>> command = launch_command(["train", "--config", "run.yaml"], 2)
+        >>> command[1:5]
+        ['-m', 'torch.distributed.run', '--standalone', '--nproc-per-node=2']
+        >>> command[5:]
+        ['-m', 'boundary_unlearning', 'train', '--config', 'run.yaml']
+    """
     return [sys.executable, "-m", "torch.distributed.run", "--standalone",
             f"--nproc-per-node={nproc}", "-m", "boundary_unlearning", *argv]  # fmt: skip
 
@@ -180,7 +291,24 @@ def launch_command(argv: Sequence[str], nproc: int) -> list[str]:
 def launch(argv: Sequence[str], nproc: int) -> int:
     """Run ``bunlearn ARGV`` on ``nproc`` ranks through torchrun and return its exit code
     (non-zero when any rank failed; that rank's error is printed above torchrun's summary).
-    Each rank gets ``OMP_NUM_THREADS=1`` unless the caller set it."""
+    Each rank gets ``OMP_NUM_THREADS=1`` unless the caller set it.
+
+    Args:
+        argv: the ``bunlearn`` arguments.
+        nproc: ranks on this machine.
+
+    Returns:
+        torchrun's exit code.
+
+    Raises:
+        ConfigError: ``nproc`` is not a whole number >= 1.
+
+    Example:
+        >>> launch(["train"], 0)
+        Traceback (most recent call last):
+        ...
+        boundary_unlearning.errors.ConfigError: --nproc 0 must be a whole number >= 1
+    """
     if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
         raise ConfigError(f"--nproc {nproc!r} must be a whole number >= 1")
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
@@ -209,7 +337,18 @@ def _all_reduce_(tensor: torch.Tensor, op: dist.ReduceOp.RedOpType = dist.Reduce
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum of ``tensor`` over all ranks (a new tensor; ``tensor`` itself outside torchrun)."""
+    """Sum of ``tensor`` over all ranks (a new tensor; ``tensor`` itself outside torchrun).
+
+    Args:
+        tensor: this rank's value.
+
+    Returns:
+        The sum.
+
+    Example:
+        >>> all_reduce_sum(torch.tensor([1.0, 2.0])).tolist()  # one rank: its own value
+        [1.0, 2.0]
+    """
     if not is_distributed():
         return tensor
     out = tensor.detach().clone()
@@ -218,7 +357,18 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def all_ranks(flag: bool) -> bool:
-    """True only if ``flag`` is true on every rank (all ranks must call it)."""
+    """True only if ``flag`` is true on every rank (all ranks must call it).
+
+    Args:
+        flag: this rank's value.
+
+    Returns:
+        The logical AND over the ranks.
+
+    Example:
+        >>> all_ranks(True), all_ranks(False)
+        (True, False)
+    """
     if not is_distributed():
         return flag
     value = torch.tensor([1 if flag else 0], dtype=torch.int64)
@@ -228,7 +378,18 @@ def all_ranks(flag: bool) -> bool:
 
 def shard_range(n: int) -> tuple[int, int]:
     """``(start, stop)`` of this rank's contiguous share of ``n`` rows, as
-    ``torch.tensor_split`` deals them (the first ``n % world`` ranks get one more)."""
+    ``torch.tensor_split`` deals them (the first ``n % world`` ranks get one more).
+
+    Args:
+        n: the number of rows.
+
+    Returns:
+        ``(start, stop)``.
+
+    Example:
+        >>> shard_range(10)  # one rank: every row
+        (0, 10)
+    """
     size, r = world_size(), rank()
     base, extra = divmod(n, size)
     start = r * base + min(r, extra)
@@ -237,7 +398,19 @@ def shard_range(n: int) -> tuple[int, int]:
 
 def gather_rows(local: torch.Tensor, n: int) -> torch.Tensor:
     """Concatenate every rank's :func:`shard_range` share of ``n`` rows, in rank order, on
-    every rank. A rank with no rows may send any 0-row tensor of the right dimensionality."""
+    every rank. A rank with no rows may send any 0-row tensor of the right dimensionality.
+
+    Args:
+        local: this rank's rows.
+        n: the number of rows over all ranks.
+
+    Returns:
+        All ``n`` rows (``local`` itself outside torchrun).
+
+    Example:
+        >>> gather_rows(torch.arange(3), 3).tolist()
+        [0, 1, 2]
+    """
     if not is_distributed():
         return local
     size = world_size()
@@ -257,7 +430,19 @@ def gather_rows(local: torch.Tensor, n: int) -> torch.Tensor:
 
 def broadcast_module(model: nn.Module, src: int = 0) -> None:
     """Copy rank ``src``'s parameters and buffers into every rank's ``model`` (in place),
-    one broadcast per dtype."""
+    one broadcast per dtype.
+
+    Args:
+        model: changed in place on every rank but ``src``.
+        src: the rank whose weights win.
+
+    Example:
+        >>> model = nn.Linear(2, 2)
+        >>> before = model.weight.clone()
+        >>> broadcast_module(model)  # one rank: nothing to copy
+        >>> torch.equal(model.weight, before)
+        True
+    """
     if not is_distributed():
         return
     groups: dict[torch.dtype, list[torch.Tensor]] = {}
@@ -337,7 +522,20 @@ def synced_batchnorm(model: nn.Module) -> Iterator[None]:
     """Within the block, every BatchNorm layer of ``model`` in training mode normalises with
     the statistics of the global batch (all ranks' shards) instead of its own shard. The
     modules keep their class, parameters and state_dict; outside torchrun nothing changes.
-    Every rank must run the same forwards (a collective per layer and pass)."""
+    Every rank must run the same forwards (a collective per layer and pass).
+
+    Args:
+        model: the model whose BatchNorm layers are synchronised.
+
+    Returns:
+        A context manager.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+        >>> with synced_batchnorm(net):  # one rank: the layers are unchanged
+        ...     net(torch.rand(4, 2)).shape
+        torch.Size([4, 2])
+    """
     if not is_distributed():
         yield
         return
@@ -396,7 +594,29 @@ class DistributedFit:
     as an L1 penalty) gets exactly the single-process gradient; BatchNorm uses global-batch
     statistics. ``shard=False``: every rank computes the whole batch (for losses that are not
     a mean over samples) and the gradients are averaged, which keeps the ranks in step.
-    Construction copies rank 0's weights to every rank, as DDP does."""
+    Construction copies rank 0's weights to every rank, as DDP does.
+
+    Args:
+        model: the model being trained.
+        params: the parameters that train.
+        shard: split each batch over the ranks (see above).
+
+    Example:
+        >>> import tempfile
+        >>> store = dist.FileStore(tempfile.mktemp(), 1)  # a one-rank group for the example
+        >>> dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+        >>> model = nn.Linear(2, 2)
+        >>> fitter = DistributedFit(model, list(model.parameters()), shard=True)
+        >>> x, y = torch.rand(4, 2), torch.tensor([0, 1, 0, 1])
+        >>> (xb, yb), weight = fitter.share((x, y), torch.tensor([3, 1]))
+        >>> yb.tolist(), weight  # one rank: the whole batch
+        ([1, 1], 1.0)
+        >>> loss = fitter.backward(nn.functional.cross_entropy(model(xb), yb), weight)
+        >>> model.weight.grad.shape
+        torch.Size([2, 2])
+        >>> fitter.close()
+        >>> dist.destroy_process_group()
+    """
 
     def __init__(self, model: nn.Module, params: Sequence[nn.Parameter], *, shard: bool) -> None:
         self.model = model
@@ -409,7 +629,21 @@ class DistributedFit:
 
     def share(self, data: Sequence[torch.Tensor], idx: torch.Tensor) -> tuple[Batch, float]:
         """This rank's part of the global batch ``idx`` and its weight ``len(part) /
-        len(idx)`` (the whole batch and weight 1 with ``shard=False``)."""
+        len(idx)`` (the whole batch and weight 1 with ``shard=False``).
+
+        Args:
+            data: tensors indexed together (e.g. ``(x, y)``).
+            idx: the global batch's rows.
+
+        Returns:
+            ``(this rank's part of each tensor, weight)``.
+
+        Example:
+            >>> fitter = DistributedFit(nn.Linear(2, 2), [], shard=True)  # outside torchrun
+            >>> (part,), weight = fitter.share((torch.arange(5),), torch.tensor([4, 0]))
+            >>> part.tolist(), weight
+            ([4, 0], 1.0)
+        """
         if not self.shard:
             return tuple(t[idx] for t in data), 1.0
         start, stop = shard_range(len(idx))
@@ -417,14 +651,38 @@ class DistributedFit:
         return tuple(t[local] for t in data), len(local) / len(idx)
 
     def local_rows(self, idx: torch.Tensor) -> torch.Tensor:
-        """The rows of the global batch ``idx`` that :meth:`share` gives this rank."""
+        """The rows of the global batch ``idx`` that :meth:`share` gives this rank.
+
+        Args:
+            idx: the global batch's rows.
+
+        Returns:
+            This rank's rows.
+
+        Example:
+            >>> fitter = DistributedFit(nn.Linear(2, 2), [], shard=True)  # outside torchrun
+            >>> fitter.local_rows(torch.tensor([4, 0, 2])).tolist()
+            [4, 0, 2]
+        """
         if not self.shard:
             return idx
         start, stop = shard_range(len(idx))
         return idx[start:stop]
 
     def total_counts(self, counts: torch.Tensor) -> torch.Tensor:
-        """Per-rank counts over this rank's share, summed into the global batch's."""
+        """Per-rank counts over this rank's share, summed into the global batch's.
+
+        Args:
+            counts: this rank's counts.
+
+        Returns:
+            The global batch's counts.
+
+        Example:
+            >>> fitter = DistributedFit(nn.Linear(2, 2), [], shard=True)  # outside torchrun
+            >>> fitter.total_counts(torch.tensor([3, 5])).tolist()
+            [3, 5]
+        """
         return counts if not self.shard else all_reduce_sum(counts)
 
     def backward(self, loss: torch.Tensor, weight: float) -> torch.Tensor:
@@ -434,7 +692,28 @@ class DistributedFit:
 
         A rank with an empty share must still run the forward and call this: BatchNorm's
         collectives need every rank, and a loss that draws its own batches (a retain
-        sampler) must stay in step. Its contribution is zero."""
+        sampler) must stay in step. Its contribution is zero.
+
+        Args:
+            loss: this rank's loss on its share.
+            weight: the share's weight from :meth:`share`.
+
+        Returns:
+            The weighted loss.
+
+        Example:
+            >>> import tempfile
+            >>> store = dist.FileStore(tempfile.mktemp(), 1)  # a one-rank group for the example
+            >>> dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+            >>> model = nn.Linear(2, 2)
+            >>> fitter = DistributedFit(model, list(model.parameters()), shard=True)
+            >>> x, y = torch.rand(2, 2), torch.tensor([0, 1])
+            >>> loss = nn.functional.cross_entropy(model(x), y)
+            >>> torch.equal(fitter.backward(loss, 1.0), loss), model.bias.grad.shape
+            (True, torch.Size([2]))
+            >>> fitter.close()
+            >>> dist.destroy_process_group()
+        """
         if not self.shard:
             loss.backward()  # type: ignore[no-untyped-call]
             _reduce_gradients(self.params, average=True)
@@ -450,7 +729,25 @@ class DistributedFit:
         return weighted
 
     def first_bad_step(self, first_bad: torch.Tensor) -> int:
-        """The earliest step at which any rank's loss was not finite (-1: none)."""
+        """The earliest step at which any rank's loss was not finite (-1: none).
+
+        Args:
+            first_bad: this rank's first non-finite step (-1: none), a 0-d tensor.
+
+        Returns:
+            The earliest over the ranks, or -1.
+
+        Example:
+            >>> import tempfile
+            >>> store = dist.FileStore(tempfile.mktemp(), 1)  # a one-rank group for the example
+            >>> dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+            >>> model = nn.Linear(2, 2)
+            >>> fitter = DistributedFit(model, list(model.parameters()), shard=True)
+            >>> fitter.first_bad_step(torch.tensor(-1)), fitter.first_bad_step(torch.tensor(7))
+            (-1, 7)
+            >>> fitter.close()
+            >>> dist.destroy_process_group()
+        """
         value = torch.where(first_bad < 0, torch.full_like(first_bad, 2**62), first_bad)
         value = value.reshape(1).clone()
         _all_reduce_(value, dist.ReduceOp.MIN)
@@ -458,16 +755,47 @@ class DistributedFit:
         return -1 if step == 2**62 else step
 
     def total(self, running: torch.Tensor) -> torch.Tensor:
-        """The epoch's summed loss over all ranks (what one process would have summed)."""
+        """The epoch's summed loss over all ranks (what one process would have summed).
+
+        Args:
+            running: this rank's summed (weighted) loss.
+
+        Returns:
+            The sum over the ranks.
+
+        Example:
+            >>> fitter = DistributedFit(nn.Linear(2, 2), [], shard=True)  # outside torchrun
+            >>> fitter.total(torch.tensor(2.5)).item()
+            2.5
+        """
         return running if not self.shard else all_reduce_sum(running)
 
     def close(self) -> None:
-        """Restore the BatchNorm layers' own forward."""
+        """Restore the BatchNorm layers' own forward.
+
+        Example:
+            >>> fitter = DistributedFit(nn.Linear(2, 2), [], shard=True)
+            >>> fitter.close()
+        """
         self._bn.close()
 
 
 def distributed_fit(
     model: nn.Module, params: Sequence[nn.Parameter], *, shard: bool = True
 ) -> DistributedFit | None:
-    """A :class:`DistributedFit` inside a multi-rank process group, else ``None``."""
+    """A :class:`DistributedFit` inside a multi-rank process group, else ``None``.
+
+    Args:
+        model: the model being trained.
+        params: the parameters that train.
+        shard: split each batch over the ranks (see :class:`DistributedFit`).
+
+    Returns:
+        The :class:`DistributedFit`, or ``None`` in a single process.
+
+    Example:
+        >>> model = nn.Linear(2, 2)
+        >>> distributed_fit(model, list(model.parameters())) is None
+        True
+    """
     return DistributedFit(model, params, shard=shard) if is_distributed() else None

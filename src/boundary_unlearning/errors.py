@@ -23,51 +23,158 @@ __all__ = [
 
 
 class UnlearningError(Exception):
-    """Base class of every error this library raises on bad input."""
+    """Base class of every error this library raises on bad input.
+
+    Example:
+        >>> from boundary_unlearning import load_dataset
+        >>> try:
+        ...     load_dataset("mnits")
+        ... except UnlearningError as exc:  # catches every bad-input error of the library
+        ...     print(type(exc).__name__)
+        UnknownNameError
+    """
 
 
 class UnknownNameError(UnlearningError, KeyError):
-    """An unknown dataset, model or method name."""
+    """An unknown dataset, model or method name.
+
+    Example:
+        >>> err = unknown_name("model", "cnm", ["cnn", "mlp"])
+        >>> isinstance(err, KeyError), str(err)
+        (True, "unknown model 'cnm' (did you mean 'cnn'?); known models: cnn, mlp")
+    """
 
     def __str__(self) -> str:  # KeyError would quote the message
+        """The message, unquoted (``KeyError`` would print its ``repr``).
+
+        Returns:
+            The first argument as a string, or ``""``.
+
+        Example:
+            >>> str(UnknownNameError("unknown model 'x'"))
+            "unknown model 'x'"
+        """
         return str(self.args[0]) if self.args else ""
 
 
 class DataError(UnlearningError, ValueError):
-    """Missing or malformed data, or a forget/retain split that cannot work."""
+    """Missing or malformed data, or a forget/retain split that cannot work.
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> from boundary_unlearning import class_split
+        >>> ds = TensorDataset(torch.rand(4, 2), torch.tensor([0, 1, 0, 1]))
+        >>> class_split(ds, ds, 5)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        boundary_unlearning.errors.DataError: forget class 5 is outside the dataset's classes ...
+    """
 
 
 class ModelError(UnlearningError, ValueError):
-    """A model that does not fit the data or the method."""
+    """A model that does not fit the data or the method.
+
+    Example:
+        >>> from boundary_unlearning.models import create_model
+        >>> create_model("mlp", 1)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        boundary_unlearning.errors.ModelError: num_classes=1; a classifier needs ...
+    """
 
 
 class HyperparameterError(UnlearningError, ValueError):
-    """An unknown, mistyped or meaningless hyperparameter."""
+    """An unknown, mistyped or meaningless hyperparameter.
+
+    Example:
+        >>> from boundary_unlearning.training import check_recipe
+        >>> check_recipe(epochs=1, lr=-1)
+        Traceback (most recent call last):
+        ...
+        boundary_unlearning.errors.HyperparameterError: lr=-1 must be a positive (finite) number
+    """
 
 
 class CheckpointError(UnlearningError, ValueError):
-    """A missing, corrupt, unsafe or mismatched checkpoint."""
+    """A missing, corrupt, unsafe or mismatched checkpoint.
+
+    Example:
+        >>> import tempfile
+        >>> from boundary_unlearning import load_checkpoint
+        >>> load_checkpoint(tempfile.mkdtemp())  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        boundary_unlearning.errors.CheckpointError: ...model.json not found, so the architecture ...
+    """
 
 
 class ConfigError(UnlearningError, ValueError):
-    """A configuration file with unknown keys or wrong types."""
+    """A configuration file with unknown keys or wrong types.
+
+    Example:
+        >>> issubclass(ConfigError, ValueError)
+        True
+    """
 
 
 class OutputError(UnlearningError, OSError):
-    """An output location that cannot be written or would be overwritten."""
+    """An output location that cannot be written or would be overwritten.
+
+    Example:
+        >>> issubclass(OutputError, OSError)  # callers may catch it as an OSError
+        True
+    """
 
 
 class DivergenceError(UnlearningError, FloatingPointError):
-    """The loss became NaN or infinite during training."""
+    """The loss became NaN or infinite during training.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from boundary_unlearning.training import fit
+        >>> x, y = torch.full((4, 2), float("nan")), torch.tensor([0, 1, 0, 1])
+        >>> fit(nn.Linear(2, 2), (x, y), epochs=1, batch_size=4)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        boundary_unlearning.errors.DivergenceError: ...
+    """
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:
-    """Return ``" (did you mean 'x'?)"`` for the closest known name, or ``""``."""
+    """Return ``" (did you mean 'x'?)"`` for the closest known name, or ``""``.
+
+    Args:
+        name: the name given.
+        known: the valid names.
+
+    Returns:
+        The hint, to append to an error message.
+
+    Example:
+        >>> did_you_mean("fgms", ["fgsm", "pgd"]), did_you_mean("zzz", ["fgsm", "pgd"])
+        (" (did you mean 'fgsm'?)", '')
+    """
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def unknown_name(kind: str, name: str, known: Iterable[str]) -> UnknownNameError:
+    """The one-line error for an unknown name: the closest match and every valid one.
+
+    Args:
+        kind: what was named (``"dataset"``, ``"model"``, ``"method"``).
+        name: the name given.
+        known: the valid names.
+
+    Returns:
+        The error, for the caller to raise.
+
+    Example:
+        >>> print(unknown_name("method", "ssdd", ["ssd", "scrub"]))
+        unknown method 'ssdd' (did you mean 'ssd'?); known methods: scrub, ssd
+    """
     known = sorted(known)
     return UnknownNameError(
         f"unknown {kind} '{name}'{did_you_mean(name, known)}; known {kind}s: {', '.join(known)}"

@@ -31,7 +31,26 @@ LabelRule = Literal["nearest_other", "argmax"]
 
 @dataclass(frozen=True)
 class Neighbours:
-    """Result of the neighbour search on a set of forget samples."""
+    """Result of the neighbour search on a set of forget samples.
+
+    Args:
+        inputs: the adversarial neighbours x' (in the caller's input space; empty with
+            ``keep_inputs=False``).
+        labels: the neighbour labels y_nb.
+        probs: the model's softmax at x', for the optional loss re-weighting.
+        success_ratio: the fraction of inputs whose neighbour label differs from the true
+            one.
+
+    Example:
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(2, 2))  # logits = the two pixels
+        >>> with torch.no_grad():
+        ...     _ = net[1].weight.copy_(torch.eye(2))
+        ...     _ = net[1].bias.zero_()
+        >>> x = torch.tensor([[[[0.55, 0.5]]], [[[0.9, 0.1]]]])  # both class 0
+        >>> found = neighbour_search(net, x, torch.tensor([0, 0]), eps=0.1)
+        >>> found.labels.tolist(), found.success_ratio, tuple(found.probs.shape)
+        ([1, 0], 0.5, (2, 2))
+    """
 
     inputs: torch.Tensor  # the adversarial neighbours x' (in the caller's input space)
     labels: torch.Tensor  # y_nb = argmax f_w0(x')
@@ -76,6 +95,44 @@ def neighbour_search(
     (read batch by batch, see :mod:`boundary_unlearning.data.streaming`);
     ``keep_inputs=False`` keeps only the labels and probabilities (``Neighbours.inputs`` is
     then empty), so memory does not grow with the forget set.
+
+    Under torchrun each rank searches its share and the results are gathered.
+
+    Args:
+        model: the frozen original classifier.
+        inputs: the forget samples (a tensor, or a dataset read batch by batch).
+        labels: their true labels.
+        eps: the radius of the pixel-space ball.
+        attack: ``"fgsm"`` or ``"pgd"``.
+        pgd_steps: PGD's number of steps.
+        pgd_step_size: PGD's step size (pixels).
+        normalization: ``(mean, std)`` the inputs carry (``None``: pixels in [0, 1]).
+        quantize: round the neighbours to 1/255.
+        batch_size: inputs per batch (speed and memory only).
+        label_rule: ``"argmax"`` or ``"nearest_other"``.
+        keep_inputs: return the neighbours themselves.
+
+    Returns:
+        The :class:`Neighbours`.
+
+    Raises:
+        HyperparameterError: an unknown attack or label rule, ``eps <= 0``, or bad PGD
+            settings.
+        DataError: a bad ``normalization``.
+
+    Example:
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(2, 2))  # logits = the two pixels
+        >>> with torch.no_grad():
+        ...     _ = net[1].weight.copy_(torch.eye(2))
+        ...     _ = net[1].bias.zero_()
+        >>> x = torch.tensor([[[[0.55, 0.5]]], [[[0.9, 0.1]]]])  # both class 0
+        >>> found = neighbour_search(net, x, torch.tensor([0, 0]), eps=0.1)
+        >>> found.labels.tolist()  # the first step crossed the boundary, the second did not
+        [1, 0]
+        >>> [round(v, 4) for v in found.inputs[0].flatten().tolist()]  # 115/255, 153/255
+        [0.451, 0.6]
+        >>> neighbour_search(net, x, torch.tensor([0, 0]), label_rule="nearest_other").labels
+        tensor([1, 1])
     """
     if attack not in ("fgsm", "pgd"):
         raise HyperparameterError(f"attack='{attack}' is not one of 'fgsm', 'pgd'")

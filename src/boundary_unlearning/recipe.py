@@ -92,7 +92,22 @@ class Recipe:
     target_forget_acc: float | None = None
 
     def check(self, what: str = "training") -> None:
-        """Raise :class:`HyperparameterError` naming the first setting out of range."""
+        """Raise :class:`HyperparameterError` naming the first setting out of range.
+
+        Args:
+            what: names the run in the error message.
+
+        Raises:
+            HyperparameterError: a setting out of range, or neither ``epochs`` nor
+                ``max_steps`` set.
+
+        Example:
+            >>> Recipe(epochs=2).check()
+            >>> Recipe(epochs=None).check("finetune")  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            boundary_unlearning.errors.HyperparameterError: finetune: set epochs or max_steps ...
+        """
         if self.epochs is not None and not _whole(self.epochs, 0):
             raise HyperparameterError(
                 f"{what}: epochs={self.epochs!r} must be a whole number >= 0 (passes over the data)"
@@ -130,11 +145,33 @@ class Recipe:
             )
 
     def replace(self, **changes: Any) -> Recipe:
-        """A copy with ``changes`` applied (``fit`` checks a recipe before it trains)."""
+        """A copy with ``changes`` applied (``fit`` checks a recipe before it trains).
+
+        Args:
+            **changes: field -> new value.
+
+        Returns:
+            The new recipe.
+
+        Example:
+            >>> Recipe(lr=0.01).replace(lr=0.1).lr
+            0.1
+        """
         return dataclasses.replace(self, **changes)
 
     def limit(self, steps_per_epoch: int) -> int:
-        """The number of optimiser steps this recipe allows at ``steps_per_epoch``."""
+        """The number of optimiser steps this recipe allows at ``steps_per_epoch``.
+
+        Args:
+            steps_per_epoch: batches in one pass over the data.
+
+        Returns:
+            ``epochs * steps_per_epoch`` or ``max_steps``, whichever is smaller (of those set).
+
+        Example:
+            >>> Recipe(epochs=2).limit(10), Recipe(epochs=2, max_steps=5).limit(10)
+            (20, 5)
+        """
         bounds = []
         if self.epochs is not None:
             bounds.append(self.epochs * steps_per_epoch)
@@ -226,7 +263,26 @@ class ForgetMonitor:
         self._seen: torch.Tensor | None = None
 
     def cache_features(self, features: torch.Tensor, idx: torch.Tensor) -> None:
-        """Keep ``features`` (the head's input for the training rows ``idx``)."""
+        """Keep ``features`` (the head's input for the training rows ``idx``).
+
+        Once every monitored row is cached and ``use_cache`` is on, a check runs the head
+        alone on them.
+
+        Args:
+            features: the head's inputs for the rows.
+            idx: the training rows (indices into ``inputs``).
+
+        Example:
+            >>> head = nn.Linear(4, 3)
+            >>> with torch.no_grad():
+            ...     _ = head.weight.zero_()
+            ...     _ = head.bias.copy_(torch.tensor([1.0, 0.0, 0.0]))  # always class 0
+            >>> monitor = ForgetMonitor(torch.zeros(2, 4), torch.tensor([0, 1]), 3, head=head)
+            >>> monitor.use_cache = True
+            >>> monitor.cache_features(torch.zeros(2, 4), torch.tensor([0, 1]))
+            >>> monitor(nn.Linear(5, 3))  # the model itself is not run (it would fail)
+            0.5
+        """
         features = features.detach()
         if self._features is None or self._seen is None:
             n = len(self.train_labels)
@@ -249,7 +305,21 @@ class ForgetMonitor:
 
     def batch_counts(self, logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """``[still in their own class, scored]`` for the training rows ``idx``, from
-        ``logits`` (the training forward pass's output on them); no host sync."""
+        ``logits`` (the training forward pass's output on them); no host sync.
+
+        Args:
+            logits: the model's output on the rows (extra outputs are ignored).
+            idx: the training rows.
+
+        Returns:
+            A float tensor ``[kept, scored]``, on the logits' device.
+
+        Example:
+            >>> monitor = ForgetMonitor(torch.zeros(2, 4), torch.tensor([0, 0]), 3)
+            >>> logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
+            >>> monitor.batch_counts(logits, torch.tensor([0, 1])).tolist()
+            [1.0, 2.0]
+        """
         labels = self.train_labels.to(logits.device)[idx.to(logits.device)]
         own = logits.detach()[: len(labels), : self.num_classes].argmax(1) == labels
         return torch.stack([own.sum(), torch.tensor(len(labels), device=logits.device)]).float()
@@ -292,13 +362,38 @@ class ForgetMonitor:
     def check_every(self, batch_size: int, steps_per_epoch: int) -> int:
         """Steps between checks when ``fit`` cannot read the training batches (then at least
         one check per epoch, each costing at most ~25% of the steps between checks), and the
-        wait after a check that found D_f above the target."""
+        wait after a check that found D_f above the target.
+
+        Args:
+            batch_size: samples per training step.
+            steps_per_epoch: training steps per epoch.
+
+        Returns:
+            The number of steps, in ``1 .. steps_per_epoch``.
+
+        Example:
+            >>> monitor = ForgetMonitor(torch.zeros(100, 4), torch.zeros(100, dtype=torch.long), 3)
+            >>> monitor.check_every(64, 10), monitor.check_every(8, 10)
+            (3, 10)
+        """
         return max(1, min(steps_per_epoch, math.ceil(len(self) / (0.75 * batch_size))))
 
 
 @dataclass
 class FitResult:
-    """What one call of ``fit`` did."""
+    """What one call of ``fit`` did.
+
+    Args:
+        desc: the run's label (e.g. ``"finetune"``).
+        steps: optimiser steps taken.
+        target: the forgetting target, or ``None`` for an unmonitored run.
+        reached_target: whether D_f went down to the target (``None``: no target).
+        forget_trace: ``(step, share of D_f still in its class)`` at each check.
+
+    Example:
+        >>> FitResult("finetune", 12)
+        FitResult(desc='finetune', steps=12, target=None, reached_target=None, forget_trace=[])
+    """
 
     desc: str
     steps: int
@@ -315,7 +410,19 @@ _collectors: contextvars.ContextVar[tuple[list[FitResult], ...]] = contextvars.C
 @contextlib.contextmanager
 def collect_fits() -> Iterator[list[FitResult]]:
     """Collect the :class:`FitResult` of every ``fit`` call made inside the block, nested
-    blocks included (a combination of methods sees the fits of both stages)."""
+    blocks included (a combination of methods sees the fits of both stages).
+
+    Returns:
+        A context manager giving the list the results are appended to.
+
+    Example:
+        >>> with collect_fits() as outer:
+        ...     with collect_fits() as inner:
+        ...         record_fit(FitResult("stage 1", 3))
+        ...     record_fit(FitResult("stage 2", 5))
+        >>> [f.steps for f in inner], [f.steps for f in outer]
+        ([3], [3, 5])
+    """
     results: list[FitResult] = []
     token = _collectors.set((*_collectors.get(), results))
     try:
@@ -325,5 +432,17 @@ def collect_fits() -> Iterator[list[FitResult]]:
 
 
 def record_fit(result: FitResult) -> None:
+    """Hand ``result`` to every open :func:`collect_fits` block (``fit`` calls it).
+
+    Args:
+        result: what one run did.
+
+    Example:
+        >>> record_fit(FitResult("outside any block", 1))  # nobody collects: a no-op
+        >>> with collect_fits() as fits:
+        ...     record_fit(FitResult("demo", 2))
+        >>> fits
+        [FitResult(desc='demo', steps=2, target=None, reached_target=None, forget_trace=[])]
+    """
     for results in _collectors.get():
         results.append(result)

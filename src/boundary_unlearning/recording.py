@@ -48,12 +48,31 @@ RECORD_FORMAT = "boundary-unlearning-updates/1"
 
 
 class RecordMissingError(UnlearningError, FileNotFoundError):
-    """Amnesiac unlearning was asked for but no update record exists."""
+    """Amnesiac unlearning was asked for but no update record exists.
+
+    Example:
+        >>> import tempfile
+        >>> load_record(tempfile.mkdtemp())  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        boundary_unlearning.recording.RecordMissingError: no update record at ...
+    """
 
 
 def record_path(checkpoint: str | Path) -> Path:
     """Where the update record of a checkpoint lives: ``updates.safetensors`` in a checkpoint
-    folder, or ``<name>.updates.safetensors`` beside a weights file."""
+    folder, or ``<name>.updates.safetensors`` beside a weights file.
+
+    Args:
+        checkpoint: the checkpoint's folder or weights file.
+
+    Returns:
+        The record's path.
+
+    Example:
+        >>> record_path("run").as_posix(), record_path("run/w.safetensors").as_posix()
+        ('run/updates.safetensors', 'run/w.updates.safetensors')
+    """
     p = Path(checkpoint)
     if p.suffix in {".safetensors", ".pt", ".pth", ".bin"}:
         return p.with_name(f"{p.stem}.{RECORD_FILE}")
@@ -66,7 +85,22 @@ def _trainable(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
 
 def parameter_fingerprint(model: nn.Module) -> str:
     """A short hash of the model's parameter names and values (to match a record to the
-    weights it was recorded for)."""
+    weights it was recorded for).
+
+    Args:
+        model: the model.
+
+    Returns:
+        16 hex digits of a SHA-256 over the floating-point parameters.
+
+    Example:
+        >>> model = nn.Linear(2, 2)
+        >>> with torch.no_grad():
+        ...     _ = model.weight.zero_()
+        ...     _ = model.bias.zero_()
+        >>> parameter_fingerprint(model)
+        'b15d7b7843552de7'
+    """
     digest = hashlib.sha256()
     for name, param in _trainable(model):
         digest.update(name.encode())
@@ -81,6 +115,23 @@ class UpdateRecord:
     ``sums[name]`` has shape ``(K, *param.shape)``; ``batches[c]`` counts the steps whose
     batch held class ``c``; ``co_batches[a, b]`` the steps whose batch held both.
     ``fingerprint`` identifies the final weights the record belongs to.
+
+    Args:
+        sums: parameter name -> ``(K, *param.shape)`` summed updates.
+        batches: ``(K,)`` steps whose batch held each class.
+        co_batches: ``(K, K)`` steps whose batch held both classes.
+        steps: all recorded steps.
+        fingerprint: :func:`parameter_fingerprint` of the final weights.
+
+    Example:
+        >>> from boundary_unlearning.training import fit
+        >>> net = nn.Linear(2, 3)
+        >>> recorder = UpdateRecorder(net, num_classes=3)
+        >>> x, y = torch.rand(8, 2), torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+        >>> _ = fit(net, (x, y), epochs=1, batch_size=8, callbacks=[recorder])  # one step
+        >>> record = recorder.record(net)
+        >>> record.steps, record.batches.tolist(), record.co_batches[0].tolist()
+        (1, [1, 1, 0], [1, 1, 0])
     """
 
     sums: dict[str, torch.Tensor]
@@ -91,10 +142,46 @@ class UpdateRecord:
 
     @property
     def num_classes(self) -> int:
+        """K, the number of classes the record covers.
+
+        Example:
+            >>> from boundary_unlearning.training import fit
+            >>> net = nn.Linear(2, 3)
+            >>> recorder = UpdateRecorder(net, num_classes=3)
+            >>> x, y = torch.rand(8, 2), torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+            >>> _ = fit(net, (x, y), epochs=1, batch_size=8, callbacks=[recorder])  # one step
+            >>> recorder.record(net).num_classes
+            3
+        """
         return int(self.batches.numel())
 
     def forget_update(self, classes: Iterable[int]) -> dict[str, torch.Tensor]:
-        """The summed update of every batch that held any of ``classes`` (each batch once)."""
+        """The summed update of every batch that held any of ``classes`` (each batch once).
+
+        Args:
+            classes: the forget classes.
+
+        Returns:
+            Parameter name -> the update to subtract.
+
+        Raises:
+            DataError: a class outside the record, or a recorded batch that held two of
+                ``classes`` (the sum would not be exact).
+
+        Example:
+            >>> from boundary_unlearning.training import fit
+            >>> net = nn.Linear(2, 3)
+            >>> recorder = UpdateRecorder(net, num_classes=3)
+            >>> x, y = torch.rand(8, 2), torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+            >>> _ = fit(net, (x, y), epochs=1, batch_size=8, callbacks=[recorder])  # one step
+            >>> record = recorder.record(net)
+            >>> {name: tuple(u.shape) for name, u in record.forget_update([0]).items()}
+            {'weight': (3, 2), 'bias': (3,)}
+            >>> record.forget_update([0, 1])  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            boundary_unlearning.errors.DataError: 1 recorded batches held both class 0 and ...
+        """
         wanted = sorted({int(c) for c in classes})
         bad = [c for c in wanted if not 0 <= c < self.num_classes]
         if bad:
@@ -114,7 +201,27 @@ class UpdateRecord:
         return {name: s[index].sum(dim=0) for name, s in self.sums.items()}
 
     def check_matches(self, model: nn.Module) -> None:
-        """Raise unless the record was made for exactly ``model``'s parameters."""
+        """Raise unless the record was made for exactly ``model``'s parameters.
+
+        Args:
+            model: the model to unlearn.
+
+        Raises:
+            ModelError: another architecture, or other weights.
+
+        Example:
+            >>> from boundary_unlearning.training import fit
+            >>> net = nn.Linear(2, 3)
+            >>> recorder = UpdateRecorder(net, num_classes=3)
+            >>> x, y = torch.rand(8, 2), torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+            >>> _ = fit(net, (x, y), epochs=1, batch_size=8, callbacks=[recorder])  # one step
+            >>> record = recorder.record(net)
+            >>> record.check_matches(net)
+            >>> record.check_matches(nn.Linear(2, 3))  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            boundary_unlearning.errors.ModelError: the update record belongs to other weights ...
+        """
         params = dict(_trainable(model))
         if params.keys() != self.sums.keys() or any(
             tuple(self.sums[n].shape[1:]) != tuple(p.shape) for n, p in params.items()
@@ -136,6 +243,22 @@ class UpdateRecorder:
 
     Pass it to :func:`~boundary_unlearning.training.fit` or ``train(callbacks=[...])`` of the
     model it was built for, then call :meth:`record`. Adds no host synchronisation per step.
+
+    Args:
+        model: the model that will be trained.
+        num_classes: K.
+
+    Raises:
+        DataError: ``num_classes < 1``.
+
+    Example:
+        >>> from boundary_unlearning.training import fit
+        >>> net = nn.Linear(2, 3)
+        >>> recorder = UpdateRecorder(net, num_classes=3)
+        >>> x, y = torch.rand(8, 2), torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+        >>> _ = fit(net, (x, y), epochs=1, batch_size=8, callbacks=[recorder])  # one step
+        >>> recorder.steps, recorder.batches.tolist()
+        (1, [1, 1, 0])
     """
 
     def __init__(self, model: nn.Module, num_classes: int) -> None:
@@ -154,9 +277,40 @@ class UpdateRecorder:
         self.steps = 0
 
     def before_step(self, step: int, batch: tuple[torch.Tensor, ...]) -> None:
+        """Snapshot the parameters before the step.
+
+        Args:
+            step: the step's index.
+            batch: the step's batch (unused).
+
+        Example:
+            >>> recorder = UpdateRecorder(nn.Linear(1, 2), num_classes=2)
+            >>> batch = (torch.zeros(1, 1), torch.tensor([0]))
+            >>> recorder.before_step(0, batch)
+            >>> recorder.after_step(0, batch)  # nothing changed: a zero update, one step
+            >>> recorder.steps, float(recorder.sums["weight"].abs().sum())
+            (1, 0.0)
+        """
         self._before = [p.detach().clone() for _, p in self._params]
 
     def after_step(self, step: int, batch: tuple[torch.Tensor, ...]) -> None:
+        """Add the step's update to the sum of every class in ``batch[1]``.
+
+        Args:
+            step: the step's index.
+            batch: the step's batch ``(x, y, ...)``.
+
+        Example:
+            >>> model = nn.Linear(1, 2)
+            >>> recorder = UpdateRecorder(model, num_classes=2)
+            >>> batch = (torch.zeros(1, 1), torch.tensor([1]))
+            >>> recorder.before_step(0, batch)
+            >>> with torch.no_grad():
+            ...     _ = model.bias.add_(1.0)  # the "optimiser step"
+            >>> recorder.after_step(0, batch)
+            >>> recorder.sums["bias"].tolist(), recorder.batches.tolist()
+            ([[0.0, 0.0], [1.0, 1.0]], [0, 1])
+        """
         labels = batch[1].to(self.batches.device)
         present = torch.zeros(self.num_classes, dtype=torch.bool, device=labels.device)
         present.index_fill_(0, labels, True)  # no host synchronisation, unlike bincount
@@ -171,7 +325,23 @@ class UpdateRecorder:
         self.steps += 1
 
     def record(self, model: nn.Module) -> UpdateRecord:
-        """The record so far, tied to ``model``'s current (final) weights."""
+        """The record so far, tied to ``model``'s current (final) weights.
+
+        Args:
+            model: the trained model.
+
+        Returns:
+            An :class:`UpdateRecord` (copies of the running sums).
+
+        Example:
+            >>> from boundary_unlearning.training import fit
+            >>> net = nn.Linear(2, 3)
+            >>> recorder = UpdateRecorder(net, num_classes=3)
+            >>> x, y = torch.rand(8, 2), torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+            >>> _ = fit(net, (x, y), epochs=1, batch_size=8, callbacks=[recorder])  # one step
+            >>> recorder.record(net).fingerprint == parameter_fingerprint(net)
+            True
+        """
         return UpdateRecord(
             sums={n: s.detach().clone() for n, s in self.sums.items()},
             batches=self.batches.detach().cpu().clone(),
@@ -183,7 +353,29 @@ class UpdateRecorder:
 
 def save_record(record: UpdateRecord, path: str | Path) -> Path:
     """Write ``record`` atomically as safetensors; ``path`` is the record file (its name
-    ending in ``updates.safetensors``) or the checkpoint it belongs to."""
+    ending in ``updates.safetensors``) or the checkpoint it belongs to.
+
+    Args:
+        record: the record.
+        path: the record file, or the checkpoint's folder or weights file.
+
+    Returns:
+        The file written.
+
+    Raises:
+        OSError: it cannot be written.
+
+    Example:
+        >>> import tempfile
+        >>> from boundary_unlearning.training import fit
+        >>> net = nn.Linear(2, 3)
+        >>> recorder = UpdateRecorder(net, num_classes=3)
+        >>> x, y = torch.rand(8, 2), torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+        >>> _ = fit(net, (x, y), epochs=1, batch_size=8, callbacks=[recorder])  # one step
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> save_record(recorder.record(net), folder).name
+        'updates.safetensors'
+    """
     from safetensors.torch import save
 
     target = Path(path)
@@ -203,7 +395,31 @@ def save_record(record: UpdateRecord, path: str | Path) -> Path:
 
 
 def load_record(path: str | Path, device: torch.device | str = "cpu") -> UpdateRecord:
-    """Read a record written by :func:`save_record` (``path``: the file or the checkpoint)."""
+    """Read a record written by :func:`save_record` (``path``: the file or the checkpoint).
+
+    Args:
+        path: the record file, or the checkpoint's folder or weights file.
+        device: where the sums are loaded.
+
+    Returns:
+        The :class:`UpdateRecord`.
+
+    Raises:
+        RecordMissingError: there is no record.
+        CheckpointError: the file is not a readable update record.
+
+    Example:
+        >>> import tempfile
+        >>> from boundary_unlearning.training import fit
+        >>> net = nn.Linear(2, 3)
+        >>> recorder = UpdateRecorder(net, num_classes=3)
+        >>> x, y = torch.rand(8, 2), torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+        >>> _ = fit(net, (x, y), epochs=1, batch_size=8, callbacks=[recorder])  # one step
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = save_record(recorder.record(net), folder)
+        >>> load_record(folder).steps
+        1
+    """
     from safetensors import safe_open
 
     target = Path(path)

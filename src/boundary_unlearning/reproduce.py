@@ -81,12 +81,38 @@ def _configs_dir() -> Path:
 
 
 def list_suites() -> list[str]:
-    """Names of the suites shipped with the package."""
+    """Names of the suites shipped with the package.
+
+    Returns:
+        The names, sorted.
+
+    Example:
+        >>> list_suites()
+        ['cifar10-allcnn', 'digits', 'fashion-mnist', 'vggface2-resnet50']
+    """
     return sorted(p.stem for p in _configs_dir().glob("*.yaml"))
 
 
 def suite_path(name_or_path: str | Path) -> Path:
-    """The YAML file of a shipped suite (by name) or a path to one."""
+    """The YAML file of a shipped suite (by name) or a path to one.
+
+    Args:
+        name_or_path: a shipped suite's name, or a path to a ``.yaml`` / ``.yml`` file.
+
+    Returns:
+        The file's path.
+
+    Raises:
+        ConfigError: the file does not exist, or no suite has that name.
+
+    Example:
+        >>> suite_path("digits").name
+        'digits.yaml'
+        >>> suite_path("digit")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        boundary_unlearning.errors.ConfigError: unknown suite 'digit' (did you mean 'digits'?); ...
+    """
     path = Path(name_or_path)
     if path.suffix in {".yaml", ".yml"} or path.is_file():
         if not path.is_file():
@@ -113,7 +139,26 @@ def _merge(base: Any, over: Any) -> Any:
 
 
 def apply_overrides(suite: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Set dotted paths, e.g. ``{"experiment.epochs": 1, "studies.main.seeds": [0]}``."""
+    """Set dotted paths, e.g. ``{"experiment.epochs": 1, "studies.main.seeds": [0]}``.
+
+    Missing mappings along a path are created.
+
+    Args:
+        suite: the suite (not modified).
+        overrides: dotted path -> value; the first part must be a top-level suite key.
+
+    Returns:
+        A new suite with the values set.
+
+    Raises:
+        ConfigError: a path that does not start with a suite key, or runs through a value
+            that is not a mapping.
+
+    Example:
+        >>> apply_overrides({"experiment": {"epochs": 20}},
+        ...                 {"experiment.epochs": 1, "studies.main.seeds": [0]})
+        {'experiment': {'epochs': 1}, 'studies': {'main': {'seeds': [0]}}}
+    """
     out = copy.deepcopy(suite)
     for dotted, value in overrides.items():
         parts = dotted.split(".")
@@ -184,7 +229,24 @@ def load_suite(
     quick: bool = False,
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Read a suite, merge its ``quick`` part when asked, apply ``overrides``, validate."""
+    """Read a suite, merge its ``quick`` part when asked, apply ``overrides``, validate.
+
+    Args:
+        name_or_path: a shipped suite's name or a YAML file.
+        quick: merge the suite's ``quick`` section (a shorter run) over it.
+        overrides: dotted path -> value, applied last (see :func:`apply_overrides`).
+
+    Returns:
+        The suite, with ``name`` (default: the file's stem) and ``hyperparameters`` set.
+
+    Raises:
+        ConfigError: a missing file, invalid YAML, unknown keys, or a study without methods.
+
+    Example:
+        >>> suite = load_suite("digits", quick=True, overrides={"experiment.epochs": 1})
+        >>> suite["name"], suite["experiment"]["epochs"], "main" in suite["studies"]
+        ('digits', 1, True)
+    """
     path = suite_path(name_or_path)
     try:
         raw = yaml.safe_load(path.read_text())
@@ -299,6 +361,41 @@ def run_suite(
     skipped methods and any error. A study that fails is recorded and the others still run.
     ``out_dir`` holding an earlier suite run needs ``overwrite=True``. ``data_root``,
     ``download``, ``cache_dir`` and ``device`` (when given) replace the suite's settings.
+
+    Args:
+        suite: the suite, as :func:`load_suite` returns it.
+        out_dir: the output folder (one sub-folder per study, ``run.json``, ``summary.md``).
+        studies: the studies to run (default: all).
+        data_root: replaces the experiment's data folder.
+        download: replaces the experiment's download setting.
+        cache_dir: replaces the cache folder of trained originals.
+        device: replaces the experiment's device.
+        progress: show progress bars.
+        overwrite: replace an earlier suite run in ``out_dir``.
+        command: the command line, for the record.
+        echo: called with one line per event (default: silent).
+
+    Returns:
+        The run record.
+
+    Raises:
+        ConfigError: an unknown study name.
+        OutputError: ``out_dir`` holds an earlier run and ``overwrite`` is false.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / "suite.yaml").write_text(
+        ...     "{experiment: {dataset: imagefolder, model: mlp, epochs: 1},"
+        ...     " studies: {main: {methods: [finetune]}}}"
+        ... )
+        >>> suite = load_suite(folder / "suite.yaml")
+        >>> record = run_suite(suite, folder / "out", data_root=str(folder / "missing"),
+        ...                    device="cpu")  # the study fails: recorded, not raised
+        >>> record["studies"]["main"]["error"]  # doctest: +ELLIPSIS
+        'image folder ... not found: pass --data-root DIR ...'
+        >>> sorted(p.name for p in (folder / "out").iterdir())
+        ['main', 'run.json', 'suite.yaml', 'summary.md']
     """
     say = echo or (lambda _msg: None)
     out = Path(out_dir)

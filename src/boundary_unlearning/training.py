@@ -51,15 +51,69 @@ LossFn = Callable[[nn.Module, Batch], torch.Tensor]
 
 
 class StepCallback(Protocol):
-    """Called around every optimiser step (e.g. to record parameter updates)."""
+    """Called around every optimiser step (e.g. to record parameter updates).
 
-    def before_step(self, step: int, batch: Batch) -> None: ...
+    Any object with these two methods will do (a ``typing.Protocol``); pass it to
+    :func:`fit` or :func:`train` in ``callbacks``.
 
-    def after_step(self, step: int, batch: Batch) -> None: ...
+    Example:
+        >>> class CountSteps:
+        ...     def __init__(self):
+        ...         self.steps = 0
+        ...     def before_step(self, step, batch):
+        ...         pass
+        ...     def after_step(self, step, batch):
+        ...         self.steps += 1
+        >>> counter = CountSteps()
+        >>> _ = fit(nn.Linear(2, 2), (torch.rand(8, 2), torch.arange(8) % 2), epochs=2,
+        ...         batch_size=4, callbacks=[counter])
+        >>> counter.steps
+        4
+    """
+
+    def before_step(self, step: int, batch: Batch) -> None:
+        """Called before the step's forward pass.
+
+        Args:
+            step: the step's index in the run (from 0).
+            batch: the step's batch ``(x, y, ...)``.
+
+        Example:
+            >>> from boundary_unlearning.recording import UpdateRecorder
+            >>> UpdateRecorder(nn.Linear(2, 2), 2).before_step(0, (torch.zeros(1, 2),))
+        """
+        ...
+
+    def after_step(self, step: int, batch: Batch) -> None:
+        """Called after the optimiser updated the parameters.
+
+        Args:
+            step: the step's index in the run (from 0).
+            batch: the step's batch ``(x, y, ...)``.
+
+        Example:
+            >>> from boundary_unlearning.recording import UpdateRecorder
+            >>> recorder = UpdateRecorder(nn.Linear(2, 2), 2)
+            >>> batch = (torch.zeros(1, 2), torch.tensor([1]))
+            >>> recorder.before_step(0, batch)
+            >>> recorder.after_step(0, batch)
+            >>> recorder.batches.tolist()
+            [0, 1]
+        """
+        ...
 
 
 def cross_entropy_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
     """Mean cross-entropy of ``model(x)`` against ``y`` for a batch ``(x, y, ...)``.
+
+    The default ``loss_fn`` of :func:`fit`.
+
+    Args:
+        model: the classifier.
+        batch: ``(x, y, ...)``; further tensors are ignored.
+
+    Returns:
+        The scalar loss.
 
     Example:
         >>> cross_entropy_loss(nn.Identity(), (torch.zeros(1, 2), torch.tensor([0]))).item()
@@ -71,6 +125,13 @@ def cross_entropy_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
 def set_bn_mode(model: nn.Module, bn: BNMode) -> None:
     """Put the model in train mode; with ``bn="freeze"`` BatchNorm layers stay in eval mode
     (running statistics are used and not updated; their affine weights still train).
+
+    Args:
+        model: the model, changed in place.
+        bn: ``"train"`` or ``"freeze"``.
+
+    Raises:
+        HyperparameterError: another ``bn``.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
@@ -92,8 +153,22 @@ def check_recipe(
     """Validate a training recipe up front (``fit`` checks the same at its start); pass
     ``min_epochs=1`` where zero epochs is meaningless (training an original model).
 
+    Args:
+        epochs: passes over the data.
+        min_epochs: the smallest allowed ``epochs``.
+        what: names the run in the error message.
+        **settings: other :class:`~boundary_unlearning.recipe.Recipe` fields (``lr``,
+            ``batch_size``, ...); other keys are ignored.
+
+    Raises:
+        HyperparameterError: a setting out of range.
+
     Example:
         >>> check_recipe(epochs=2, lr=0.01, batch_size=64)
+        >>> check_recipe(epochs=0, min_epochs=1, what="train")
+        Traceback (most recent call last):
+        ...
+        boundary_unlearning.errors.HyperparameterError: train: epochs=0 must be a whole number >= 1
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < min_epochs:
         raise HyperparameterError(
@@ -111,6 +186,27 @@ def make_optimizer(
     momentum: float,
     weight_decay: float,
 ) -> torch.optim.Optimizer:
+    """The optimiser a recipe names.
+
+    Args:
+        params: the parameters to optimise.
+        optimizer: ``"sgd"`` or ``"adam"``.
+        lr: the learning rate.
+        momentum: SGD momentum (Adam ignores it).
+        weight_decay: the L2 penalty.
+
+    Returns:
+        ``torch.optim.SGD`` or ``torch.optim.Adam``.
+
+    Raises:
+        HyperparameterError: another optimiser name.
+
+    Example:
+        >>> opt = make_optimizer(nn.Linear(2, 2).parameters(), "adam", lr=0.1, momentum=0.0,
+        ...                      weight_decay=0.0)
+        >>> type(opt).__name__, opt.defaults["lr"]
+        ('Adam', 0.1)
+    """
     if optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if optimizer == "adam":
@@ -415,6 +511,37 @@ def train(
     Defaults are the paper's recipe for the original and retrained models (SGD, lr 0.01,
     momentum 0.9, batch 64, 50 epochs); weight decay 5e-4 is the usual CIFAR setting. A
     dataset that is not tensor-backed is read batch by batch (see :func:`fit`).
+
+    Args:
+        model: trained in place.
+        dataset: a map-style dataset of ``(input, int label)`` pairs.
+        epochs: passes over the data.
+        lr: the learning rate.
+        optimizer: ``"sgd"`` or ``"adam"``.
+        momentum: SGD momentum.
+        weight_decay: the L2 penalty.
+        batch_size: samples per step.
+        seed: the batch order.
+        progress: show a progress bar.
+        desc: the progress bar's label.
+        callbacks: :class:`StepCallback` objects called around every step.
+
+    Returns:
+        ``model``, in eval mode.
+
+    Raises:
+        HyperparameterError: a setting out of range.
+        DataError: an empty or malformed dataset.
+        DivergenceError: the loss became NaN or infinite.
+
+    Example:
+        >>> from torch.utils.data import TensorDataset
+        >>> from boundary_unlearning.recipe import collect_fits
+        >>> ds = TensorDataset(torch.rand(8, 2), torch.arange(8) % 2)
+        >>> with collect_fits() as fits:
+        ...     model = train(nn.Linear(2, 2), ds, epochs=2, batch_size=4)
+        >>> model.training, fits[0].steps
+        (False, 4)
     """
     return fit(
         model,

@@ -40,7 +40,17 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".t
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """What a model needs to know about a dataset."""
+    """What a model needs to know about a dataset.
+
+    ``name`` is the loader's name, ``classes`` the class names by index, ``image_shape``
+    ``(channels, height, width)``, ``mean`` / ``std`` the per-channel statistics of the
+    training images (for a model's input normalisation).
+
+    Example:
+        >>> info = DatasetInfo("toy", ("cat", "dog"), (3, 32, 32), (0.5,) * 3, (0.25,) * 3)
+        >>> info.num_classes, info.in_channels, info.image_size
+        (2, 3, 32)
+    """
 
     name: str
     classes: tuple[str, ...]
@@ -50,18 +60,52 @@ class DatasetInfo:
 
     @property
     def num_classes(self) -> int:
+        """The number of classes.
+
+        Example:
+            >>> DatasetInfo("toy", ("a", "b", "c"), (1, 8, 8), (0.5,), (0.2,)).num_classes
+            3
+        """
         return len(self.classes)
 
     @property
     def in_channels(self) -> int:
+        """The number of image channels.
+
+        Example:
+            >>> DatasetInfo("toy", ("a", "b"), (3, 8, 8), (0.5,) * 3, (0.2,) * 3).in_channels
+            3
+        """
         return self.image_shape[0]
 
     @property
     def image_size(self) -> int:
+        """The image height (images are square).
+
+        Example:
+            >>> DatasetInfo("toy", ("a", "b"), (1, 28, 28), (0.5,), (0.2,)).image_size
+            28
+        """
         return self.image_shape[1]
 
     def class_index(self, name_or_index: str | int) -> int:
-        """Resolve a class given by index (``3``, ``"3"``) or by name (``"dress"``)."""
+        """Resolve a class given by index (``3``, ``"3"``) or by name (``"dress"``).
+
+        Args:
+            name_or_index: a class index, as an int or a string, or a class name (any case).
+
+        Returns:
+            The class index.
+
+        Raises:
+            UnknownNameError: no class has that name.
+            DataError: the index is outside the classes, or the value is neither int nor str.
+
+        Example:
+            >>> info = DatasetInfo("toy", ("cat", "dog"), (3, 8, 8), (0.5,) * 3, (0.2,) * 3)
+            >>> info.class_index("Dog"), info.class_index("0"), info.class_index(1)
+            (1, 0, 1)
+        """
         if isinstance(name_or_index, int):
             index = name_or_index
         elif not isinstance(name_or_index, str):
@@ -374,7 +418,22 @@ def _read_folder(folder: Path, classes: list[str], image_size: int) -> tuple[Any
 
 def folder_fingerprint(root: Path) -> str:
     """A short hash of an image folder's layout: every image's relative path and size (what
-    a checkpoint records to find out whether its training data changed)."""
+    a checkpoint records to find out whether its training data changed).
+
+    Args:
+        root: the image folder.
+
+    Returns:
+        16 hex digits of a SHA-256 over the sorted ``relative path, size`` of every image.
+
+    Example:
+        >>> import tempfile
+        >>> root = Path(tempfile.mkdtemp())
+        >>> (root / "cat").mkdir()
+        >>> _ = (root / "cat" / "a.png").write_bytes(b"123")
+        >>> folder_fingerprint(root)
+        'ac4d76ce1fd96ef2'
+    """
     import hashlib
 
     digest = hashlib.sha256()
@@ -451,7 +510,15 @@ _LOADERS: dict[str, Callable[..., tuple[Any, Any, DatasetInfo]]] = {
 
 
 def list_datasets() -> list[str]:
-    """Names accepted by :func:`load_dataset`."""
+    """Names accepted by :func:`load_dataset`.
+
+    Returns:
+        The dataset names, sorted.
+
+    Example:
+        >>> list_datasets()
+        ['cifar10', 'digits', 'fashion-mnist', 'imagefolder']
+    """
     return sorted(_LOADERS)
 
 
@@ -467,6 +534,33 @@ def load_dataset(
     ``/usr/share/datasets/fashion-mnist``). ``download=True`` fetches the data set with
     torchvision first (needs internet). ``imagefolder`` accepts ``image_size`` (default 64),
     ``test_fraction`` (0.2) and ``split_seed`` (0) for its seeded, per-class train/test split.
+
+    Args:
+        name: one of :func:`list_datasets` (``fashion_mnist``, ``fmnist``, ``cifar-10`` are
+            accepted too).
+        root: the local folder to read from.
+        download: fetch the data set with torchvision first.
+        **options: loader options (``imagefolder``: ``image_size``, ``test_fraction``,
+            ``split_seed``).
+
+    Returns:
+        ``(train, test, info)``: two ``TensorDataset``s and the :class:`DatasetInfo`.
+
+    Raises:
+        UnknownNameError: an unknown dataset name.
+        DataError: the files are missing or unreadable (the message says where to put them).
+
+    Example:
+        >>> import tempfile
+        >>> from PIL import Image
+        >>> root = Path(tempfile.mkdtemp())
+        >>> for cls in ("cat", "dog"):
+        ...     (root / cls).mkdir()
+        ...     for i in range(3):
+        ...         Image.new("RGB", (4, 4), (60 * i, 0, 0)).save(root / cls / f"{i}.png")
+        >>> train, test, info = load_dataset("imagefolder", root, image_size=8)
+        >>> len(train), len(test), info.classes, tuple(train.tensors[0].shape[1:])
+        (4, 2, ('cat', 'dog'), (3, 8, 8))
     """
     if not isinstance(name, str):
         raise unknown_name("dataset", repr(name), _LOADERS)

@@ -37,6 +37,22 @@ def to_tensors(dataset: Dataset[Any]) -> tuple[torch.Tensor, torch.Tensor]:
     """All ``(input, label)`` pairs of a map-style dataset as two tensors ``(x, y)``.
 
     ``TensorDataset`` and ``Subset`` of one are sliced without iterating.
+
+    Args:
+        dataset: a map-style dataset of ``(input, int label)`` pairs.
+
+    Returns:
+        ``(x, y)``: the stacked inputs and the labels as a ``long`` tensor.
+
+    Raises:
+        DataError: the dataset is empty, or an item is not an ``(input, label)`` pair.
+
+    Example:
+        >>> from torch.utils.data import Subset, TensorDataset
+        >>> ds = TensorDataset(torch.arange(6.0).view(3, 2), torch.tensor([0, 1, 2]))
+        >>> x, y = to_tensors(Subset(ds, [2, 0]))
+        >>> x.tolist(), y.tolist()
+        ([[4.0, 5.0], [0.0, 1.0]], [2, 0])
     """
     if isinstance(dataset, TensorDataset):
         x, y = dataset.tensors[0], dataset.tensors[1]
@@ -62,7 +78,27 @@ def to_tensors(dataset: Dataset[Any]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def dataset_labels(dataset: Dataset[Any]) -> torch.Tensor:
-    """The integer labels of a dataset, cheaply where the dataset exposes them."""
+    """The integer labels of a dataset, cheaply where the dataset exposes them.
+
+    ``TensorDataset``, ``Subset`` and datasets with a ``targets`` or ``labels`` attribute
+    (torchvision's, ``ImageFolder``) are read without loading an input; any other dataset is
+    read item by item.
+
+    Args:
+        dataset: a map-style dataset of ``(input, int label)`` pairs.
+
+    Returns:
+        The labels as a 1-D ``long`` tensor, in dataset order.
+
+    Raises:
+        DataError: an item is not an ``(input, label)`` pair.
+
+    Example:
+        >>> from torch.utils.data import Subset, TensorDataset
+        >>> ds = TensorDataset(torch.zeros(3, 2), torch.tensor([2, 0, 1]))
+        >>> dataset_labels(Subset(ds, [0, 2])).tolist()
+        [2, 1]
+    """
     if isinstance(dataset, TensorDataset):
         return dataset.tensors[1].long()
     if isinstance(dataset, Subset):
@@ -87,7 +123,27 @@ def balanced_subset(dataset: Dataset[Any], size: int, *, seed: int = 0) -> Datas
     """A seeded, class-balanced subset of ``size`` samples (each class gets ``size // K``,
     the first ``size % K`` classes one more; a class with fewer samples gives all it has).
 
-    For a quick first try on a large data set (``bunlearn train --subset N``)."""
+    For a quick first try on a large data set (``bunlearn train --subset N``).
+
+    Args:
+        dataset: a map-style dataset of ``(input, int label)`` pairs.
+        size: how many samples to keep; ``size >= len(dataset)`` returns ``dataset`` itself.
+        seed: seeds which samples of each class are kept.
+
+    Returns:
+        A ``TensorDataset`` for a ``TensorDataset`` input, else a ``Subset``, in the
+        original order.
+
+    Raises:
+        DataError: ``size`` is not a whole number >= 1.
+
+    Example:
+        >>> from torch.utils.data import TensorDataset
+        >>> ds = TensorDataset(torch.zeros(12, 1), torch.arange(12) % 3)
+        >>> small = balanced_subset(ds, 5)
+        >>> len(small), small.tensors[1].bincount().tolist()
+        (5, [2, 2, 1])
+    """
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise DataError(f"subset {size!r} must be a whole number >= 1, e.g. --subset 6000")
     labels = dataset_labels(dataset)
@@ -121,6 +177,15 @@ class UnlearningData:
     ``test_retain`` D_tr. The datasets yield exactly what the model consumes;
     ``normalization`` (``None``: pixels in [0, 1]) says how that maps to pixels, for the
     methods that work in pixel space (Boundary Shrink's neighbour search).
+
+    Build one with :func:`class_split`.
+
+    Example:
+        >>> from torch.utils.data import TensorDataset
+        >>> ds = TensorDataset(torch.rand(8, 1, 2, 2), torch.arange(8) % 2)
+        >>> data = class_split(ds, ds, 1, forget_fraction=0.5)
+        >>> data.forget_classes, len(data.forget), len(data.forget_eval)
+        ((1,), 2, 4)
     """
 
     forget: Dataset[Any]
@@ -134,10 +199,33 @@ class UnlearningData:
 
     @property
     def forget_eval(self) -> Dataset[Any]:
-        """The set forget accuracy is reported on (the whole class)."""
+        """The set forget accuracy is reported on (the whole class).
+
+        Returns:
+            ``forget_full`` when a fraction of the class was kept, else ``forget``.
+
+        Example:
+            >>> from torch.utils.data import TensorDataset
+            >>> ds = TensorDataset(torch.rand(4, 1), torch.tensor([0, 1, 0, 1]))
+            >>> data = class_split(ds, ds, 0)
+            >>> data.forget_eval is data.forget
+            True
+        """
         return self.forget_full if self.forget_full is not None else self.forget
 
     def sizes(self) -> dict[str, int]:
+        """The number of samples in each set.
+
+        Returns:
+            ``{"forget", "forget_full", "retain", "test_forget", "test_retain"}`` -> length
+            (``forget_full`` is the set forget accuracy is reported on).
+
+        Example:
+            >>> from torch.utils.data import TensorDataset
+            >>> ds = TensorDataset(torch.rand(6, 1), torch.tensor([0, 1, 2, 0, 1, 2]))
+            >>> class_split(ds, ds, 2).sizes()
+            {'forget': 2, 'forget_full': 2, 'retain': 4, 'test_forget': 2, 'test_retain': 4}
+        """
         return {
             "forget": len(self.forget),  # type: ignore[arg-type]
             "forget_full": len(self.forget_eval),  # type: ignore[arg-type]
@@ -334,6 +422,17 @@ def _range_sample(dataset: Dataset[Any]) -> torch.Tensor:
 
 def implied_pixels(x: torch.Tensor, normalization: Normalization | None) -> torch.Tensor:
     """The pixels ``x * std + mean`` (channel dimension 1) that ``x`` stands for.
+
+    Args:
+        x: model inputs, ``(N, C, ...)`` or ``(N, C)``.
+        normalization: ``(mean, std)`` as :func:`check_normalization` returns it; ``None``
+            returns ``x`` unchanged.
+
+    Returns:
+        The pixels, same shape as ``x``.
+
+    Raises:
+        DataError: the number of means/stds is neither 1 nor the number of channels.
 
     Example:
         >>> implied_pixels(torch.zeros(1, 2, 1, 1), ((0.5,), (0.2, 0.3))).flatten().tolist()

@@ -51,6 +51,13 @@ def tensor_backed(dataset: Dataset[Any], budget: int | None = None) -> bool:
     """Whether ``dataset`` is held as tensors (a ``TensorDataset`` or ``Subset`` of one)
     whose inputs take at most ``budget`` bytes (default :data:`MEMORY_BUDGET`).
 
+    Args:
+        dataset: any map-style dataset.
+        budget: the most bytes of inputs that count as held in memory.
+
+    Returns:
+        ``True`` when consumers may slice ``dataset`` as tensors.
+
     Example:
         >>> tensor_backed(TensorDataset(torch.zeros(4, 2), torch.zeros(4)))
         True
@@ -67,7 +74,20 @@ def tensor_backed(dataset: Dataset[Any], budget: int | None = None) -> bool:
 
 def loader_workers() -> int:
     """``DataLoader`` worker processes: up to 4, one core left to the main process
-    (``BUNLEARN_WORKERS`` overrides)."""
+    (``BUNLEARN_WORKERS`` overrides).
+
+    Returns:
+        The number of workers, >= 0.
+
+    Example:
+        >>> import os
+        >>> os.environ["BUNLEARN_WORKERS"] = "2"
+        >>> loader_workers()
+        2
+        >>> del os.environ["BUNLEARN_WORKERS"]
+        >>> 0 <= loader_workers() <= 4
+        True
+    """
     given = os.environ.get("BUNLEARN_WORKERS")
     if given is not None:
         return max(0, int(given))
@@ -129,6 +149,9 @@ def iterate_batches(
     Returns:
         An iterator of tuples of tensors, one per position of the items.
 
+    Raises:
+        DataError: an item of a streamed dataset is not an ``(input, label, ...)`` tuple.
+
     Example:
         >>> ds = TensorDataset(torch.arange(5.0)[:, None], torch.arange(5))
         >>> [y.tolist() for _, y in iterate_batches(ds, 2, order=[4, 0, 2])]
@@ -171,7 +194,14 @@ def release_free_memory() -> None:
     """Hand the C heap's free pages back to the OS (glibc's ``malloc_trim``; a no-op
     elsewhere). Streaming allocates and frees a batch-sized buffer many times; freed blocks
     pinned between small live ones are otherwise kept, and the resident set grows with the
-    number of batches instead of staying flat."""
+    number of batches instead of staying flat.
+
+    Returns:
+        ``None``.
+
+    Example:
+        >>> release_free_memory()
+    """
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
@@ -190,7 +220,24 @@ def input_batches(
     inputs: torch.Tensor | Dataset[Any], batch_size: int, device: torch.device
 ) -> Iterator[torch.Tensor]:
     """The inputs of a tensor or a dataset, in order, ``batch_size`` at a time, on
-    ``device``."""
+    ``device``.
+
+    Args:
+        inputs: a tensor of inputs, or a dataset of ``(input, label, ...)`` tuples.
+        batch_size: inputs per batch.
+        device: where the batches go.
+
+    Returns:
+        An iterator of input tensors (the labels are dropped).
+
+    Example:
+        >>> x = torch.arange(5.0)[:, None]
+        >>> [b.flatten().tolist() for b in input_batches(x, 2, torch.device("cpu"))]
+        [[0.0, 1.0], [2.0, 3.0], [4.0]]
+        >>> ds = TensorDataset(x, torch.arange(5))
+        >>> [len(b) for b in input_batches(ds, 3, torch.device("cpu"))]
+        [3, 2]
+    """
     if isinstance(inputs, torch.Tensor):
         for start in range(0, len(inputs), batch_size):
             yield inputs[start : start + batch_size].to(device)
@@ -202,6 +249,13 @@ def input_batches(
 class Columns(Dataset[tuple[Any, ...]]):
     """The inputs of ``dataset`` with other per-sample columns: item ``i`` is
     ``(dataset[i][0], columns[0][i], columns[1][i], ...)`` (e.g. new labels).
+
+    Args:
+        dataset: a map-style dataset of ``(input, ...)`` tuples.
+        *columns: tensors with one entry per sample of ``dataset``.
+
+    Raises:
+        DataError: a column's length differs from the dataset's.
 
     Example:
         >>> ds = Columns(TensorDataset(torch.zeros(3, 2), torch.zeros(3)), torch.tensor([7, 8, 9]))
@@ -226,7 +280,25 @@ def with_columns(
     inputs: torch.Tensor | Dataset[Any], *columns: torch.Tensor
 ) -> tuple[torch.Tensor, ...] | Dataset[Any]:
     """Training data for ``fit``: ``(inputs, *columns)`` as tensors when ``inputs`` is a
-    tensor, else a :class:`Columns` dataset that loads the inputs batch by batch."""
+    tensor, else a :class:`Columns` dataset that loads the inputs batch by batch.
+
+    Args:
+        inputs: a tensor of inputs, or a dataset whose items start with the input.
+        *columns: per-sample tensors to pair with the inputs (e.g. new labels).
+
+    Returns:
+        ``(inputs, *columns)`` for a tensor, else a :class:`Columns` dataset.
+
+    Raises:
+        DataError: a column's length differs from the dataset's.
+
+    Example:
+        >>> x, y = torch.zeros(3, 2), torch.tensor([2, 0, 1])
+        >>> [tuple(t.shape) for t in with_columns(x, y)]
+        [(3, 2), (3,)]
+        >>> with_columns(TensorDataset(x, torch.zeros(3)), y)[0][1].item()
+        2
+    """
     if isinstance(inputs, torch.Tensor):
         return (inputs, *columns)
     return Columns(inputs, *columns)
@@ -234,7 +306,19 @@ def with_columns(
 
 class NormalizedDataset(Dataset[tuple[torch.Tensor, int]]):
     """``dataset`` with each input mapped to ``(x - mean) / std`` (per channel); labels and
-    the ``targets`` attribute pass through, so splitting loads no image."""
+    the ``targets`` attribute pass through, so splitting loads no image.
+
+    Args:
+        dataset: a map-style dataset of ``(image, int label)`` pairs, pixels in [0, 1].
+        normalization: ``(mean, std)``, one value or one per channel.
+
+    Example:
+        >>> ds = NormalizedDataset(
+        ...     TensorDataset(torch.ones(2, 1, 2, 2), torch.tensor([0, 1])), ((0.5,), (0.25,))
+        ... )
+        >>> ds[1][0].flatten().tolist(), ds[1][1], ds.targets.tolist()
+        ([2.0, 2.0, 2.0, 2.0], 1, [0, 1])
+    """
 
     def __init__(self, dataset: Dataset[Any], normalization: Normalization) -> None:
         self.dataset = dataset
@@ -260,6 +344,13 @@ class NormalizedDataset(Dataset[tuple[torch.Tensor, int]]):
 def normalized(dataset: Dataset[Any], normalization: Normalization) -> Dataset[Any]:
     """``dataset`` as a model that eats normalised inputs consumes it: a new
     ``TensorDataset`` for tensor-backed data, else a :class:`NormalizedDataset` view.
+
+    Args:
+        dataset: a map-style dataset of ``(image, int label)`` pairs, pixels in [0, 1].
+        normalization: ``(mean, std)``, one value or one per channel.
+
+    Returns:
+        The normalised dataset (``dataset`` itself is left unchanged).
 
     Example:
         >>> ones = TensorDataset(torch.ones(2, 1, 2, 2), torch.zeros(2))

@@ -47,7 +47,19 @@ FORGET_RECIPE = Recipe(
 def published_loop(*, epochs: int, lr: float) -> dict[str, Any]:
     """A ``preset`` that replaces the forgetting-target defaults by a published fixed loop:
     ``epochs`` passes at a constant ``lr``, the whole network, BatchNorm in train mode, no
-    early stop (SGD momentum 0.9, batch 64, no weight decay, as the forget recipe)."""
+    early stop (SGD momentum 0.9, batch 64, no weight decay, as the forget recipe).
+
+    Args:
+        epochs: passes over D_f.
+        lr: the constant learning rate.
+
+    Returns:
+        The preset's hyperparameter values.
+
+    Example:
+        >>> published_loop(epochs=10, lr=1e-5)["target_forget_acc"] is None
+        True
+    """
     return {
         "epochs": epochs, "max_steps": None, "lr": lr, "lr_growth": 1.0, "bn": "train",
         "target_forget_acc": None, "layers": "all",
@@ -69,7 +81,30 @@ def forget_monitor(
 ) -> ForgetMonitor | None:
     """The stopping rule's monitor on D_f when ``recipe`` has a target, else ``None``. With
     ``params`` (the parameters :func:`train_only` chose) the monitor knows the head of
-    ``model`` that alone trains."""
+    ``model`` that alone trains.
+
+    Args:
+        x: D_f's inputs (a tensor, or a dataset read batch by batch).
+        y: D_f's labels.
+        data: the class split (gives the number of classes).
+        recipe: the training recipe; its ``target_forget_acc`` and ``seed`` are used.
+        params: the parameters that train, or ``None`` for all.
+        model: the model being trained (with ``params``, to find its head).
+
+    Returns:
+        A :class:`~boundary_unlearning.recipe.ForgetMonitor`, or ``None`` without a target.
+
+    Example:
+        >>> from boundary_unlearning.recipe import Recipe
+        >>> from torch.utils.data import TensorDataset
+        >>> from boundary_unlearning.data.split import class_split
+        >>> x, y = torch.rand(8, 2), torch.arange(8) % 2
+        >>> data = class_split(TensorDataset(x, y), TensorDataset(x, y), 1)
+        >>> forget_monitor(x[y == 1], y[y == 1], data, Recipe()) is None
+        True
+        >>> type(forget_monitor(x, y, data, Recipe(target_forget_acc=0.05))).__name__
+        'ForgetMonitor'
+    """
     if recipe.target_forget_acc is None:
         return None
     head = None
@@ -83,7 +118,27 @@ def forget_monitor(
 
 
 def forget_tensors(data: UnlearningData, method: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """D_f as tensors; an empty forget set is an error (there is nothing to unlearn)."""
+    """D_f as tensors; an empty forget set is an error (there is nothing to unlearn).
+
+    Args:
+        data: the class split.
+        method: the method's name, for the error message.
+
+    Returns:
+        ``(x, y)`` of D_f.
+
+    Raises:
+        DataError: the forget set is empty.
+
+    Example:
+        >>> from torch.utils.data import TensorDataset
+        >>> from boundary_unlearning.data.split import class_split
+        >>> x, y = torch.rand(8, 2), torch.arange(8) % 2
+        >>> data = class_split(TensorDataset(x, y), TensorDataset(x, y), 1)
+        >>> xf, yf = forget_tensors(data, "demo")
+        >>> tuple(xf.shape), yf.tolist()
+        ((4, 2), [1, 1, 1, 1])
+    """
     if len(data.forget) == 0:  # type: ignore[arg-type]
         raise DataError(
             f"{method}: the forget set is empty; choose a forget class with training samples "
@@ -97,7 +152,27 @@ def forget_inputs(
 ) -> tuple[torch.Tensor | Dataset[Any], torch.Tensor]:
     """D_f's inputs and labels: the inputs as a tensor when D_f is tensor-backed (within the
     memory budget), else the dataset itself, to be read batch by batch; the labels always as
-    a tensor (read without loading an image). An empty forget set is an error."""
+    a tensor (read without loading an image). An empty forget set is an error.
+
+    Args:
+        data: the class split.
+        method: the method's name, for the error message.
+
+    Returns:
+        ``(inputs, labels)`` of D_f.
+
+    Raises:
+        DataError: the forget set is empty.
+
+    Example:
+        >>> from torch.utils.data import TensorDataset
+        >>> from boundary_unlearning.data.split import class_split
+        >>> x, y = torch.rand(8, 2), torch.arange(8) % 2
+        >>> data = class_split(TensorDataset(x, y), TensorDataset(x, y), 1)
+        >>> xf, yf = forget_inputs(data, "demo")  # tensor-backed: a tensor
+        >>> type(xf).__name__, yf.tolist()
+        ('Tensor', [1, 1, 1, 1])
+    """
     if len(data.forget) == 0:  # type: ignore[arg-type]
         forget_tensors(data, method)  # raises the one error
     if tensor_backed(data.forget):
@@ -106,7 +181,30 @@ def forget_inputs(
 
 
 def check_inputs(model: nn.Module, data: UnlearningData, method: str) -> None:
-    """Fail early, with a clear message, if ``model`` cannot classify ``data``."""
+    """Fail early, with a clear message, if ``model`` cannot classify ``data``.
+
+    Runs the model on two forget samples.
+
+    Args:
+        model: the classifier.
+        data: the class split.
+        method: the method's name, for the error message.
+
+    Raises:
+        DataError: the forget set is empty.
+        ModelError: the model fails on the inputs or has the wrong number of outputs.
+
+    Example:
+        >>> from torch.utils.data import TensorDataset
+        >>> from boundary_unlearning.data.split import class_split
+        >>> x, y = torch.rand(8, 2), torch.arange(8) % 2
+        >>> data = class_split(TensorDataset(x, y), TensorDataset(x, y), 1)
+        >>> check_inputs(nn.Linear(2, 2), data, "demo")
+        >>> check_inputs(nn.Linear(2, 3), data, "demo")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        boundary_unlearning.errors.ModelError: demo: the model outputs (3,) values per image ...
+    """
     if len(data.forget) == 0:  # type: ignore[arg-type]
         forget_tensors(data, method)  # raises the one error
     x = next(iterate_batches(data.forget, 2, order=[0, 1][: len(data.forget)]))[0]  # type: ignore[arg-type]
@@ -128,7 +226,20 @@ def check_inputs(model: nn.Module, data: UnlearningData, method: str) -> None:
 
 
 def working_copy(model: nn.Module) -> nn.Module:
-    """A deep copy to train; the caller's model is never touched."""
+    """A deep copy to train; the caller's model is never touched.
+
+    Args:
+        model: the model to copy.
+
+    Returns:
+        The copy, every parameter with ``requires_grad`` on.
+
+    Example:
+        >>> model = nn.Linear(2, 2).requires_grad_(False)
+        >>> copy = working_copy(model)
+        >>> copy is model, copy.weight.requires_grad, model.weight.requires_grad
+        (False, True, False)
+    """
     clone = copy.deepcopy(model)
     for p in clone.parameters():
         p.requires_grad_(True)
@@ -139,6 +250,22 @@ def find_head(model: nn.Module, num_classes: int, head: str | None = None) -> tu
     """The final ``nn.Linear`` producing the ``num_classes`` logits, by name or automatically.
 
     Automatic search takes the last registered ``nn.Linear`` with ``num_classes`` outputs.
+
+    Args:
+        model: the classifier.
+        num_classes: the number of logits.
+        head: the head's dotted name, or ``None`` to search.
+
+    Returns:
+        ``(name, layer)``.
+
+    Raises:
+        ModelError: no such module, not an ``nn.Linear``, or none found.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 3))
+        >>> find_head(net, 3)
+        ('2', Linear(in_features=4, out_features=3, bias=True))
     """
     if head is not None:
         try:
@@ -173,7 +300,28 @@ def train_only(
     """The parameters to train: ``None`` (all of them) for ``layers="all"``; for
     ``layers="head"`` those of the final ``nn.Linear`` with ``num_classes`` outputs (found as
     :func:`find_head` does), with every other parameter's ``requires_grad`` off for the block
-    (the backward pass then stops at the head) and restored after."""
+    (the backward pass then stops at the head) and restored after.
+
+    Args:
+        model: the classifier.
+        layers: ``"all"`` or ``"head"``.
+        head: the head's dotted name, or ``None`` to search.
+        num_classes: the number of logits.
+
+    Returns:
+        A context manager giving the parameters to train (``None``: all).
+
+    Raises:
+        ModelError: ``layers="head"`` and no head is found.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 3))
+        >>> with train_only(net, "head", None, 3) as params:
+        ...     len(params), [p.requires_grad for p in net.parameters()]
+        (2, [False, False, True, True])
+        >>> [p.requires_grad for p in net.parameters()]
+        [True, True, True, True]
+    """
     if layers == "all":
         yield None
         return
@@ -191,7 +339,19 @@ def train_only(
 
 
 def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
-    """Swap the submodule at dotted path ``name`` for ``new``."""
+    """Swap the submodule at dotted path ``name`` for ``new``.
+
+    Args:
+        model: the model, changed in place.
+        name: the submodule's dotted path (e.g. ``"fc"`` or ``"classifier.2"``).
+        new: the module to put there.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 4), nn.ReLU())
+        >>> replace_module(net, "1", nn.Tanh())
+        >>> net[1]
+        Tanh()
+    """
     parent_name, _, attr = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, attr, new)

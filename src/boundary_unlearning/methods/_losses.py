@@ -26,14 +26,53 @@ __all__ = [
 
 def retain_data(data: UnlearningData, method: str) -> Dataset[Any]:
     """D_r for ``fit`` (which reads it as tensors or batch by batch, see
-    :mod:`boundary_unlearning.data.streaming`); an empty retain set is an error."""
+    :mod:`boundary_unlearning.data.streaming`); an empty retain set is an error.
+
+    Args:
+        data: the class split.
+        method: the method's name, for the error message.
+
+    Returns:
+        ``data.retain``.
+
+    Raises:
+        DataError: the retain set is empty.
+
+    Example:
+        >>> from torch.utils.data import TensorDataset
+        >>> from boundary_unlearning.data.split import class_split
+        >>> x, y = torch.rand(8, 2), torch.arange(8) % 2
+        >>> data = class_split(TensorDataset(x, y), TensorDataset(x, y), 1)
+        >>> retain_data(data, "demo") is data.retain
+        True
+    """
     if len(data.retain) == 0:  # type: ignore[arg-type]
         retain_tensors(data, method)  # raises the one error
     return data.retain
 
 
 def retain_tensors(data: UnlearningData, method: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """D_r as tensors; an empty retain set is an error for methods that need it."""
+    """D_r as tensors; an empty retain set is an error for methods that need it.
+
+    Args:
+        data: the class split.
+        method: the method's name, for the error message.
+
+    Returns:
+        ``(x, y)`` of D_r.
+
+    Raises:
+        DataError: the retain set is empty.
+
+    Example:
+        >>> from torch.utils.data import TensorDataset
+        >>> from boundary_unlearning.data.split import class_split
+        >>> x, y = torch.rand(8, 2), torch.arange(8) % 2
+        >>> data = class_split(TensorDataset(x, y), TensorDataset(x, y), 1)
+        >>> xr, yr = retain_tensors(data, "demo")
+        >>> tuple(xr.shape), yr.tolist()
+        ((4, 2), [0, 0, 0, 0])
+    """
     if len(data.retain) == 0:  # type: ignore[arg-type]
         raise DataError(
             f"{method}: the retain set is empty; this method needs the remaining training data"
@@ -44,7 +83,24 @@ def retain_tensors(data: UnlearningData, method: str) -> tuple[torch.Tensor, tor
 def random_wrong_labels(
     y: torch.Tensor, num_classes: int, generator: torch.Generator
 ) -> torch.Tensor:
-    """Uniformly random labels, each different from the true one (seeded)."""
+    """Uniformly random labels, each different from the true one (seeded).
+
+    Args:
+        y: the true labels.
+        num_classes: the number of classes.
+        generator: draws the labels.
+
+    Returns:
+        The new labels, on the CPU.
+
+    Raises:
+        DataError: fewer than two classes.
+
+    Example:
+        >>> y = torch.tensor([0, 1, 2, 0])
+        >>> random_wrong_labels(y, 3, torch.Generator().manual_seed(0)).tolist()
+        [1, 0, 1, 1]
+    """
     if num_classes < 2:
         raise DataError("random wrong labels need at least two classes")
     shift = torch.randint(1, num_classes, y.shape, generator=generator)
@@ -55,6 +111,19 @@ class RetainSampler:
     """Draws seeded random batches of D_r (with replacement), one per call, on ``device``.
 
     Used inside a loss function when a method pairs each forget batch with a retain batch.
+
+    Args:
+        x: D_r's inputs.
+        y: D_r's labels.
+        batch_size: samples per drawn batch.
+        seed: seeds the draws.
+        device: where ``x``, ``y`` and the batches live.
+
+    Example:
+        >>> sampler = RetainSampler(torch.rand(5, 2), torch.arange(5), 3, 0, torch.device("cpu"))
+        >>> xb, yb = sampler()
+        >>> tuple(xb.shape), tuple(yb.shape)
+        ((3, 2), (3,))
     """
 
     def __init__(
@@ -77,7 +146,21 @@ class RetainSampler:
 
 @torch.no_grad()
 def soft_targets(model: nn.Module, x: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """``softmax(model(x) / T)`` of a frozen model, in eval mode, on the model's device."""
+    """``softmax(model(x) / T)`` of a frozen model, in eval mode, on the model's device.
+
+    Args:
+        model: the teacher.
+        x: the inputs.
+        temperature: T.
+
+    Returns:
+        ``(len(x), K)`` probabilities.
+
+    Example:
+        >>> teacher = nn.Linear(2, 2)
+        >>> soft_targets(teacher, torch.zeros(1, 2), temperature=1e9).tolist()  # T large: uniform
+        [[0.5, 0.5]]
+    """
     with eval_mode(model):
         logits = predict_logits(model, x.to(model_device(model))).clone()
     return F.softmax(logits / temperature, dim=1)
@@ -86,7 +169,21 @@ def soft_targets(model: nn.Module, x: torch.Tensor, temperature: float = 1.0) ->
 def capped_ascent(per_sample: torch.Tensor, cap: float | None) -> torch.Tensor:
     """The loss whose minimisation ascends ``per_sample`` (one loss value per sample),
     each value capped at ``cap``: a sample above the cap gives no gradient, so the ascent
-    of an unbounded loss stops once the sample is forgotten. ``None``: no cap."""
+    of an unbounded loss stops once the sample is forgotten. ``None``: no cap.
+
+    Args:
+        per_sample: one loss value per sample.
+        cap: the cap, or ``None``.
+
+    Returns:
+        The scalar loss ``-mean(min(per_sample, cap))``.
+
+    Example:
+        >>> capped_ascent(torch.tensor([1.0, 5.0]), 3.0).item()
+        -2.0
+        >>> capped_ascent(torch.tensor([1.0, 5.0]), None).item()
+        -3.0
+    """
     if cap is not None:
         per_sample = per_sample.clamp(max=cap)
     return -per_sample.mean()
@@ -96,7 +193,23 @@ def kl_to_probs(
     logits: torch.Tensor, probs: torch.Tensor, temperature: float, *, per_sample: bool = False
 ) -> torch.Tensor:
     """``KL(probs || softmax(logits / T)) * T^2`` (Hinton distillation): the batch mean, or
-    one value per sample with ``per_sample=True``."""
+    one value per sample with ``per_sample=True``.
+
+    Args:
+        logits: the student's ``(n, K)`` logits.
+        probs: the teacher's ``(n, K)`` probabilities.
+        temperature: T.
+        per_sample: return ``(n,)`` values instead of the batch mean.
+
+    Returns:
+        The scaled KL divergence.
+
+    Example:
+        >>> probs = torch.tensor([[0.5, 0.5], [1.0, 0.0]])
+        >>> kl = kl_to_probs(torch.zeros(2, 2), probs, 1.0, per_sample=True)
+        >>> [round(v, 4) for v in kl.tolist()]  # 0 and ln 2
+        [0.0, 0.6931]
+    """
     log_student = F.log_softmax(logits / temperature, dim=1)
     if per_sample:
         kl = F.kl_div(log_student, probs, reduction="none").sum(dim=1)

@@ -47,7 +47,16 @@ _RECIPE_HINTS = typing.get_type_hints(Recipe)
 
 
 class ForgettingWarning(UserWarning):
-    """A method's step budget ran out before it reached its forgetting target."""
+    """A method's step budget ran out before it reached its forgetting target.
+
+    Example:
+        >>> import warnings
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore", ForgettingWarning)  # silence just this kind
+        ...     warn_not_forgotten("neg_grad", {"steps": 10})
+        >>> issubclass(ForgettingWarning, UserWarning)
+        True
+    """
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,13 @@ class MethodSpec:
     trains with one, ``preset`` when it has presets) plus the
     :class:`~boundary_unlearning.recipe.RunOptions` fields, validates them once, checks the
     inputs once and records what the training did (see :func:`unlearning_stats`).
+
+    Registered by :func:`register_method`; look one up with :func:`get_method`.
+
+    Example:
+        >>> spec = get_method("ssd")
+        >>> spec.name, spec.cost, spec.recipe is None, sorted(spec.presets)
+        ('ssd', 'retain', True, [])
     """
 
     name: str
@@ -70,6 +86,12 @@ class MethodSpec:
 
     @property
     def summary(self) -> str:
+        """The first line of the method's docstring.
+
+        Example:
+            >>> get_method("retrain").summary
+            'Retrain: re-initialise the architecture and train from scratch on D_r only.'
+        """
         doc = inspect.getdoc(self.fn) or ""
         return doc.splitlines()[0] if doc else ""
 
@@ -87,7 +109,16 @@ class MethodSpec:
 
     @property
     def hyperparameters(self) -> dict[str, Any]:
-        """Every hyperparameter and its default (the library's default preset)."""
+        """Every hyperparameter and its default (the library's default preset).
+
+        Returns:
+            Name -> default: ``preset`` first when the method has presets, then the
+            method's own, then the :class:`~boundary_unlearning.recipe.Recipe` fields.
+
+        Example:
+            >>> get_method("ssd").hyperparameters
+            {'selection_weight': 10.0, 'dampening_constant': 1.0, 'batch_size': 64, 'seed': 0}
+        """
         out: dict[str, Any] = {}
         if self.presets:
             out["preset"] = "default"
@@ -98,7 +129,18 @@ class MethodSpec:
 
     @functools.cached_property
     def hints(self) -> dict[str, Any]:
-        """The annotated type of every hyperparameter."""
+        """The annotated type of every hyperparameter.
+
+        Returns:
+            Name -> type (the function's own hints, the Recipe fields', ``preset``'s
+            ``Literal`` of the preset names).
+
+        Example:
+            >>> get_method("ssd").hints["selection_weight"]
+            <class 'float'>
+            >>> get_method("neg_grad").hints["preset"]
+            typing.Literal['default', 'paper']
+        """
         try:
             hints = typing.get_type_hints(self.fn)
         except Exception:  # an annotation that cannot be resolved: fall back to the defaults
@@ -115,7 +157,21 @@ class MethodSpec:
 
     def resolve(self, hparams: Mapping[str, Any]) -> dict[str, Any]:
         """Every hyperparameter's value for a call with ``hparams`` (already validated):
-        the defaults, then the chosen preset's values, then ``hparams``."""
+        the defaults, then the chosen preset's values, then ``hparams``.
+
+        Args:
+            hparams: the caller's hyperparameters, as
+                :func:`validate_hyperparameters` returns them.
+
+        Returns:
+            Every hyperparameter's value.
+
+        Example:
+            >>> get_method("ssd").resolve({"seed": 3})["seed"]
+            3
+            >>> get_method("neg_grad").resolve({"preset": "paper"})["lr"]
+            0.0001
+        """
         values = self.hyperparameters
         preset = hparams.get("preset", "default")
         values.update(self.presets.get(preset, {}))
@@ -123,6 +179,35 @@ class MethodSpec:
         return values
 
     def __call__(self, model: nn.Module, data: UnlearningData, **kwargs: Any) -> nn.Module:
+        """Run the method: validate, check the inputs, run, record the stats.
+
+        Warns with :class:`ForgettingWarning` when a forgetting target was missed.
+
+        Args:
+            model: the trained classifier; never modified.
+            data: the class split.
+            **kwargs: hyperparameters and run options, as for :func:`unlearn`.
+
+        Returns:
+            A new model in eval mode.
+
+        Raises:
+            HyperparameterError: an unknown, mistyped or out-of-range hyperparameter, or a
+                run option that is not a bool.
+            ModelError: a model that cannot classify ``data``.
+            DataError: an empty forget set.
+
+        Example:
+            >>> import torch
+            >>> from torch.utils.data import TensorDataset
+            >>> from boundary_unlearning import class_split
+            >>> x, y = torch.rand(40, 1, 4, 4), torch.arange(40) % 4
+            >>> data = class_split(TensorDataset(x, y), TensorDataset(x, y), forget_classes=[1])
+            >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4))
+            >>> new = get_method("finetune")(net, data, epochs=1)
+            >>> new is net, unlearning_stats(new)
+            (False, {'steps': 1})
+        """
         options = RunOptions(**{k: kwargs.pop(k) for k in OPTION_FIELDS if k in kwargs})
         for key in OPTION_FIELDS:
             if not isinstance(getattr(options, key), bool):
@@ -147,7 +232,23 @@ class MethodSpec:
 
 def fit_stats(fits: Sequence[FitResult]) -> dict[str, Any]:
     """``steps`` (all fits), and for monitored runs ``reached_target``, ``target_forget_acc``
-    and ``forget_acc_trace`` (``[step, share of D_f still in its class]`` pairs)."""
+    and ``forget_acc_trace`` (``[step, share of D_f still in its class]`` pairs).
+
+    Args:
+        fits: what each call of ``fit`` in the method did, in order.
+
+    Returns:
+        The stats; empty when nothing was fitted.
+
+    Example:
+        >>> from boundary_unlearning.recipe import FitResult
+        >>> fit_stats([FitResult("repair", 3)])
+        {'steps': 3}
+        >>> run = FitResult("forget", 4, target=0.05, reached_target=True,
+        ...                 forget_trace=[(0, 1.0), (4, 0.0)])
+        >>> fit_stats([FitResult("repair", 3), run])["forget_acc_trace"]
+        [[3, 1.0], [7, 0.0]]
+    """
     if not fits:
         return {}
     stats: dict[str, Any] = {"steps": sum(f.steps for f in fits)}
@@ -166,7 +267,20 @@ def fit_stats(fits: Sequence[FitResult]) -> dict[str, Any]:
 
 
 def warn_not_forgotten(method: str, stats: Mapping[str, Any]) -> None:
-    """Warn that ``method`` ran out of budget with D_f above its target."""
+    """Warn that ``method`` ran out of budget with D_f above its target.
+
+    Args:
+        method: the method's name.
+        stats: its stats (``steps``, ``forget_acc_trace``, ``target_forget_acc``).
+
+    Example:
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     warn_not_forgotten("neg_grad", {"steps": 10, "forget_acc_trace": [[10, 0.5]]})
+        >>> print(caught[0].message)  # doctest: +ELLIPSIS
+        neg_grad did not reach its forgetting target: 50.0% of the forget set is still ...
+    """
     trace = stats.get("forget_acc_trace") or [[0, float("nan")]]
     warnings.warn(
         f"{method} did not reach its forgetting target: {trace[-1][1]:.1%} of the forget set "
@@ -202,6 +316,20 @@ def register_method(
     Returns:
         A decorator that returns the public entry point (a keyword-only function with the
         full signature, which validates, runs and records the method).
+
+    Raises:
+        ValueError: ``name`` is already registered (raised by the decorator).
+        TypeError: ``fn`` does not take ``(model, data, *, ...)`` (raised by the decorator).
+
+    Example:
+        >>> import copy
+        >>> @register_method("demo_copy", cost="forget")
+        ... def demo_copy(model, data, *, scale: float = 1.0):
+        ...     '''Return an unchanged copy.'''
+        ...     return copy.deepcopy(model)
+        >>> get_method("demo_copy").hyperparameters, get_method("demo_copy").summary
+        ({'scale': 1.0}, 'Return an unchanged copy.')
+        >>> del _REGISTRY["demo_copy"]  # leave the registry as it was
     """
 
     def wrap(fn: F) -> F:
@@ -241,6 +369,9 @@ def register_method(
 def list_methods() -> list[str]:
     """Names of all registered methods, ``retrain`` (the reference) included.
 
+    Returns:
+        The names, sorted.
+
     Example:
         >>> "boundary_shrink" in list_methods()
         True
@@ -250,6 +381,15 @@ def list_methods() -> list[str]:
 
 def get_method(name: str) -> MethodSpec:
     """The registered method ``name``; an unknown name raises one line listing the valid ones.
+
+    Args:
+        name: the method's registry name.
+
+    Returns:
+        Its :class:`MethodSpec`.
+
+    Raises:
+        UnknownNameError: no method has that name.
 
     Example:
         >>> get_method("boundary_expanding").cost
@@ -363,7 +503,28 @@ def _check_range(method: str, key: str, value: Any, default: Any) -> None:
 def validate_hyperparameters(name: str, hparams: dict[str, Any]) -> dict[str, Any]:
     """Check names, types and obvious ranges of ``hparams`` for method ``name`` (epochs >= 0,
     lr / eps > 0, batch_size >= 1, ...); return them normalised. Raises
-    :class:`HyperparameterError` with one line naming the problem and the valid values."""
+    :class:`HyperparameterError` with one line naming the problem and the valid values.
+
+    Args:
+        name: the method's registry name.
+        hparams: hyperparameters as the caller gives them.
+
+    Returns:
+        The same keys with normalised values (ints as floats where a float is expected,
+        lists as tuples where a tuple is).
+
+    Raises:
+        UnknownNameError: an unknown method.
+        HyperparameterError: an unknown name, a wrong type or a value out of range.
+
+    Example:
+        >>> validate_hyperparameters("finetune", {"epochs": 2, "lr": 1})
+        {'epochs': 2, 'lr': 1.0}
+        >>> validate_hyperparameters("finetune", {"lr": -1})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        boundary_unlearning.errors.HyperparameterError: finetune: lr=-1.0 must be a positive ...
+    """
     spec = get_method(name)
     known = spec.hyperparameters
     hints = spec.hints
@@ -434,6 +595,20 @@ def unlearn(name: str, model: nn.Module, data: UnlearningData, **hparams: Any) -
 
 
 def set_unlearning_stats(model: nn.Module, stats: dict[str, Any]) -> None:
+    """Record ``stats`` for ``model`` (read back with :func:`unlearning_stats`).
+
+    Held in a weak mapping: the stats go when the model does.
+
+    Args:
+        model: the model a method returns.
+        stats: what the method did (copied).
+
+    Example:
+        >>> model = nn.Linear(1, 1)
+        >>> set_unlearning_stats(model, {"steps": 3})
+        >>> unlearning_stats(model)
+        {'steps': 3}
+    """
     _stats[model] = dict(stats)
 
 
@@ -443,6 +618,12 @@ def unlearning_stats(model: nn.Module) -> dict[str, Any]:
     ``forget_acc_trace`` (``[step, share of D_f still in its class]`` at each check), and
     method-specific values (e.g. Boundary Shrink's ``attack_success_ratio``); empty for a
     model no method returned.
+
+    Args:
+        model: a model.
+
+    Returns:
+        A copy of the stats.
 
     Example:
         >>> unlearning_stats(nn.Linear(1, 1))

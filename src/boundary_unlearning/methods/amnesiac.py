@@ -45,12 +45,45 @@ def amnesiac(
     random batches over few classes) this reverts the model to its initialisation, and the
     repair is then a short retraining.
 
-    record: an :class:`~boundary_unlearning.recording.UpdateRecord`, or the path of the record
-    file or of the checkpoint it was saved beside.
-    repair_epochs: epochs of SGD on D_r afterwards (0: subtraction only).
-    lr, momentum, weight_decay, batch_size: the repair's SGD (the original's recipe).
-    seed: repair batch order. bn: "train" or "freeze" BatchNorm statistics during repair.
     Records ``subtracted_steps`` (see :func:`unlearning_stats`).
+
+    Args:
+        model: the original classifier, the one the record was made for; never modified.
+        data: the class split; ``data.retain`` is repaired on.
+        record: an :class:`~boundary_unlearning.recording.UpdateRecord`, or the path of the
+            record file or of the checkpoint it was saved beside.
+        repair_epochs: epochs of SGD on D_r afterwards (0: subtraction only).
+        lr: the repair's SGD learning rate (the original's recipe).
+        momentum: the repair's SGD momentum.
+        weight_decay: the repair's SGD weight decay.
+        batch_size: the repair's batch size.
+        seed: repair batch order.
+        bn: "train" or "freeze" BatchNorm statistics during repair.
+        options: progress bar and speed options.
+
+    Returns:
+        A new model in eval mode.
+
+    Raises:
+        RecordMissingError: no record given, or no record file where one was named.
+        CheckpointError: an unreadable record file.
+        ModelError: the record was made for another architecture or other weights.
+        DataError: a class outside the record, or two forget classes that shared a batch.
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> from boundary_unlearning import class_split, unlearning_stats
+        >>> x, y = torch.rand(40, 1, 4, 4), torch.arange(40) % 4
+        >>> data = class_split(TensorDataset(x, y), TensorDataset(x, y), forget_classes=[1])
+        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4))
+        >>> from boundary_unlearning.recording import UpdateRecorder
+        >>> from boundary_unlearning.training import fit
+        >>> recorder = UpdateRecorder(net, num_classes=4)
+        >>> _ = fit(net, (x, y), epochs=1, lr=0.01, batch_size=8, callbacks=[recorder])
+        >>> new = amnesiac(net, data, record=recorder.record(net), repair_epochs=0)
+        >>> unlearning_stats(new)  # 5 batches of 8, each held class 1
+        {'subtracted_steps': 5, 'recorded_steps': 5}
     """
     if record is None:
         raise RecordMissingError(

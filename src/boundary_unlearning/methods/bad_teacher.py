@@ -51,6 +51,17 @@ def bad_teacher(
 
     Returns:
         A new model in eval mode.
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> from boundary_unlearning import class_split, unlearning_stats
+        >>> x, y = torch.rand(40, 1, 4, 4), torch.arange(40) % 4
+        >>> data = class_split(TensorDataset(x, y), TensorDataset(x, y), forget_classes=[1])
+        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4))
+        >>> new = bad_teacher(net, data)
+        >>> new is net, new.training, sorted(unlearning_stats(new))
+        (False, False, ['steps'])
     """
     xf, _ = forget_tensors(data, "bad_teacher")
     xr, _ = retain_tensors(data, "bad_teacher")

@@ -27,7 +27,21 @@ __all__ = ["boundary_expanding", "prune_head", "widen_head"]
 
 def widen_head(head: nn.Linear, generator: torch.Generator) -> nn.Linear:
     """A copy of ``head`` with one extra (shadow) output: rows 0..K-1 copied, the shadow row
-    Xavier-normal initialised (over the whole K+1 matrix, as in the authors' code), bias 0."""
+    Xavier-normal initialised (over the whole K+1 matrix, as in the authors' code), bias 0.
+
+    Args:
+        head: the K-way final layer (not modified).
+        generator: draws the shadow row.
+
+    Returns:
+        A (K+1)-way ``nn.Linear`` on the head's device and dtype.
+
+    Example:
+        >>> head = nn.Linear(3, 2)
+        >>> wide = widen_head(head, torch.Generator().manual_seed(0))
+        >>> wide.out_features, torch.equal(wide.weight[:2], head.weight), wide.bias[2].item()
+        (3, True, 0.0)
+    """
     k, d = head.out_features, head.in_features
     wide = nn.Linear(d, k + 1, bias=head.bias is not None)
     wide = wide.to(device=head.weight.device, dtype=head.weight.dtype)
@@ -43,7 +57,20 @@ def widen_head(head: nn.Linear, generator: torch.Generator) -> nn.Linear:
 
 
 def prune_head(wide: nn.Linear) -> nn.Linear:
-    """Drop the shadow output: a K-way layer holding the (trained) first K rows."""
+    """Drop the shadow output: a K-way layer holding the (trained) first K rows.
+
+    Args:
+        wide: the (K+1)-way layer :func:`widen_head` made.
+
+    Returns:
+        A new K-way ``nn.Linear``.
+
+    Example:
+        >>> head = nn.Linear(3, 2)
+        >>> back = prune_head(widen_head(head, torch.Generator().manual_seed(0)))
+        >>> back.out_features, torch.equal(back.weight, head.weight)
+        (2, True)
+    """
     k = wide.out_features - 1
     head = nn.Linear(wide.in_features, k, bias=wide.bias is not None)
     head = head.to(device=wide.weight.device, dtype=wide.weight.dtype)

@@ -31,7 +31,20 @@ __all__ = ["boundary_shrink", "input_curvature", "margin_weights"]
 def margin_weights(probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """The authors' optional loss re-weighting: ``3 * sigmoid((PM - 0.5) * 5)`` with
     ``PM = p_2nd - p_target`` on the neighbour's softmax (``p_2nd`` the largest probability
-    of any class other than the target)."""
+    of any class other than the target).
+
+    Args:
+        probs: ``(n, K)`` softmax of the neighbours.
+        targets: ``(n,)`` the target (neighbour) labels.
+
+    Returns:
+        ``(n,)`` weights in ``(0, 3)``.
+
+    Example:
+        >>> w = margin_weights(torch.tensor([[0.5, 0.5], [1.0, 0.0]]), torch.tensor([0, 0]))
+        >>> [round(v, 4) for v in w.tolist()]
+        [0.2276, 0.0017]
+    """
     p_target = probs.gather(1, targets[:, None]).squeeze(1)
     others = probs.scatter(1, targets[:, None], float("-inf"))
     p_second = others.max(dim=1).values
@@ -49,7 +62,23 @@ def input_curvature(
     """Per-sample CURE curvature ``||grad_x l(x + h z) - grad_x l(x)||`` with
     ``z = sign(grad_x l(x)) / ||sign(grad_x l(x))||`` and ``l`` the cross-entropy against
     ``y`` (Moosavi-Dezfooli et al., CVPR 2019; ``h = 0.9`` in the Boundary Unlearning code).
-    ``create_graph=True`` keeps the graph so the curvature can be trained on."""
+    ``create_graph=True`` keeps the graph so the curvature can be trained on.
+
+    Args:
+        model: the classifier.
+        x: ``(n, ...)`` inputs.
+        y: ``(n,)`` labels of the loss.
+        h: the step size of the finite difference.
+        create_graph: keep the graph for a backward pass through the curvature.
+
+    Returns:
+        ``(n,)`` curvatures.
+
+    Example:
+        >>> x, y = torch.zeros(3, 2), torch.tensor([0, 1, 0])
+        >>> input_curvature(nn.Linear(2, 2), x, y, create_graph=False).shape  # linear: ~0
+        torch.Size([3])
+    """
     probe = x.detach().requires_grad_(True)
     (g,) = torch.autograd.grad(F.cross_entropy(model(probe), y, reduction="sum"), probe)
     z = torch.sign(g).detach()

@@ -33,6 +33,17 @@ def finetune(
 
     Returns:
         A new model in eval mode.
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> from boundary_unlearning import class_split, unlearning_stats
+        >>> x, y = torch.rand(40, 1, 4, 4), torch.arange(40) % 4
+        >>> data = class_split(TensorDataset(x, y), TensorDataset(x, y), forget_classes=[1])
+        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4))
+        >>> new = finetune(net, data, epochs=1)  # 30 retain samples: one batch of 64
+        >>> new is net, new.training, unlearning_stats(new)
+        (False, False, {'steps': 1})
     """
     retain = retain_data(data, "finetune")
     return fit(working_copy(model), retain, recipe=recipe, options=options, desc="finetune")

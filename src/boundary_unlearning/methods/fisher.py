@@ -29,6 +29,20 @@ def diagonal_fisher(
     """The diagonal of the Fisher information of ``model`` (eval mode) on inputs ``x``:
     ``mean_i sum_y p(y|x_i) (d log p(y|x_i) / d theta)^2`` with the model's own predictive
     distribution (the "true" Fisher, as in Golatkar et al.'s code), from per-sample gradients.
+
+    Args:
+        model: the classifier.
+        x: the inputs (D_r).
+        chunk_size: samples per vectorised per-sample-gradient batch.
+        progress: show a progress bar.
+
+    Returns:
+        Parameter name -> diagonal Fisher, shaped like the parameter (>= 0).
+
+    Example:
+        >>> f = diagonal_fisher(nn.Linear(2, 3), torch.rand(4, 2))
+        >>> {name: tuple(v.shape) for name, v in f.items()}, all((v >= 0).all() for v in f.values())
+        ({'weight': (3, 2), 'bias': (3,)}, True)
     """
     device = model_device(model)
     params = {n: p.detach() for n, p in model.named_parameters()}
@@ -81,12 +95,33 @@ def fisher(
     multiplied by 10 for the head and for 1-D parameters (biases, BatchNorm), and the head
     rows of the forgotten classes are set to 0 with tiny variance 1e-4.
 
-    noise_scale: the paper's alpha, the scale of the noise (1e-6 as in the authors' code).
-    max_variance, head_max_variance: clamps of the inverse Fisher (authors' 1e3 and 1e2).
-    zero_forget_head: zero the forgotten classes' head rows, as in the authors' class
-    forgetting code.
-    chunk_size: samples per vectorised per-sample-gradient batch (memory vs speed).
-    seed: the noise. head: dotted name of the final ``nn.Linear`` when automatic search fails.
+    Args:
+        model: the original classifier; never modified.
+        data: the class split; the Fisher is taken on ``data.retain``.
+        noise_scale: the paper's alpha, the scale of the noise (1e-6 as in the authors'
+            code).
+        max_variance: clamp of the inverse Fisher (authors' 1e3).
+        head_max_variance: clamp of the inverse Fisher of the head (authors' 1e2).
+        zero_forget_head: zero the forgotten classes' head rows, as in the authors' class
+            forgetting code.
+        chunk_size: samples per vectorised per-sample-gradient batch (memory vs speed).
+        seed: the noise.
+        head: dotted name of the final ``nn.Linear`` when automatic search fails.
+        options: progress bar and speed options.
+
+    Returns:
+        A new model in eval mode.
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> from boundary_unlearning import class_split, unlearning_stats
+        >>> x, y = torch.rand(40, 1, 4, 4), torch.arange(40) % 4
+        >>> data = class_split(TensorDataset(x, y), TensorDataset(x, y), forget_classes=[1])
+        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4))
+        >>> new = fisher(net, data)
+        >>> new is net, new.training
+        (False, False)
     """
     xr, _ = retain_tensors(data, "fisher")
     unlearned = working_copy(model)

@@ -45,6 +45,17 @@ def l1_sparse(
 
     Returns:
         A new model in eval mode.
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> from boundary_unlearning import class_split, unlearning_stats
+        >>> x, y = torch.rand(40, 1, 4, 4), torch.arange(40) % 4
+        >>> data = class_split(TensorDataset(x, y), TensorDataset(x, y), forget_classes=[1])
+        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4))
+        >>> new = l1_sparse(net, data, epochs=1)
+        >>> new is net, new.training, unlearning_stats(new)
+        (False, False, {'steps': 1})
     """
     x, y = retain_tensors(data, "l1_sparse")
     steps_per_epoch = math.ceil(len(x) / recipe.batch_size)

@@ -72,6 +72,17 @@ def neg_grad(
 
     Returns:
         A new model in eval mode.
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> from boundary_unlearning import class_split, unlearning_stats
+        >>> x, y = torch.rand(40, 1, 4, 4), torch.arange(40) % 4
+        >>> data = class_split(TensorDataset(x, y), TensorDataset(x, y), forget_classes=[1])
+        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4))
+        >>> new = neg_grad(net, data)  # ascends the loss on D_f until <= 5% remain
+        >>> new is net, unlearning_stats(new)["reached_target"]
+        (False, True)
     """
     x, y = forget_inputs(data, "neg_grad")
     unlearned = working_copy(model)

@@ -59,6 +59,17 @@ def random_labels(
 
     Returns:
         A new model in eval mode.
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> from boundary_unlearning import class_split, unlearning_stats
+        >>> x, y = torch.rand(40, 1, 4, 4), torch.arange(40) % 4
+        >>> data = class_split(TensorDataset(x, y), TensorDataset(x, y), forget_classes=[1])
+        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4))
+        >>> new = random_labels(net, data)  # trains D_f on wrong labels until <= 5% remain
+        >>> new is net, unlearning_stats(new)["reached_target"]
+        (False, True)
     """
     x, y = forget_inputs(data, "random_labels")
     labels = random_wrong_labels(y, data.num_classes, torch.Generator().manual_seed(recipe.seed))

@@ -15,7 +15,22 @@ __all__ = ["reinitialize", "retrain"]
 
 
 def reinitialize(model: nn.Module, seed: int) -> nn.Module:
-    """A copy of ``model`` with every layer re-initialised (seeded), BN statistics reset."""
+    """A copy of ``model`` with every layer re-initialised (seeded), BN statistics reset.
+
+    Args:
+        model: gives the architecture (not modified).
+        seed: seeds the new weights.
+
+    Returns:
+        The re-initialised copy.
+
+    Example:
+        >>> import torch
+        >>> model = nn.Linear(2, 2)
+        >>> fresh = reinitialize(model, 0)
+        >>> fresh is model, torch.equal(fresh.weight, reinitialize(model, 0).weight)
+        (False, True)
+    """
     fresh = working_copy(model)
     with seeded(seed):
         for module in fresh.modules():
@@ -42,6 +57,17 @@ def retrain(
 
     Returns:
         A new model in eval mode.
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> from boundary_unlearning import class_split, unlearning_stats
+        >>> x, y = torch.rand(40, 1, 4, 4), torch.arange(40) % 4
+        >>> data = class_split(TensorDataset(x, y), TensorDataset(x, y), forget_classes=[1])
+        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4))
+        >>> new = retrain(net, data, epochs=2)
+        >>> new is net, new.training, unlearning_stats(new)
+        (False, False, {'steps': 2})
     """
     fresh = reinitialize(model, recipe.seed)
     return fit(fresh, data.retain, recipe=recipe, options=options, desc="retrain")

@@ -22,7 +22,24 @@ def saliency_mask(
 ) -> dict[str, torch.Tensor]:
     """SalUn's weight saliency: ``|sum over D_f batches of grad CE|`` (model in eval mode);
     the mask is 1 on the ``threshold`` fraction of all weights with the largest saliency
-    (one global ranking over every parameter, as in the authors' code)."""
+    (one global ranking over every parameter, as in the authors' code).
+
+    Args:
+        model: the classifier.
+        x: D_f's inputs.
+        y: D_f's labels.
+        threshold: the fraction of all weights to mark.
+        batch_size: samples per gradient batch.
+
+    Returns:
+        Parameter name -> 0/1 mask shaped like the parameter.
+
+    Example:
+        >>> masks = saliency_mask(nn.Linear(2, 2), torch.rand(4, 2), torch.tensor([0, 1, 0, 1]),
+        ...                       threshold=0.5, batch_size=2)
+        >>> sorted(masks), sum(int(m.sum()) for m in masks.values())  # half of 6 weights
+        (['bias', 'weight'], 3)
+    """
     device = model_device(model)
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     grads = {n: torch.zeros_like(p) for n, p in params}
@@ -78,6 +95,17 @@ def salun(
 
     Returns:
         A new model in eval mode; :func:`unlearning_stats` holds ``masked_fraction``.
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> from boundary_unlearning import class_split, unlearning_stats
+        >>> x, y = torch.rand(40, 1, 4, 4), torch.arange(40) % 4
+        >>> data = class_split(TensorDataset(x, y), TensorDataset(x, y), forget_classes=[1])
+        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4))
+        >>> new = salun(net, data, epochs=1)
+        >>> new is net, unlearning_stats(new)["masked_fraction"]  # threshold 0.5
+        (False, 0.5)
     """
     xf, yf = forget_tensors(data, "salun")
     xr, yr = retain_tensors(data, "salun")

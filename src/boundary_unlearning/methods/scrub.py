@@ -47,19 +47,44 @@ def scrub(
     the teacher's soft targets are computed once (inputs are not augmented). Each pass is
     one call of the shared training loop, so the optimiser's momentum restarts per pass.
 
-    epochs: passes over D_r (min steps). max_epochs: the first passes also run a max step.
-    lr, momentum, weight_decay: SGD. temperature: of the distillation KL.
-    ce_weight, kl_weight: the min step's loss weights (the paper's gamma and alpha).
-    max_kl: per-sample cap on the KL the max step ascends (T^2-scaled, as in the loss).
-        The ascent is unbounded: on a Fashion-MNIST CNN at the published settings D_f
-        accuracy reaches 0 within about 25 max steps, after which the KL keeps growing to
-        infinity (step 49). A sample whose KL is above the cap stops contributing, so the
-        max step stops pushing once the sample is forgotten. There (the 20-epoch width-32
-        CNN of benchmarks/bench_unlearning.py, forget class 0, D_tr 91.7%) the default
-        cap 10 gives D_f 0.0% and D_tr 93.7%, a cap of 3 D_f 14.3%. ``None``: the unbounded
-        original.
-    batch_size, forget_batch_size: batch sizes on D_r and D_f.
-    seed: batch order. bn: "train" or "freeze" BatchNorm statistics.
+    Args:
+        model: the original classifier (the teacher); never modified.
+        data: the class split; ``data.forget`` and ``data.retain`` are used.
+        epochs: passes over D_r (min steps).
+        max_epochs: the first passes also run a max step.
+        lr: SGD learning rate.
+        momentum: SGD momentum.
+        weight_decay: SGD weight decay.
+        temperature: of the distillation KL.
+        ce_weight: the min step's CE weight (the paper's gamma).
+        kl_weight: the min step's KL weight (the paper's alpha).
+        max_kl: per-sample cap on the KL the max step ascends (T^2-scaled, as in the loss).
+            The ascent is unbounded: on a Fashion-MNIST CNN at the published settings D_f
+            accuracy reaches 0 within about 25 max steps, after which the KL keeps growing
+            to infinity (step 49). A sample whose KL is above the cap stops contributing, so
+            the max step stops pushing once the sample is forgotten. There (the 20-epoch
+            width-32 CNN of benchmarks/bench_unlearning.py, forget class 0, D_tr 91.7%) the
+            default cap 10 gives D_f 0.0% and D_tr 93.7%, a cap of 3 D_f 14.3%. ``None``:
+            the unbounded original.
+        batch_size: batch size on D_r.
+        forget_batch_size: batch size on D_f.
+        seed: batch order.
+        bn: "train" or "freeze" BatchNorm statistics.
+        options: progress bar and speed options.
+
+    Returns:
+        A new model in eval mode.
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> from boundary_unlearning import class_split, unlearning_stats
+        >>> x, y = torch.rand(40, 1, 4, 4), torch.arange(40) % 4
+        >>> data = class_split(TensorDataset(x, y), TensorDataset(x, y), forget_classes=[1])
+        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4))
+        >>> new = scrub(net, data, epochs=1, max_epochs=1)
+        >>> new is net, new.training, sorted(unlearning_stats(new))
+        (False, False, ['steps'])
     """
     xf, _ = forget_tensors(data, "scrub")
     xr, yr = retain_tensors(data, "scrub")

@@ -19,7 +19,23 @@ def parameter_importance(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int
 ) -> dict[str, torch.Tensor]:
     """SSD's diagonal importance: the mean over batches of the squared gradient of the
-    batch's cross-entropy (model in eval mode, batches in the given order)."""
+    batch's cross-entropy (model in eval mode, batches in the given order).
+
+    Args:
+        model: the classifier.
+        x: the inputs.
+        y: the labels.
+        batch_size: samples per batch.
+
+    Returns:
+        Parameter name -> importance, shaped like the parameter.
+
+    Example:
+        >>> imp = parameter_importance(nn.Linear(2, 3), torch.rand(4, 2),
+        ...                            torch.tensor([0, 1, 2, 0]), batch_size=2)
+        >>> {name: tuple(v.shape) for name, v in imp.items()}
+        {'weight': (3, 2), 'bias': (3,)}
+    """
     device = model_device(model)
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     total = {n: torch.zeros_like(p) for n, p in params}
@@ -54,11 +70,30 @@ def ssd(
     weight with ``I_f > selection_weight * I_D`` is multiplied by
     ``min(dampening_constant * I_D / I_f, 1)``.
 
-    selection_weight: the paper's alpha (10 for its CIFAR class forgetting).
-    dampening_constant: the paper's lambda (1).
-    batch_size: batch size of the importance estimates.
-    seed: the (shuffled, as in the authors' loader) batch order of the full-set estimate.
     Records ``dampened_fraction``.
+
+    Args:
+        model: the original classifier; never modified.
+        data: the class split; ``data.forget`` and ``data.retain`` are used.
+        selection_weight: the paper's alpha (10 for its CIFAR class forgetting).
+        dampening_constant: the paper's lambda (1).
+        batch_size: batch size of the importance estimates.
+        seed: the (shuffled, as in the authors' loader) batch order of the full-set
+            estimate.
+
+    Returns:
+        A new model in eval mode; :func:`unlearning_stats` holds ``dampened_fraction``.
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> from boundary_unlearning import class_split, unlearning_stats
+        >>> x, y = torch.rand(40, 1, 4, 4), torch.arange(40) % 4
+        >>> data = class_split(TensorDataset(x, y), TensorDataset(x, y), forget_classes=[1])
+        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4))
+        >>> new = ssd(net, data)
+        >>> new is net, 0.0 <= unlearning_stats(new)["dampened_fraction"] <= 1.0
+        (False, True)
     """
     xf, yf = forget_tensors(data, "ssd")
     xr, yr = retain_tensors(data, "ssd")

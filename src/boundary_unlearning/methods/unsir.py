@@ -60,7 +60,27 @@ def error_maximizing_noise(
     """Noise inputs (pixels) that maximise the frozen ``model``'s cross-entropy for class
     ``target``: Adam on ``-CE(model(n), target) + l2_weight * mean_i ||n_i||^2`` (full batch
     per step), with ``n`` in the model's normalised input space as in the authors' code.
-    Runs through the shared training loop with the noise as the trained module."""
+    Runs through the shared training loop with the noise as the trained module.
+
+    Args:
+        model: the classifier (not modified).
+        target: the class the noise is labelled with.
+        shape: ``(n, C, H, W)`` of the noise batch.
+        steps: Adam steps.
+        lr: Adam's learning rate.
+        l2_weight: the weight of the noise's squared norm.
+        seed: seeds the initial noise.
+
+    Returns:
+        The noise as pixels, detached, on the model's device.
+
+    Example:
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+        >>> noise = error_maximizing_noise(net, 1, (3, 1, 2, 2), steps=5, lr=0.1,
+        ...                                l2_weight=0.1, seed=0)
+        >>> noise.shape, noise.requires_grad
+        (torch.Size([3, 1, 2, 2]), False)
+    """
     device = model_device(model)
     frozen = working_copy(model).eval()
     for p in frozen.parameters():
@@ -111,10 +131,37 @@ def unsir(
     normalised input space (standard normal at the start) and is not clipped, as in their
     code; it is fed to the model as the pixels that normalise to it.
 
-    noise_samples, noise_steps, noise_lr, noise_l2_weight: the noise search.
-    retain_per_class: retained samples per class used in impair and repair (seeded choice).
-    impair_epochs, impair_lr, repair_epochs, repair_lr, batch_size: the two Adam phases.
-    seed: noise initialisation, retained subset, batch order. bn: BatchNorm statistics.
+    Args:
+        model: the original classifier; never modified.
+        data: the class split; ``data.retain`` and the forget classes are used.
+        noise_samples: noise images per forgotten class.
+        noise_steps: Adam steps of the noise search.
+        noise_lr: the noise search's learning rate.
+        noise_l2_weight: the noise search's L2 weight.
+        retain_per_class: retained samples per class used in impair and repair (seeded
+            choice).
+        impair_epochs: epochs of the impair phase (Adam).
+        impair_lr: the impair phase's learning rate.
+        repair_epochs: epochs of the repair phase (Adam).
+        repair_lr: the repair phase's learning rate.
+        batch_size: batch size of both phases.
+        seed: noise initialisation, retained subset, batch order.
+        bn: BatchNorm statistics ("train" or "freeze").
+        options: progress bar and speed options.
+
+    Returns:
+        A new model in eval mode.
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> from boundary_unlearning import class_split, unlearning_stats
+        >>> x, y = torch.rand(40, 1, 4, 4), torch.arange(40) % 4
+        >>> data = class_split(TensorDataset(x, y), TensorDataset(x, y), forget_classes=[1])
+        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4))
+        >>> new = unsir(net, data, noise_samples=8, noise_steps=2, retain_per_class=5)
+        >>> new is net, new.training, sorted(unlearning_stats(new))
+        (False, False, ['steps'])
     """
     xf, _ = forget_tensors(data, "unsir")
     xr, yr = retain_tensors(data, "unsir")

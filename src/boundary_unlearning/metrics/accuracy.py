@@ -54,6 +54,14 @@ def accuracy(model: nn.Module, dataset: Dataset[Any], *, batch_size: int | None 
     :mod:`boundary_unlearning.data.streaming`). Under torchrun each rank scores its share and
     the counts are summed (every rank must call it; all get the same value).
 
+    Args:
+        model: the classifier (run in eval mode; its mode is restored).
+        dataset: a map-style dataset of ``(input, int label, ...)`` tuples.
+        batch_size: defaults to 128 on CPU and 1024 on accelerators.
+
+    Returns:
+        The accuracy in [0, 1], or NaN for an empty dataset.
+
     Example:
         >>> from torch.utils.data import TensorDataset
         >>> accuracy(nn.Identity(), TensorDataset(torch.eye(2), torch.tensor([0, 0])))

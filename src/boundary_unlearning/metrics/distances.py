@@ -36,6 +36,16 @@ def entropy(probs: torch.Tensor) -> torch.Tensor:
 
     Range ``[0, ln K]``. In the paper's figure, a model that forgot a class gives its training
     samples the high entropy of samples it never saw.
+
+    Args:
+        probs: ``(n, K)`` probabilities, each row summing to 1.
+
+    Returns:
+        ``(n,)`` entropies (float64).
+
+    Example:
+        >>> [round(h, 4) for h in entropy(torch.tensor([[0.5, 0.5], [0.9, 0.1]])).tolist()]
+        [0.6931, 0.3251]
     """
     p = probs.double()
     out: torch.Tensor = -torch.special.xlogy(p, p).sum(dim=1)
@@ -49,6 +59,22 @@ def js_divergence_per_sample(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     ``KL(a || b) = sum_k a_k ln(a_k / b_k)``. Symmetric, 0 for identical rows, at most
     ``ln 2`` (disjoint supports). Both KL terms point *into* the mixture ``m``, which is never
     zero where ``p`` or ``q`` is positive, so no epsilon is needed.
+
+    Args:
+        p: ``(n, K)`` probabilities.
+        q: ``(n, K)`` probabilities.
+
+    Returns:
+        ``(n,)`` divergences in ``[0, ln 2]`` (float64).
+
+    Raises:
+        ValueError: ``p`` and ``q`` are not two ``(n, K)`` tensors of the same shape.
+
+    Example:
+        >>> p = torch.tensor([[1.0, 0.0], [0.5, 0.5]])
+        >>> q = torch.tensor([[0.0, 1.0], [0.5, 0.5]])
+        >>> [round(js, 4) for js in js_divergence_per_sample(p, q).tolist()]  # ln 2, 0
+        [0.6931, 0.0]
     """
     _check_pair(p, q)
     p, q = p.double(), q.double()
@@ -64,6 +90,22 @@ def js_divergence(p: torch.Tensor, q: torch.Tensor) -> float:
 
     Lower is closer; used as ``js_to_retrain`` on D_f (the unlearned model's outputs vs the
     retrained model's) — 0 means it answers exactly like the model that never saw the class.
+
+    Args:
+        p: ``(n, K)`` probabilities.
+        q: ``(n, K)`` probabilities.
+
+    Returns:
+        The mean divergence, or NaN for ``n = 0``.
+
+    Raises:
+        ValueError: ``p`` and ``q`` are not two ``(n, K)`` tensors of the same shape.
+
+    Example:
+        >>> p = torch.tensor([[1.0, 0.0], [0.5, 0.5]])
+        >>> q = torch.tensor([[0.0, 1.0], [0.5, 0.5]])
+        >>> round(js_divergence(p, q), 4)  # (ln 2 + 0) / 2
+        0.3466
     """
     if len(p) == 0:
         return float("nan")
@@ -75,6 +117,22 @@ def activation_distance(p: torch.Tensor, q: torch.Tensor) -> float:
 
     ``mean_i ||p_i - q_i||_2``, in ``[0, sqrt 2]``; lower is closer (Chundawat et al.,
     "Can bad teaching induce forgetting?", AAAI 2023, compare against the retrained model).
+
+    Args:
+        p: ``(n, K)`` probabilities of one model.
+        q: ``(n, K)`` probabilities of the other on the same samples.
+
+    Returns:
+        The mean distance, or NaN for ``n = 0``.
+
+    Raises:
+        ValueError: ``p`` and ``q`` are not two ``(n, K)`` tensors of the same shape.
+
+    Example:
+        >>> p = torch.tensor([[1.0, 0.0], [0.5, 0.5]])
+        >>> q = torch.tensor([[0.0, 1.0], [0.5, 0.5]])
+        >>> round(activation_distance(p, q), 4)  # (sqrt 2 + 0) / 2
+        0.7071
     """
     _check_pair(p, q)
     if len(p) == 0:
@@ -89,6 +147,22 @@ def zrf_score(p: torch.Tensor, random_probs: torch.Tensor) -> float:
     samples (D_f). JS in nats, so ZRF lies in ``[1 - ln 2, 1]`` (≈ ``[0.307, 1]``); 1 means the
     model answers like a random network. Compare with the retrained model's ZRF: a higher ZRF
     than retrain's is *over*-forgetting (a detectable "Streisand effect").
+
+    Args:
+        p: ``(n, K)`` probabilities of the model under test on D_f.
+        random_probs: ``(n, K)`` probabilities of a randomly initialised model on D_f.
+
+    Returns:
+        The score, or NaN for ``n = 0``.
+
+    Raises:
+        ValueError: the two tensors are not ``(n, K)`` tensors of the same shape.
+
+    Example:
+        >>> p = torch.tensor([[1.0, 0.0], [0.5, 0.5]])
+        >>> r = torch.tensor([[0.0, 1.0], [0.5, 0.5]])
+        >>> round(zrf_score(p, r), 4)  # 1 - (ln 2 + 0) / 2
+        0.6534
     """
     if len(p) == 0:
         return float("nan")

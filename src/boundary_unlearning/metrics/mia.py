@@ -111,7 +111,20 @@ def _logistic(seed: int) -> Any:
 def sorted_log_probs(probs: torch.Tensor, *, top: int = 10) -> torch.Tensor:
     """Class-agnostic attack features: the ``top`` largest log-probabilities of each row, in
     decreasing order (clamped at ln 1e-12), so an attack trained on the retained classes applies
-    to the forgotten one."""
+    to the forgotten one.
+
+    Args:
+        probs: ``(n, K)`` probabilities.
+        top: how many log-probabilities to keep per row (at most ``K``).
+
+    Returns:
+        ``(n, min(top, K))`` log-probabilities (float64), largest first.
+
+    Example:
+        >>> features = sorted_log_probs(torch.tensor([[0.1, 0.7, 0.2]]), top=2)
+        >>> [round(v, 4) for v in features.flatten().tolist()]  # ln 0.7, ln 0.2
+        [-0.3567, -1.6094]
+    """
     k = min(top, probs.shape[1])
     return probs.double().clamp_min(1e-12).log().topk(k, dim=1).values
 
@@ -131,6 +144,23 @@ def paper_asr(
     label 1) vs held-out test data (non-members, label 0), balanced, then applied to D_f.
     **Lower is better after unlearning; the retrained model's value is the target** (the
     original model, which trained on D_f, scores near 1). NaN when a set is empty.
+
+    Args:
+        member_probs: ``(n, K)`` probabilities of the target model on D_r.
+        nonmember_probs: ``(m, K)`` probabilities on held-out test data.
+        target_probs: ``(t, K)`` probabilities on D_f.
+        seed: seeds the balancing subsample and the attack model.
+
+    Returns:
+        The fraction of ``target_probs`` called member, or NaN.
+
+    Example:
+        >>> members = torch.tensor([[0.9, 0.1], [0.95, 0.05], [0.8, 0.2], [0.85, 0.15]])
+        >>> nonmembers = torch.tensor([[0.5, 0.5], [0.4, 0.6], [0.6, 0.4], [0.55, 0.45]])
+        >>> paper_asr(members, nonmembers, members[:2])
+        1.0
+        >>> paper_asr(members, nonmembers, nonmembers[:2])
+        0.0
     """
     pred = _fit_predict(
         _logistic(seed),
@@ -154,6 +184,19 @@ def confidence_svc(
     vs test data (non-members), balanced; the number is the **fraction of D_f predicted
     non-member**. **Higher means more forgotten; the retrained model's value is the target.**
     NaN when a set is empty.
+
+    Args:
+        member_conf: ``(n,)`` true-label confidences on D_r.
+        nonmember_conf: ``(m,)`` true-label confidences on held-out test data.
+        target_conf: ``(t,)`` true-label confidences on D_f.
+        seed: seeds the balancing subsample.
+
+    Returns:
+        The fraction of ``target_conf`` predicted non-member, or NaN.
+
+    Example:
+        >>> confidence_svc([0.9, 0.95, 0.99, 0.97], [0.2, 0.3, 0.1, 0.25], [0.15, 0.2])
+        1.0
     """
     from sklearn.svm import SVC
 
@@ -173,6 +216,20 @@ def entropy_attack(
     AAAI 2024): logistic regression on the output entropy, trained on D_r (members) vs test
     data (non-members), balanced; the number is the **fraction of D_f called member**.
     **Lower is better after unlearning; the retrained model's value is the target.**
+    NaN when a set is empty.
+
+    Args:
+        member_entropy: ``(n,)`` output entropies on D_r.
+        nonmember_entropy: ``(m,)`` output entropies on held-out test data.
+        target_entropy: ``(t,)`` output entropies on D_f.
+        seed: seeds the balancing subsample and the attack model.
+
+    Returns:
+        The fraction of ``target_entropy`` called member, or NaN.
+
+    Example:
+        >>> entropy_attack([0.01, 0.02, 0.03, 0.05], [0.6, 0.5, 0.7, 0.65], [0.04, 0.6])
+        0.5
     """
     pred = _fit_predict(_logistic(seed), member_entropy, nonmember_entropy, target_entropy, seed)
     return float("nan") if pred is None else float(pred.mean())
@@ -193,6 +250,19 @@ def loss_lr(
     **0.5 is ideal** (the forget samples look like unseen ones); above 0.5 the model still
     remembers them. ``n_splits`` stratified shuffled folds (fewer if a group is smaller).
     NaN when either group has fewer than 2 samples.
+
+    Args:
+        forget_losses: ``(n,)`` per-sample losses on D_f.
+        heldout_losses: ``(m,)`` per-sample losses on held-out samples of the same class(es).
+        seed: seeds the balancing subsample, the folds and the attack model.
+        n_splits: the number of cross-validation folds.
+
+    Returns:
+        The mean cross-validated accuracy, or NaN.
+
+    Example:
+        >>> loss_lr([0.01, 0.02, 0.03, 0.05, 0.04], [2.0, 1.5, 3.0, 2.5, 1.8])  # remembered
+        1.0
     """
     from sklearn.model_selection import StratifiedKFold, cross_val_score
 
@@ -211,7 +281,20 @@ def loss_lr(
 
 def logit_confidence(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """LiRA's per-example score ``ln(p_y / (1 - p_y)) = z_y - logsumexp_{k != y} z_k``,
-    computed from logits without overflow."""
+    computed from logits without overflow.
+
+    Args:
+        logits: ``(n, K)`` logits.
+        labels: ``(n,)`` true labels.
+
+    Returns:
+        ``(n,)`` scores (float64); 0 means ``p_y = 0.5``.
+
+    Example:
+        >>> logits = torch.tensor([[0.0, 0.0], [2.0, 0.0]])
+        >>> logit_confidence(logits, torch.tensor([1, 0])).tolist()
+        [0.0, 2.0]
+    """
     z = logits.double()
     z_y = z.gather(1, labels.view(-1, 1).to(z.device)).squeeze(1)
     others = z.scatter(1, labels.view(-1, 1).to(z.device), -math.inf)
@@ -227,7 +310,24 @@ def gaussian_log_likelihood_ratio(
 ) -> Array:
     """Per-example ``ln N(t; mu_in, s_in) - ln N(t; mu_out, s_out)`` (LiRA, Carlini et al.
     2022). ``in_scores``/``out_scores`` are ``(n, m)`` with NaN for missing shadows; standard
-    deviations are floored at ``min_std``. Positive means "member"."""
+    deviations are floored at ``min_std``. Positive means "member".
+
+    Args:
+        target: ``(n,)`` scores of the model under attack.
+        in_scores: ``(n, m)`` scores of shadows trained on each example (NaN: none).
+        out_scores: ``(n, m)`` scores of shadows not trained on it (NaN: none).
+        min_std: the floor of the fitted standard deviations.
+
+    Returns:
+        ``(n,)`` log-likelihood ratios.
+
+    Example:
+        >>> llr = gaussian_log_likelihood_ratio(
+        ...     [1.0, -1.0], [[1.0, 1.2, 0.8]] * 2, [[-1.0, -1.2, -0.8]] * 2
+        ... )
+        >>> np.round(llr, 2).tolist()
+        [75.0, -75.0]
+    """
     t = _as_2d(target)[:, 0]
     ins, outs = _as_2d(in_scores), _as_2d(out_scores)
 
@@ -270,6 +370,27 @@ def ulira(
     "member" when its likelihood ratio exceeds 1. The number is the **fraction of D_f called
     member: lower is better after unlearning, the retrained model's value is the target.**
     (Our shadows are not themselves unlearned, a simplification of U-LiRA.)
+
+    Args:
+        model: the model under attack; its architecture is copied for the shadows.
+        data: the four sets (D_f is attacked, D_r trains the shadows).
+        shadows: how many shadow models to train (NaN below 2).
+        epochs: shadow training epochs.
+        lr: shadow learning rate.
+        batch_size: shadow batch size.
+        seed: seeds the halves of D_f, the shadows' initialisation and training.
+
+    Returns:
+        The fraction of D_f called member, or NaN (empty D_f, fewer than 2 shadows, or no
+        sample both in and out of some shadow).
+
+    Example:
+        >>> from torch.utils.data import TensorDataset
+        >>> from boundary_unlearning.data.split import class_split
+        >>> ds = TensorDataset(torch.rand(12, 2), torch.arange(12) % 3)
+        >>> data = class_split(ds, ds, 2)
+        >>> 0.0 <= ulira(nn.Linear(2, 3), data, shadows=2, epochs=1) <= 1.0
+        True
     """
     from ..training import fit
 

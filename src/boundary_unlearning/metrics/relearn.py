@@ -44,6 +44,33 @@ def relearn_steps(
     The default ``lr=1e-3`` keeps the counts apart: on digits (class 3, small CNN) the
     retrained model needs 27 steps, Boundary Shrink 7 and Boundary Expanding 3, while at
     ``lr=1e-2`` they all relearn in 1-3 steps.
+
+    Args:
+        model: the unlearned model (copied, never modified).
+        data: the four sets; the forget samples come from ``data.forget_eval``.
+        samples: how many seeded forget samples to train on.
+        threshold: the forget accuracy that counts as relearned.
+        max_steps: the cap on the count.
+        lr: the SGD learning rate.
+        max_eval: the most forget samples accuracy is measured on.
+        seed: seeds the picked samples and the training.
+
+    Returns:
+        The number of steps, in ``0 .. max_steps``.
+
+    Example:
+        >>> from torch.utils.data import TensorDataset
+        >>> from boundary_unlearning.data.split import class_split
+        >>> ds = TensorDataset(
+        ...     torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]] * 4), torch.tensor([0, 1, 2] * 4)
+        ... )
+        >>> data = class_split(ds, ds, 2)
+        >>> model = nn.Linear(2, 3)  # never answers class 2:
+        >>> with torch.no_grad():
+        ...     _ = model.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))
+        ...     _ = model.bias.zero_()
+        >>> relearn_steps(model, data), relearn_steps(model, data, lr=1.0)
+        (100, 1)
     """
     from ..training import fit
 

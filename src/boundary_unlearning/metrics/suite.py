@@ -367,6 +367,22 @@ def compute_metrics(
 
     Returns:
         The metrics nested as a report entry holds them (``entry["mia"]["loss_lr"]``).
+
+    Example:
+        >>> from torch.utils.data import TensorDataset
+        >>> from boundary_unlearning.data.split import class_split
+        >>> ds = TensorDataset(
+        ...     torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]] * 4), torch.tensor([0, 1, 2] * 4)
+        ... )
+        >>> model = nn.Linear(2, 3)  # never answers class 2:
+        >>> with torch.no_grad():
+        ...     _ = model.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))
+        ...     _ = model.bias.zero_()
+        >>> metrics = compute_metrics(model, class_split(ds, ds, 2), relearn=False)
+        >>> metrics["acc"]
+        {'retain': 1.0, 'forget': 0.0, 'test_retain': 1.0, 'test_forget': 0.0}
+        >>> metrics["mia"]["loss_lr"], metrics["zrf"], metrics["relearn_steps"]
+        (0.5, None, None)
     """
     del original
     sets = _sets(data)

@@ -43,7 +43,20 @@ _REGISTRY: dict[str, ModelFactory] = {}
 
 
 class Normalize(nn.Module):
-    """``(x - mean) / std`` per channel; the first layer of every model here."""
+    """``(x - mean) / std`` per channel; the first layer of every model here.
+
+    Args:
+        mean: one mean per channel.
+        std: one standard deviation per channel.
+
+    Raises:
+        RuntimeError: (on a forward pass) the input is not ``(N, C, H, W)`` with the right
+            number of channels.
+
+    Example:
+        >>> Normalize([0.5], [0.25])(torch.ones(1, 1, 1, 2)).flatten().tolist()
+        [2.0, 2.0]
+    """
 
     mean: torch.Tensor
     std: torch.Tensor
@@ -56,6 +69,21 @@ class Normalize(nn.Module):
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise ``x``.
+
+        Args:
+            x: ``(N, C, H, W)`` pixels.
+
+        Returns:
+            ``(x - mean) / std``.
+
+        Raises:
+            RuntimeError: ``x`` is not 4-D or has another number of channels.
+
+        Example:
+            >>> Normalize([0.5], [0.5]).forward(torch.zeros(1, 1, 1, 1)).item()
+            -1.0
+        """
         if x.dim() != 4 or x.shape[1] != self.mean.shape[1]:
             # broadcasting would otherwise let a 3-channel model take grayscale images
             raise RuntimeError(
@@ -65,7 +93,18 @@ class Normalize(nn.Module):
 
 
 class Classifier(nn.Module):
-    """``head(body(normalize(x)))``; ``features(x)`` gives the penultimate representation."""
+    """``head(body(normalize(x)))``; ``features(x)`` gives the penultimate representation.
+
+    Args:
+        normalize: the input normalisation.
+        body: the feature extractor.
+        head: the final linear layer (the one methods such as Boundary Expanding widen).
+
+    Example:
+        >>> net = Classifier(Normalize([0.5], [0.5]), nn.Flatten(), nn.Linear(4, 3))
+        >>> net(torch.zeros(2, 1, 2, 2)).shape, net.features(torch.zeros(2, 1, 2, 2)).shape
+        (torch.Size([2, 3]), torch.Size([2, 4]))
+    """
 
     def __init__(self, normalize: Normalize, body: nn.Module, head: nn.Linear) -> None:
         super().__init__()
@@ -74,17 +113,63 @@ class Classifier(nn.Module):
         self.head = head
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The penultimate representation ``body(normalize(x))``.
+
+        Args:
+            x: ``(N, C, H, W)`` pixels.
+
+        Returns:
+            The features the head takes.
+
+        Example:
+            >>> net = Classifier(Normalize([0.5], [0.5]), nn.Flatten(), nn.Linear(4, 3))
+            >>> net.features(torch.ones(1, 1, 2, 2)).tolist()
+            [[1.0, 1.0, 1.0, 1.0]]
+        """
         out: torch.Tensor = self.body(self.normalize(x))
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The logits ``head(body(normalize(x)))``.
+
+        Args:
+            x: ``(N, C, H, W)`` pixels.
+
+        Returns:
+            ``(N, K)`` logits.
+
+        Example:
+            >>> net = Classifier(Normalize([0.5], [0.5]), nn.Flatten(), nn.Linear(4, 3))
+            >>> net.forward(torch.zeros(2, 1, 2, 2)).shape
+            torch.Size([2, 3])
+        """
         out: torch.Tensor = self.head(self.features(x))
         return out
 
 
 def register_model(name: str) -> Callable[[F], F]:
     """Decorator: register a factory ``f(*, num_classes, in_channels, image_size, mean, std,
-    **options) -> Classifier`` under ``name``."""
+    **options) -> Classifier`` under ``name``.
+
+    Args:
+        name: the zoo name :func:`create_model` will accept.
+
+    Returns:
+        A decorator that registers the factory and returns it unchanged.
+
+    Raises:
+        ValueError: ``name`` is already registered (raised by the decorator).
+
+    Example:
+        >>> @register_model("demo_linear")
+        ... def demo_linear(*, num_classes, in_channels, image_size, mean, std):
+        ...     body = nn.Flatten()
+        ...     head = nn.Linear(in_channels * image_size**2, num_classes)
+        ...     return Classifier(Normalize(mean, std), body, head)
+        >>> create_model("demo_linear", 3, 1, 2).head
+        Linear(in_features=4, out_features=3, bias=True)
+        >>> del _REGISTRY["demo_linear"]  # leave the zoo as it was
+    """
 
     def wrap(factory: F) -> F:
         if name in _REGISTRY:
@@ -96,7 +181,15 @@ def register_model(name: str) -> Callable[[F], F]:
 
 
 def list_models() -> list[str]:
-    """Registered model names."""
+    """Registered model names.
+
+    Returns:
+        The zoo's names, sorted.
+
+    Example:
+        >>> list_models()
+        ['allcnn', 'cnn', 'mlp', 'resnet18', 'resnet50']
+    """
     return sorted(_REGISTRY)
 
 
@@ -187,6 +280,12 @@ _USER_MODEL = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 
 def is_user_model(name: object) -> bool:
     """Whether ``name`` names a user's architecture (``"MODULE:FUNCTION"``).
+
+    Args:
+        name: a model name (any object).
+
+    Returns:
+        ``True`` for a string containing ``:``.
 
     Example:
         >>> is_user_model("torchvision.models:resnet18"), is_user_model("cnn")
@@ -282,7 +381,24 @@ def mlp(
     std: Sequence[float],
     hidden: int = 256,
 ) -> Classifier:
-    """Two hidden ReLU layers; the fastest model, for tests and tiny data."""
+    """Two hidden ReLU layers; the fastest model, for tests and tiny data.
+
+    Args:
+        num_classes: the number of outputs.
+        in_channels: image channels.
+        image_size: image height and width.
+        mean: the per-channel mean of the input normalisation.
+        std: its per-channel standard deviation.
+        hidden: the width of both hidden layers.
+
+    Returns:
+        The :class:`Classifier`.
+
+    Example:
+        >>> net = mlp(num_classes=3, in_channels=1, image_size=8, mean=[0.5], std=[0.5])
+        >>> net(torch.zeros(2, 1, 8, 8)).shape, net.head.in_features
+        (torch.Size([2, 3]), 256)
+    """
     body = nn.Sequential(
         nn.Flatten(),
         nn.Linear(in_channels * image_size * image_size, hidden),
@@ -303,7 +419,27 @@ def cnn(
     std: Sequence[float],
     width: int = 32,
 ) -> Classifier:
-    """Two conv+BN+ReLU+pool blocks and a hidden linear layer: fast on CPU, any size >= 4."""
+    """Two conv+BN+ReLU+pool blocks and a hidden linear layer: fast on CPU, any size >= 4.
+
+    Args:
+        num_classes: the number of outputs.
+        in_channels: image channels.
+        image_size: image height and width.
+        mean: the per-channel mean of the input normalisation.
+        std: its per-channel standard deviation.
+        width: channels of the first block (the second has twice as many).
+
+    Returns:
+        The :class:`Classifier`.
+
+    Raises:
+        ModelError: images smaller than 4x4.
+
+    Example:
+        >>> net = cnn(num_classes=3, in_channels=1, image_size=8, mean=[0.5], std=[0.5])
+        >>> net(torch.zeros(2, 1, 8, 8)).shape
+        torch.Size([2, 3])
+    """
     if image_size < 4:
         raise ModelError(f"cnn needs images of at least 4x4 pixels, got {image_size}")
     body = nn.Sequential(
@@ -331,7 +467,27 @@ def allcnn(
 ) -> Classifier:
     """All-CNN as in the paper: 8 conv+BN+ReLU blocks (stride 2 at blocks 3 and 6), a final
     1x1 conv, global average pooling and a linear head. ``width_factor=0.5`` gives the
-    paper's 48/96 channels."""
+    paper's 48/96 channels.
+
+    Args:
+        num_classes: the number of outputs.
+        in_channels: image channels.
+        image_size: image height and width.
+        mean: the per-channel mean of the input normalisation.
+        std: its per-channel standard deviation.
+        width_factor: scales the 96/192 channels of the original All-CNN.
+
+    Returns:
+        The :class:`Classifier`.
+
+    Raises:
+        HyperparameterError: ``width_factor <= 0``.
+
+    Example:
+        >>> net = allcnn(num_classes=3, in_channels=1, image_size=8, mean=[0.5], std=[0.5])
+        >>> net(torch.zeros(2, 1, 8, 8)).shape, net.head.in_features
+        (torch.Size([2, 3]), 96)
+    """
     if width_factor <= 0:
         raise HyperparameterError(f"width_factor={width_factor}; it must be positive, e.g. 0.5")
     c1, c2 = max(1, int(96 * width_factor)), max(1, int(192 * width_factor))
@@ -359,7 +515,24 @@ def resnet18(
     mean: Sequence[float],
     std: Sequence[float],
 ) -> Classifier:
-    """ResNet-18, CIFAR variant: 3x3 stride-1 stem and no max-pool."""
+    """ResNet-18, CIFAR variant: 3x3 stride-1 stem and no max-pool.
+
+    Args:
+        num_classes: the number of outputs.
+        in_channels: image channels.
+        image_size: image height and width.
+        mean: the per-channel mean of the input normalisation.
+        std: its per-channel standard deviation.
+
+    Returns:
+        The :class:`Classifier`.
+
+    Example:
+        >>> with torch.device("meta"):  # the architecture only, no weights allocated
+        ...     net = resnet18(num_classes=3, in_channels=1, image_size=8, mean=[0.5], std=[0.5])
+        >>> net.head
+        Linear(in_features=512, out_features=3, bias=True)
+    """
     from torchvision.models import resnet18 as tv_resnet18
 
     net = tv_resnet18(weights=None, num_classes=num_classes)
@@ -379,7 +552,24 @@ def resnet50(
     mean: Sequence[float],
     std: Sequence[float],
 ) -> Classifier:
-    """torchvision's ResNet-50 (the paper's face-recognition model), randomly initialised."""
+    """torchvision's ResNet-50 (the paper's face-recognition model), randomly initialised.
+
+    Args:
+        num_classes: the number of outputs.
+        in_channels: image channels.
+        image_size: image height and width.
+        mean: the per-channel mean of the input normalisation.
+        std: its per-channel standard deviation.
+
+    Returns:
+        The :class:`Classifier`.
+
+    Example:
+        >>> with torch.device("meta"):  # the architecture only, no weights allocated
+        ...     net = resnet50(num_classes=3, in_channels=1, image_size=8, mean=[0.5], std=[0.5])
+        >>> net.head
+        Linear(in_features=2048, out_features=3, bias=True)
+    """
     from torchvision.models import resnet50 as tv_resnet50
 
     net = tv_resnet50(weights=None, num_classes=num_classes)

@@ -80,6 +80,25 @@ def figure_data(
       are in ``tsne_labels``;
     - ``confusion``: the ``K x K`` confusion matrix (rows true class, columns predicted) on the
       whole test set.
+
+    Args:
+        models: model name -> model.
+        data: the class split.
+        seed: seeds the samples and t-SNE.
+        max_points: the most samples per set (and for t-SNE).
+
+    Returns:
+        The figure data (``num_classes``, ``forget_classes``, ``max_points``, ``seed``,
+        ``tsne_labels``, ``models``).
+
+    Example:
+        >>> from torch.utils.data import TensorDataset
+        >>> from boundary_unlearning.data.split import class_split
+        >>> x, y = torch.rand(12, 2), torch.arange(12) % 3
+        >>> data = class_split(TensorDataset(x, y), TensorDataset(x, y), 2)
+        >>> figures = figure_data({"original": nn.Linear(2, 3)}, data, max_points=6)
+        >>> figures["tsne_labels"], sorted(figures["models"]["original"])
+        ([0, 0, 1, 1, 2, 2], ['confusion', 'entropy', 'tsne'])
     """
     rng = np.random.default_rng(seed)
     x_r, y_r = to_tensors(data.retain)
@@ -165,6 +184,11 @@ def plot_entropy(model_data: ModelFigures, *, title: str, num_classes: int) -> b
 
     Returns:
         The PNG bytes.
+
+    Example:
+        >>> samples = {"retain": [0.1, 0.2], "forget": [1.0], "test": [0.3]}
+        >>> plot_entropy({"entropy": samples}, title="original", num_classes=3)[1:4]
+        b'PNG'
     """
     fig = _figure(4.2, 3.0)
     ax = fig.add_subplot()
@@ -209,6 +233,11 @@ def plot_tsne(
 
     Returns:
         The PNG bytes.
+
+    Example:
+        >>> points = {"tsne": [[0.0, 0.0], [1.0, 1.0], [2.0, 0.0]]}
+        >>> plot_tsne(points, [0, 1, 2], title="original", forget_classes=[2])[1:4]
+        b'PNG'
     """
     import matplotlib
 
@@ -249,6 +278,11 @@ def plot_confusion(model_data: ModelFigures, *, title: str, forget_classes: list
 
     Returns:
         The PNG bytes.
+
+    Example:
+        >>> counts = {"confusion": [[2, 0], [1, 1]]}
+        >>> plot_confusion(counts, title="original", forget_classes=[1])[1:4]
+        b'PNG'
     """
     cm = np.asarray(model_data["confusion"], dtype=np.float64)
     k = len(cm)

@@ -201,6 +201,11 @@ def build_html(report: Report, sections: Sequence[tuple[str, str, Sequence[Figur
 
     Returns:
         A self-contained HTML document (figures embedded as data URIs).
+
+    Example:
+        >>> page = build_html({"dataset": "digits", "results": {"retrain": {"seconds": 2.0}}})
+        >>> page.startswith("<!DOCTYPE html>"), "Unlearning report: digits" in page
+        (True, True)
     """
     title = f"Unlearning report: {report.get('dataset')} / {report.get('model')}"
     return "\n".join(

@@ -124,6 +124,14 @@ def render_reports(report: Mapping[str, Any], out_dir: str | Path) -> None:
 
     Raises:
         DataError: ``report`` has no ``results`` table.
+
+    Example:
+        >>> import os
+        >>> import tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> render_reports({"results": {"retrain": {"seconds": 2.0}}}, folder)
+        >>> sorted(os.listdir(folder))  # no figures_data: no figures
+        ['report.html', 'report.md', 'results.csv']
     """
     report = as_report(report)
     out = Path(out_dir)

@@ -39,7 +39,12 @@ __all__ = [
 
 
 class Accuracies(TypedDict):
-    """``entry["acc"]``: accuracy (0..1) on each of the paper's four sets."""
+    """``entry["acc"]``: accuracy (0..1) on each of the paper's four sets.
+
+    Example:
+        >>> Accuracies(retain=0.99, forget=0.0, test_retain=0.95, test_forget=0.0)["forget"]
+        0.0
+    """
 
     retain: float  # D_r, the remaining training data
     forget: float  # D_f, the forgotten class's training data
@@ -49,7 +54,14 @@ class Accuracies(TypedDict):
 
 class Attacks(TypedDict, total=False):
     """``entry["mia"]``: the membership-inference attacks on D_f; None when not computable.
-    ``ulira`` only when the run asked for it."""
+    ``ulira`` only when the run asked for it.
+
+    Example:
+        >>> attacks: Attacks = {"paper_asr": 0.1, "confidence_svc": 0.9, "loss_lr": 0.5,
+        ...                     "entropy": None}
+        >>> sorted(attacks)
+        ['confidence_svc', 'entropy', 'loss_lr', 'paper_asr']
+    """
 
     paper_asr: float | None
     confidence_svc: float | None
@@ -69,7 +81,16 @@ class ModelEntry(TypedDict, total=False):
     """One model's column: ``report["results"][name]`` (means over seeds when several ran),
     ``report["std"][name]`` (their sample standard deviations, same keys) or one seed's
     ``report["per_seed"][seed][name]``. A model that failed on every seed holds only
-    ``failed``."""
+    ``failed``.
+
+    Example:
+        >>> entry: ModelEntry = {"acc": {"retain": 0.99, "forget": 0.0, "test_retain": 0.95,
+        ...                              "test_forget": 0.0}, "seconds": 1.5, "speedup": 20.0}
+        >>> report = as_report({"results": {"boundary_shrink": entry}})
+        >>> report["results"]["boundary_shrink"]["speedup"]
+        20.0
+        >>> failed: ModelEntry = {"failed": "DivergenceError: the loss became NaN at step 3"}
+    """
 
     acc: Accuracies
     mia: Attacks
@@ -87,7 +108,13 @@ class ModelEntry(TypedDict, total=False):
 
 class Sizes(TypedDict):
     """``report["sizes"]``: samples in each set (``forget_full``: all of D_f, ``forget``: the
-    part the methods may use)."""
+    part the methods may use).
+
+    Example:
+        >>> Sizes(forget=600, forget_full=6000, retain=54000, test_forget=1000,
+        ...       test_retain=9000)["forget_full"]
+        6000
+    """
 
     forget: int
     forget_full: int
@@ -97,7 +124,13 @@ class Sizes(TypedDict):
 
 
 class EntropySamples(TypedDict, total=False):
-    """Output entropies (nats) of sampled D_r, D_f and test inputs."""
+    """Output entropies (nats) of sampled D_r, D_f and test inputs.
+
+    Example:
+        >>> samples: EntropySamples = {"retain": [0.01, 0.02], "forget": [1.9], "test": [0.3]}
+        >>> max(samples["forget"])
+        1.9
+    """
 
     retain: list[float]
     forget: list[float]
@@ -105,7 +138,13 @@ class EntropySamples(TypedDict, total=False):
 
 
 class ModelFigures(TypedDict, total=False):
-    """One model's figure inputs (see :func:`~boundary_unlearning.report.figures.figure_data`)."""
+    """One model's figure inputs (see :func:`~boundary_unlearning.report.figures.figure_data`).
+
+    Example:
+        >>> figures: ModelFigures = {"confusion": [[5, 0], [1, 4]], "tsne": [[0.1, 0.2]]}
+        >>> figures["confusion"][1][1]
+        4
+    """
 
     entropy: EntropySamples
     tsne: list[list[float]]  # 2-D t-SNE points, in the order of FigureData.tsne_labels
@@ -113,7 +152,14 @@ class ModelFigures(TypedDict, total=False):
 
 
 class FigureData(TypedDict, total=False):
-    """``report["figures_data"]``: what the figures are drawn from, no model needed."""
+    """``report["figures_data"]``: what the figures are drawn from, no model needed.
+
+    Example:
+        >>> data: FigureData = {"num_classes": 2, "forget_classes": [1], "tsne_labels": [0],
+        ...                     "models": {"original": {"tsne": [[0.1, 0.2]]}}}
+        >>> list(data["models"])
+        ['original']
+    """
 
     num_classes: int
     forget_classes: list[int]
@@ -132,7 +178,13 @@ class Report(_ReportResults, total=False):
 
     ``bunlearn run`` writes all but ``checkpoint``; ``bunlearn unlearn`` writes ``dataset``,
     ``model``, ``forget_classes``, ``class_names``, ``seed``, ``checkpoint`` and
-    ``results``."""
+    ``results``.
+
+    Example:
+        >>> report: Report = {"dataset": "digits", "forget_classes": [3], "results": {}}
+        >>> as_report(report)["forget_classes"]
+        [3]
+    """
 
     dataset: str
     model: str | None
@@ -154,7 +206,14 @@ class Report(_ReportResults, total=False):
 
 
 class SweepVariant(TypedDict):
-    """One setting of a sweep study and its report."""
+    """One setting of a sweep study and its report.
+
+    Example:
+        >>> variant: SweepVariant = {"setting": {"eps": 0.05}, "folder": "eps=0.05",
+        ...                          "report": {"results": {}}}
+        >>> variant["setting"]["eps"]
+        0.05
+    """
 
     setting: dict[str, Any]  # varied key -> value
     folder: str
@@ -162,7 +221,14 @@ class SweepVariant(TypedDict):
 
 
 class SweepReport(TypedDict):
-    """``OUT/<study>/report.json`` of a ``bunlearn reproduce`` study that varies settings."""
+    """``OUT/<study>/report.json`` of a ``bunlearn reproduce`` study that varies settings.
+
+    Example:
+        >>> sweep: SweepReport = {"study": "eps", "title": "Effect of eps",
+        ...                       "vary": {"eps": [0.05, 0.1]}, "variants": []}
+        >>> sweep["vary"]["eps"]
+        [0.05, 0.1]
+    """
 
     study: str
     title: str

@@ -260,6 +260,19 @@ def format_summary(
 
     Returns:
         The markdown text.
+
+    Example:
+        >>> machine = {"gpu": None, "processor": "x86_64", "cpu_count": 2, "platform": "Linux",
+        ...            "torch": "2.5", "device": "cpu", "torch_threads": 1}
+        >>> suite = {"name": "demo", "description": "A tiny suite.", "experiment": {"seed": 0},
+        ...          "studies": {"main": {"title": "Main table"}}}
+        >>> acc = {"retain": 1.0, "forget": 0.0, "test_retain": 0.9, "test_forget": 0.0}
+        >>> report = {"results": {"retrain": {"acc": acc, "seconds": 2.0}}}
+        >>> record = {"machine": machine, "started": "2026-01-01T00:00", "seconds": 60.0,
+        ...           "studies": {"main": {"seconds": 60.0, "report": report}}}
+        >>> text = format_summary(suite, record)
+        >>> text.splitlines()[0], text.splitlines()[9:12]
+        ('# Suite `demo`', ['## Main table (`main/`)', '', 'Seeds [0]; 60.0 s.'])
     """
     machine = record["machine"]
     where = machine.get("gpu") or f"{machine['processor']}, {machine['cpu_count']} cores"

@@ -51,7 +51,20 @@ ARROW_LEGEND = (
 
 
 def metric_value(entry: Mapping[str, Any] | None, key: str) -> Any:
-    """``entry["mia"]["loss_lr"]`` for key ``"mia.loss_lr"``; None when absent."""
+    """``entry["mia"]["loss_lr"]`` for key ``"mia.loss_lr"``; None when absent.
+
+    Args:
+        entry: a model's entry (or ``None``).
+        key: a dotted metric key.
+
+    Returns:
+        The value, or ``None``.
+
+    Example:
+        >>> entry = {"acc": {"forget": 0.0}, "seconds": 2.0}
+        >>> metric_value(entry, "acc.forget"), metric_value(entry, "mia.loss_lr")
+        (0.0, None)
+    """
     node: Any = entry
     for part in key.split("."):
         if not isinstance(node, Mapping):
@@ -202,6 +215,14 @@ def table_rows(report: Report) -> tuple[list[str], list[tuple[str, list[str]]]]:
 
     Returns:
         ``(columns, [(metric key, cells per column)])``.
+
+    Example:
+        >>> acc = {"retain": 1.0, "forget": 0.0, "test_retain": 0.9, "test_forget": 0.0}
+        >>> report = {"results": {"retrain": {"acc": acc, "seconds": 20.0},
+        ...                       "finetune": {"acc": {**acc, "forget": 0.5}, "seconds": 2.0}}}
+        >>> columns, rows = table_rows(report)
+        >>> columns, rows[1]
+        (['retrain', 'finetune'], ('acc.forget', ['0.00', '50.00']))
     """
     cols = columns(report)
     results = report["results"]
@@ -247,6 +268,21 @@ def format_table(report: Mapping[str, Any]) -> str:
 
     Raises:
         DataError: ``report`` has no ``results`` table.
+
+    Example:
+        >>> acc = {"retain": 1.0, "forget": 0.0, "test_retain": 0.9, "test_forget": 0.0}
+        >>> report = {"results": {"retrain": {"acc": acc, "seconds": 20.0},
+        ...                       "finetune": {"acc": {**acc, "forget": 0.5}, "seconds": 2.0}}}
+        >>> print(format_table(report))
+                               retrain            finetune
+        ---------------------  -------  ------------------
+        Acc on D_r (%) ↑        100.00              100.00
+        Acc on D_f (%) ≈R         0.00               50.00
+        Acc on D_tr (%) ↑        90.00               90.00
+        Acc on D_tf (%) ≈R        0.00                0.00
+        Verdict ≈R                   —      did not forget
+        Time (s) ↓               20.00                2.00
+        Speed-up vs retrain ↑     1.0×  — (did not forget)
     """
     cols, rows = table_rows(as_report(report))
     header = ["", *cols]
@@ -353,6 +389,13 @@ def format_markdown(report: Mapping[str, Any]) -> str:
 
     Raises:
         DataError: ``report`` has no ``results`` table.
+
+    Example:
+        >>> acc = {"retain": 1.0, "forget": 0.0, "test_retain": 0.9, "test_forget": 0.0}
+        >>> report = {"results": {"retrain": {"acc": acc, "seconds": 20.0},
+        ...                       "finetune": {"acc": {**acc, "forget": 0.5}, "seconds": 2.0}}}
+        >>> format_markdown(report).splitlines()[5:7]
+        ['| metric | retrain | finetune |', '|---|---:|---:|']
     """
     report = as_report(report)
     cols, rows = table_rows(report)
@@ -391,7 +434,18 @@ def format_markdown(report: Mapping[str, Any]) -> str:
 
 def stats_text(stats: Mapping[str, Any]) -> str:
     """A method's diagnostics on one line; the forget-accuracy trace as its checks' count and
-    first and last values."""
+    first and last values.
+
+    Args:
+        stats: the method's :func:`~boundary_unlearning.unlearning_stats`.
+
+    Returns:
+        ``key = value`` pairs, comma-separated (floats with four decimals).
+
+    Example:
+        >>> stats_text({"steps": 12, "forget_acc_trace": [[0, 1.0], [12, 0.04]]})
+        'steps = 12, forget_acc_trace = 2 checks, 1.000 → 0.040'
+    """
     parts = []
     for k, v in stats.items():
         if k == "forget_acc_trace" and isinstance(v, list) and v:
@@ -469,6 +523,15 @@ def write_reports(report: Mapping[str, Any], out_dir: str | Path) -> None:
 
     Raises:
         DataError: ``report`` has no ``results`` table.
+        OSError: the folder cannot be written.
+
+    Example:
+        >>> import os
+        >>> import tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> write_reports({"results": {"retrain": {"seconds": 2.0}}}, folder)
+        >>> sorted(os.listdir(folder))
+        ['report.json', 'report.md']
     """
     report = as_report(report)
     out = Path(out_dir)
