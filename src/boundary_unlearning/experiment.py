@@ -96,12 +96,8 @@ def timed_unlearn(
     ``unlearn`` and the benchmark, so every reported time means the same thing.
 
     Example:
-        >>> import torch
-        >>> from torch.utils.data import TensorDataset
-        >>> from boundary_unlearning import class_split
-        >>> x, y = torch.rand(40, 1, 4, 4), torch.arange(40) % 4
-        >>> data = class_split(TensorDataset(x, y), TensorDataset(x, y), forget_classes=[1])
-        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4))
+        >>> from boundary_unlearning.data import toy_problem
+        >>> data, net = toy_problem()
         >>> _, seconds = timed_unlearn("boundary_expanding", net, data, {"max_steps": 2})
         >>> seconds > 0
         True

@@ -10,6 +10,7 @@ from .split import (
     implied_pixels,
     to_tensors,
 )
+from .toy import toy_problem
 
 __all__ = [
     "DatasetInfo",
@@ -22,4 +23,5 @@ __all__ = [
     "list_datasets",
     "load_dataset",
     "to_tensors",
+    "toy_problem",
 ]

@@ -96,13 +96,12 @@ def forget_monitor(
 
     Example:
         >>> from boundary_unlearning.recipe import Recipe
-        >>> from torch.utils.data import TensorDataset
-        >>> from boundary_unlearning.data.split import class_split
-        >>> x, y = torch.rand(8, 2), torch.arange(8) % 2
-        >>> data = class_split(TensorDataset(x, y), TensorDataset(x, y), 1)
-        >>> forget_monitor(x[y == 1], y[y == 1], data, Recipe()) is None
+        >>> from boundary_unlearning.data import toy_problem
+        >>> data, net = toy_problem(n=8, num_classes=2)
+        >>> forget_monitor(*forget_tensors(data, "demo"), data, Recipe()) is None
         True
-        >>> type(forget_monitor(x, y, data, Recipe(target_forget_acc=0.05))).__name__
+        >>> xf, yf = forget_tensors(data, "demo")
+        >>> type(forget_monitor(xf, yf, data, Recipe(target_forget_acc=0.05))).__name__
         'ForgetMonitor'
     """
     if recipe.target_forget_acc is None:
@@ -131,13 +130,11 @@ def forget_tensors(data: UnlearningData, method: str) -> tuple[torch.Tensor, tor
         DataError: the forget set is empty.
 
     Example:
-        >>> from torch.utils.data import TensorDataset
-        >>> from boundary_unlearning.data.split import class_split
-        >>> x, y = torch.rand(8, 2), torch.arange(8) % 2
-        >>> data = class_split(TensorDataset(x, y), TensorDataset(x, y), 1)
+        >>> from boundary_unlearning.data import toy_problem
+        >>> data, net = toy_problem(n=8, num_classes=2)
         >>> xf, yf = forget_tensors(data, "demo")
         >>> tuple(xf.shape), yf.tolist()
-        ((4, 2), [1, 1, 1, 1])
+        ((4, 1, 4, 4), [1, 1, 1, 1])
     """
     if len(data.forget) == 0:  # type: ignore[arg-type]
         raise DataError(
@@ -165,10 +162,8 @@ def forget_inputs(
         DataError: the forget set is empty.
 
     Example:
-        >>> from torch.utils.data import TensorDataset
-        >>> from boundary_unlearning.data.split import class_split
-        >>> x, y = torch.rand(8, 2), torch.arange(8) % 2
-        >>> data = class_split(TensorDataset(x, y), TensorDataset(x, y), 1)
+        >>> from boundary_unlearning.data import toy_problem
+        >>> data, net = toy_problem(n=8, num_classes=2)
         >>> xf, yf = forget_inputs(data, "demo")  # tensor-backed: a tensor
         >>> type(xf).__name__, yf.tolist()
         ('Tensor', [1, 1, 1, 1])
@@ -195,12 +190,11 @@ def check_inputs(model: nn.Module, data: UnlearningData, method: str) -> None:
         ModelError: the model fails on the inputs or has the wrong number of outputs.
 
     Example:
-        >>> from torch.utils.data import TensorDataset
-        >>> from boundary_unlearning.data.split import class_split
-        >>> x, y = torch.rand(8, 2), torch.arange(8) % 2
-        >>> data = class_split(TensorDataset(x, y), TensorDataset(x, y), 1)
-        >>> check_inputs(nn.Linear(2, 2), data, "demo")
-        >>> check_inputs(nn.Linear(2, 3), data, "demo")  # doctest: +ELLIPSIS
+        >>> from boundary_unlearning.data import toy_problem
+        >>> data, net = toy_problem(n=8, num_classes=2)
+        >>> check_inputs(net, data, "demo")
+        >>> three_outputs = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+        >>> check_inputs(three_outputs, data, "demo")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
         boundary_unlearning.errors.ModelError: demo: the model outputs (3,) values per image ...

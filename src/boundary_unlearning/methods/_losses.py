@@ -39,10 +39,8 @@ def retain_data(data: UnlearningData, method: str) -> Dataset[Any]:
         DataError: the retain set is empty.
 
     Example:
-        >>> from torch.utils.data import TensorDataset
-        >>> from boundary_unlearning.data.split import class_split
-        >>> x, y = torch.rand(8, 2), torch.arange(8) % 2
-        >>> data = class_split(TensorDataset(x, y), TensorDataset(x, y), 1)
+        >>> from boundary_unlearning.data import toy_problem
+        >>> data, net = toy_problem(n=8, num_classes=2)
         >>> retain_data(data, "demo") is data.retain
         True
     """
@@ -65,13 +63,11 @@ def retain_tensors(data: UnlearningData, method: str) -> tuple[torch.Tensor, tor
         DataError: the retain set is empty.
 
     Example:
-        >>> from torch.utils.data import TensorDataset
-        >>> from boundary_unlearning.data.split import class_split
-        >>> x, y = torch.rand(8, 2), torch.arange(8) % 2
-        >>> data = class_split(TensorDataset(x, y), TensorDataset(x, y), 1)
+        >>> from boundary_unlearning.data import toy_problem
+        >>> data, net = toy_problem(n=8, num_classes=2)
         >>> xr, yr = retain_tensors(data, "demo")
         >>> tuple(xr.shape), yr.tolist()
-        ((4, 2), [0, 0, 0, 0])
+        ((4, 1, 4, 4), [0, 0, 0, 0])
     """
     if len(data.retain) == 0:  # type: ignore[arg-type]
         raise DataError(

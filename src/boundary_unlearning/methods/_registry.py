@@ -198,12 +198,8 @@ class MethodSpec:
             DataError: an empty forget set.
 
         Example:
-            >>> import torch
-            >>> from torch.utils.data import TensorDataset
-            >>> from boundary_unlearning import class_split
-            >>> x, y = torch.rand(40, 1, 4, 4), torch.arange(40) % 4
-            >>> data = class_split(TensorDataset(x, y), TensorDataset(x, y), forget_classes=[1])
-            >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4))
+            >>> from boundary_unlearning.data import toy_problem
+            >>> data, net = toy_problem()
             >>> new = get_method("finetune")(net, data, epochs=1)
             >>> new is net, unlearning_stats(new)
             (False, {'steps': 1})
@@ -581,12 +577,8 @@ def unlearn(name: str, model: nn.Module, data: UnlearningData, **hparams: Any) -
         DataError: an empty forget set.
 
     Example:
-        >>> import torch
-        >>> from torch.utils.data import TensorDataset
-        >>> from boundary_unlearning import class_split
-        >>> x, y = torch.rand(40, 1, 4, 4), torch.arange(40) % 4
-        >>> data = class_split(TensorDataset(x, y), TensorDataset(x, y), forget_classes=[1])
-        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4))
+        >>> from boundary_unlearning.data import toy_problem
+        >>> data, net = toy_problem()
         >>> new = unlearn("boundary_expanding", net, data, max_steps=5)
         >>> new is net, unlearning_stats(new)["steps"] <= 5
         (False, True)

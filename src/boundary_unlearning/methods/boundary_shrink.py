@@ -173,12 +173,9 @@ def boundary_shrink(
         target, ``reached_target`` and ``forget_acc_trace``.
 
     Example:
-        >>> import torch
-        >>> from torch.utils.data import TensorDataset
-        >>> from boundary_unlearning import class_split, unlearning_stats
-        >>> x, y = torch.rand(40, 1, 4, 4), torch.arange(40) % 4
-        >>> data = class_split(TensorDataset(x, y), TensorDataset(x, y), forget_classes=[1])
-        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4))
+        >>> from boundary_unlearning import unlearning_stats
+        >>> from boundary_unlearning.data import toy_problem
+        >>> data, net = toy_problem()
         >>> new = boundary_shrink(net, data, max_steps=20)
         >>> sorted(unlearning_stats(new))[:2]
         ['attack_success_ratio', 'forget_acc_trace']

@@ -47,12 +47,9 @@ def l1_sparse(
         A new model in eval mode.
 
     Example:
-        >>> import torch
-        >>> from torch.utils.data import TensorDataset
-        >>> from boundary_unlearning import class_split, unlearning_stats
-        >>> x, y = torch.rand(40, 1, 4, 4), torch.arange(40) % 4
-        >>> data = class_split(TensorDataset(x, y), TensorDataset(x, y), forget_classes=[1])
-        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4))
+        >>> from boundary_unlearning import unlearning_stats
+        >>> from boundary_unlearning.data import toy_problem
+        >>> data, net = toy_problem()
         >>> new = l1_sparse(net, data, epochs=1)
         >>> new is net, new.training, unlearning_stats(new)
         (False, False, {'steps': 1})

@@ -74,12 +74,9 @@ def neg_grad(
         A new model in eval mode.
 
     Example:
-        >>> import torch
-        >>> from torch.utils.data import TensorDataset
-        >>> from boundary_unlearning import class_split, unlearning_stats
-        >>> x, y = torch.rand(40, 1, 4, 4), torch.arange(40) % 4
-        >>> data = class_split(TensorDataset(x, y), TensorDataset(x, y), forget_classes=[1])
-        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4))
+        >>> from boundary_unlearning import unlearning_stats
+        >>> from boundary_unlearning.data import toy_problem
+        >>> data, net = toy_problem()
         >>> new = neg_grad(net, data)  # ascends the loss on D_f until <= 5% remain
         >>> new is net, unlearning_stats(new)["reached_target"]
         (False, True)
