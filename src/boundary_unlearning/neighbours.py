@@ -8,7 +8,7 @@ authors' code gets this wrong, see docs/paper.md).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ._utils import eval_mode, model_device
-from .data.split import Normalization, NormalizationLike, check_normalization
+from .data.split import Normalization, NormalizationLike, channel_view, check_normalization
 from .data.streaming import iterate_batches
 from .distributed import gather_rows, is_distributed, shard_range
 from .errors import HyperparameterError
@@ -56,11 +56,6 @@ class Neighbours:
     labels: torch.Tensor  # y_nb = argmax f_w0(x')
     probs: torch.Tensor  # softmax f_w0(x'), for the optional loss re-weighting
     success_ratio: float  # fraction of inputs whose neighbour label differs from the true one
-
-
-def _channel_view(values: Sequence[float], x: torch.Tensor) -> torch.Tensor:
-    t = torch.as_tensor(list(values), dtype=x.dtype, device=x.device)
-    return t.view(1, -1, *([1] * (x.dim() - 2))) if x.dim() > 2 else t.view(1, -1)
 
 
 def neighbour_search(
@@ -214,8 +209,8 @@ def _attack_batch(
     quantize: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     if normalization is not None:
-        mean: torch.Tensor | None = _channel_view(normalization[0], x)
-        std: torch.Tensor | None = _channel_view(normalization[1], x)
+        mean: torch.Tensor | None = channel_view(normalization[0], x)
+        std: torch.Tensor | None = channel_view(normalization[1], x)
         pixels = x * std + mean  # type: ignore[operator]
     else:
         mean = std = None

@@ -16,10 +16,12 @@ __all__ = [
     "Normalization",
     "UnlearningData",
     "balanced_subset",
+    "channel_view",
     "check_normalization",
     "class_split",
     "dataset_labels",
     "implied_pixels",
+    "read_item",
     "to_tensors",
 ]
 
@@ -67,14 +69,28 @@ def to_tensors(dataset: Dataset[Any]) -> tuple[torch.Tensor, torch.Tensor]:
     xs: list[torch.Tensor] = []
     ys: list[int] = []
     for i in range(n):
-        item = dataset[i]
-        if not isinstance(item, (tuple, list)) or len(item) < 2:
-            raise DataError(
-                f"dataset item {i} is {type(item).__name__}, not an (image tensor, int label) pair"
-            )
-        xs.append(torch.as_tensor(item[0], dtype=torch.float32))
-        ys.append(int(item[1]))
+        x, label = read_item(dataset, i)
+        xs.append(x)
+        ys.append(label)
     return torch.stack(xs), torch.tensor(ys, dtype=torch.long)
+
+
+def read_item(dataset: Dataset[Any], index: int) -> tuple[torch.Tensor, int]:
+    """Item ``index`` of ``dataset`` as ``(float32 input, int label)``.
+
+    Raises:
+        DataError: the item is not an ``(input, label)`` pair.
+
+    Example:
+        >>> read_item([(0, 3)], 0)
+        (tensor(0.), 3)
+    """
+    item = dataset[index]
+    if not isinstance(item, (tuple, list)) or len(item) < 2:
+        raise DataError(
+            f"dataset item {index} is {type(item).__name__}, not an (image tensor, int label) pair"
+        )
+    return torch.as_tensor(item[0], dtype=torch.float32), int(item[1])
 
 
 def dataset_labels(dataset: Dataset[Any]) -> torch.Tensor:
@@ -110,12 +126,7 @@ def dataset_labels(dataset: Dataset[Any]) -> torch.Tensor:
             return torch.as_tensor(targets, dtype=torch.long)
     labels = []  # no label attribute: read the items, keeping only their labels
     for i in range(len(dataset)):  # type: ignore[arg-type]
-        item = dataset[i]
-        if not isinstance(item, (tuple, list)) or len(item) < 2:
-            raise DataError(
-                f"dataset item {i} is {type(item).__name__}, not an (image tensor, int label) pair"
-            )
-        labels.append(int(item[1]))
+        labels.append(read_item(dataset, i)[1])
     return torch.tensor(labels, dtype=torch.long)
 
 
@@ -409,15 +420,19 @@ def _range_sample(dataset: Dataset[Any]) -> torch.Tensor:
         return base.tensors[0]
     n = len(dataset)  # type: ignore[arg-type]
     picks = sorted({(i * n) // _RANGE_SAMPLE for i in range(min(n, _RANGE_SAMPLE))})
-    items = []
-    for i in picks:
-        item = dataset[i]
-        if not isinstance(item, (tuple, list)) or len(item) < 2:
-            raise DataError(
-                f"dataset item {i} is {type(item).__name__}, not an (image tensor, int label) pair"
-            )
-        items.append(torch.as_tensor(item[0], dtype=torch.float32))
-    return torch.stack(items)
+    return torch.stack([read_item(dataset, i)[0] for i in picks])
+
+
+def channel_view(values: Sequence[float], x: torch.Tensor) -> torch.Tensor:
+    """``values`` (one, or one per channel) shaped to broadcast over ``x``'s channel
+    dimension 1, with ``x``'s dtype and device.
+
+    Example:
+        >>> channel_view((0.5, 0.25), torch.zeros(1, 2, 3, 3)).shape
+        torch.Size([1, 2, 1, 1])
+    """
+    t = torch.tensor(list(values), dtype=x.dtype, device=x.device)
+    return t.view(1, -1, *([1] * (x.dim() - 2))) if x.dim() > 2 else t.view(1, -1)
 
 
 def implied_pixels(x: torch.Tensor, normalization: Normalization | None) -> torch.Tensor:
@@ -441,9 +456,7 @@ def implied_pixels(x: torch.Tensor, normalization: Normalization | None) -> torc
     if normalization is None:
         return x
     mean, std = normalization
-    shape = (1, -1, *([1] * (x.dim() - 2))) if x.dim() > 2 else (1, -1)
-    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(shape)
-    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(shape)
+    m, s = channel_view(mean, x), channel_view(std, x)
     if x.dim() >= 2 and max(len(mean), len(std)) not in (1, x.shape[1]):
         raise DataError(
             f"normalization has {max(len(mean), len(std))} values per channel but the inputs "

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from ..errors import DataError
-from .split import Normalization, to_tensors
+from .split import Normalization, channel_view, dataset_labels, to_tensors
 
 __all__ = [
     "MEMORY_BUDGET",
@@ -70,6 +70,23 @@ def tensor_backed(dataset: Dataset[Any], budget: int | None = None) -> bool:
     x = base.tensors[0]
     per_sample = x[0].numel() * x.element_size() if len(x) else 0
     return n * per_sample <= (MEMORY_BUDGET if budget is None else budget)
+
+
+def inputs_and_labels(
+    dataset: Dataset[Any],
+) -> tuple[torch.Tensor | Dataset[Any], torch.Tensor]:
+    """A dataset's inputs and labels: the inputs as a tensor when it is tensor-backed within
+    the budget, else the dataset itself (to be read batch by batch); the labels always as a
+    tensor, read without loading an input where the dataset allows.
+
+    Example:
+        >>> x, y = inputs_and_labels(TensorDataset(torch.zeros(2, 3), torch.tensor([1, 0])))
+        >>> type(x).__name__, y.tolist()
+        ('Tensor', [1, 0])
+    """
+    if tensor_backed(dataset):
+        return to_tensors(dataset)
+    return dataset, dataset_labels(dataset)
 
 
 def loader_workers() -> int:
@@ -325,8 +342,6 @@ class NormalizedDataset(Dataset[tuple[torch.Tensor, int]]):
         mean, std = normalization
         self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
-        from .split import dataset_labels
-
         self.targets = dataset_labels(dataset)
 
     def __len__(self) -> int:
@@ -360,8 +375,5 @@ def normalized(dataset: Dataset[Any], normalization: Normalization) -> Dataset[A
     if tensor_backed(dataset):
         x, y = to_tensors(dataset)
         mean, std = normalization
-        shape = (1, -1, *([1] * (x.dim() - 2))) if x.dim() > 2 else (1, -1)
-        m = torch.tensor(mean, dtype=x.dtype).view(shape)
-        s = torch.tensor(std, dtype=x.dtype).view(shape)
-        return TensorDataset((x - m) / s, y)
+        return TensorDataset((x - channel_view(mean, x)) / channel_view(std, x), y)
     return NormalizedDataset(dataset, normalization)

@@ -12,8 +12,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .._utils import eval_mode, model_device
-from ..data.split import UnlearningData, dataset_labels, to_tensors
-from ..data.streaming import iterate_batches, tensor_backed
+from ..data.split import UnlearningData, to_tensors
+from ..data.streaming import inputs_and_labels, iterate_batches
 from ..errors import DataError, ModelError
 from ..recipe import ForgetMonitor, Recipe
 
@@ -136,12 +136,16 @@ def forget_tensors(data: UnlearningData, method: str) -> tuple[torch.Tensor, tor
         >>> tuple(xf.shape), yf.tolist()
         ((4, 1, 4, 4), [1, 1, 1, 1])
     """
+    _require_forget(data, method)
+    return to_tensors(data.forget)
+
+
+def _require_forget(data: UnlearningData, method: str) -> None:
     if len(data.forget) == 0:  # type: ignore[arg-type]
         raise DataError(
             f"{method}: the forget set is empty; choose a forget class with training samples "
             "or a larger forget fraction"
         )
-    return to_tensors(data.forget)
 
 
 def forget_inputs(
@@ -168,11 +172,8 @@ def forget_inputs(
         >>> type(xf).__name__, yf.tolist()
         ('Tensor', [1, 1, 1, 1])
     """
-    if len(data.forget) == 0:  # type: ignore[arg-type]
-        forget_tensors(data, method)  # raises the one error
-    if tensor_backed(data.forget):
-        return forget_tensors(data, method)
-    return data.forget, dataset_labels(data.forget)
+    _require_forget(data, method)
+    return inputs_and_labels(data.forget)
 
 
 def check_inputs(model: nn.Module, data: UnlearningData, method: str) -> None:
@@ -199,8 +200,7 @@ def check_inputs(model: nn.Module, data: UnlearningData, method: str) -> None:
         ...
         boundary_unlearning.errors.ModelError: demo: the model outputs (3,) values per image ...
     """
-    if len(data.forget) == 0:  # type: ignore[arg-type]
-        forget_tensors(data, method)  # raises the one error
+    _require_forget(data, method)
     x = next(iterate_batches(data.forget, 2, order=[0, 1][: len(data.forget)]))[0]  # type: ignore[arg-type]
     probe = x.to(model_device(model))
     try:

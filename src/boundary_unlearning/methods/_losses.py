@@ -44,9 +44,15 @@ def retain_data(data: UnlearningData, method: str) -> Dataset[Any]:
         >>> retain_data(data, "demo") is data.retain
         True
     """
-    if len(data.retain) == 0:  # type: ignore[arg-type]
-        retain_tensors(data, method)  # raises the one error
+    _require_retain(data, method)
     return data.retain
+
+
+def _require_retain(data: UnlearningData, method: str) -> None:
+    if len(data.retain) == 0:  # type: ignore[arg-type]
+        raise DataError(
+            f"{method}: the retain set is empty; this method needs the remaining training data"
+        )
 
 
 def retain_tensors(data: UnlearningData, method: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,10 +75,7 @@ def retain_tensors(data: UnlearningData, method: str) -> tuple[torch.Tensor, tor
         >>> tuple(xr.shape), yr.tolist()
         ((4, 1, 4, 4), [0, 0, 0, 0])
     """
-    if len(data.retain) == 0:  # type: ignore[arg-type]
-        raise DataError(
-            f"{method}: the retain set is empty; this method needs the remaining training data"
-        )
+    _require_retain(data, method)
     return to_tensors(data.retain)
 
 

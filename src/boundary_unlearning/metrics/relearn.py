@@ -8,14 +8,13 @@ method's count with the retrained model's (Golatkar et al. CVPR 2020; Tarun et a
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Subset
 
 from ..data.split import UnlearningData, dataset_labels, to_tensors
-from ..data.streaming import tensor_backed
+from ..data.streaming import inputs_and_labels
 from .accuracy import predict_logits
 
 __all__ = ["relearn_steps"]
@@ -85,9 +84,7 @@ def relearn_steps(
         keep = torch.randperm(len(forget_y), generator=gen)[:max_eval]
         forget, forget_y = Subset(forget, keep.tolist()), forget_y[keep]
     # the eval set as tensors when it is held in memory, else read batch by batch
-    forget_x: torch.Tensor | Dataset[Any] = (
-        to_tensors(forget)[0] if tensor_backed(forget) else forget
-    )
+    forget_x = inputs_and_labels(forget)[0]
     work = copy.deepcopy(model)
 
     def forget_accuracy() -> float:

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..data.split import UnlearningData, dataset_labels, to_tensors
-from ..data.streaming import tensor_backed
+from ..data.split import UnlearningData
+from ..data.streaming import inputs_and_labels
 from . import mia as _mia
 from .accuracy import predict_logits
 from .distances import activation_distance, entropy, js_divergence, zrf_score
@@ -263,18 +263,12 @@ class _Sets:
     test_forget: _Set
 
 
-def _inputs_and_labels(dataset: Dataset[Any]) -> _Set:
-    if tensor_backed(dataset):
-        return to_tensors(dataset)
-    return dataset, dataset_labels(dataset)
-
-
 def _sets(data: UnlearningData) -> _Sets:
     return _Sets(
-        retain=_inputs_and_labels(data.retain),
-        forget=_inputs_and_labels(data.forget_eval),
-        test_retain=_inputs_and_labels(data.test_retain),
-        test_forget=_inputs_and_labels(data.test_forget),
+        retain=inputs_and_labels(data.retain),
+        forget=inputs_and_labels(data.forget_eval),
+        test_retain=inputs_and_labels(data.test_retain),
+        test_forget=inputs_and_labels(data.test_forget),
     )
 
 
