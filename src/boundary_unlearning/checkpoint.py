@@ -303,7 +303,8 @@ def check_metadata(meta: dict[str, Any], source: str = "checkpoint") -> None:
         source: the file it came from, for the error message.
 
     Raises:
-        CheckpointError: a missing, mistyped or out-of-bounds value.
+        CheckpointError: a missing, mistyped or out-of-bounds value, or a user architecture
+            (``MODULE:FUNCTION``), which only the caller may name.
 
     Example:
         >>> meta = {"model": "mlp", "num_classes": 2, "in_channels": 1, "image_size": 4,
@@ -316,6 +317,11 @@ def check_metadata(meta: dict[str, Any], source: str = "checkpoint") -> None:
     """
     if not isinstance(meta.get("model"), str):
         raise _meta_error(source, "has no model name")
+    if is_user_model(meta["model"]):  # buildable only by the caller: never import on its word
+        raise CheckpointError(
+            f"{source} was made with the user architecture {meta['model']}; pass --model "
+            f"{meta['model']} to build it (code named in a checkpoint is never imported)"
+        )
     for key, (low, high) in _META_LIMITS.items():
         value = meta.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -387,11 +393,6 @@ def build_from_metadata(meta: dict[str, Any], source: str = "checkpoint") -> nn.
         Linear(in_features=256, out_features=2, bias=True)
     """
     check_metadata(meta, source)
-    if is_user_model(meta["model"]):
-        raise CheckpointError(
-            f"{source} was made with the user architecture {meta['model']}; pass --model "
-            f"{meta['model']} to build it (code named in a checkpoint is never imported)"
-        )
     args = (meta["model"], meta["num_classes"], meta["in_channels"], meta["image_size"])
     options = dict(meta.get("model_options", {}))
     try:

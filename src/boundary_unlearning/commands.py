@@ -163,11 +163,6 @@ def unlearn_checkpoint(
             f"{checkpoint} has no metadata naming its data set; pass --dataset (and --model)"
         )
     recorded = _recorded_data_root(checkpoint, meta, dataset) if data_root is None else None
-    if model is None and is_user_model(meta.get("model")):
-        raise CheckpointError(
-            f"{checkpoint} was made with the user architecture {meta['model']}; pass --model "
-            f"{meta['model']} to build it (code named in a checkpoint is never imported)"
-        )
     if model is not None and is_user_model(model) and mean is None and std is None:
         recorded_norm = meta.get("input_normalization") if meta.get("model") == model else None
         if isinstance(recorded_norm, list) and len(recorded_norm) == 2:
