@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from typing import Any
 
@@ -58,6 +59,22 @@ def test_empty_forget_set_is_a_clear_error(
         num_classes=tiny_data.num_classes,
     )
     with pytest.raises(UnlearningError, match="forget set is empty"):
+        unlearn(method, tiny_model, data, **_fast(method))
+
+
+@pytest.mark.parametrize("method", list_methods())
+def test_empty_retain_set_is_refused_only_where_it_is_needed(
+    method: str, tiny_model: nn.Module, tiny_data: UnlearningData
+) -> None:
+    # A method that trains on D_r refuses an empty one with one line; a forget-only method
+    # does not look at it. NegGrad+ and amnesiac's repair need D_r only when asked for.
+    empty = TensorDataset(torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long))
+    data = dataclasses.replace(tiny_data, retain=empty)
+    extra = {"neg_grad": {"retain_weight": 1.0}}.get(method, {})
+    if get_method(method).cost in ("retain", "reference") or extra:
+        with pytest.raises(DataError, match=f"^{method}: the retain set is empty"):
+            unlearn(method, tiny_model, data, **_fast(method), **extra)
+    elif method not in NEEDS_RECORD:
         unlearn(method, tiny_model, data, **_fast(method))
 
 

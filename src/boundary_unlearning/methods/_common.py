@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import torch
@@ -12,10 +12,11 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .._utils import eval_mode, model_device
-from ..data.split import UnlearningData, to_tensors
-from ..data.streaming import inputs_and_labels, iterate_batches
+from ..data.split import UnlearningData
+from ..data.streaming import iterate_batches
 from ..errors import DataError, ModelError
-from ..recipe import ForgetMonitor, Recipe
+from ..recipe import ForgetMonitor, Recipe, RunOptions
+from ..training import LossFn, cross_entropy_loss, fit
 
 __all__ = [
     "FORGET_RECIPE",
@@ -23,11 +24,10 @@ __all__ = [
     "Layers",
     "check_inputs",
     "find_head",
-    "forget_inputs",
-    "forget_monitor",
-    "forget_tensors",
+    "fit_forget",
     "published_loop",
     "replace_module",
+    "require_retain",
     "train_only",
     "working_copy",
 ]
@@ -71,109 +71,99 @@ def published_loop(*, epochs: int, lr: float) -> dict[str, Any]:
 PAPER_FINETUNE = published_loop(epochs=10, lr=1e-5)
 
 
-def forget_monitor(
-    x: torch.Tensor | Dataset[Any],
-    y: torch.Tensor,
+def fit_forget(
+    model: nn.Module,
     data: UnlearningData,
+    train_set: Sequence[torch.Tensor] | Dataset[Any],
+    loss_fn: LossFn = cross_entropy_loss,
+    *,
+    forget: tuple[torch.Tensor | Dataset[Any], torch.Tensor],
+    layers: Layers,
+    head: str | None,
     recipe: Recipe,
-    params: list[nn.Parameter] | None = None,
-    model: nn.Module | None = None,
-) -> ForgetMonitor | None:
-    """The stopping rule's monitor on D_f when ``recipe`` has a target, else ``None``. With
-    ``params`` (the parameters :func:`train_only` chose) the monitor knows the head of
-    ``model`` that alone trains.
+    options: RunOptions,
+    desc: str,
+    outputs: int | None = None,
+    shard: bool = True,
+) -> nn.Module:
+    """The forget-only methods' shared training: :func:`fit` ``model`` (the method's working
+    copy, trained in place) on ``train_set`` with ``recipe``, only its head for
+    ``layers="head"`` (:func:`train_only`), and, when the recipe has a target, stopped by a
+    :class:`~boundary_unlearning.recipe.ForgetMonitor` on D_f that knows that head.
+
+    A forget-only method is then its idea (what it trains D_f towards) over this call.
 
     Args:
-        x: D_f's inputs (a tensor, or a dataset read batch by batch).
-        y: D_f's labels.
+        model: the working copy to train.
         data: the class split (gives the number of classes).
-        recipe: the training recipe; its ``target_forget_acc`` and ``seed`` are used.
-        params: the parameters that train, or ``None`` for all.
-        model: the model being trained (with ``params``, to find its head).
+        train_set: what to train on (e.g. D_f with new labels, from ``with_columns``).
+        loss_fn: the loss of one batch of ``train_set``.
+        forget: D_f's inputs (a tensor or a dataset read batch by batch) and true labels,
+            which the stopping rule watches.
+        layers: ``"head"`` or ``"all"``.
+        head: the head's dotted name, or ``None`` to search.
+        recipe: the training recipe; its ``target_forget_acc`` and ``seed`` drive the monitor.
+        options: progress bar and speed options.
+        desc: the progress bar's label.
+        outputs: the head's number of outputs when it differs from the class count (a widened
+            head).
+        shard: whether a batch may be split across ranks (``False`` for a loss over the
+            whole batch).
 
     Returns:
-        A :class:`~boundary_unlearning.recipe.ForgetMonitor`, or ``None`` without a target.
+        ``model``, trained, in eval mode.
+
+    Raises:
+        ModelError: ``layers="head"`` and no head is found.
 
     Example:
-        >>> from boundary_unlearning.recipe import Recipe
         >>> from boundary_unlearning.data import toy_problem
-        >>> data, net = toy_problem(n=8, num_classes=2)
-        >>> forget_monitor(*forget_tensors(data, "demo"), data, Recipe()) is None
-        True
-        >>> xf, yf = forget_tensors(data, "demo")
-        >>> type(forget_monitor(xf, yf, data, Recipe(target_forget_acc=0.05))).__name__
-        'ForgetMonitor'
+        >>> from boundary_unlearning.data.streaming import inputs_and_labels, with_columns
+        >>> data, net = toy_problem()
+        >>> x, y = inputs_and_labels(data.forget)
+        >>> new = fit_forget(
+        ...     working_copy(net), data, with_columns(x, (y + 1) % 4), forget=(x, y),
+        ...     layers="head", head=None, recipe=FORGET_RECIPE, options=RunOptions(), desc="demo",
+        ... )
+        >>> new.training
+        False
     """
-    if recipe.target_forget_acc is None:
-        return None
-    head = None
-    if params is not None and model is not None:
-        chosen = {id(p) for p in params}
-        head = next(
-            (m for m in model.modules() if isinstance(m, nn.Linear) and id(m.weight) in chosen),
-            None,
-        )
-    return ForgetMonitor(x, y, data.num_classes, seed=recipe.seed, head=head)
+    with train_only(model, layers, head, outputs or data.num_classes) as params:
+        monitor = None
+        if recipe.target_forget_acc is not None:
+            chosen = {id(p) for p in params or ()}
+            trained_head = next(
+                (m for m in model.modules() if isinstance(m, nn.Linear) and id(m.weight) in chosen),
+                None,
+            )
+            monitor = ForgetMonitor(*forget, data.num_classes, seed=recipe.seed, head=trained_head)
+        return fit(
+            model, train_set, loss_fn, recipe=recipe, options=options, parameters=params,
+            monitor=monitor, desc=desc, shard=shard,
+        )  # fmt: skip
 
 
-def forget_tensors(data: UnlearningData, method: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """D_f as tensors; an empty forget set is an error (there is nothing to unlearn).
+def require_retain(data: UnlearningData, method: str) -> None:
+    """Refuse an empty D_r for a method that trains on it (the registry calls this for
+    every ``retain`` and ``reference`` method; a method whose use of D_r is optional calls
+    it when it does).
 
     Args:
         data: the class split.
         method: the method's name, for the error message.
 
-    Returns:
-        ``(x, y)`` of D_f.
-
     Raises:
-        DataError: the forget set is empty.
+        DataError: the retain set is empty.
 
     Example:
         >>> from boundary_unlearning.data import toy_problem
         >>> data, net = toy_problem(n=8, num_classes=2)
-        >>> xf, yf = forget_tensors(data, "demo")
-        >>> tuple(xf.shape), yf.tolist()
-        ((4, 1, 4, 4), [1, 1, 1, 1])
+        >>> require_retain(data, "demo")
     """
-    _require_forget(data, method)
-    return to_tensors(data.forget)
-
-
-def _require_forget(data: UnlearningData, method: str) -> None:
-    if len(data.forget) == 0:  # type: ignore[arg-type]
+    if len(data.retain) == 0:  # type: ignore[arg-type]
         raise DataError(
-            f"{method}: the forget set is empty; choose a forget class with training samples "
-            "or a larger forget fraction"
+            f"{method}: the retain set is empty; this method needs the remaining training data"
         )
-
-
-def forget_inputs(
-    data: UnlearningData, method: str
-) -> tuple[torch.Tensor | Dataset[Any], torch.Tensor]:
-    """D_f's inputs and labels: the inputs as a tensor when D_f is tensor-backed (within the
-    memory budget), else the dataset itself, to be read batch by batch; the labels always as
-    a tensor (read without loading an image). An empty forget set is an error.
-
-    Args:
-        data: the class split.
-        method: the method's name, for the error message.
-
-    Returns:
-        ``(inputs, labels)`` of D_f.
-
-    Raises:
-        DataError: the forget set is empty.
-
-    Example:
-        >>> from boundary_unlearning.data import toy_problem
-        >>> data, net = toy_problem(n=8, num_classes=2)
-        >>> xf, yf = forget_inputs(data, "demo")  # tensor-backed: a tensor
-        >>> type(xf).__name__, yf.tolist()
-        ('Tensor', [1, 1, 1, 1])
-    """
-    _require_forget(data, method)
-    return inputs_and_labels(data.forget)
 
 
 def check_inputs(model: nn.Module, data: UnlearningData, method: str) -> None:
@@ -200,7 +190,11 @@ def check_inputs(model: nn.Module, data: UnlearningData, method: str) -> None:
         ...
         boundary_unlearning.errors.ModelError: demo: the model outputs (3,) values per image ...
     """
-    _require_forget(data, method)
+    if len(data.forget) == 0:  # type: ignore[arg-type]
+        raise DataError(
+            f"{method}: the forget set is empty; choose a forget class with training samples "
+            "or a larger forget fraction"
+        )
     x = next(iterate_batches(data.forget, 2, order=[0, 1][: len(data.forget)]))[0]  # type: ignore[arg-type]
     probe = x.to(model_device(model))
     try:

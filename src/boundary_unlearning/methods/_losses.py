@@ -1,16 +1,12 @@
-"""Helpers the later methods share: retain tensors, seeded samplers, distillation losses."""
+"""Helpers the later methods share: seeded samplers, distillation losses."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset
 
 from .._utils import eval_mode, model_device
-from ..data.split import UnlearningData, to_tensors
 from ..errors import DataError
 from ..metrics.accuracy import predict_logits
 
@@ -18,65 +14,8 @@ __all__ = [
     "RetainSampler",
     "kl_to_probs",
     "random_wrong_labels",
-    "retain_data",
-    "retain_tensors",
     "soft_targets",
 ]
-
-
-def retain_data(data: UnlearningData, method: str) -> Dataset[Any]:
-    """D_r for ``fit`` (which reads it as tensors or batch by batch, see
-    :mod:`boundary_unlearning.data.streaming`); an empty retain set is an error.
-
-    Args:
-        data: the class split.
-        method: the method's name, for the error message.
-
-    Returns:
-        ``data.retain``.
-
-    Raises:
-        DataError: the retain set is empty.
-
-    Example:
-        >>> from boundary_unlearning.data import toy_problem
-        >>> data, net = toy_problem(n=8, num_classes=2)
-        >>> retain_data(data, "demo") is data.retain
-        True
-    """
-    _require_retain(data, method)
-    return data.retain
-
-
-def _require_retain(data: UnlearningData, method: str) -> None:
-    if len(data.retain) == 0:  # type: ignore[arg-type]
-        raise DataError(
-            f"{method}: the retain set is empty; this method needs the remaining training data"
-        )
-
-
-def retain_tensors(data: UnlearningData, method: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """D_r as tensors; an empty retain set is an error for methods that need it.
-
-    Args:
-        data: the class split.
-        method: the method's name, for the error message.
-
-    Returns:
-        ``(x, y)`` of D_r.
-
-    Raises:
-        DataError: the retain set is empty.
-
-    Example:
-        >>> from boundary_unlearning.data import toy_problem
-        >>> data, net = toy_problem(n=8, num_classes=2)
-        >>> xr, yr = retain_tensors(data, "demo")
-        >>> tuple(xr.shape), yr.tolist()
-        ((4, 1, 4, 4), [0, 0, 0, 0])
-    """
-    _require_retain(data, method)
-    return to_tensors(data.retain)
 
 
 def random_wrong_labels(

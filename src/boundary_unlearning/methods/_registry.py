@@ -21,7 +21,7 @@ from torch import nn
 from ..data.split import UnlearningData
 from ..errors import HyperparameterError, did_you_mean, unknown_name
 from ..recipe import OPTION_FIELDS, RECIPE_FIELDS, FitResult, Recipe, RunOptions, collect_fits
-from ._common import check_inputs
+from ._common import check_inputs, require_retain
 
 __all__ = [
     "Cost",
@@ -195,7 +195,8 @@ class MethodSpec:
             HyperparameterError: an unknown, mistyped or out-of-range hyperparameter, or a
                 run option that is not a bool.
             ModelError: a model that cannot classify ``data``.
-            DataError: an empty forget set.
+            DataError: an empty forget set, or an empty retain set for a method that trains
+                on it.
 
         Example:
             >>> from boundary_unlearning.data import toy_problem
@@ -215,6 +216,8 @@ class MethodSpec:
         if self._takes_options:
             own["options"] = options
         check_inputs(model, data, self.name)
+        if self.cost in ("retain", "reference"):
+            require_retain(data, self.name)
         with collect_fits() as fits:
             out = self.fn(model, data, **own)
         # the method's own values, then what all of its training did (a combination's stage
@@ -574,7 +577,7 @@ def unlearn(name: str, model: nn.Module, data: UnlearningData, **hparams: Any) -
         HyperparameterError: an unknown, mistyped or out-of-range hyperparameter (one line
             listing the valid ones).
         ModelError: a model that cannot classify ``data``.
-        DataError: an empty forget set.
+        DataError: an empty forget set, or an empty retain set for a method that trains on it.
 
     Example:
         >>> from boundary_unlearning.data import toy_problem

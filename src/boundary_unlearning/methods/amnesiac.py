@@ -9,12 +9,11 @@ import torch
 from torch import nn
 
 from .._utils import model_device
-from ..data.split import UnlearningData
+from ..data.split import UnlearningData, to_tensors
 from ..recipe import RunOptions
 from ..recording import RecordMissingError, UpdateRecord, load_record
 from ..training import BNMode, cross_entropy_loss, fit
-from ._common import working_copy
-from ._losses import retain_tensors
+from ._common import require_retain, working_copy
 from ._registry import register_method, set_unlearning_stats
 
 __all__ = ["amnesiac"]
@@ -106,7 +105,8 @@ def amnesiac(
             if name in update:
                 param.sub_(update[name].to(param.device, param.dtype))
     if repair_epochs > 0:
-        x, y = retain_tensors(data, "amnesiac")
+        require_retain(data, "amnesiac")
+        x, y = to_tensors(data.retain)
         fit(
             unlearned,
             (x, y),

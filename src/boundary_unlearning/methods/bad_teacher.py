@@ -6,11 +6,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..data.split import UnlearningData
+from ..data.split import UnlearningData, to_tensors
 from ..recipe import Recipe, RunOptions
 from ..training import Batch, fit
-from ._common import forget_tensors, working_copy
-from ._losses import kl_to_probs, retain_tensors, soft_targets
+from ._common import working_copy
+from ._losses import kl_to_probs, soft_targets
 from ._registry import register_method
 from .retrain import reinitialize
 
@@ -60,8 +60,8 @@ def bad_teacher(
         >>> new is net, new.training, sorted(unlearning_stats(new))
         (False, False, ['steps'])
     """
-    xf, _ = forget_tensors(data, "bad_teacher")
-    xr, _ = retain_tensors(data, "bad_teacher")
+    xf, _ = to_tensors(data.forget)
+    xr, _ = to_tensors(data.retain)
     generator = torch.Generator().manual_seed(recipe.seed)
     keep = max(1, round(retain_fraction * len(xr)))
     xr = xr[torch.randperm(len(xr), generator=generator)[:keep]]

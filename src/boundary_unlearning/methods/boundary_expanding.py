@@ -6,18 +6,15 @@ import torch
 from torch import nn
 
 from ..data.split import UnlearningData
-from ..data.streaming import with_columns
+from ..data.streaming import inputs_and_labels, with_columns
 from ..recipe import Recipe, RunOptions
-from ..training import cross_entropy_loss, fit
 from ._common import (
     FORGET_RECIPE,
     PAPER_FINETUNE,
     Layers,
     find_head,
-    forget_inputs,
-    forget_monitor,
+    fit_forget,
     replace_module,
-    train_only,
     working_copy,
 )
 from ._registry import register_method
@@ -123,19 +120,17 @@ def boundary_expanding(
         >>> boundary_expanding(net, data, max_steps=5)[1].out_features
         4
     """
-    x, y = forget_inputs(data, "boundary_expanding")
+    x, y = inputs_and_labels(data.forget)
     k = data.num_classes
     unlearned = working_copy(model)
     name, original_head = find_head(unlearned, k, head)
     generator = torch.Generator().manual_seed(recipe.seed)
     replace_module(unlearned, name, widen_head(original_head, generator))
     shadow = torch.full((len(y),), k, dtype=torch.long)
-    with train_only(unlearned, layers, name, k + 1) as params:
-        fit(
-            unlearned, with_columns(x, shadow), cross_entropy_loss, recipe=recipe, options=options,
-            parameters=params, monitor=forget_monitor(x, y, data, recipe, params, unlearned),
-            desc="boundary_expanding",
-        )  # fmt: skip
+    fit_forget(
+        unlearned, data, with_columns(x, shadow), forget=(x, y), layers=layers, head=name,
+        recipe=recipe, options=options, desc="boundary_expanding", outputs=k + 1,
+    )  # fmt: skip
     wide = unlearned.get_submodule(name)
     assert isinstance(wide, nn.Linear)
     replace_module(unlearned, name, prune_head(wide))

@@ -10,19 +10,11 @@ from torch import nn
 
 from .._utils import eval_mode, model_device
 from ..data.split import UnlearningData
-from ..data.streaming import input_batches, with_columns
+from ..data.streaming import input_batches, inputs_and_labels, with_columns
 from ..neighbours import AttackName, LabelRule, neighbour_search
 from ..recipe import Recipe, RunOptions
-from ..training import Batch, LossFn, cross_entropy_loss, fit
-from ._common import (
-    FORGET_RECIPE,
-    PAPER_FINETUNE,
-    Layers,
-    forget_inputs,
-    forget_monitor,
-    train_only,
-    working_copy,
-)
+from ..training import Batch, LossFn, cross_entropy_loss
+from ._common import FORGET_RECIPE, PAPER_FINETUNE, Layers, fit_forget, working_copy
 from ._registry import register_method, set_unlearning_stats
 
 __all__ = ["boundary_shrink", "input_curvature", "margin_weights"]
@@ -180,7 +172,7 @@ def boundary_shrink(
         >>> sorted(unlearning_stats(new))[:2]
         ['attack_success_ratio', 'forget_acc_trace']
     """
-    x, y = forget_inputs(data, "boundary_shrink")
+    x, y = inputs_and_labels(data.forget)
     neighbours = neighbour_search(
         model, x, y, eps=eps, attack=attack, pgd_steps=pgd_steps, pgd_step_size=pgd_step_size,
         normalization=data.normalization, label_rule=label_rule, keep_inputs=False,
@@ -211,11 +203,9 @@ def boundary_shrink(
         loss_fn, shard = _weighted_ce, True
     else:
         tensors, loss_fn, shard = with_columns(x, neighbours.labels), cross_entropy_loss, True
-    with train_only(unlearned, layers, head, data.num_classes) as params:
-        fit(
-            unlearned, tensors, loss_fn, recipe=recipe, options=options, parameters=params,
-            monitor=forget_monitor(x, y, data, recipe, params, unlearned),
-            desc="boundary_shrink", shard=shard,
-        )  # fmt: skip
+    fit_forget(
+        unlearned, data, tensors, loss_fn, forget=(x, y), layers=layers, head=head,
+        recipe=recipe, options=options, desc="boundary_shrink", shard=shard,
+    )  # fmt: skip
     set_unlearning_stats(unlearned, {"attack_success_ratio": neighbours.success_ratio})
     return unlearned

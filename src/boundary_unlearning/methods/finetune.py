@@ -8,7 +8,6 @@ from ..data.split import UnlearningData
 from ..recipe import Recipe, RunOptions
 from ..training import fit
 from ._common import working_copy
-from ._losses import retain_data
 from ._registry import register_method
 
 __all__ = ["finetune"]
@@ -42,5 +41,4 @@ def finetune(
         >>> new is net, new.training, unlearning_stats(new)
         (False, False, {'steps': 1})
     """
-    retain = retain_data(data, "finetune")
-    return fit(working_copy(model), retain, recipe=recipe, options=options, desc="finetune")
+    return fit(working_copy(model), data.retain, recipe=recipe, options=options, desc="finetune")

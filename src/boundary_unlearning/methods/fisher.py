@@ -10,10 +10,9 @@ from torch.func import functional_call, grad, vmap
 from tqdm.auto import tqdm
 
 from .._utils import eval_mode, model_device
-from ..data.split import UnlearningData
+from ..data.split import UnlearningData, to_tensors
 from ..recipe import RunOptions
 from ._common import find_head, working_copy
-from ._losses import retain_tensors
 from ._registry import register_method
 
 __all__ = ["diagonal_fisher", "fisher"]
@@ -120,7 +119,7 @@ def fisher(
         >>> new is net, new.training
         (False, False)
     """
-    xr, _ = retain_tensors(data, "fisher")
+    xr, _ = to_tensors(data.retain)
     unlearned = working_copy(model)
     head_name, _ = find_head(unlearned, data.num_classes, head)
     head_params = {f"{head_name}.weight", f"{head_name}.bias"}

@@ -9,11 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.split import UnlearningData
+from ..data.split import UnlearningData, to_tensors
 from ..recipe import Recipe, RunOptions
 from ..training import Batch, fit
 from ._common import working_copy
-from ._losses import retain_tensors
 from ._registry import register_method
 
 __all__ = ["l1_sparse"]
@@ -54,7 +53,7 @@ def l1_sparse(
         >>> new is net, new.training, unlearning_stats(new)
         (False, False, {'steps': 1})
     """
-    x, y = retain_tensors(data, "l1_sparse")
+    x, y = to_tensors(data.retain)
     steps_per_epoch = math.ceil(len(x) / recipe.batch_size)
     epochs = math.ceil(recipe.limit(steps_per_epoch) / steps_per_epoch)
     step = 0

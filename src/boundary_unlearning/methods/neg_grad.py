@@ -7,20 +7,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._utils import model_device
-from ..data.split import UnlearningData
-from ..data.streaming import with_columns
+from ..data.split import UnlearningData, to_tensors
+from ..data.streaming import inputs_and_labels, with_columns
 from ..recipe import Recipe, RunOptions
-from ..training import Batch, fit
+from ..training import Batch
 from ._common import (
     FORGET_RECIPE,
     Layers,
-    forget_inputs,
-    forget_monitor,
+    fit_forget,
     published_loop,
-    train_only,
+    require_retain,
     working_copy,
 )
-from ._losses import RetainSampler, capped_ascent, retain_tensors
+from ._losses import RetainSampler, capped_ascent
 from ._registry import register_method
 
 __all__ = ["neg_grad"]
@@ -81,11 +80,12 @@ def neg_grad(
         >>> new is net, unlearning_stats(new)["reached_target"]
         (False, True)
     """
-    x, y = forget_inputs(data, "neg_grad")
+    x, y = inputs_and_labels(data.forget)
     unlearned = working_copy(model)
     sampler = None
     if retain_weight > 0:
-        xr, yr = retain_tensors(data, "neg_grad")
+        require_retain(data, "neg_grad")
+        xr, yr = to_tensors(data.retain)
         sampler = RetainSampler(xr, yr, recipe.batch_size, recipe.seed + 1, model_device(unlearned))
 
     def loss_fn(net: nn.Module, batch: Batch) -> torch.Tensor:
@@ -95,9 +95,7 @@ def neg_grad(
             loss = loss + retain_weight * F.cross_entropy(net(xb), yb)
         return loss
 
-    with train_only(unlearned, layers, head, data.num_classes) as params:
-        return fit(
-            unlearned, with_columns(x, y), loss_fn, recipe=recipe, options=options,
-            parameters=params, desc="neg_grad",
-            monitor=forget_monitor(x, y, data, recipe, params, unlearned),
-        )  # fmt: skip
+    return fit_forget(
+        unlearned, data, with_columns(x, y), loss_fn, forget=(x, y), layers=layers, head=head,
+        recipe=recipe, options=options, desc="neg_grad",
+    )  # fmt: skip

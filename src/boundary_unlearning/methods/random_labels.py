@@ -6,18 +6,9 @@ import torch
 from torch import nn
 
 from ..data.split import UnlearningData
-from ..data.streaming import with_columns
+from ..data.streaming import inputs_and_labels, with_columns
 from ..recipe import Recipe, RunOptions
-from ..training import fit
-from ._common import (
-    FORGET_RECIPE,
-    Layers,
-    forget_inputs,
-    forget_monitor,
-    published_loop,
-    train_only,
-    working_copy,
-)
+from ._common import FORGET_RECIPE, Layers, fit_forget, published_loop, working_copy
 from ._losses import random_wrong_labels
 from ._registry import register_method
 
@@ -68,11 +59,9 @@ def random_labels(
         >>> new is net, unlearning_stats(new)["reached_target"]
         (False, True)
     """
-    x, y = forget_inputs(data, "random_labels")
+    x, y = inputs_and_labels(data.forget)
     labels = random_wrong_labels(y, data.num_classes, torch.Generator().manual_seed(recipe.seed))
-    unlearned = working_copy(model)
-    with train_only(unlearned, layers, head, data.num_classes) as params:
-        return fit(
-            unlearned, with_columns(x, labels), recipe=recipe, options=options, parameters=params,
-            monitor=forget_monitor(x, y, data, recipe, params, unlearned), desc="random_labels",
-        )  # fmt: skip
+    return fit_forget(
+        working_copy(model), data, with_columns(x, labels), forget=(x, y), layers=layers,
+        head=head, recipe=recipe, options=options, desc="random_labels",
+    )  # fmt: skip

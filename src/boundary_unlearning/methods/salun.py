@@ -7,11 +7,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._utils import eval_mode, model_device
-from ..data.split import UnlearningData
+from ..data.split import UnlearningData, to_tensors
 from ..recipe import Recipe, RunOptions
 from ..training import fit
-from ._common import forget_tensors, working_copy
-from ._losses import retain_tensors
+from ._common import working_copy
 from ._registry import register_method, set_unlearning_stats
 
 __all__ = ["saliency_mask", "salun"]
@@ -104,8 +103,8 @@ def salun(
         >>> new is net, unlearning_stats(new)["masked_fraction"]  # threshold 0.5
         (False, 0.5)
     """
-    xf, yf = forget_tensors(data, "salun")
-    xr, yr = retain_tensors(data, "salun")
+    xf, yf = to_tensors(data.forget)
+    xr, yr = to_tensors(data.retain)
     unlearned = working_copy(model)
     masks = saliency_mask(unlearned, xf, yf, threshold=threshold, batch_size=recipe.batch_size)
     generator = torch.Generator().manual_seed(recipe.seed)

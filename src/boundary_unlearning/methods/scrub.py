@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.split import UnlearningData
+from ..data.split import UnlearningData, to_tensors
 from ..recipe import RunOptions
 from ..training import Batch, BNMode, LossFn, fit
-from ._common import forget_tensors, working_copy
-from ._losses import capped_ascent, kl_to_probs, retain_tensors, soft_targets
+from ._common import working_copy
+from ._losses import capped_ascent, kl_to_probs, soft_targets
 from ._registry import register_method
 
 __all__ = ["scrub"]
@@ -83,8 +83,8 @@ def scrub(
         >>> new is net, new.training, sorted(unlearning_stats(new))
         (False, False, ['steps'])
     """
-    xf, _ = forget_tensors(data, "scrub")
-    xr, yr = retain_tensors(data, "scrub")
+    xf, _ = to_tensors(data.forget)
+    xr, yr = to_tensors(data.retain)
     teacher_f = soft_targets(model, xf, temperature)
     teacher_r = soft_targets(model, xr, temperature)
     student = working_copy(model)

@@ -7,9 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._utils import eval_mode, model_device
-from ..data.split import UnlearningData
-from ._common import forget_tensors, working_copy
-from ._losses import retain_tensors
+from ..data.split import UnlearningData, to_tensors
+from ._common import working_copy
 from ._registry import register_method, set_unlearning_stats
 
 __all__ = ["parameter_importance", "ssd"]
@@ -92,8 +91,8 @@ def ssd(
         >>> new is net, 0.0 <= unlearning_stats(new)["dampened_fraction"] <= 1.0
         (False, True)
     """
-    xf, yf = forget_tensors(data, "ssd")
-    xr, yr = retain_tensors(data, "ssd")
+    xf, yf = to_tensors(data.forget)
+    xr, yr = to_tensors(data.retain)
     unlearned = working_copy(model)
     forget_importance = parameter_importance(unlearned, xf, yf, batch_size=batch_size)
     order = torch.randperm(len(xr) + len(xf), generator=torch.Generator().manual_seed(seed))

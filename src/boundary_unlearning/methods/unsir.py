@@ -8,11 +8,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._utils import model_device
-from ..data.split import UnlearningData
+from ..data.split import UnlearningData, to_tensors
 from ..recipe import RunOptions
 from ..training import Batch, BNMode, cross_entropy_loss, fit
-from ._common import forget_tensors, working_copy
-from ._losses import retain_tensors
+from ._common import working_copy
 from ._registry import register_method
 
 __all__ = ["error_maximizing_noise", "unsir"]
@@ -160,8 +159,8 @@ def unsir(
         >>> new is net, new.training, sorted(unlearning_stats(new))
         (False, False, ['steps'])
     """
-    xf, _ = forget_tensors(data, "unsir")
-    xr, yr = retain_tensors(data, "unsir")
+    xf, _ = to_tensors(data.forget)
+    xr, yr = to_tensors(data.retain)
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(yr), generator=generator)
     chosen = (
