@@ -26,6 +26,7 @@ from typing import Any, Union
 import torch
 import yaml
 
+from ._typecheck import fits
 from ._utils import atomic_write_text
 from .data.split import Normalization, check_normalization
 from .errors import ConfigError
@@ -197,55 +198,6 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
-    """``(ok, value)``: whether ``value`` fits annotation ``tp`` (ints count as floats)."""
-    if tp is Any:
-        return True, value
-    if tp is type(None):
-        return value is None, value
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (Union, types.UnionType):
-        for arg in args:
-            ok, out = _coerce(value, arg)
-            if ok:
-                return True, out
-        return False, value
-    if origin is list:
-        if not isinstance(value, list):
-            return False, value
-        items = []
-        for item in value:
-            ok, out = _coerce(item, args[0] if args else Any)
-            if not ok:
-                return False, value
-            items.append(out)
-        return True, items
-    if origin is dict:
-        if not isinstance(value, dict):
-            return False, value
-        key_t, val_t = args if args else (Any, Any)
-        result = {}
-        for key, item in value.items():
-            ok_k, out_k = _coerce(key, key_t)
-            ok_v, out_v = _coerce(item, val_t)
-            if not (ok_k and ok_v):
-                return False, value
-            result[out_k] = out_v
-        return True, result
-    if tp is bool:
-        return isinstance(value, bool), value
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return True, float(value)
-        return False, value
-    if tp is str:
-        return isinstance(value, str), value
-    return isinstance(value, tp), value
-
-
 def check_config_values(
     cls: type[Any], values: Mapping[str, Any], *, source: str = "config"
 ) -> dict[str, Any]:
@@ -265,7 +217,7 @@ def check_config_values(
     hints = typing.get_type_hints(cls)
     out: dict[str, Any] = {}
     for key, value in values.items():
-        ok, normalised = _coerce(parse_number_strings(value), hints[key])
+        ok, normalised = fits(parse_number_strings(value), hints[key], nan_ok=True)
         if not ok:
             raise ConfigError(
                 f"{source}: key '{key}' expects {_type_name(hints[key])}, got {value!r} "
