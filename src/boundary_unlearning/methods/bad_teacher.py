@@ -7,12 +7,12 @@ import torch
 from torch import nn
 
 from ..data.split import UnlearningData, to_tensors
+from ..models import reinitialize
 from ..recipe import Recipe, RunOptions
 from ..training import Batch, fit
 from ._common import working_copy
 from ._losses import kl_to_probs, soft_targets
 from ._registry import register_method
-from .retrain import reinitialize
 
 __all__ = ["bad_teacher"]
 

@@ -4,40 +4,13 @@ from __future__ import annotations
 
 from torch import nn
 
-from .._utils import seeded
 from ..data.split import UnlearningData
+from ..models import reinitialize
 from ..recipe import Recipe, RunOptions
 from ..training import fit
-from ._common import working_copy
 from ._registry import register_method
 
-__all__ = ["reinitialize", "retrain"]
-
-
-def reinitialize(model: nn.Module, seed: int) -> nn.Module:
-    """A copy of ``model`` with every layer re-initialised (seeded), BN statistics reset.
-
-    Args:
-        model: gives the architecture (not modified).
-        seed: seeds the new weights.
-
-    Returns:
-        The re-initialised copy.
-
-    Example:
-        >>> import torch
-        >>> model = nn.Linear(2, 2)
-        >>> fresh = reinitialize(model, 0)
-        >>> fresh is model, torch.equal(fresh.weight, reinitialize(model, 0).weight)
-        (False, True)
-    """
-    fresh = working_copy(model)
-    with seeded(seed):
-        for module in fresh.modules():
-            reset = getattr(module, "reset_parameters", None)
-            if callable(reset):
-                reset()
-    return fresh
+__all__ = ["retrain"]
 
 
 @register_method("retrain", cost="reference", recipe=Recipe(epochs=50, lr=0.01, weight_decay=5e-4))

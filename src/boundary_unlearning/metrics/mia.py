@@ -27,7 +27,6 @@ attack                    number reported                                   good
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any
 
@@ -36,8 +35,8 @@ import torch
 from numpy.typing import ArrayLike, NDArray
 from torch import nn
 
-from .._utils import seeded
 from ..data.split import UnlearningData, to_tensors
+from ..models import reinitialize
 from .accuracy import predict_logits
 
 __all__ = [
@@ -340,16 +339,6 @@ def gaussian_log_likelihood_ratio(
     return log_normal(t, ins) - log_normal(t, outs)
 
 
-def _reinitialise(model: nn.Module, seed: int) -> nn.Module:
-    fresh = copy.deepcopy(model)
-    with seeded(seed):
-        for module in fresh.modules():
-            reset = getattr(module, "reset_parameters", None)
-            if callable(reset):
-                reset()
-    return fresh
-
-
 def ulira(
     model: nn.Module,
     data: UnlearningData,
@@ -405,7 +394,7 @@ def ulira(
     for s in range(shadows):
         mask = torch.rand(n, generator=gen) < 0.5
         inside[s] = mask
-        shadow = _reinitialise(model, seed * 1000 + s)
+        shadow = reinitialize(model, seed * 1000 + s)
         x = torch.cat([retain_x, forget_x[mask]])
         y = torch.cat([retain_y, forget_y[mask]])
         fit(shadow, (x, y), epochs=epochs, lr=lr, batch_size=batch_size, seed=seed + s,
