@@ -5,7 +5,14 @@ CVPR 2023) with the baselines they are compared against and the paper's evaluati
 """
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import DatasetInfo, UnlearningData, class_split, list_datasets, load_dataset
+from .data import (
+    DatasetInfo,
+    UnlearningData,
+    class_split,
+    list_datasets,
+    load_dataset,
+    toy_problem,
+)
 from .errors import UnlearningError
 from .methods import (
     ForgettingWarning,
@@ -45,6 +52,7 @@ __all__ = [
     "load_dataset",
     "retrain",
     "save_checkpoint",
+    "toy_problem",
     "train",
     "unlearn",
     "unlearning_stats",

@@ -70,8 +70,7 @@ def amnesiac(
         DataError: a class outside the record, or two forget classes that shared a batch.
 
     Example:
-        >>> from boundary_unlearning import unlearning_stats
-        >>> from boundary_unlearning.data import toy_problem
+        >>> from boundary_unlearning import toy_problem, unlearning_stats
         >>> data, net = toy_problem()
         >>> import torch  # the original's training set, as two tensors
         >>> x, y = (torch.cat(t) for t in zip(data.retain.tensors, data.forget.tensors))

@@ -50,15 +50,14 @@ def bad_teacher(
         options: progress bar and speed options.
 
     Returns:
-        A new model in eval mode.
+        The student, distilled from both teachers, in eval mode.
 
     Example:
-        >>> from boundary_unlearning import unlearning_stats
-        >>> from boundary_unlearning.data import toy_problem
+        >>> from boundary_unlearning import toy_problem, unlearning_stats
         >>> data, net = toy_problem()
-        >>> new = bad_teacher(net, data)
-        >>> new is net, new.training, sorted(unlearning_stats(new))
-        (False, False, ['steps'])
+        >>> student = bad_teacher(net, data)  # one epoch over D_f + 30% of D_r, batch 256
+        >>> student is net, unlearning_stats(student)
+        (False, {'steps': 1})
     """
     xf, _ = to_tensors(data.forget)
     xr, _ = to_tensors(data.retain)

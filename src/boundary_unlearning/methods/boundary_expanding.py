@@ -115,7 +115,7 @@ def boundary_expanding(
         target, ``reached_target`` and ``forget_acc_trace``.
 
     Example:
-        >>> from boundary_unlearning.data import toy_problem
+        >>> from boundary_unlearning import toy_problem
         >>> data, net = toy_problem()
         >>> boundary_expanding(net, data, max_steps=5)[1].out_features
         4

@@ -109,15 +109,15 @@ def fisher(
         options: progress bar and speed options.
 
     Returns:
-        A new model in eval mode.
+        A copy with the noise added (no training), in eval mode.
 
     Example:
-        >>> from boundary_unlearning import unlearning_stats
-        >>> from boundary_unlearning.data import toy_problem
+        >>> from boundary_unlearning import toy_problem
         >>> data, net = toy_problem()
-        >>> new = fisher(net, data)
-        >>> new is net, new.training
-        (False, False)
+        >>> noisy = fisher(net, data)  # the forgotten class's head rows are set to 0
+        >>> row = lambda m: float(m[-1].weight.detach()[data.forget_classes[0]].abs().max())
+        >>> row(noisy) < 0.1 < row(net)
+        True
     """
     xr, _ = to_tensors(data.retain)
     unlearned = working_copy(model)

@@ -49,15 +49,14 @@ def random_labels(
         options: progress bar and speed options.
 
     Returns:
-        A new model in eval mode.
+        A copy trained on D_f's wrong labels until the target, in eval mode.
 
     Example:
-        >>> from boundary_unlearning import unlearning_stats
-        >>> from boundary_unlearning.data import toy_problem
+        >>> from boundary_unlearning import toy_problem
+        >>> from boundary_unlearning.metrics import accuracy
         >>> data, net = toy_problem()
-        >>> new = random_labels(net, data)  # trains D_f on wrong labels until <= 5% remain
-        >>> new is net, unlearning_stats(new)["reached_target"]
-        (False, True)
+        >>> accuracy(random_labels(net, data), data.forget)  # every D_f sample mislabelled
+        0.0
     """
     x, y = inputs_and_labels(data.forget)
     labels = random_wrong_labels(y, data.num_classes, torch.Generator().manual_seed(recipe.seed))
