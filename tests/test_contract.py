@@ -144,3 +144,34 @@ def test_method_keeps_at_most_two_model_copies_alive(
     peak[0] = max(peak[0], len(alive))
     assert out in alive and tiny_model not in alive
     assert 1 <= peak[0] <= 2, f"{method} held {peak[0]} model copies at once"
+
+
+def test_the_adding_a_method_example_in_the_docs_registers_and_forgets() -> None:
+    # docs/methods.md shows a whole method module; run it as if it were methods/runner_up.py
+    # and check that registering it is all it takes (validation, contracts, the stopping rule).
+    import importlib.util
+    import re
+    from pathlib import Path
+
+    from boundary_unlearning import toy_problem, unlearning_stats
+    from boundary_unlearning.methods import _registry
+    from boundary_unlearning.metrics import accuracy
+
+    text = (Path(__file__).parents[1] / "docs" / "methods.md").read_text(encoding="utf-8")
+    block = re.search(r"```python\n# src/boundary_unlearning/methods/runner_up.py\n(.*?)```",
+                      text, re.S)  # fmt: skip
+    assert block is not None, "the 'Adding a method' example is missing from docs/methods.md"
+    spec = importlib.util.spec_from_loader("boundary_unlearning.methods.runner_up", loader=None)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    try:
+        exec(compile(block.group(1), "docs/methods.md", "exec"), module.__dict__)
+        assert "runner_up" in list_methods()
+        data, net = toy_problem()
+        with pytest.raises(HyperparameterError, match="temperature=-1.0 must be a positive"):
+            unlearn("runner_up", net, data, temperature=-1.0)
+        new = unlearn("runner_up", net, data)
+        assert new is not net and unlearning_stats(new)["reached_target"] is True
+        assert accuracy(new, data.forget) <= 0.05
+    finally:
+        _registry._REGISTRY.pop("runner_up", None)
