@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 
 from ._utils import model_device
 from .data.streaming import iterate_batches, tensor_backed
-from .distributed import distributed_fit, is_main_process
+from .distributed import is_main_process
+from .distributed_training import distributed_fit
 from .errors import DataError, DivergenceError, HyperparameterError
 from .recipe import (
     OPTION_FIELDS,
