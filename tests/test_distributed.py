@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from boundary_unlearning import distributed
+from boundary_unlearning import distributed, distributed_training
 from boundary_unlearning.cli import _without_nproc
 from boundary_unlearning.cli_parser import build_parser
 from boundary_unlearning.errors import ConfigError
@@ -55,7 +55,7 @@ def test_outside_torchrun_nothing_is_distributed() -> None:
     assert distributed.gather_rows(t, 3) is t
     assert distributed.all_ranks(True) and not distributed.all_ranks(False)
     assert distributed.shard_range(7) == (0, 7)
-    assert distributed.distributed_fit(nn.Linear(2, 2), []) is None
+    assert distributed_training.distributed_fit(nn.Linear(2, 2), []) is None
     assert not distributed.init_distributed("cpu") or distributed.launched_by_torchrun()
 
 

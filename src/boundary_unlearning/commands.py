@@ -34,10 +34,10 @@ from .experiment import check_unlearning_steps, load_data, timed_unlearn
 from .methods import get_method, unlearning_stats, validate_hyperparameters
 from .metrics import accuracy
 from .models import create_model, is_user_model
+from .optim import check_recipe
 from .output_dir import check_writable, load_report
 from .recording import record_path
 from .report import render_reports, write_reports
-from .training import check_recipe
 
 __all__ = ["rerender_reports", "save_original", "unlearn_checkpoint"]
 

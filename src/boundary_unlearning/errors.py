@@ -88,7 +88,7 @@ class HyperparameterError(UnlearningError, ValueError):
     """An unknown, mistyped or meaningless hyperparameter.
 
     Example:
-        >>> from boundary_unlearning.training import check_recipe
+        >>> from boundary_unlearning.optim import check_recipe
         >>> check_recipe(epochs=1, lr=-1)
         Traceback (most recent call last):
         ...

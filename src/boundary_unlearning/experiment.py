@@ -36,9 +36,9 @@ from .distributed import is_main_process, world_size
 from .errors import DivergenceError, HyperparameterError
 from .methods import get_method, unlearn, unlearning_stats, validate_hyperparameters
 from .metrics import compute_metrics
+from .optim import check_recipe
 from .output_dir import check_output_dir, check_resume_matches, check_writable
 from .report import figure_data, format_table, render_reports
-from .training import check_recipe
 
 __all__ = [
     "check_unlearning_steps",

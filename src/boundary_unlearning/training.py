@@ -20,8 +20,10 @@ from tqdm.auto import tqdm
 
 from ._utils import model_device
 from .data.streaming import iterate_batches, tensor_backed
-from .distributed import distributed_fit, is_main_process
-from .errors import DataError, DivergenceError, HyperparameterError
+from .distributed import is_main_process
+from .distributed_training import distributed_fit
+from .errors import DataError, DivergenceError
+from .optim import make_optimizer, set_bn_mode
 from .recipe import (
     OPTION_FIELDS,
     RECIPE_FIELDS,
@@ -39,10 +41,8 @@ __all__ = [
     "LossFn",
     "OptimizerName",
     "StepCallback",
-    "check_recipe",
     "cross_entropy_loss",
     "fit",
-    "set_bn_mode",
     "train",
 ]
 
@@ -120,98 +120,6 @@ def cross_entropy_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
         0.6931471824645996
     """
     return F.cross_entropy(model(batch[0]), batch[1])
-
-
-def set_bn_mode(model: nn.Module, bn: BNMode) -> None:
-    """Put the model in train mode; with ``bn="freeze"`` BatchNorm layers stay in eval mode
-    (running statistics are used and not updated; their affine weights still train).
-
-    Args:
-        model: the model, changed in place.
-        bn: ``"train"`` or ``"freeze"``.
-
-    Raises:
-        HyperparameterError: another ``bn``.
-
-    Example:
-        >>> net = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
-        >>> set_bn_mode(net, "freeze"); net[1].training
-        False
-    """
-    model.train()
-    if bn == "freeze":
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.eval()
-    elif bn != "train":
-        raise HyperparameterError(f"bn='{bn}' is not one of 'train', 'freeze'")
-
-
-def check_recipe(
-    *, epochs: int, min_epochs: int = 0, what: str = "training", **settings: Any
-) -> None:
-    """Validate a training recipe up front (``fit`` checks the same at its start); pass
-    ``min_epochs=1`` where zero epochs is meaningless (training an original model).
-
-    Args:
-        epochs: passes over the data.
-        min_epochs: the smallest allowed ``epochs``.
-        what: names the run in the error message.
-        **settings: other :class:`~boundary_unlearning.recipe.Recipe` fields (``lr``,
-            ``batch_size``, ...); other keys are ignored.
-
-    Raises:
-        HyperparameterError: a setting out of range.
-
-    Example:
-        >>> check_recipe(epochs=2, lr=0.01, batch_size=64)
-        >>> check_recipe(epochs=0, min_epochs=1, what="train")
-        Traceback (most recent call last):
-        ...
-        boundary_unlearning.errors.HyperparameterError: train: epochs=0 must be a whole number >= 1
-    """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < min_epochs:
-        raise HyperparameterError(
-            f"{what}: epochs={epochs!r} must be a whole number >= {min_epochs}"
-        )
-    fields = {k: v for k, v in settings.items() if k in RECIPE_FIELDS}
-    Recipe(epochs=epochs, **fields).check(what)
-
-
-def make_optimizer(
-    params: Iterable[nn.Parameter],
-    optimizer: OptimizerName,
-    *,
-    lr: float,
-    momentum: float,
-    weight_decay: float,
-) -> torch.optim.Optimizer:
-    """The optimiser a recipe names.
-
-    Args:
-        params: the parameters to optimise.
-        optimizer: ``"sgd"`` or ``"adam"``.
-        lr: the learning rate.
-        momentum: SGD momentum (Adam ignores it).
-        weight_decay: the L2 penalty.
-
-    Returns:
-        ``torch.optim.SGD`` or ``torch.optim.Adam``.
-
-    Raises:
-        HyperparameterError: another optimiser name.
-
-    Example:
-        >>> opt = make_optimizer(nn.Linear(2, 2).parameters(), "adam", lr=0.1, momentum=0.0,
-        ...                      weight_decay=0.0)
-        >>> type(opt).__name__, opt.defaults["lr"]
-        ('Adam', 0.1)
-    """
-    if optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    if optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    raise HyperparameterError(f"optimizer='{optimizer}' is not one of 'sgd', 'adam'")
 
 
 def _split_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
