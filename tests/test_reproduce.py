@@ -14,13 +14,8 @@ import pytest
 from boundary_unlearning.cli import main
 from boundary_unlearning.errors import ConfigError
 from boundary_unlearning.methods import get_method, list_methods, validate_hyperparameters
-from boundary_unlearning.reproduce import (
-    PUBLISHED,
-    _settings,
-    apply_overrides,
-    list_suites,
-    load_suite,
-)
+from boundary_unlearning.reproduce import PUBLISHED, _settings
+from boundary_unlearning.suites import apply_overrides, list_suites, load_suite
 
 SHIPPED = ("cifar10-allcnn", "digits", "fashion-mnist", "vggface2-resnet50")
 PAPER_METHODS = (

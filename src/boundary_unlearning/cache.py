@@ -24,7 +24,7 @@ from ._utils import atomic_write_json, synchronize
 from .checkpoint import config_hash, load_checkpoint, read_metadata, save_checkpoint
 from .config import ExperimentConfig, input_normalization, resolve_device
 from .data import DatasetInfo, UnlearningData
-from .data.datasets import folder_fingerprint
+from .data.formats import folder_fingerprint
 from .distributed import all_ranks, world_size
 from .errors import UnlearningError
 from .methods import get_method, unlearn

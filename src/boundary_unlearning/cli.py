@@ -285,7 +285,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from .reproduce import list_suites, load_suite, run_suite
+    from .reproduce import run_suite
+    from .suites import list_suites, load_suite
 
     if args.list:
         for name in list_suites():

@@ -5,7 +5,8 @@ HTML page, all rendered from the JSON-able report dict of a run, whose shape
 from .figures import figure_data
 from .render import render_reports
 from .schema import Report
-from .tables import format_markdown, format_table, results_csv, write_reports
+from .tables import format_table
+from .writers import format_markdown, results_csv, write_reports
 
 __all__ = [
     "Report",

@@ -16,10 +16,10 @@ from .tables import (
     failures,
     metric_label,
     metric_value,
-    stats_text,
     table_rows,
 )
 from .tables import settings_line as _settings_md
+from .writers import stats_text
 
 __all__ = ["build_html"]
 

@@ -12,7 +12,8 @@ from .._utils import atomic_write_bytes, atomic_write_text
 from .figures import plot_confusion, plot_entropy, plot_tsne
 from .html import Figure, build_html
 from .schema import ModelFigures, Report, as_report
-from .tables import columns, format_markdown, results_csv
+from .tables import columns
+from .writers import format_markdown, results_csv
 
 __all__ = ["render_reports"]
 

@@ -252,7 +252,7 @@ def format_summary(
     found under ``out_dir/<study>/figures``).
 
     Args:
-        suite: the resolved suite (as :func:`~boundary_unlearning.reproduce.load_suite`
+        suite: the resolved suite (as :func:`~boundary_unlearning.suites.load_suite`
             returns it).
         record: the run record of :func:`~boundary_unlearning.reproduce.run_suite`, each
             finished study's entry holding its ``report``.

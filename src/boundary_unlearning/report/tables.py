@@ -5,29 +5,21 @@ column per model with the retrained model's value first, beside every metric. Ce
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from .._utils import atomic_write_json, atomic_write_text
 from ..metrics.suite import METRIC_BY_KEY, METRICS
-from .schema import ModelEntry, Report, as_report
+from .schema import Report, as_report
 
 __all__ = [
     "ARROWS",
     "METRIC_ORDER",
-    "format_markdown",
     "format_table",
     "format_value",
     "metric_value",
-    "results_csv",
-    "stats_text",
     "table_rows",
     "verdict",
-    "write_reports",
 ]
 
 # The table rows in order: one per metric declared in metrics.suite.METRICS.
@@ -375,165 +367,3 @@ def settings_line(report: Report) -> str:
         f"data set: **{report.get('dataset')}**, model: **{report.get('model')}**, "
         f"forgotten class(es): **{forgotten}**, {seed_text}"
     )
-
-
-def format_markdown(report: Mapping[str, Any]) -> str:
-    """``report.md``: settings, the paper-style table (retrain first, arrows for direction),
-    what each metric means, and method diagnostics.
-
-    Args:
-        report: a :class:`~boundary_unlearning.report.schema.Report`.
-
-    Returns:
-        The markdown text.
-
-    Raises:
-        DataError: ``report`` has no ``results`` table.
-
-    Example:
-        >>> acc = {"retain": 1.0, "forget": 0.0, "test_retain": 0.9, "test_forget": 0.0}
-        >>> report = {"results": {"retrain": {"acc": acc, "seconds": 20.0},
-        ...                       "finetune": {"acc": {**acc, "forget": 0.5}, "seconds": 2.0}}}
-        >>> format_markdown(report).splitlines()[5:7]
-        ['| metric | retrain | finetune |', '|---|---:|---:|']
-    """
-    report = as_report(report)
-    cols, rows = table_rows(report)
-    out = [
-        "# Unlearning report",
-        "",
-        f"- {settings_line(report)}",
-        f"- accuracies and attack rates in percent. {ARROW_LEGEND}.",
-        "",
-        "| metric | " + " | ".join(cols) + " |",
-        "|---|" + "---:|" * len(cols),
-    ]
-    out += ["| " + " | ".join([metric_label(key), *cells]) + " |" for key, cells in rows]
-    failed = failures(report)
-    if failed:
-        out += ["", "## Failures", "", *[f"- {line}" for line in failed]]
-    out += ["", "## What each metric means", ""]
-    for key, _ in rows:
-        metric = METRIC_BY_KEY.get(key)
-        if metric:
-            arrow = ARROWS[metric.direction]
-            out.append(f"- **{metric.label}** ({arrow} {metric.direction}): {metric.meaning}")
-    stats = {
-        name: entry["stats"]
-        for name, entry in report["results"].items()
-        if isinstance(entry, dict) and entry.get("stats")
-    }
-    if stats:
-        out += ["", "## Method diagnostics", ""]
-        for name, values in stats.items():
-            out.append(f"- {name}: {stats_text(values)}")
-    if report.get("figures_data"):
-        out += ["", "Figures: see `figures/` and `report.html`."]
-    return "\n".join(out) + "\n"
-
-
-def stats_text(stats: Mapping[str, Any]) -> str:
-    """A method's diagnostics on one line; the forget-accuracy trace as its checks' count and
-    first and last values.
-
-    Args:
-        stats: the method's :func:`~boundary_unlearning.unlearning_stats`.
-
-    Returns:
-        ``key = value`` pairs, comma-separated (floats with four decimals).
-
-    Example:
-        >>> stats_text({"steps": 12, "forget_acc_trace": [[0, 1.0], [12, 0.04]]})
-        'steps = 12, forget_acc_trace = 2 checks, 1.000 → 0.040'
-    """
-    parts = []
-    for k, v in stats.items():
-        if k == "forget_acc_trace" and isinstance(v, list) and v:
-            parts.append(f"{k} = {len(v)} checks, {v[0][1]:.3f} → {v[-1][1]:.3f}")
-        elif isinstance(v, float):
-            parts.append(f"{k} = {v:.4f}")
-        else:
-            parts.append(f"{k} = {v}")
-    return ", ".join(parts)
-
-
-def _flat(entry: ModelEntry) -> dict[str, Any]:
-    """One model's CSV row: its status and every metric it has, by metric key.
-
-    Args:
-        entry: the model's entry.
-
-    Returns:
-        ``{"status": "ok" or "failed: ...", metric key: value, ...}``.
-
-    Example:
-        >>> _flat({"acc": {"retain": 1.0, "forget": 0.0, "test_retain": 0.9, "test_forget": 0.0},
-        ...        "seconds": 2.0})["acc.forget"]
-        0.0
-    """
-    row: dict[str, Any] = {"status": f"failed: {entry['failed']}" if entry.get("failed") else "ok"}
-    for key in METRIC_ORDER:
-        value = metric_value(entry, key)
-        if value is not None:
-            row[key] = value
-    return row
-
-
-def results_csv(report: Report) -> str:
-    """``results.csv``: one row per model and seed (``per_seed`` when present, else the single
-    run's ``results``), one column per metric key of :data:`METRIC_ORDER` that occurs.
-
-    Args:
-        report: the report.
-
-    Returns:
-        The CSV text with a header row.
-
-    Example:
-        >>> print(results_csv({"results": {"retrain": {"seconds": 2.0}}}), end="")
-        seed,method,status,seconds
-        0,retrain,ok,2.0
-    """
-    per_seed = report.get("per_seed")
-    records: list[dict[str, Any]] = []
-    if isinstance(per_seed, Mapping) and per_seed:
-        for seed, results in per_seed.items():
-            for name, entry in results.items():
-                records.append({"seed": seed, "method": name, **_flat(entry)})
-    else:
-        seed = _seeds(report)[0]
-        for name, entry in report["results"].items():
-            records.append({"seed": seed, "method": name, **_flat(entry)})
-    keys = [k for k in METRIC_ORDER if any(k in r for r in records)]
-    buf = io.StringIO()
-    fields = ["seed", "method", "status", *keys]
-    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    for record in records:
-        writer.writerow(record)
-    return buf.getvalue()
-
-
-def write_reports(report: Mapping[str, Any], out_dir: str | Path) -> None:
-    """Write ``report.json`` and ``report.md`` atomically into ``out_dir``.
-
-    Args:
-        report: a :class:`~boundary_unlearning.report.schema.Report`.
-        out_dir: the folder to write into.
-
-    Raises:
-        DataError: ``report`` has no ``results`` table.
-        OSError: the folder cannot be written.
-
-    Example:
-        >>> import os
-        >>> import tempfile
-        >>> folder = tempfile.mkdtemp()
-        >>> write_reports({"results": {"retrain": {"seconds": 2.0}}}, folder)
-        >>> sorted(os.listdir(folder))
-        ['report.json', 'report.md']
-    """
-    report = as_report(report)
-    out = Path(out_dir)
-    atomic_write_json(out / "report.json", report)
-    atomic_write_text(out / "report.md", format_markdown(report))
