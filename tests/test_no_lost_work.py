@@ -124,6 +124,21 @@ def test_explicit_data_root_is_never_replaced_by_the_system_copy(
     assert not (tmp_path / "out").exists()
 
 
+def test_data_root_with_the_bundled_digits_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # digits comes with scikit-learn: a --data-root beside it was silently ignored, so a user
+    # who meant another data set trained on digits without being told.
+    with pytest.raises(DataError, match="digits ships with scikit-learn and reads no folder"):
+        load_dataset("digits", tmp_path)
+    argv = ["train", "--dataset", "digits", "--epochs", "1", "--out", tmp_path / "out",
+            "--data-root", tmp_path]  # fmt: skip
+    assert bunlearn(argv) == 2
+    assert f"--data-root {tmp_path} was given; drop --data-root" in _error_line(capsys)
+    assert not (tmp_path / "out").exists()
+    assert len(load_dataset("digits")[0]) == 1437  # without it: the bundled copy
+
+
 def _image_folder(
     root: Path, classes: tuple[str, ...] = ("cat", "dog"), per_class: int = 6
 ) -> None:

@@ -164,6 +164,12 @@ def _load_digits(root: Path | None, download: bool, **_: Any) -> tuple[Any, Any,
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
+    if root is not None:  # silently reading the bundled copy instead would hide a mistake
+        raise DataError(
+            f"digits ships with scikit-learn and reads no folder, but --data-root {root} was "
+            "given; drop --data-root, or pick a dataset read from a folder (fashion-mnist, "
+            "cifar10, imagefolder)"
+        )
     bunch = load_digits()
     images = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)
     labels = torch.from_numpy(bunch.target.astype(np.int64))
