@@ -27,6 +27,7 @@ from .checkpoint import (
 )
 from .config import ExperimentConfig, input_normalization, resolve_device
 from .data import DatasetInfo, UnlearningData, class_split, load_dataset
+from .data.datasets import dataset_key
 from .data.streaming import normalized
 from .distributed import is_main_process
 from .errors import CheckpointError, DataError, OutputError
@@ -247,7 +248,7 @@ def _recorded_data_root(checkpoint: str | Path, meta: dict[str, Any], dataset: s
     --data-root was given), checked to still exist."""
     source = meta.get("data")
     root = source.get("root") if isinstance(source, dict) else None
-    if not isinstance(root, str) or meta.get("dataset") != _dataset_key(dataset):
+    if not isinstance(root, str) or meta.get("dataset") != dataset_key(dataset):
         return None
     if not Path(root).exists():
         raise DataError(
@@ -276,13 +277,6 @@ def _check_same_data(
             f"the images in {root} changed since {checkpoint} was trained on them (fingerprint "
             f"{was} -> {now}); pass --data-root {root} to use them anyway, or restore them"
         )
-
-
-def _dataset_key(name: str) -> str:
-    """The canonical name of a data set as ``DatasetInfo.name`` spells it."""
-    key = name.lower().replace("_", "-")
-    aliases = {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10", "fmnist": "fashion-mnist"}
-    return aliases.get(key, key)
 
 
 def _evaluate_with_progress(

@@ -27,7 +27,7 @@ from .formats import (
     _read_idx,
 )
 
-__all__ = ["DatasetInfo", "list_datasets", "load_dataset"]
+__all__ = ["DatasetInfo", "dataset_key", "list_datasets", "load_dataset"]
 
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = (
@@ -377,6 +377,25 @@ def list_datasets() -> list[str]:
     return sorted(_LOADERS)
 
 
+def dataset_key(name: str) -> str:
+    """The canonical spelling of a data set's name (as :class:`DatasetInfo` has it): lower
+    case, ``-`` for ``_``, and the aliases ``fmnist``/``fashionmnist`` and ``cifar-10``.
+
+    Args:
+        name: a data set name as a user writes it.
+
+    Returns:
+        The canonical name (unknown names come back normalised, not refused).
+
+    Example:
+        >>> dataset_key("Fashion_MNIST"), dataset_key("fmnist"), dataset_key("CIFAR-10")
+        ('fashion-mnist', 'fashion-mnist', 'cifar10')
+    """
+    key = name.lower().replace("_", "-")
+    aliases = {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10", "fmnist": "fashion-mnist"}
+    return aliases.get(key, key)
+
+
 def load_dataset(
     name: str,
     root: str | Path | None = None,
@@ -419,10 +438,7 @@ def load_dataset(
     """
     if not isinstance(name, str):
         raise unknown_name("dataset", repr(name), _LOADERS)
-    key = name.lower().replace("_", "-")
-    key = {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10", "fmnist": "fashion-mnist"}.get(
-        key, key
-    )
+    key = dataset_key(name)
     if key not in _LOADERS:
         raise unknown_name("dataset", name, _LOADERS)
     return _LOADERS[key](Path(root) if root is not None else None, download, **options)
