@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .._utils import model_device
-from ..data.split import UnlearningData, to_tensors
+from ..data.split import UnlearningData
 from ..recipe import RunOptions
 from ..recording import RecordMissingError, UpdateRecord, load_record
 from ..training import BNMode, cross_entropy_loss, fit
@@ -105,10 +105,9 @@ def amnesiac(
                 param.sub_(update[name].to(param.device, param.dtype))
     if repair_epochs > 0:
         require_retain(data, "amnesiac")
-        x, y = to_tensors(data.retain)
         fit(
             unlearned,
-            (x, y),
+            data.retain,
             cross_entropy_loss,
             epochs=repair_epochs,
             lr=lr,

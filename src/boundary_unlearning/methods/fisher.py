@@ -3,14 +3,19 @@ diagonal Fisher information of the remaining data."""
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from .._utils import eval_mode, model_device
-from ..data.split import UnlearningData, to_tensors
+from ..data.split import UnlearningData
+from ..data.streaming import input_batches, inputs_and_labels
 from ..recipe import RunOptions
 from ._common import find_head, working_copy
 from ._registry import register_method
@@ -20,7 +25,7 @@ __all__ = ["diagonal_fisher", "fisher"]
 
 def diagonal_fisher(
     model: nn.Module,
-    x: torch.Tensor,
+    x: torch.Tensor | Dataset[Any],
     *,
     chunk_size: int = 64,
     progress: bool = False,
@@ -31,7 +36,7 @@ def diagonal_fisher(
 
     Args:
         model: the classifier.
-        x: the inputs (D_r).
+        x: the inputs (D_r): a tensor, or a dataset read ``chunk_size`` at a time.
         chunk_size: samples per vectorised per-sample-gradient batch.
         progress: show a progress bar.
 
@@ -54,10 +59,10 @@ def diagonal_fisher(
     per_sample = vmap(grad(sample_loss), in_dims=(None, 0, 0))
     total = {n: torch.zeros_like(p) for n, p in params.items()}
     with eval_mode(model):
-        for start in tqdm(
-            range(0, len(x), chunk_size), desc="fisher", disable=not progress, leave=False
-        ):
-            xb = x[start : start + chunk_size].to(device)
+        for xb in tqdm(
+            input_batches(x, chunk_size, device), desc="fisher", disable=not progress,
+            leave=False, total=math.ceil(len(x) / chunk_size),  # type: ignore[arg-type]
+        ):  # fmt: skip
             with torch.no_grad():
                 probs = F.softmax(functional_call(model, (params, buffers), (xb,)), dim=1)
             for k in range(probs.shape[1]):
@@ -66,7 +71,7 @@ def diagonal_fisher(
                 for n, g in grads.items():
                     w = probs[:, k].view(-1, *([1] * (g.dim() - 1)))
                     total[n] += (w * g.pow(2)).sum(dim=0)
-    return {n: t / len(x) for n, t in total.items()}
+    return {n: t / len(x) for n, t in total.items()}  # type: ignore[arg-type]
 
 
 @register_method("fisher", cost="retain")
@@ -119,7 +124,7 @@ def fisher(
         >>> row(noisy) < 0.1 < row(net)
         True
     """
-    xr, _ = to_tensors(data.retain)
+    xr, _ = inputs_and_labels(data.retain)
     unlearned = working_copy(model)
     head_name, _ = find_head(unlearned, data.num_classes, head)
     head_params = {f"{head_name}.weight", f"{head_name}.bias"}

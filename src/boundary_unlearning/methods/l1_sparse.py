@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.split import UnlearningData, to_tensors
+from ..data.split import UnlearningData
 from ..recipe import Recipe, RunOptions
 from ..training import Batch, fit
 from ._common import working_copy
@@ -53,8 +53,8 @@ def l1_sparse(
         >>> l1(l1_sparse(net, data, epochs=3, l1_weight=0.05)) < l1(net)  # the weights shrink
         True
     """
-    x, y = to_tensors(data.retain)
-    steps_per_epoch = math.ceil(len(x) / recipe.batch_size)
+    retain = data.retain
+    steps_per_epoch = math.ceil(len(retain) / recipe.batch_size)  # type: ignore[arg-type]
     epochs = math.ceil(recipe.limit(steps_per_epoch) / steps_per_epoch)
     step = 0
 
@@ -66,5 +66,5 @@ def l1_sparse(
         return F.cross_entropy(net(batch[0]), batch[1]) + gamma * l1
 
     return fit(
-        working_copy(model), (x, y), loss_fn, recipe=recipe, options=options, desc="l1_sparse"
+        working_copy(model), retain, loss_fn, recipe=recipe, options=options, desc="l1_sparse"
     )
