@@ -117,6 +117,9 @@ STREAMED = {
     "finetune": {"epochs": 1},
     "l1_sparse": {"epochs": 1},
     "fisher": {},
+    "ssd": {},
+    "salun": {"epochs": 1},
+    "bad_teacher": {},
 }
 
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset, TensorDataset
 
 from ..errors import DataError
 from .split import Normalization, channel_view, dataset_labels, to_tensors
@@ -26,6 +26,7 @@ from .split import Normalization, channel_view, dataset_labels, to_tensors
 __all__ = [
     "MEMORY_BUDGET",
     "NormalizedDataset",
+    "concat",
     "iterate_batches",
     "loader_workers",
     "normalized",
@@ -87,6 +88,34 @@ def inputs_and_labels(
     if tensor_backed(dataset):
         return to_tensors(dataset)
     return dataset, dataset_labels(dataset)
+
+
+def concat(*datasets: Dataset[Any]) -> Dataset[Any]:
+    """The datasets one after the other, kept on the tensor path where they allow it: a
+    ``Subset`` of the one ``TensorDataset`` they all index, or one ``TensorDataset`` of
+    their tensors when each is tensor-backed; else a ``ConcatDataset``, read lazily.
+
+    Args:
+        *datasets: map-style datasets of ``(input, label)`` tuples.
+
+    Returns:
+        A dataset of all their items, in order.
+
+    Example:
+        >>> base = TensorDataset(torch.arange(6.0)[:, None], torch.arange(6))
+        >>> both = concat(Subset(base, [4, 5]), Subset(base, [0]))
+        >>> type(both).__name__, to_tensors(both)[1].tolist()
+        ('Subset', [4, 5, 0])
+    """
+    bases = [_base(d)[0] for d in datasets]
+    if all(isinstance(b, TensorDataset) for b in bases):
+        if all(b is bases[0] for b in bases):
+            rows = torch.cat([_tensor_rows(d)[1] for d in datasets])
+            return Subset(bases[0], rows.tolist())
+        if all(tensor_backed(d) for d in datasets):
+            parts = [to_tensors(d) for d in datasets]
+            return TensorDataset(*(torch.cat(column) for column in zip(*parts, strict=True)))
+    return ConcatDataset(datasets)
 
 
 def loader_workers() -> int:

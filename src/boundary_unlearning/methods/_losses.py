@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import Dataset
 
-from .._utils import eval_mode, model_device
+from .._utils import eval_mode
 from ..errors import DataError
 from ..metrics.accuracy import predict_logits
 
@@ -83,12 +86,14 @@ class RetainSampler:
 
 
 @torch.no_grad()
-def soft_targets(model: nn.Module, x: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def soft_targets(
+    model: nn.Module, x: torch.Tensor | Dataset[Any], temperature: float = 1.0
+) -> torch.Tensor:
     """``softmax(model(x) / T)`` of a frozen model, in eval mode, on the model's device.
 
     Args:
         model: the teacher.
-        x: the inputs.
+        x: the inputs: a tensor, or a dataset read batch by batch.
         temperature: T.
 
     Returns:
@@ -100,7 +105,7 @@ def soft_targets(model: nn.Module, x: torch.Tensor, temperature: float = 1.0) ->
         [[0.5, 0.5]]
     """
     with eval_mode(model):
-        logits = predict_logits(model, x.to(model_device(model))).clone()
+        logits = predict_logits(model, x).clone()
     return F.softmax(logits / temperature, dim=1)
 
 

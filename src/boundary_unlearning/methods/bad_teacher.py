@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.data import Subset
 
-from ..data.split import UnlearningData, to_tensors
+from ..data.split import UnlearningData
+from ..data.streaming import concat, inputs_and_labels, with_columns
 from ..models import reinitialize
 from ..recipe import Recipe, RunOptions
 from ..training import Batch, fit
@@ -59,22 +61,26 @@ def bad_teacher(
         >>> student is net, unlearning_stats(student)
         (False, {'steps': 1})
     """
-    xf, _ = to_tensors(data.forget)
-    xr, _ = to_tensors(data.retain)
+    n = len(data.retain)  # type: ignore[arg-type]
     generator = torch.Generator().manual_seed(recipe.seed)
-    keep = max(1, round(retain_fraction * len(xr)))
-    xr = xr[torch.randperm(len(xr), generator=generator)[:keep]]
+    kept = Subset(
+        data.retain,
+        torch.randperm(n, generator=generator)[: max(1, round(retain_fraction * n))].tolist(),
+    )
+    xf, _ = inputs_and_labels(data.forget)
+    xr, _ = inputs_and_labels(kept)
     incompetent = reinitialize(model, recipe.seed)
     incompetent.eval()
     targets = torch.cat(
         [soft_targets(incompetent, xf, temperature), soft_targets(model, xr, temperature)]
     )
+    xs, _ = inputs_and_labels(concat(data.forget, kept))
 
     def loss_fn(net: nn.Module, batch: Batch) -> torch.Tensor:
         # Their loss is KL without the T^2 factor of Hinton distillation.
         return kl_to_probs(net(batch[0]), batch[1], temperature) / temperature**2
 
     return fit(
-        working_copy(model), (torch.cat([xf, xr]), targets), loss_fn, recipe=recipe,
+        working_copy(model), with_columns(xs, targets), loss_fn, recipe=recipe,
         options=options, desc="bad_teacher",
     )  # fmt: skip

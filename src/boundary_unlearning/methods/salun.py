@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import Dataset
 
 from .._utils import eval_mode, model_device
-from ..data.split import UnlearningData, to_tensors
+from ..data.split import UnlearningData
+from ..data.streaming import concat, input_batches, inputs_and_labels, with_columns
 from ..recipe import Recipe, RunOptions
 from ..training import fit
 from ._common import working_copy
@@ -17,7 +21,12 @@ __all__ = ["saliency_mask", "salun"]
 
 
 def saliency_mask(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, threshold: float, batch_size: int
+    model: nn.Module,
+    x: torch.Tensor | Dataset[Any],
+    y: torch.Tensor,
+    *,
+    threshold: float,
+    batch_size: int,
 ) -> dict[str, torch.Tensor]:
     """SalUn's weight saliency: ``|sum over D_f batches of grad CE|`` (model in eval mode);
     the mask is 1 on the ``threshold`` fraction of all weights with the largest saliency
@@ -25,7 +34,7 @@ def saliency_mask(
 
     Args:
         model: the classifier.
-        x: D_f's inputs.
+        x: D_f's inputs: a tensor, or a dataset read ``batch_size`` at a time.
         y: D_f's labels.
         threshold: the fraction of all weights to mark.
         batch_size: samples per gradient batch.
@@ -43,8 +52,8 @@ def saliency_mask(
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     grads = {n: torch.zeros_like(p) for n, p in params}
     with eval_mode(model):
-        for start in range(0, len(x), batch_size):
-            xb, yb = x[start : start + batch_size].to(device), y[start : start + batch_size]
+        labels = (y[i : i + batch_size] for i in range(0, len(y), batch_size))
+        for xb, yb in zip(input_batches(x, batch_size, device), labels, strict=True):
             loss = -F.cross_entropy(model(xb), yb.to(device))
             step = torch.autograd.grad(loss, [p for _, p in params])
             for (n, _), g in zip(params, step, strict=True):
@@ -102,8 +111,8 @@ def salun(
         >>> unlearning_stats(salun(net, data, epochs=1))["masked_fraction"]  # threshold 0.5
         0.5
     """
-    xf, yf = to_tensors(data.forget)
-    xr, yr = to_tensors(data.retain)
+    xf, yf = inputs_and_labels(data.forget)
+    xs, ys = inputs_and_labels(concat(data.forget, data.retain))
     unlearned = working_copy(model)
     masks = saliency_mask(unlearned, xf, yf, threshold=threshold, batch_size=recipe.batch_size)
     generator = torch.Generator().manual_seed(recipe.seed)
@@ -115,7 +124,7 @@ def salun(
     ]
     try:
         fit(
-            unlearned, (torch.cat([xf, xr]), torch.cat([random, yr])), recipe=recipe,
+            unlearned, with_columns(xs, torch.cat([random, ys[len(yf) :]])), recipe=recipe,
             options=options, desc="salun",
         )  # fmt: skip
     finally:

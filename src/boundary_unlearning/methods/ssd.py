@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import Dataset, Subset
 
 from .._utils import eval_mode, model_device
-from ..data.split import UnlearningData, to_tensors
+from ..data.split import UnlearningData
+from ..data.streaming import concat, input_batches, inputs_and_labels
 from ._common import working_copy
 from ._registry import register_method, set_unlearning_stats
 
@@ -15,14 +19,14 @@ __all__ = ["parameter_importance", "ssd"]
 
 
 def parameter_importance(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int
+    model: nn.Module, x: torch.Tensor | Dataset[Any], y: torch.Tensor, *, batch_size: int
 ) -> dict[str, torch.Tensor]:
     """SSD's diagonal importance: the mean over batches of the squared gradient of the
     batch's cross-entropy (model in eval mode, batches in the given order).
 
     Args:
         model: the classifier.
-        x: the inputs.
+        x: the inputs: a tensor, or a dataset read ``batch_size`` at a time.
         y: the labels.
         batch_size: samples per batch.
 
@@ -40,8 +44,8 @@ def parameter_importance(
     total = {n: torch.zeros_like(p) for n, p in params}
     batches = 0
     with eval_mode(model):
-        for start in range(0, len(x), batch_size):
-            xb, yb = x[start : start + batch_size].to(device), y[start : start + batch_size]
+        labels = (y[i : i + batch_size] for i in range(0, len(y), batch_size))
+        for xb, yb in zip(input_batches(x, batch_size, device), labels, strict=True):
             loss = F.cross_entropy(model(xb), yb.to(device))
             grads = torch.autograd.grad(loss, [p for _, p in params])
             for (n, _), g in zip(params, grads, strict=True):
@@ -91,14 +95,13 @@ def ssd(
         >>> 0.0 <= dampened <= 1.0
         True
     """
-    xf, yf = to_tensors(data.forget)
-    xr, yr = to_tensors(data.retain)
+    xf, yf = inputs_and_labels(data.forget)
+    xs, ys = inputs_and_labels(concat(data.retain, data.forget))  # the whole training set
     unlearned = working_copy(model)
     forget_importance = parameter_importance(unlearned, xf, yf, batch_size=batch_size)
-    order = torch.randperm(len(xr) + len(xf), generator=torch.Generator().manual_seed(seed))
-    full_importance = parameter_importance(
-        unlearned, torch.cat([xr, xf])[order], torch.cat([yr, yf])[order], batch_size=batch_size
-    )
+    order = torch.randperm(len(ys), generator=torch.Generator().manual_seed(seed))
+    shuffled = xs[order] if isinstance(xs, torch.Tensor) else Subset(xs, order.tolist())
+    full_importance = parameter_importance(unlearned, shuffled, ys[order], batch_size=batch_size)
     dampened = 0
     total = 0
     with torch.no_grad():
