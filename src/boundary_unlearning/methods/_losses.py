@@ -10,6 +10,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .._utils import eval_mode
+from ..data.streaming import iterate_batches
 from ..errors import DataError
 from ..metrics.accuracy import predict_logits
 
@@ -54,11 +55,12 @@ class RetainSampler:
     Used inside a loss function when a method pairs each forget batch with a retain batch.
 
     Args:
-        x: D_r's inputs.
+        x: D_r's inputs: a tensor (moved to ``device`` once), or a dataset whose drawn
+            items are read for each batch.
         y: D_r's labels.
         batch_size: samples per drawn batch.
         seed: seeds the draws.
-        device: where ``x``, ``y`` and the batches live.
+        device: where the batches go.
 
     Example:
         >>> sampler = RetainSampler(torch.rand(5, 2), torch.arange(5), 3, 0, torch.device("cpu"))
@@ -69,20 +71,24 @@ class RetainSampler:
 
     def __init__(
         self,
-        x: torch.Tensor,
+        x: torch.Tensor | Dataset[Any],
         y: torch.Tensor,
         batch_size: int,
         seed: int,
         device: torch.device,
     ) -> None:
-        self.x, self.y = x.to(device), y.to(device)
+        self.x = x.to(device) if isinstance(x, torch.Tensor) else x
+        self.y, self.device = y.to(device), device
         self.batch_size = batch_size
         self.generator = torch.Generator().manual_seed(seed)
 
     def __call__(self) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = torch.randint(len(self.x), (self.batch_size,), generator=self.generator)
-        idx = idx.to(self.x.device)
-        return self.x[idx], self.y[idx]
+        idx = torch.randint(len(self.y), (self.batch_size,), generator=self.generator)
+        if isinstance(self.x, torch.Tensor):
+            idx = idx.to(self.x.device)
+            return self.x[idx], self.y[idx]
+        batch = next(iterate_batches(self.x, self.batch_size, order=idx, device=self.device))
+        return batch[0], self.y[idx.to(self.device)]
 
 
 @torch.no_grad()

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._utils import model_device
-from ..data.split import UnlearningData, to_tensors
+from ..data.split import UnlearningData
 from ..data.streaming import inputs_and_labels, with_columns
 from ..recipe import Recipe, RunOptions
 from ..training import Batch
@@ -83,7 +83,7 @@ def neg_grad(
     sampler = None
     if retain_weight > 0:
         require_retain(data, "neg_grad")
-        xr, yr = to_tensors(data.retain)
+        xr, yr = inputs_and_labels(data.retain)
         sampler = RetainSampler(xr, yr, recipe.batch_size, recipe.seed + 1, model_device(unlearned))
 
     def loss_fn(net: nn.Module, batch: Batch) -> torch.Tensor:

@@ -3,11 +3,15 @@ D_f (max steps) while staying close to it on D_r (min steps)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import Dataset
 
-from ..data.split import UnlearningData, to_tensors
+from ..data.split import UnlearningData
+from ..data.streaming import inputs_and_labels, with_columns
 from ..recipe import RunOptions
 from ..training import Batch, BNMode, LossFn, fit
 from ._common import working_copy
@@ -83,8 +87,8 @@ def scrub(
         >>> unlearning_stats(new)["steps"]
         2
     """
-    xf, _ = to_tensors(data.forget)
-    xr, yr = to_tensors(data.retain)
+    xf, _ = inputs_and_labels(data.forget)
+    xr, yr = inputs_and_labels(data.retain)
     teacher_f = soft_targets(model, xf, temperature)
     teacher_r = soft_targets(model, xr, temperature)
     student = working_copy(model)
@@ -102,7 +106,11 @@ def scrub(
         )
 
     def one_pass(
-        tensors: tuple[torch.Tensor, ...], loss: LossFn, size: int, pass_seed: int, desc: str
+        tensors: tuple[torch.Tensor, ...] | Dataset[Any],
+        loss: LossFn,
+        size: int,
+        pass_seed: int,
+        desc: str,
     ) -> None:
         fit(student, tensors, loss, epochs=1, lr=lr, momentum=momentum,
             weight_decay=weight_decay, batch_size=size, seed=pass_seed, bn=bn,
@@ -110,9 +118,9 @@ def scrub(
 
     for epoch in range(epochs):
         if epoch < max_epochs:
-            one_pass((xf, teacher_f), max_loss, forget_batch_size, seed + 2 * epoch,
+            one_pass(with_columns(xf, teacher_f), max_loss, forget_batch_size, seed + 2 * epoch,
                      f"scrub max {epoch + 1}")  # fmt: skip
-        one_pass((xr, yr, teacher_r), min_loss, batch_size, seed + 2 * epoch + 1,
+        one_pass(with_columns(xr, yr, teacher_r), min_loss, batch_size, seed + 2 * epoch + 1,
                  f"scrub min {epoch + 1}")  # fmt: skip
     student.eval()
     return student

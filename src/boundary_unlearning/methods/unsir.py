@@ -6,9 +6,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import Subset, TensorDataset
 
 from .._utils import model_device
-from ..data.split import UnlearningData, to_tensors
+from ..data.split import UnlearningData, dataset_labels, read_item
+from ..data.streaming import concat
 from ..recipe import RunOptions
 from ..training import Batch, BNMode, cross_entropy_loss, fit
 from ._common import working_copy
@@ -158,8 +160,8 @@ def unsir(
         >>> unlearning_stats(new)  # the impair and repair steps
         {'steps': 4}
     """
-    xf, _ = to_tensors(data.forget)
-    xr, yr = to_tensors(data.retain)
+    shape = tuple(read_item(data.forget, 0)[0].shape)
+    yr = dataset_labels(data.retain)
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(yr), generator=generator)
     chosen = (
@@ -167,20 +169,21 @@ def unsir(
         .sort()
         .values
     )
-    xs, ys = xr[chosen], yr[chosen]
+    kept = Subset(data.retain, chosen.tolist())  # retain_per_class of each class
     noises, labels = [], []
     for i, c in enumerate(sorted(data.forget_classes)):
         noise = error_maximizing_noise(
-            model, c, (noise_samples, *xf.shape[1:]), steps=noise_steps, lr=noise_lr,
+            model, c, (noise_samples, *shape), steps=noise_steps, lr=noise_lr,
             l2_weight=noise_l2_weight, seed=seed + 1 + i,
         )  # fmt: skip
         noises.append(noise.cpu())
         labels.append(torch.full((noise_samples,), c, dtype=torch.long))
     unlearned = working_copy(model)
-    fit(unlearned, (torch.cat([*noises, xs]), torch.cat([*labels, ys])), cross_entropy_loss,
+    noise_set = TensorDataset(torch.cat(noises), torch.cat(labels))
+    fit(unlearned, concat(noise_set, kept), cross_entropy_loss,
         epochs=impair_epochs, lr=impair_lr, optimizer="adam", batch_size=batch_size, seed=seed,
         bn=bn, options=options, desc="unsir impair")  # fmt: skip
-    fit(unlearned, (xs, ys), cross_entropy_loss, epochs=repair_epochs, lr=repair_lr,
+    fit(unlearned, kept, cross_entropy_loss, epochs=repair_epochs, lr=repair_lr,
         optimizer="adam", batch_size=batch_size, seed=seed + 1, bn=bn, options=options,
         desc="unsir repair")  # fmt: skip
     unlearned.eval()
