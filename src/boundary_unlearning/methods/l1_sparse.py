@@ -49,7 +49,7 @@ def l1_sparse(
         >>> import torch
         >>> from boundary_unlearning import toy_problem
         >>> data, net = toy_problem()
-        >>> l1 = lambda m: sum(float(p.abs().sum()) for p in m.parameters())
+        >>> l1 = lambda m: sum(float(p.detach().abs().sum()) for p in m.parameters())
         >>> l1(l1_sparse(net, data, epochs=3, l1_weight=0.05)) < l1(net)  # the weights shrink
         True
     """
