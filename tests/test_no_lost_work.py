@@ -166,7 +166,10 @@ def test_checkpoint_remembers_its_image_folder(
     assert len(meta["data"]["fingerprint"]) == 16
     unlearn = ["unlearn", "--checkpoint", ckpt, "--forget-class", "dog", "--method",
                "finetune", "--set", "epochs=1", "--quiet"]  # fmt: skip
+    capsys.readouterr()
     assert bunlearn([*unlearn, "--out", tmp_path / "u1"]) == 0  # found again, no --data-root
+    # the checkpoint (untrusted input) chose the folder, so the user is told which, even quiet
+    assert f"reading imagefolder data from {images.resolve()}" in capsys.readouterr().err
     assert json.loads((tmp_path / "u1" / "model.json").read_text())["data"] == meta["data"]
 
     (images / "dog" / "0.png").unlink()  # the folder changed since training

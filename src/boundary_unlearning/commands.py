@@ -174,6 +174,9 @@ def unlearn_checkpoint(
     train_set, test_set, info = load_dataset(dataset, recorded or data_root, download=download)
     if recorded is not None:
         _check_same_data(checkpoint, meta, info, recorded)
+        if is_main_process():  # the checkpoint, not the user, chose this folder: say so
+            print(f"bunlearn: reading {dataset} data from {recorded}, the folder {checkpoint} "
+                  "was trained on (pass --data-root to use another)", file=sys.stderr)  # fmt: skip
     if norm is not None:
         train_set, test_set = normalized(train_set, norm), normalized(test_set, norm)
     data_root = recorded or data_root
