@@ -607,6 +607,17 @@ def machine_text(device: torch.device) -> str:
     )
 
 
+def _at_least_one(text: str) -> int:
+    """A whole number >= 1 (the floors and the speed-up need at least one timed run)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return value
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     add = parser.add_argument
@@ -615,8 +626,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--data-root", default=None, help="folder with the Fashion-MNIST IDX files")
     add("--device", default="auto", help="auto, cpu or cuda[:N]")
     add("--cache-dir", default=None, help="for the original (default: $BUNLEARN_CACHE)")
-    add("--epochs", type=int, default=None, help=f"original/retrain epochs ({EPOCHS})")
-    add("--repeats", type=int, default=3, help="extra timed runs of BS/BE and their floors")
+    add("--epochs", type=_at_least_one, default=None, help=f"original/retrain epochs ({EPOCHS})")
+    add(
+        "--repeats",
+        type=_at_least_one,
+        default=3,
+        help="timed runs of the BS/BE floors, and extra timed runs of BS/BE (at least 1)",
+    )
     add(
         "--methods",
         default=None,

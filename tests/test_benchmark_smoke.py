@@ -85,3 +85,16 @@ def test_subset_table_and_hyperparameters(bench: ModuleType) -> None:
     hp = bench.method_hyperparameters("retrain", config, None)
     assert hp["epochs"] == bench.EPOCHS and hp["lr"] == bench.RECIPE["lr"]
     assert bench.method_hyperparameters("amnesiac", config, "REC")["record"] == "REC"
+
+
+@pytest.mark.parametrize("flag", ["--repeats", "--epochs"])
+def test_zero_repeats_or_epochs_is_refused_in_one_line(
+    bench: ModuleType, flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --repeats 0 used to train for minutes and then end in "min() arg is an empty sequence"
+    # (the floor ratio divides by the fastest floor run)
+    with pytest.raises(SystemExit) as exit_info:
+        bench.parse_args(["--quick", flag, "0"])
+    assert exit_info.value.code == 2
+    assert f"argument {flag}: '0' is not a whole number >= 1" in capsys.readouterr().err
+    assert getattr(bench.parse_args([flag, "2"]), flag[2:]) == 2
