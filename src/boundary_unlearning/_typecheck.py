@@ -72,13 +72,7 @@ def fits(value: Any, tp: Any, *, nan_ok: bool = False, depth: int = 0) -> tuple[
         if not isinstance(value, dict):
             return False, value
         key_t, val_t = args if args else (Any, Any)
-        pairs = [
-            (
-                fits(k, key_t, nan_ok=nan_ok, depth=depth + 1),
-                fits(v, val_t, nan_ok=nan_ok, depth=depth + 1),
-            )
-            for k, v in value.items()
-        ]
+        pairs = [(fits(k, key_t, **deeper), fits(v, val_t, **deeper)) for k, v in value.items()]
         if not all(k[0] and v[0] for k, v in pairs):
             return False, value
         return True, {k[1]: v[1] for k, v in pairs}
