@@ -15,6 +15,7 @@ from .._utils import eval_mode, model_device
 from ..data.split import UnlearningData
 from ..data.streaming import iterate_batches
 from ..errors import DataError, ModelError
+from ..heads import find_head
 from ..recipe import ForgetMonitor, Recipe, RunOptions
 from ..training import LossFn, cross_entropy_loss, fit
 
@@ -232,53 +233,6 @@ def working_copy(model: nn.Module) -> nn.Module:
     for p in clone.parameters():
         p.requires_grad_(True)
     return clone
-
-
-def find_head(model: nn.Module, num_classes: int, head: str | None = None) -> tuple[str, nn.Linear]:
-    """The final ``nn.Linear`` producing the ``num_classes`` logits, by name or automatically.
-
-    Automatic search takes the last registered ``nn.Linear`` with ``num_classes`` outputs.
-
-    Args:
-        model: the classifier.
-        num_classes: the number of logits.
-        head: the head's dotted name, or ``None`` to search.
-
-    Returns:
-        ``(name, layer)``.
-
-    Raises:
-        ModelError: no such module, not an ``nn.Linear``, or none found.
-
-    Example:
-        >>> net = nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 3))
-        >>> find_head(net, 3)
-        ('2', Linear(in_features=4, out_features=3, bias=True))
-    """
-    if head is not None:
-        try:
-            module = model.get_submodule(head)
-        except AttributeError:
-            names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-            raise ModelError(
-                f"the model has no module '{head}'; its linear layers are: {', '.join(names)}"
-            ) from None
-        if not isinstance(module, nn.Linear):
-            raise ModelError(
-                f"head '{head}' is a {type(module).__name__}, not an nn.Linear; pass the name "
-                "of the final classification layer"
-            )
-        return head, module
-    found: tuple[str, nn.Linear] | None = None
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear) and module.out_features == num_classes:
-            found = (name, module)
-    if found is None:
-        raise ModelError(
-            f"could not find the final nn.Linear layer with {num_classes} outputs; pass "
-            "head='<name of the classification layer>' (e.g. head='fc')"
-        )
-    return found
 
 
 @contextlib.contextmanager

@@ -1,0 +1,118 @@
+"""The classification head of any classifier, and the features it reads.
+
+Every method that trains or widens "the final layer", and every metric that looks below it
+(the feature probe), finds that layer the same way: the last registered ``nn.Linear`` with
+one output per class, or the one the user names.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from ._utils import eval_mode, model_device
+from .data.streaming import input_batches
+from .errors import ModelError
+
+__all__ = ["find_head", "head_inputs"]
+
+
+def find_head(model: nn.Module, num_classes: int, head: str | None = None) -> tuple[str, nn.Linear]:
+    """The final ``nn.Linear`` producing the ``num_classes`` logits, by name or automatically.
+
+    Automatic search takes the last registered ``nn.Linear`` with ``num_classes`` outputs.
+
+    Args:
+        model: the classifier.
+        num_classes: the number of logits.
+        head: the head's dotted name, or ``None`` to search.
+
+    Returns:
+        ``(name, layer)``.
+
+    Raises:
+        ModelError: no such module, not an ``nn.Linear``, or none found.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 3))
+        >>> find_head(net, 3)
+        ('2', Linear(in_features=4, out_features=3, bias=True))
+    """
+    if head is not None:
+        try:
+            module = model.get_submodule(head)
+        except AttributeError:
+            names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+            raise ModelError(
+                f"the model has no module '{head}'; its linear layers are: {', '.join(names)}"
+            ) from None
+        if not isinstance(module, nn.Linear):
+            raise ModelError(
+                f"head '{head}' is a {type(module).__name__}, not an nn.Linear; pass the name "
+                "of the final classification layer"
+            )
+        return head, module
+    found: tuple[str, nn.Linear] | None = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and module.out_features == num_classes:
+            found = (name, module)
+    if found is None:
+        raise ModelError(
+            f"could not find the final nn.Linear layer with {num_classes} outputs; pass "
+            "head='<name of the classification layer>' (e.g. head='fc')"
+        )
+    return found
+
+
+def head_inputs(
+    model: nn.Module,
+    inputs: torch.Tensor | Dataset[Any],
+    *,
+    num_classes: int,
+    head: str | None = None,
+    batch_size: int | None = None,
+) -> torch.Tensor:
+    """What the head reads: the input of the final ``nn.Linear`` (:func:`find_head`) for
+    every sample of ``inputs``, in eval mode (modes restored), flattened to one row each.
+
+    These are the features a fresh classifier would be fitted on: anything the model knows
+    about a class beyond its head's weights is in them.
+
+    Args:
+        model: the classifier.
+        inputs: a tensor, or a dataset read batch by batch.
+        num_classes: the number of logits (finds the head).
+        head: the head's dotted name, or ``None`` to search.
+        batch_size: inference batch (default: 128 on CPU, 1024 on accelerators).
+
+    Returns:
+        ``(len(inputs), d)`` features on the CPU, float32.
+
+    Raises:
+        ModelError: no head is found.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 3))
+        >>> head_inputs(net, torch.zeros(5, 2), num_classes=3).shape
+        torch.Size([5, 4])
+    """
+    _, layer = find_head(model, num_classes, head)
+    device = model_device(model)
+    if batch_size is None:
+        batch_size = 128 if device.type == "cpu" else 1024
+    grabbed: list[torch.Tensor] = []
+    hook = layer.register_forward_hook(
+        lambda _m, i, _o: grabbed.append(i[0].detach().flatten(1).float().cpu())
+    )
+    try:
+        with eval_mode(model), torch.inference_mode():
+            for x in input_batches(inputs, batch_size, device):
+                model(x)
+    finally:
+        hook.remove()
+    if not grabbed:
+        return torch.zeros((0, layer.in_features))
+    return torch.cat(grabbed)
