@@ -189,7 +189,24 @@ def _cmd_unlearn(args: argparse.Namespace) -> int:
             f"{100 * acc['forget']:.2f}%, test-retain accuracy {100 * before['test_retain']:.2f}%"
             f" -> {100 * acc['test_retain']:.2f}%; wrote {args.out}"
         )
+        print(_depth_line(report, args.method))
     return 0
+
+
+def _depth_line(report: dict[str, Any], method: str) -> str:
+    """``unlearn``'s evidence below the outputs, beside the original's, and what it means."""
+    entry, before = report["results"][method], report["results"]["original"]
+
+    def pct(value: Any) -> str:
+        return "—" if value is None else f"{100 * value:.1f}%"
+
+    return (
+        f"depth: relearn steps {before.get('relearn_steps')} -> {entry.get('relearn_steps')}, "
+        f"few-shot probe on D_tf {pct(before.get('probe_forget_acc'))} -> "
+        f"{pct(entry.get('probe_forget_acc'))} (more steps and a lower probe: the class left the "
+        "features; how far a never-trained model would be needs a retrained reference, "
+        "see report.md)"
+    )
 
 
 def run_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -210,6 +227,7 @@ def run_settings(args: argparse.Namespace) -> dict[str, Any]:
         "device": args.device,
         "ulira": args.ulira,
         "relearn": args.relearn,
+        "probe": args.probe,
         "figures": args.figures,
         "progress": False if args.quiet else None,
         "mean": _floats("--mean", args.mean),

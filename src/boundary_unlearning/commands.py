@@ -33,7 +33,7 @@ from .distributed import is_main_process
 from .errors import CheckpointError, DataError, OutputError
 from .experiment import check_unlearning_steps, load_data, timed_unlearn
 from .methods import get_method, unlearning_stats, validate_hyperparameters
-from .metrics import accuracy
+from .metrics import accuracy, depth_evidence
 from .models import create_model, is_user_model
 from .optim import check_recipe
 from .output_dir import check_writable, load_report
@@ -216,8 +216,10 @@ def unlearn_checkpoint(
         run_hp["record"] = str(record_path(checkpoint))  # the record saved beside it
     unlearned, seconds = timed_unlearn(method, net, data, run_hp, progress=progress)
     scores = _evaluate_with_progress({method: unlearned, "original": net}, data, progress)
+    depth = _depth_evidence({method: unlearned, "original": net}, data, seed, progress)
     entry: dict[str, Any] = {
         "acc": scores[method],
+        **depth[method],
         "seconds": seconds,
         "hyperparameters": spec.resolve(run_hp),
     }
@@ -230,7 +232,7 @@ def unlearn_checkpoint(
         "class_names": [info.classes[c] for c in classes],
         "seed": seed,
         "checkpoint": str(weights_in),
-        "results": {"original": {"acc": scores["original"]}, method: entry},
+        "results": {"original": {"acc": scores["original"], **depth["original"]}, method: entry},
     }
     dropped = {"format", "cache_key", "train_seconds", "world_size"}
     new_meta = {k: v for k, v in meta.items() if k not in dropped}
@@ -296,6 +298,20 @@ def _evaluate_with_progress(
             bar.set_postfix_str(f"{name} on {key}")
             scores[name][key] = accuracy(models[name], sets[key])
     return scores
+
+
+def _depth_evidence(
+    models: dict[str, nn.Module], data: UnlearningData, seed: int, progress: bool
+) -> dict[str, dict[str, Any]]:
+    """Relearn steps and the few-shot feature probe of each model (without a retrained
+    model they are shown beside the original's, not scored as a depth)."""
+    out: dict[str, dict[str, Any]] = {}
+    disable = not progress or not is_main_process()
+    with tqdm(list(models), desc="depth evidence", unit="model", disable=disable) as bar:
+        for name in bar:
+            bar.set_postfix_str(name)
+            out[name] = depth_evidence(models[name], data, seed=seed)
+    return out
 
 
 def rerender_reports(out_dir: str | Path) -> dict[str, Any]:

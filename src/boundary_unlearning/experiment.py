@@ -35,7 +35,7 @@ from .data.streaming import normalized
 from .distributed import is_main_process, world_size
 from .errors import DivergenceError, HyperparameterError
 from .methods import get_method, unlearn, unlearning_stats, validate_hyperparameters
-from .metrics import compute_metrics
+from .metrics import compute_metrics, depth_shares
 from .optim import check_recipe
 from .output_dir import check_output_dir, check_resume_matches, check_writable
 from .report import figure_data, format_table, render_reports
@@ -132,6 +132,7 @@ def _compute_metrics(
         random_model=random_net,
         seed=config.seed,
         relearn=config.relearn,
+        probe=config.probe,
         ulira=config.ulira,
     )
 
@@ -288,6 +289,7 @@ def run_experiment(
                     retrain_s = entries["retrain"]["seconds"]
                     entry["speedup"] = retrain_s / entry["seconds"] if entry["seconds"] else None
                 bar.update(1)
+            _add_depth(entries, methods)
             per_seed[str(seed)] = entries
             if index == 0:
                 if config.figures:
@@ -327,6 +329,17 @@ def run_experiment(
         _render(report, out)
     say(format_table(report))
     return report
+
+
+def _add_depth(entries: dict[str, dict[str, Any]], methods: list[str]) -> None:
+    """Each method's ``depth`` (and ``depth_shares``): the share of the original-to-retrained
+    gap it closed on relearn steps and on the feature probe (the smaller counts)."""
+    for name in methods:
+        entry = entries[name]
+        if "failed" not in entry:
+            shares = depth_shares(entry, entries["original"], entries["retrain"])
+            entry["depth"] = shares.pop("depth")
+            entry["depth_shares"] = shares
 
 
 def _method_stage(
