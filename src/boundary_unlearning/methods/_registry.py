@@ -15,7 +15,8 @@ from torch import nn
 
 from ..data.split import UnlearningData
 from ..errors import HyperparameterError, unknown_name
-from ..recipe import OPTION_FIELDS, RECIPE_FIELDS, FitResult, Recipe, RunOptions, collect_fits
+from ..recipe import OPTION_FIELDS, RECIPE_FIELDS, Recipe, RunOptions
+from ..stopping import FitResult, collect_fits
 from ._common import check_inputs, require_retain
 from ._validate import check_hyperparameters
 
@@ -236,7 +237,7 @@ def fit_stats(fits: Sequence[FitResult]) -> dict[str, Any]:
         The stats; empty when nothing was fitted.
 
     Example:
-        >>> from boundary_unlearning.recipe import FitResult
+        >>> from boundary_unlearning.stopping import FitResult
         >>> fit_stats([FitResult("repair", 3)])
         {'steps': 3}
         >>> run = FitResult("forget", 4, target=0.05, reached_target=True,
