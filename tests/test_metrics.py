@@ -24,7 +24,6 @@ from torch import nn
 from boundary_unlearning import UnlearningData, unlearn
 from boundary_unlearning.data import to_tensors
 from boundary_unlearning.metrics import (
-    METRIC_INFO,
     activation_distance,
     compute_metrics,
     confidence_svc,
@@ -45,7 +44,7 @@ from boundary_unlearning.metrics.mia import (
     sorted_log_probs,
     ulira,
 )
-from boundary_unlearning.metrics.suite import DIRECTIONS
+from boundary_unlearning.metrics.suite import DIRECTIONS, METRIC_BY_KEY
 from conftest import build_tiny, same_state, state_snapshot
 
 LN2 = math.log(2)
@@ -258,16 +257,16 @@ def test_missing_references_give_none(tiny_model: nn.Module, tiny_data: Unlearni
     assert result["zrf"] is None and result["relearn_steps"] is None
 
 
-def test_metric_info_documents_every_reported_key(
+def test_metrics_document_every_reported_key(
     tiny_model: nn.Module, tiny_data: UnlearningData
 ) -> None:
     result = compute_metrics(tiny_model, tiny_data, relearn=False)
     keys = [f"acc.{k}" for k in result["acc"]] + [f"mia.{k}" for k in result["mia"]]
     keys += [k for k in result if k not in ("acc", "mia")] + ["mia.ulira", "seconds", "speedup"]
     for key in keys:
-        info = METRIC_INFO[key]
-        assert info["direction"] in DIRECTIONS
-        assert info["label"] and len(info["meaning"]) > 20
+        metric = METRIC_BY_KEY[key]
+        assert metric.direction in DIRECTIONS
+        assert metric.label and len(metric.meaning) > 20
 
 
 @pytest.mark.slow
@@ -289,10 +288,9 @@ def test_each_metric_is_declared_once_and_the_views_derive_from_it() -> None:
 
     keys = [m.key for m in METRICS]
     assert len(keys) == len(set(keys))
-    assert tuple(keys) == METRIC_ORDER and list(METRIC_INFO) == keys
+    assert tuple(keys) == METRIC_ORDER and list(METRIC_BY_KEY) == keys
     for m in METRICS:
-        assert METRIC_INFO[m.key] == {"label": m.label, "direction": m.direction,
-                                      "meaning": m.meaning}  # fmt: skip
+        assert METRIC_BY_KEY[m.key] is m
         assert metric_label(m.key).startswith(m.label)
     by_key = {m.key: m for m in METRICS}
     assert by_key["acc.retain"].higher_is_better is True

@@ -8,11 +8,10 @@ from .accuracy import accuracy, evaluate, predict_logits
 from .distances import activation_distance, entropy, js_divergence, zrf_score
 from .mia import confidence_svc, entropy_attack, loss_lr, paper_asr, ulira
 from .relearn import relearn_steps
-from .suite import METRIC_INFO, METRICS, Metric, compute_metrics
+from .suite import METRICS, Metric, compute_metrics
 
 __all__ = [
     "METRICS",
-    "METRIC_INFO",
     "Metric",
     "accuracy",
     "activation_distance",

@@ -1,8 +1,8 @@
 """Every metric of one model in one call, from one batched forward pass per model and set.
 
 :data:`METRICS` declares each reported key once: its label, which direction is good, how it is
-shown and what the number means; :data:`METRIC_INFO` and the report tables derive from it.
-Reports print the retrained model's value beside every metric.
+shown and what the number means; the report tables derive from it. Reports print the
+retrained model's value beside every metric.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from .distances import activation_distance, entropy, js_divergence, zrf_score
 from .mia import confidence_svc, entropy_attack, loss_lr, paper_asr
 from .relearn import relearn_steps
 
-__all__ = ["DIRECTIONS", "METRICS", "METRIC_BY_KEY", "METRIC_INFO", "Metric", "compute_metrics"]
+__all__ = ["DIRECTIONS", "METRICS", "METRIC_BY_KEY", "Metric", "compute_metrics"]
 
 Direction = Literal["higher", "lower", "closer_to_retrain", "closer_to_0.5"]
 Unit = Literal["fraction", "distance", "count", "ratio", "seconds", "text"]
@@ -233,11 +233,6 @@ METRICS: tuple[Metric, ...] = (
 )
 
 METRIC_BY_KEY: dict[str, Metric] = {m.key: m for m in METRICS}
-
-# A view kept for callers: key -> {"label", "direction", "meaning"}.
-METRIC_INFO: dict[str, dict[str, str]] = {
-    m.key: {"label": m.label, "direction": m.direction, "meaning": m.meaning} for m in METRICS
-}
 
 
 @dataclass(frozen=True)
