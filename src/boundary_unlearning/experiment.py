@@ -128,7 +128,6 @@ def _compute_metrics(
         model,
         data,
         retrained=retrained,
-        original=original,
         random_model=random_net,
         seed=config.seed,
         relearn=config.relearn,

@@ -328,7 +328,6 @@ def compute_metrics(
     data: UnlearningData,
     *,
     retrained: nn.Module | None = None,
-    original: nn.Module | None = None,
     random_model: nn.Module | None = None,
     seed: int = 0,
     relearn: bool = True,
@@ -341,14 +340,12 @@ def compute_metrics(
     plus ``ulira`` when ``ulira=True``), ``js_to_retrain`` and ``activation_distance`` (vs
     ``retrained`` on D_f), ``zrf`` (vs ``random_model`` on D_f), ``relearn_steps`` (when
     ``relearn``). A metric whose reference model is not given is ``None``; so is one that
-    cannot be computed (an empty set). ``original`` is accepted for symmetry and currently
-    unused. Every attack is seeded with ``seed``.
+    cannot be computed (an empty set). Every attack is seeded with ``seed``.
 
     Args:
         model: the model to score.
         data: the four sets D_r, D_f, D_tr, D_tf.
         retrained: the reference for ``js_to_retrain`` and ``activation_distance``.
-        original: unused.
         random_model: the reference for ``zrf``.
         seed: seed of every attack and of the relearn test.
         relearn: compute ``relearn_steps`` (a few SGD steps on a copy).
@@ -373,7 +370,6 @@ def compute_metrics(
         >>> metrics["mia"]["loss_lr"], metrics["zrf"], metrics["relearn_steps"]
         (0.5, None, None)
     """
-    del original
     sets = _sets(data)
     out = _outputs(model, sets)
     y_r, y_f = sets.retain[1], sets.forget[1]
