@@ -4,6 +4,7 @@ and compute_metrics end to end on the tiny fixtures."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import time
@@ -20,6 +21,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from torch import nn
+from torch.utils.data import TensorDataset
 
 from boundary_unlearning import UnlearningData, unlearn
 from boundary_unlearning.data import to_tensors
@@ -249,6 +251,17 @@ def test_compute_metrics_on_tiny(
     again = compute_metrics(tiny_model, tiny_data, retrained=retrained,
                             random_model=random_model, seed=0)  # fmt: skip
     assert again == original  # seeded
+
+
+def test_an_empty_set_gives_none_never_nan(
+    tiny_model: nn.Module, tiny_data: UnlearningData
+) -> None:
+    empty = TensorDataset(torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long))
+    data = dataclasses.replace(tiny_data, test_forget=empty)
+    result = compute_metrics(tiny_model, data, relearn=False)
+    assert result["acc"]["test_forget"] is None and result["mia"]["loss_lr"] is None
+    assert evaluate(tiny_model, data)["test_forget"] is None
+    json.dumps(result, allow_nan=False)  # report.json's schema: a number or null
 
 
 def test_missing_references_give_none(tiny_model: nn.Module, tiny_data: UnlearningData) -> None:

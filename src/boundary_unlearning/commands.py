@@ -284,11 +284,11 @@ def _check_same_data(
 
 def _evaluate_with_progress(
     models: dict[str, nn.Module], data: UnlearningData, progress: bool
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, float | None]]:
     """:func:`evaluate` of each model, with one bar over every (model, set) pass."""
     sets = {"retain": data.retain, "forget": data.forget_eval,
             "test_retain": data.test_retain, "test_forget": data.test_forget}  # fmt: skip
-    scores: dict[str, dict[str, float]] = {name: {} for name in models}
+    scores: dict[str, dict[str, float | None]] = {name: {} for name in models}
     passes = [(name, key) for name in models for key in sets]
     disable = not progress or not is_main_process()
     with tqdm(passes, desc="evaluating", unit="set", disable=disable) as bar:

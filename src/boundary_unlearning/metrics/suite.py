@@ -275,9 +275,9 @@ def _outputs(model: nn.Module, sets: _Sets) -> _Outputs:
                     run(sets.test_forget))  # fmt: skip
 
 
-def _acc(logits: torch.Tensor, labels: torch.Tensor) -> float:
+def _acc(logits: torch.Tensor, labels: torch.Tensor) -> float | None:
     if len(labels) == 0:
-        return float("nan")
+        return None  # an empty set has no accuracy
     return float((logits.argmax(1) == labels).float().mean())
 
 
@@ -340,7 +340,7 @@ def compute_metrics(
     plus ``ulira`` when ``ulira=True``), ``js_to_retrain`` and ``activation_distance`` (vs
     ``retrained`` on D_f), ``zrf`` (vs ``random_model`` on D_f), ``relearn_steps`` (when
     ``relearn``). A metric whose reference model is not given is ``None``; so is one that
-    cannot be computed (an empty set). Every attack is seeded with ``seed``.
+    cannot be computed (an empty set): never NaN. Every attack is seeded with ``seed``.
 
     Args:
         model: the model to score.
