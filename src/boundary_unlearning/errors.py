@@ -19,6 +19,7 @@ __all__ = [
     "UnknownNameError",
     "UnlearningError",
     "did_you_mean",
+    "unknown_name",
 ]
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "FitResult",
     "FitRun",
     "ForgetTarget",
+    "NeverStop",
     "StoppingRule",
     "collect_fits",
     "record_fit",

@@ -24,11 +24,15 @@ __all__ = [
     "Cost",
     "ForgettingWarning",
     "MethodSpec",
+    "fit_stats",
     "get_method",
     "list_methods",
     "register_method",
+    "set_unlearning_stats",
     "unlearn",
     "unlearning_stats",
+    "validate_hyperparameters",
+    "warn_not_forgotten",
 ]
 
 Cost = Literal["forget", "retain", "record", "reference"]
