@@ -35,7 +35,6 @@ from .experiment import check_unlearning_steps, load_data, timed_unlearn
 from .methods import get_method, unlearning_stats, validate_hyperparameters
 from .metrics import accuracy
 from .models import create_model, is_user_model
-from .optim import check_recipe
 from .output_dir import check_writable, load_report
 from .recording import record_path
 from .report import render_reports, write_reports
@@ -57,7 +56,7 @@ def save_original(
     Returns:
         ``(metadata, reused)``.
     """
-    check_recipe(**config.training_recipe(), min_epochs=1, what="train")
+    config.check_training("train")
     out = Path(out)
     train_set, test_set, info = load_data(config)
     existing = read_metadata(out) if (out / "model.json").is_file() else None

@@ -86,14 +86,16 @@ class ModelError(UnlearningError, ValueError):
 
 
 class HyperparameterError(UnlearningError, ValueError):
-    """An unknown, mistyped or meaningless hyperparameter.
+    """An unknown, mistyped or out-of-range setting: a method's hyperparameter, a recipe
+    field, a seed, a fraction (each declares its range once, on its annotation:
+    :mod:`boundary_unlearning.checks`).
 
     Example:
-        >>> from boundary_unlearning.optim import check_recipe
-        >>> check_recipe(epochs=1, lr=-1)
+        >>> from boundary_unlearning import Recipe
+        >>> Recipe(epochs=1, lr=-1).check("train")
         Traceback (most recent call last):
         ...
-        boundary_unlearning.errors.HyperparameterError: lr=-1 must be a positive (finite) number
+        boundary_unlearning.errors.HyperparameterError: train: lr=-1.0 must be a positive number
     """
 
 

@@ -4,7 +4,6 @@ run each method (timed) -> evaluate -> write reports."""
 from __future__ import annotations
 
 import functools
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -36,7 +35,6 @@ from .distributed import is_main_process, world_size
 from .errors import DivergenceError, HyperparameterError
 from .methods import get_method, unlearn, unlearning_stats, validate_hyperparameters
 from .metrics import compute_metrics
-from .optim import check_recipe
 from .output_dir import check_output_dir, check_resume_matches, check_writable
 from .report import figure_data, format_table, render_reports
 
@@ -186,7 +184,7 @@ def run_experiment(
     seeds = config.seed_list()
     # the original and the retrained model are trained with this recipe: zero epochs would
     # "unlearn" an untrained model and report it as a result
-    check_recipe(**config.training_recipe(), min_epochs=1, what="original/retrain recipe")
+    config.check_training("original/retrain recipe")
     for name in config.methods:
         get_method(name)
         check_unlearning_steps(
@@ -392,16 +390,12 @@ def _figures_stage(
     return figures
 
 
-# A method's own step budget, or a combination's stage's (expand_epochs, shrink_max_steps).
-_STEP_BUDGET = re.compile(r"((expand|shrink)_)?(epochs|max_steps|steps)")
-
-
 def check_unlearning_steps(method: str, hyperparameters: dict[str, Any]) -> None:
-    """Refuse a zero step budget (``epochs=0``, ``max_steps=0``): the method would return the
-    model unchanged and the report would call that unlearning."""
-    for key, value in hyperparameters.items():
-        if not _STEP_BUDGET.fullmatch(key):
-            continue
+    """Refuse a zero step budget (``epochs=0``, ``max_steps=0``, a combination's
+    ``expand_epochs=0``: the hyperparameters the method declares as step budgets): the method
+    would return the model unchanged and the report would call that unlearning."""
+    for key in get_method(method).step_budgets:
+        value = hyperparameters.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and value == 0:
             raise HyperparameterError(
                 f"{method}: {key}=0 would return the model unchanged (no unlearning step); "

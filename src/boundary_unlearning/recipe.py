@@ -10,14 +10,26 @@ Configuration only: when a run stops early, and what it did, is
 from __future__ import annotations
 
 import dataclasses
-import math
+import typing
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from .checks import (
+    AtLeastOne,
+    Growth,
+    NonNegative,
+    Positive,
+    Seed,
+    Share,
+    StepBudget,
+    Whole,
+    check_setting,
+)
 from .errors import HyperparameterError
 
 __all__ = [
     "BNMode",
+    "ForgetRecipe",
     "OptimizerName",
     "Recipe",
     "RunOptions",
@@ -25,19 +37,14 @@ __all__ = [
 
 OptimizerName = Literal["sgd", "adam"]
 BNMode = Literal["train", "freeze"]
-
-
-def _whole(value: object, low: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= low
-
-
-def _number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+# A step budget: epochs or optimiser steps, 0 or more (0: the model is returned unchanged).
+Budget = Annotated[Whole, StepBudget]
 
 
 @dataclass(frozen=True, kw_only=True)
 class Recipe:
-    """The optimisation settings of one training run.
+    """The optimisation settings of one training run. Each field's annotation declares its
+    type and range (:mod:`boundary_unlearning.checks`); :meth:`check` applies them.
 
     Args:
         epochs: passes over the data. ``None``: no pass limit (``max_steps`` bounds the run).
@@ -56,38 +63,33 @@ class Recipe:
         bn: ``"train"`` updates BatchNorm statistics on the training batches; ``"freeze"``
             keeps the model's running statistics (BatchNorm layers in eval mode; their affine
             weights still train).
-        target_forget_acc: stop as soon as the share of the forget set still predicted as its
-            own class is at or below this value (the forget-only methods hand it to their
-            :class:`~boundary_unlearning.stopping.ForgetTarget`). ``None``:
-            train the whole budget.
 
     Example:
-        >>> Recipe(lr=1e-3, max_steps=200, target_forget_acc=0.05).limit(steps_per_epoch=10)
+        >>> Recipe(lr=1e-3, max_steps=200).limit(steps_per_epoch=10)
         200
     """
 
-    epochs: int | None = None
-    max_steps: int | None = None
-    lr: float = 0.01
-    lr_growth: float = 1.0
-    max_lr: float = 0.1
+    epochs: Budget | None = None
+    max_steps: Budget | None = None
+    lr: Positive = 0.01
+    lr_growth: Growth = 1.0
+    max_lr: Positive = 0.1
     optimizer: OptimizerName = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    batch_size: int = 64
-    seed: int = 0
+    momentum: NonNegative = 0.9
+    weight_decay: NonNegative = 0.0
+    batch_size: AtLeastOne = 64
+    seed: Seed = 0
     bn: BNMode = "train"
-    target_forget_acc: float | None = None
 
     def check(self, what: str = "training") -> None:
-        """Raise :class:`HyperparameterError` naming the first setting out of range.
+        """Raise :class:`HyperparameterError` naming the first field whose value does not
+        fit its declared type and range, or neither ``epochs`` nor ``max_steps`` set.
 
         Args:
             what: names the run in the error message.
 
         Raises:
-            HyperparameterError: a setting out of range, or neither ``epochs`` nor
-                ``max_steps`` set.
+            HyperparameterError: a setting out of range, or no step budget.
 
         Example:
             >>> Recipe(epochs=2).check()
@@ -95,42 +97,16 @@ class Recipe:
             Traceback (most recent call last):
             ...
             boundary_unlearning.errors.HyperparameterError: finetune: set epochs or max_steps ...
+            >>> Recipe(epochs=1, lr=-1).check("train")
+            Traceback (most recent call last):
+            ...
+            boundary_unlearning.errors.HyperparameterError: train: lr=-1.0 must be a positive number
         """
-        if self.epochs is not None and not _whole(self.epochs, 0):
-            raise HyperparameterError(
-                f"{what}: epochs={self.epochs!r} must be a whole number >= 0 (passes over the data)"
-            )
-        if self.max_steps is not None and not _whole(self.max_steps, 0):
-            raise HyperparameterError(
-                f"{what}: max_steps={self.max_steps!r} must be a whole number >= 0"
-            )
+        hints = _hints(type(self))
+        for f in dataclasses.fields(self):
+            check_setting(f.name, getattr(self, f.name), hints[f.name], where=what)
         if self.epochs is None and self.max_steps is None:
             raise HyperparameterError(f"{what}: set epochs or max_steps (or both)")
-        if not _whole(self.batch_size, 1):
-            raise HyperparameterError(
-                f"{what}: batch_size={self.batch_size!r} must be a whole number >= 1"
-            )
-        if not _number(self.lr) or not math.isfinite(self.lr) or self.lr <= 0:
-            raise HyperparameterError(f"lr={self.lr!r} must be a positive (finite) number")
-        if not _number(self.lr_growth) or not math.isfinite(self.lr_growth) or self.lr_growth < 1:
-            raise HyperparameterError(f"{what}: lr_growth={self.lr_growth!r} must be a number >= 1")
-        if not _number(self.max_lr) or not math.isfinite(self.max_lr) or self.max_lr <= 0:
-            raise HyperparameterError(f"{what}: max_lr={self.max_lr!r} must be a positive number")
-        for name in ("momentum", "weight_decay"):
-            value = getattr(self, name)
-            if not _number(value) or not math.isfinite(value) or value < 0:
-                raise HyperparameterError(f"{name}={value!r} must be a finite number >= 0")
-        if not _whole(self.seed, 0) or self.seed >= 2**63:
-            raise HyperparameterError(f"seed={self.seed!r} must be a whole number in 0 .. 2**63-1")
-        if self.optimizer not in ("sgd", "adam"):
-            raise HyperparameterError(f"optimizer='{self.optimizer}' is not one of 'sgd', 'adam'")
-        if self.bn not in ("train", "freeze"):
-            raise HyperparameterError(f"bn='{self.bn}' is not one of 'train', 'freeze'")
-        target = self.target_forget_acc
-        if target is not None and (not _number(target) or not 0 <= target < 1):
-            raise HyperparameterError(
-                f"{what}: target_forget_acc={target!r} must be a number in [0, 1) (e.g. 0.05)"
-            )
 
     def replace(self, **changes: Any) -> Recipe:
         """A copy with ``changes`` applied (``fit`` checks a recipe before it trains).
@@ -169,6 +145,35 @@ class Recipe:
 
 
 RECIPE_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Recipe))
+
+
+_HINTS: dict[type[Recipe], dict[str, Any]] = {}
+
+
+def _hints(cls: type[Recipe]) -> dict[str, Any]:
+    """The declared annotations of a recipe class's fields (resolved once per class)."""
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls, include_extras=True)
+    return _HINTS[cls]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ForgetRecipe(Recipe):
+    """A forget-only method's training: a :class:`Recipe` that stops at a forgetting target.
+
+    Args:
+        target_forget_acc: stop as soon as the share of the forget set still predicted as its
+            own class is at or below this value (the rule is
+            :class:`~boundary_unlearning.stopping.ForgetTarget`). ``None``: train the whole
+            budget.
+        **recipe: the :class:`Recipe` fields.
+
+    Example:
+        >>> ForgetRecipe(max_steps=10).target_forget_acc
+        0.05
+    """
+
+    target_forget_acc: Share | None = 0.05
 
 
 @dataclass(frozen=True, kw_only=True)

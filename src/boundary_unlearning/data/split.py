@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
+from ..checks import AtLeastOne, Seed, UnitFraction, check_setting
 from ..errors import DataError
 
 __all__ = [
@@ -130,7 +131,7 @@ def dataset_labels(dataset: Dataset[Any]) -> torch.Tensor:
     return torch.tensor(labels, dtype=torch.long)
 
 
-def balanced_subset(dataset: Dataset[Any], size: int, *, seed: int = 0) -> Dataset[Any]:
+def balanced_subset(dataset: Dataset[Any], size: AtLeastOne, *, seed: Seed = 0) -> Dataset[Any]:
     """A seeded, class-balanced subset of ``size`` samples (each class gets ``size // K``,
     the first ``size % K`` classes one more; a class with fewer samples gives all it has).
 
@@ -146,7 +147,7 @@ def balanced_subset(dataset: Dataset[Any], size: int, *, seed: int = 0) -> Datas
         original order.
 
     Raises:
-        DataError: ``size`` is not a whole number >= 1.
+        HyperparameterError: ``size`` is not a whole number >= 1.
 
     Example:
         >>> from torch.utils.data import TensorDataset
@@ -155,8 +156,7 @@ def balanced_subset(dataset: Dataset[Any], size: int, *, seed: int = 0) -> Datas
         >>> len(small), small.tensors[1].bincount().tolist()
         (5, [2, 2, 1])
     """
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise DataError(f"subset {size!r} must be a whole number >= 1, e.g. --subset 6000")
+    size = check_setting("subset", size, AtLeastOne)
     labels = dataset_labels(dataset)
     if size >= len(labels):
         return dataset
@@ -250,8 +250,8 @@ def class_split(
     train: Dataset[Any],
     test: Dataset[Any],
     forget_classes: int | Iterable[int],
-    forget_fraction: float = 1.0,
-    seed: int = 0,
+    forget_fraction: UnitFraction = 1.0,
+    seed: Seed = 0,
     *,
     num_classes: int | None = None,
     normalization: NormalizationLike | None = None,
@@ -285,7 +285,8 @@ def class_split(
         The :class:`UnlearningData`.
 
     Raises:
-        DataError: a bad class, fraction, seed or normalisation, or an empty forget set.
+        DataError: a bad class or normalisation, or an empty forget set.
+        HyperparameterError: a fraction or seed out of its declared range.
 
     Example:
         >>> from torch.utils.data import TensorDataset
@@ -303,16 +304,8 @@ def class_split(
     )
     if not classes:
         raise DataError("no forget class given; pass at least one --forget-class")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-        raise DataError(f"seed={seed!r} must be a whole number in 0 .. 2**63-1")
-    if (
-        isinstance(forget_fraction, bool)
-        or not isinstance(forget_fraction, (int, float))
-        or not 0.0 < forget_fraction <= 1.0
-    ):
-        raise DataError(
-            f"forget fraction {forget_fraction} is outside (0, 1]; pass e.g. 0.1 for 10%"
-        )
+    forget_fraction = check_setting("forget_fraction", forget_fraction, UnitFraction)
+    seed = check_setting("seed", seed, Seed)
     train_y = dataset_labels(train)
     test_y = dataset_labels(test)
     if num_classes is None:

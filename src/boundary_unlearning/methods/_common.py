@@ -16,7 +16,7 @@ from ..data.split import UnlearningData
 from ..data.streaming import iterate_batches
 from ..errors import DataError, ModelError
 from ..heads import find_head
-from ..recipe import Recipe, RunOptions
+from ..recipe import ForgetRecipe, RunOptions
 from ..stopping import ForgetTarget
 from ..training import LossFn, cross_entropy_loss, fit
 
@@ -40,7 +40,7 @@ Layers = Literal["head", "all"]
 # until at most 5% of D_f is still predicted as its own class, within a step budget;
 # BatchNorm statistics frozen (forget-only batches would replace them with one class's).
 # docs/methods.md has the measurements.
-FORGET_RECIPE = Recipe(
+FORGET_RECIPE = ForgetRecipe(
     max_steps=1000, lr=1e-3, lr_growth=1.05, max_lr=0.1, momentum=0.9, weight_decay=0.0,
     batch_size=64, bn="freeze", target_forget_acc=0.05,
 )  # fmt: skip
@@ -82,7 +82,7 @@ def fit_forget(
     forget: tuple[torch.Tensor | Dataset[Any], torch.Tensor],
     layers: Layers,
     head: str | None,
-    recipe: Recipe,
+    recipe: ForgetRecipe,
     options: RunOptions,
     desc: str,
     outputs: int | None = None,

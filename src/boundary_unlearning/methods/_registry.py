@@ -1,7 +1,19 @@
-"""The method registry: ``@register_method(name, cost=...)``, ``unlearn(name, ...)``."""
+"""The method registry: ``@register_method(name, cost=...)``, ``unlearn(name, ...)``.
+
+One convention for methods and models (:func:`~boundary_unlearning.models.register_model`):
+the decorator records the function under its name and returns it unchanged. A method's
+function says everything it takes in its own signature: its own hyperparameters (with their
+declared types and ranges, :mod:`boundary_unlearning.checks`), ``recipe: <Recipe> = <its
+default recipe>`` when it trains, and ``options: RunOptions`` for the progress bar and speed
+options. :class:`MethodSpec` is the checked entry by name, with every setting a flat keyword
+(the function's own, the recipe's fields, ``preset``, the run options): it validates them
+once, checks the model and data once, calls the function and records what its training did.
+``unlearn(name, ...)`` and the package's ``boundary_shrink``, ``retrain``, ... are that entry.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import typing
@@ -13,9 +25,11 @@ from typing import Any, Literal, TypeVar
 
 from torch import nn
 
+from .._utils import outside_stacklevel
+from ..checks import StepBudget, marked
 from ..data.split import UnlearningData
 from ..errors import HyperparameterError, unknown_name
-from ..recipe import OPTION_FIELDS, RECIPE_FIELDS, Recipe, RunOptions
+from ..recipe import OPTION_FIELDS, Recipe, RunOptions
 from ..stopping import FitResult, collect_fits
 from ._common import check_inputs, require_retain
 from ._validate import check_hyperparameters
@@ -41,10 +55,10 @@ F = TypeVar("F", bound=MethodFn)
 
 # Positional parameters every method takes; everything after them is a hyperparameter.
 _POSITIONAL = ("model", "data")
-# Keyword parameters of a method's function that the registry fills in (not hyperparameters).
+# Keyword parameters of a method's function that the registry fills in: the recipe (whose
+# fields are flat hyperparameters) and the run options (not hyperparameters).
 _INJECTED = ("recipe", "options")
 _stats: weakref.WeakKeyDictionary[nn.Module, dict[str, Any]] = weakref.WeakKeyDictionary()
-_RECIPE_HINTS = typing.get_type_hints(Recipe)
 
 
 class ForgettingWarning(UserWarning):
@@ -52,24 +66,25 @@ class ForgettingWarning(UserWarning):
 
     Example:
         >>> import warnings
-        >>> with warnings.catch_warnings():
+        >>> with warnings.catch_warnings(record=True) as caught:
         ...     warnings.simplefilter("ignore", ForgettingWarning)  # silence just this kind
         ...     warn_not_forgotten("neg_grad", {"steps": 10})
-        >>> issubclass(ForgettingWarning, UserWarning)
-        True
+        >>> caught
+        []
     """
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class MethodSpec:
-    """A registered unlearning method.
+    """A registered unlearning method, and its checked entry point.
 
-    ``fn(model, data, *, <its own hyperparameters>, [recipe], options)`` is the method's idea;
-    the registry builds its public entry point, which takes every hyperparameter as a keyword
-    (the method's own, the :class:`~boundary_unlearning.recipe.Recipe` fields when the method
-    trains with one, ``preset`` when it has presets) plus the
-    :class:`~boundary_unlearning.recipe.RunOptions` fields, validates them once, checks the
-    inputs once and records what the training did (see :func:`unlearning_stats`).
+    ``fn(model, data, *, <its own hyperparameters>, [recipe], [options])`` is the method as
+    its module declares it. Called, the spec takes every setting as a flat keyword (the
+    function's own, the fields of its default ``recipe``, ``preset`` when it has presets,
+    ``keywords`` a function with ``**settings`` declares, and the
+    :class:`~boundary_unlearning.recipe.RunOptions` fields), validates them once, checks the
+    inputs once, calls ``fn`` and records what the training did (see
+    :func:`unlearning_stats`).
 
     Registered by :func:`register_method`; look one up with :func:`get_method`.
 
@@ -82,8 +97,8 @@ class MethodSpec:
     name: str
     fn: MethodFn
     cost: Cost
-    recipe: Recipe | None = None
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    keywords: Mapping[str, tuple[Any, Any]] = field(default_factory=dict)
 
     @property
     def summary(self) -> str:
@@ -97,16 +112,30 @@ class MethodSpec:
         return doc.splitlines()[0] if doc else ""
 
     @functools.cached_property
-    def _own(self) -> dict[str, inspect.Parameter]:
-        return {
-            name: p
-            for name, p in inspect.signature(self.fn).parameters.items()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in _INJECTED
-        }
+    def _signature(self) -> Mapping[str, inspect.Parameter]:
+        return inspect.signature(self.fn).parameters
 
     @functools.cached_property
-    def _takes_options(self) -> bool:
-        return "options" in inspect.signature(self.fn).parameters
+    def _own(self) -> dict[str, Any]:
+        """The function's own hyperparameters and their defaults (``keywords`` included)."""
+        own = {
+            name: p.default
+            for name, p in self._signature.items()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in _INJECTED
+        }
+        return {**own, **{name: default for name, (default, _) in self.keywords.items()}}
+
+    @property
+    def recipe(self) -> Recipe | None:
+        """The method's default training recipe (its ``recipe`` parameter's default), or
+        ``None`` for a method that does not train with one.
+
+        Example:
+            >>> get_method("finetune").recipe.epochs, get_method("ssd").recipe is None
+            (5, True)
+        """
+        param = self._signature.get("recipe")
+        return param.default if param is not None else None
 
     @property
     def hyperparameters(self) -> dict[str, Any]:
@@ -114,7 +143,7 @@ class MethodSpec:
 
         Returns:
             Name -> default: ``preset`` first when the method has presets, then the
-            method's own, then the :class:`~boundary_unlearning.recipe.Recipe` fields.
+            method's own, then its recipe's fields.
 
         Example:
             >>> get_method("ssd").hyperparameters
@@ -123,38 +152,48 @@ class MethodSpec:
         out: dict[str, Any] = {}
         if self.presets:
             out["preset"] = "default"
-        out.update({name: p.default for name, p in self._own.items()})
+        out.update(self._own)
         if self.recipe is not None:
-            out.update({k: getattr(self.recipe, k) for k in RECIPE_FIELDS})
+            out.update(dataclasses.asdict(self.recipe))
         return out
 
     @functools.cached_property
     def hints(self) -> dict[str, Any]:
-        """The annotated type of every hyperparameter.
+        """The declared annotation (type, and range where declared) of every hyperparameter.
 
         Returns:
-            Name -> type (the function's own hints, the Recipe fields', ``preset``'s
-            ``Literal`` of the preset names).
+            Name -> annotation (the function's own, its recipe's fields', ``keywords``',
+            ``preset``'s ``Literal`` of the preset names).
 
         Example:
             >>> get_method("ssd").hints["selection_weight"]
-            <class 'float'>
+            typing.Annotated[float, Range('a positive number')]
             >>> get_method("neg_grad").hints["preset"]
             typing.Literal['default', 'paper']
         """
         try:
-            hints = typing.get_type_hints(self.fn)
-        except Exception:  # an annotation that cannot be resolved: fall back to the defaults
+            hints = typing.get_type_hints(self.fn, include_extras=True)
+        except Exception:  # an annotation that cannot be resolved: the defaults' types serve
             hints = {}
-        for name, p in self._own.items():  # synthesised signatures carry real types
-            annotation = p.annotation
-            if name not in hints and not isinstance(annotation, str) and annotation is not p.empty:
-                hints[name] = annotation
+        hints = {name: hints[name] for name in self._own if name in hints}
+        hints.update({name: hint for name, (_, hint) in self.keywords.items()})
         if self.recipe is not None:
-            hints.update(_RECIPE_HINTS)
+            hints.update(typing.get_type_hints(type(self.recipe), include_extras=True))
         if self.presets:
             hints["preset"] = Literal[("default", *self.presets)]
         return hints
+
+    @property
+    def step_budgets(self) -> list[str]:
+        """The hyperparameters that bound how many steps the method takes (declared with
+        :data:`~boundary_unlearning.checks.StepBudget`: the recipe's ``epochs`` and
+        ``max_steps``, a combination's stages').
+
+        Example:
+            >>> get_method("finetune").step_budgets
+            ['epochs', 'max_steps']
+        """
+        return [name for name, hint in self.hints.items() if marked(hint, StepBudget)]
 
     def resolve(self, hparams: Mapping[str, Any]) -> dict[str, Any]:
         """Every hyperparameter's value for a call with ``hparams`` (already validated):
@@ -178,6 +217,30 @@ class MethodSpec:
         values.update(self.presets.get(preset, {}))
         values.update(hparams)
         return values
+
+    def arguments(self, values: Mapping[str, Any], options: RunOptions) -> dict[str, Any]:
+        """The keyword arguments of ``fn`` for resolved ``values``: its own, its recipe
+        (the default recipe with the values of its fields), the run options.
+
+        Args:
+            values: every hyperparameter's value (:meth:`resolve`).
+            options: the run options.
+
+        Returns:
+            ``fn``'s keyword arguments.
+
+        Example:
+            >>> spec = get_method("finetune")
+            >>> spec.arguments(spec.resolve({"lr": 0.5}), RunOptions())["recipe"].lr
+            0.5
+        """
+        kwargs = {k: v for k, v in values.items() if k in self._own}
+        if self.recipe is not None:
+            fields = dataclasses.asdict(self.recipe)
+            kwargs["recipe"] = self.recipe.replace(**{k: values[k] for k in fields})
+        if "options" in self._signature:
+            kwargs["options"] = options
+        return kwargs
 
     def __call__(self, model: nn.Module, data: UnlearningData, **kwargs: Any) -> nn.Module:
         """Run the method: validate, check the inputs, run, record the stats.
@@ -211,16 +274,11 @@ class MethodSpec:
             if not isinstance(getattr(options, key), bool):
                 raise HyperparameterError(f"{self.name}: {key} must be True or False")
         values = self.resolve(validate_hyperparameters(self.name, kwargs))
-        own = {k: v for k, v in values.items() if k in self._own}
-        if self.recipe is not None:
-            own["recipe"] = self.recipe.replace(**{k: values[k] for k in RECIPE_FIELDS})
-        if self._takes_options:
-            own["options"] = options
         check_inputs(model, data, self.name)
         if self.cost in ("retain", "reference"):
             require_retain(data, self.name)
         with collect_fits() as fits:
-            out = self.fn(model, data, **own)
+            out = self.fn(model, data, **self.arguments(values, options))
         # the method's own values, then what all of its training did (a combination's stage
         # recorded its own steps on its output; the combination's are both stages')
         stats = {**_stats.get(out, {}), **fit_stats(fits)}
@@ -228,6 +286,16 @@ class MethodSpec:
         if stats.get("reached_target") is False:
             warn_not_forgotten(self.name, stats)
         return out
+
+    def __repr__(self) -> str:
+        """The method's name and hyperparameters, as a call.
+
+        Example:
+            >>> get_method("ssd")
+            ssd(selection_weight=10.0, dampening_constant=1.0, batch_size=64, seed=0)
+        """
+        values = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters.items())
+        return f"{self.name}({values})"
 
 
 def fit_stats(fits: Sequence[FitResult]) -> dict[str, Any]:
@@ -288,7 +356,7 @@ def warn_not_forgotten(method: str, stats: Mapping[str, Any]) -> None:
         f"{stats.get('target_forget_acc', 0):.0%}); try a larger max_steps or lr, or (Boundary "
         "Shrink) a larger eps",
         ForgettingWarning,
-        stacklevel=3,
+        stacklevel=outside_stacklevel(),  # the caller's line, outside this package
     )
 
 
@@ -299,23 +367,24 @@ def register_method(
     name: str,
     *,
     cost: Cost,
-    recipe: Recipe | None = None,
     presets: Mapping[str, Mapping[str, Any]] | None = None,
+    keywords: Mapping[str, tuple[Any, Any]] | None = None,
 ) -> Callable[[F], F]:
-    """Register ``fn(model, data, *, <hyperparameters>, [recipe], options)`` as ``name``.
+    """Register ``fn(model, data, *, <hyperparameters>, [recipe], [options])`` as ``name``.
 
     Args:
         name: the method's registry name.
         cost: what data the method touches (``forget``, ``retain``, ``record``,
             ``reference``).
-        recipe: the method's default training recipe; its fields become hyperparameters and
-            ``fn`` receives the resolved :class:`Recipe` as ``recipe=``.
         presets: named sets of hyperparameter values (e.g. ``"paper"``) that replace the
             defaults when the caller passes ``preset=NAME``.
+        keywords: for a function that takes ``**settings``, the settings it takes:
+            name -> ``(default, annotation)`` (a combination's, derived from its stages).
 
     Returns:
-        A decorator that returns the public entry point (a keyword-only function with the
-        full signature, which validates, runs and records the method).
+        A decorator that records the method and returns ``fn`` unchanged (as
+        :func:`~boundary_unlearning.models.register_model` does); :func:`get_method` and
+        :func:`unlearn` give the checked entry.
 
     Raises:
         ValueError: ``name`` is already registered (raised by the decorator).
@@ -327,8 +396,8 @@ def register_method(
         ... def demo_copy(model, data, *, scale: float = 1.0):
         ...     '''Return an unchanged copy.'''
         ...     return copy.deepcopy(model)
-        >>> get_method("demo_copy").hyperparameters, get_method("demo_copy").summary
-        ({'scale': 1.0}, 'Return an unchanged copy.')
+        >>> demo_copy.__name__, get_method("demo_copy").hyperparameters
+        ('demo_copy', {'scale': 1.0})
         >>> del _REGISTRY["demo_copy"]  # leave the registry as it was
     """
 
@@ -338,30 +407,8 @@ def register_method(
         params = list(inspect.signature(fn).parameters)
         if tuple(params[:2]) != _POSITIONAL:
             raise TypeError(f"method '{name}' must take (model, data, *, ...)")
-        spec = MethodSpec(name, fn, cost, recipe, dict(presets or {}))
-        _REGISTRY[name] = spec
-
-        @functools.wraps(fn)
-        def entry(model: nn.Module, data: UnlearningData, **kwargs: Any) -> nn.Module:
-            return spec(model, data, **kwargs)
-
-        keyword = inspect.Parameter.KEYWORD_ONLY
-        entry.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-            [
-                *list(inspect.signature(fn).parameters.values())[:2],
-                *(
-                    inspect.Parameter(k, keyword, default=v, annotation=spec.hints.get(k, Any))
-                    for k, v in spec.hyperparameters.items()
-                ),
-                *(
-                    inspect.Parameter(k, keyword, default=False, annotation=bool)
-                    for k in OPTION_FIELDS
-                ),
-            ],
-            return_annotation=nn.Module,
-        )
-        del entry.__wrapped__
-        return entry  # type: ignore[return-value]
+        _REGISTRY[name] = MethodSpec(name, fn, cost, dict(presets or {}), dict(keywords or {}))
+        return fn
 
     return wrap
 

@@ -10,6 +10,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .._utils import eval_mode, model_device
+from ..checks import UnitFraction
 from ..data.split import UnlearningData
 from ..data.streaming import concat, input_batches, inputs_and_labels, with_columns
 from ..recipe import Recipe, RunOptions
@@ -71,18 +72,14 @@ def saliency_mask(
     return masks
 
 
-@register_method(
-    "salun",
-    cost="retain",
-    recipe=Recipe(epochs=10, lr=0.013, weight_decay=5e-4, batch_size=256),
-)
+@register_method("salun", cost="retain")
 def salun(
     model: nn.Module,
     data: UnlearningData,
     *,
-    threshold: float = 0.5,
-    recipe: Recipe,
-    options: RunOptions,
+    threshold: UnitFraction = 0.5,
+    recipe: Recipe = Recipe(epochs=10, lr=0.013, weight_decay=5e-4, batch_size=256),
+    options: RunOptions = RunOptions(),
 ) -> nn.Module:
     """SalUn: find the weights most salient for the forget loss, then fine-tune only those
     on D_f with random labels together with D_r with its true labels.
@@ -98,7 +95,8 @@ def salun(
         model: the original classifier; never modified.
         data: the class split; ``data.forget`` and ``data.retain``.
         threshold: fraction of all weights (ranked globally by saliency) that may change.
-        recipe: SGD on D_f (random labels) + D_r; ``seed`` also draws the random labels.
+        recipe: SGD on D_f (random labels) + D_r (by name each field is a keyword);
+            ``seed`` also draws the random labels.
         options: progress bar and speed options.
 
     Returns:
@@ -106,9 +104,9 @@ def salun(
         weights that trained is ``unlearning_stats(model)["masked_fraction"]``.
 
     Example:
-        >>> from boundary_unlearning import toy_problem, unlearning_stats
+        >>> from boundary_unlearning import toy_problem, unlearn, unlearning_stats
         >>> data, net = toy_problem()
-        >>> unlearning_stats(salun(net, data, epochs=1))["masked_fraction"]  # threshold 0.5
+        >>> unlearning_stats(unlearn("salun", net, data, epochs=1))["masked_fraction"]
         0.5
     """
     xf, yf = inputs_and_labels(data.forget)
