@@ -237,8 +237,8 @@ def test_checkpoint_for_another_class_count(digits_ckpt: Path, tmp_path: Path, c
     assert msg.endswith("pass the --dataset the model was trained on")
     with pytest.raises(ModelError, match="outputs 10 classes but imagefolder has 3"):
         unlearn_checkpoint(
-            checkpoint=digits_ckpt, method="boundary_shrink", forget_classes=[1],
-            out=tmp_path / "o2", dataset="imagefolder", data_root=str(root),
+            digits_ckpt, "boundary_shrink", tmp_path / "o2",
+            {"forget_classes": [1], "dataset": "imagefolder", "data_root": str(root)},
         )  # fmt: skip
 
 
@@ -919,8 +919,8 @@ def test_unlearn_never_overwrites_without_overwrite(digits_ckpt: Path, tmp_path:
     )
     assert digest(out) == first
     with pytest.raises(OutputError, match="already exists; pass --overwrite"):
-        unlearn_checkpoint(checkpoint=digits_ckpt, method="boundary_shrink", forget_classes=[3],
-                           out=out, hyperparameters={"epochs": 1})  # fmt: skip
+        unlearn_checkpoint(digits_ckpt, "boundary_shrink", out,
+                           {"forget_classes": [3], "hyperparameters": {"epochs": 1}})  # fmt: skip
     assert bunlearn([*args, "--seed", "1", "--overwrite"]) == 0
     assert digest(out)["model.safetensors"] != first["model.safetensors"]
 

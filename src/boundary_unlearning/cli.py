@@ -164,32 +164,42 @@ def _cmd_unlearn(args: argparse.Namespace) -> int:
     from .commands import unlearn_checkpoint
 
     report = unlearn_checkpoint(
-        checkpoint=args.checkpoint,
-        method=args.method,
-        forget_classes=args.forget_class,
-        out=args.out,
-        dataset=args.dataset,
-        model=args.model,
-        data_root=args.data_root,
-        download=args.download,
-        forget_fraction=args.forget_fraction,
-        seed=args.seed,
-        hyperparameters=_parse_sets(args.set, scoped=False),
-        overwrite=args.overwrite,
-        device=args.device,
-        progress=not args.quiet,
-        mean=_floats("--mean", args.mean),
-        std=_floats("--std", args.std),
+        args.checkpoint, args.method, args.out, unlearn_settings(args), overwrite=args.overwrite
     )
     if not args.quiet:
         acc = report["results"][args.method]["acc"]
         before = report["results"]["original"]["acc"]
         print(
-            f"{args.method}: forget accuracy {100 * before['forget']:.2f}% -> "
-            f"{100 * acc['forget']:.2f}%, test-retain accuracy {100 * before['test_retain']:.2f}%"
-            f" -> {100 * acc['test_retain']:.2f}%; wrote {args.out}"
+            f"{args.method}: forget accuracy {_percent(before['forget'])} -> "
+            f"{_percent(acc['forget'])}, test-retain accuracy {_percent(before['test_retain'])}"
+            f" -> {_percent(acc['test_retain'])}; wrote {args.out}"
         )
     return 0
+
+
+def _percent(value: float | None) -> str:
+    """An accuracy as a percentage (``n/a`` for an empty set)."""
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
+def unlearn_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``ExperimentConfig`` fields the user gave as ``bunlearn unlearn`` flags (what is
+    missing comes from the checkpoint)."""
+    given: dict[str, Any] = {
+        "forget_classes": args.forget_class,
+        "forget_fraction": args.forget_fraction,
+        "seed": args.seed,
+        "dataset": args.dataset,
+        "model": args.model,
+        "data_root": args.data_root,
+        "download": args.download,
+        "device": args.device,
+        "progress": not args.quiet,
+        "mean": _floats("--mean", args.mean),
+        "std": _floats("--std", args.std),
+        "hyperparameters": _parse_sets(args.set, scoped=False),
+    }
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def run_settings(args: argparse.Namespace) -> dict[str, Any]:
