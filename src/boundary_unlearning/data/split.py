@@ -304,12 +304,38 @@ def class_split(
     )
     if not classes:
         raise DataError("no forget class given; pass at least one --forget-class")
-    forget_fraction = check_setting("forget_fraction", forget_fraction, UnitFraction)
     seed = check_setting("seed", seed, Seed)
+    forget_fraction = check_setting("forget_fraction", forget_fraction, UnitFraction)
     train_y = dataset_labels(train)
     test_y = dataset_labels(test)
     if num_classes is None:
         num_classes = int(max(int(train_y.max()), int(test_y.max()) if len(test_y) else 0)) + 1
+    unique = _checked_classes(classes, num_classes)
+    cls_t = torch.tensor(unique, dtype=torch.long)
+    forget_mask = torch.isin(train_y, cls_t)
+    forget_idx = torch.nonzero(forget_mask).flatten()
+    if len(forget_idx) == 0:
+        raise DataError(
+            f"the training set has no sample of class(es) {list(unique)}; pick a class present "
+            "in the data"
+        )
+    chosen = _fraction_of(forget_idx, forget_fraction, seed)
+    test_forget_mask = torch.isin(test_y, cls_t)
+    return UnlearningData(
+        forget=_subset(train, chosen),
+        retain=_subset(train, torch.nonzero(~forget_mask).flatten()),
+        test_forget=_subset(test, torch.nonzero(test_forget_mask).flatten()),
+        test_retain=_subset(test, torch.nonzero(~test_forget_mask).flatten()),
+        forget_classes=unique,
+        num_classes=num_classes,
+        forget_full=_subset(train, forget_idx) if forget_fraction < 1.0 else None,
+        normalization=_checked_against(train, norm),
+    )
+
+
+def _checked_classes(classes: Sequence[int], num_classes: int) -> tuple[int, ...]:
+    """The forget classes, sorted and unique, after checking each is a class of the data
+    and at least one class is retained."""
     for cls in classes:
         if not isinstance(cls, int) or isinstance(cls, bool) or not 0 <= cls < num_classes:
             raise DataError(
@@ -321,38 +347,21 @@ def class_split(
         raise DataError(
             f"all {num_classes} classes would be forgotten; keep at least one class to retain"
         )
-    cls_t = torch.tensor(unique, dtype=torch.long)
-    forget_mask = torch.isin(train_y, cls_t)
-    forget_idx = torch.nonzero(forget_mask).flatten()
-    retain_idx = torch.nonzero(~forget_mask).flatten()
-    if len(forget_idx) == 0:
+    return unique
+
+
+def _fraction_of(forget_idx: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    """A seeded ``fraction`` of the forget rows (all of them for 1), in order."""
+    if fraction >= 1.0:
+        return forget_idx
+    n = int(fraction * len(forget_idx) + 0.5)
+    if n == 0:
         raise DataError(
-            f"the training set has no sample of class(es) {list(unique)}; pick a class present "
-            "in the data"
+            f"forget fraction {fraction} selects no sample of the {len(forget_idx)} forget "
+            f"samples; use at least {1 / len(forget_idx):.4g}"
         )
-    full = _subset(train, forget_idx)
-    chosen = forget_idx
-    if forget_fraction < 1.0:
-        n = int(forget_fraction * len(forget_idx) + 0.5)
-        if n == 0:
-            raise DataError(
-                f"forget fraction {forget_fraction} selects no sample of the "
-                f"{len(forget_idx)} forget samples; use at least {1 / len(forget_idx):.4g}"
-            )
-        gen = torch.Generator().manual_seed(seed)
-        pick = torch.randperm(len(forget_idx), generator=gen)[:n].sort().values
-        chosen = forget_idx[pick]
-    test_forget_mask = torch.isin(test_y, cls_t)
-    return UnlearningData(
-        forget=_subset(train, chosen),
-        retain=_subset(train, retain_idx),
-        test_forget=_subset(test, torch.nonzero(test_forget_mask).flatten()),
-        test_retain=_subset(test, torch.nonzero(~test_forget_mask).flatten()),
-        forget_classes=unique,
-        num_classes=num_classes,
-        forget_full=full if forget_fraction < 1.0 else None,
-        normalization=_checked_against(train, norm),
-    )
+    gen = torch.Generator().manual_seed(seed)
+    return forget_idx[torch.randperm(len(forget_idx), generator=gen)[:n].sort().values]
 
 
 def check_normalization(normalization: NormalizationLike | None) -> Normalization | None:
