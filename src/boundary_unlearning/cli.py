@@ -71,6 +71,16 @@ def _floats(flag: str, text: str | None) -> list[float] | None:
     return values
 
 
+def _given(args: argparse.Namespace, flags: str, **renamed: Any) -> dict[str, Any]:
+    """The ``ExperimentConfig`` fields the user gave: the ``flags`` (space-separated argparse
+    destinations that are field names), ``renamed`` fields (value, or ``None``: not given),
+    and ``mean``/``std`` where the command has them."""
+    values = {name: getattr(args, name) for name in flags.split()}
+    if hasattr(args, "mean"):
+        values.update(mean=_floats("--mean", args.mean), std=_floats("--std", args.std))
+    return {k: v for k, v in {**values, **renamed}.items() if v is not None}
+
+
 def _echo(quiet: bool) -> Any:
     return None if quiet else (lambda msg: print(msg, flush=True))
 
@@ -131,25 +141,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .commands import save_original
     from .config import ExperimentConfig
 
-    config = ExperimentConfig(
-        dataset=args.dataset,
-        model=args.model,
-        epochs=args.epochs,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        weight_decay=args.weight_decay,
-        optimizer=args.optimizer,
-        seed=args.seed,
-        data_root=args.data_root,
-        download=args.download,
-        cache_dir=args.cache_dir,
-        device=args.device,
-        progress=not args.quiet,
-        record_updates=args.record_updates,
-        subset=args.subset,
-        mean=_floats("--mean", args.mean),
-        std=_floats("--std", args.std),
-    )
+    flags = "dataset model epochs lr batch_size weight_decay optimizer seed data_root download "
+    flags += "cache_dir device record_updates subset"
+    config = ExperimentConfig(**_given(args, flags, progress=not args.quiet))
     meta, reused = save_original(config, args.out, overwrite=args.overwrite)
     if not args.quiet:
         verb = "reused" if reused else "trained"
@@ -185,46 +179,19 @@ def _percent(value: float | None) -> str:
 def unlearn_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The ``ExperimentConfig`` fields the user gave as ``bunlearn unlearn`` flags (what is
     missing comes from the checkpoint)."""
-    given: dict[str, Any] = {
-        "forget_classes": args.forget_class,
-        "forget_fraction": args.forget_fraction,
-        "seed": args.seed,
-        "dataset": args.dataset,
-        "model": args.model,
-        "data_root": args.data_root,
-        "download": args.download,
-        "device": args.device,
-        "progress": not args.quiet,
-        "mean": _floats("--mean", args.mean),
-        "std": _floats("--std", args.std),
-        "hyperparameters": _parse_sets(args.set, scoped=False),
-    }
-    return {k: v for k, v in given.items() if v is not None}
+    flags = "forget_fraction seed dataset model data_root download device"
+    return _given(
+        args, flags, forget_classes=args.forget_class, progress=not args.quiet,
+        hyperparameters=_parse_sets(args.set, scoped=False),
+    )  # fmt: skip
 
 
 def run_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The ``ExperimentConfig`` fields the user gave as ``bunlearn run`` flags."""
-    given: dict[str, Any] = {
-        "dataset": args.dataset,
-        "model": args.model,
-        "forget_classes": args.forget_class,
-        "forget_fraction": args.forget_fraction,
-        "seed": args.seed,
-        "epochs": args.epochs,
-        "lr": args.lr,
-        "batch_size": args.batch_size,
-        "subset": args.subset,
-        "data_root": args.data_root,
-        "download": args.download,
-        "cache_dir": args.cache_dir,
-        "device": args.device,
-        "ulira": args.ulira,
-        "relearn": args.relearn,
-        "figures": args.figures,
-        "progress": False if args.quiet else None,
-        "mean": _floats("--mean", args.mean),
-        "std": _floats("--std", args.std),
-    }
+    flags = "dataset model forget_fraction seed epochs lr batch_size subset data_root download "
+    flags += "cache_dir device ulira relearn figures"
+    given = _given(args, flags, forget_classes=args.forget_class,
+                   progress=False if args.quiet else None)  # fmt: skip
     if args.methods is not None:
         given["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
     if args.seeds is not None:
@@ -234,7 +201,7 @@ def run_settings(args: argparse.Namespace) -> dict[str, Any]:
             raise ConfigError(
                 f"--seeds {args.seeds!r} is not a comma-separated list of integers, e.g. 0,1,2"
             ) from None
-    return {k: v for k, v in given.items() if v is not None}
+    return given
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -44,14 +44,10 @@ class Neighbours:
             one.
 
     Example:
-        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(2, 2))  # logits = the two pixels
-        >>> with torch.no_grad():
-        ...     _ = net[1].weight.copy_(torch.eye(2))
-        ...     _ = net[1].bias.zero_()
-        >>> x = torch.tensor([[[[0.55, 0.5]]], [[[0.9, 0.1]]]])  # both class 0
-        >>> found = neighbour_search(net, x, torch.tensor([0, 0]), eps=0.1)
-        >>> found.labels.tolist(), found.success_ratio, tuple(found.probs.shape)
-        ([1, 0], 0.5, (2, 2))
+        >>> probs = torch.tensor([[0.2, 0.8], [0.9, 0.1]])
+        >>> found = Neighbours(torch.zeros(0), probs.argmax(1), probs, success_ratio=0.5)
+        >>> found.labels.tolist()  # the first of two class-0 samples crossed into class 1
+        [1, 0]
     """
 
     inputs: torch.Tensor  # the adversarial neighbours x' (in the caller's input space)

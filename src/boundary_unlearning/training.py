@@ -68,11 +68,8 @@ class StepCallback(Protocol):
     """
 
     def before_step(self, step: int, batch: Batch) -> None:
-        """Called before the step's forward pass.
-
-        Args:
-            step: the step's index in the run (from 0).
-            batch: the step's batch ``(x, y, ...)``.
+        """Called before the step's forward pass, with the arguments :meth:`after_step`
+        gets.
 
         Example:
             >>> from boundary_unlearning.recording import UpdateRecorder
@@ -488,18 +485,7 @@ def train(
         >>> model.training, fits[0].steps
         (False, 4)
     """
-    return fit(
-        model,
-        dataset,
-        cross_entropy_loss,
-        epochs=epochs,
-        lr=lr,
-        optimizer=optimizer,
-        momentum=momentum,
-        weight_decay=weight_decay,
-        batch_size=batch_size,
-        seed=seed,
-        progress=progress,
-        desc=desc,
-        callbacks=callbacks,
-    )
+    recipe = Recipe(epochs=epochs, lr=lr, optimizer=optimizer, momentum=momentum,
+                    weight_decay=weight_decay, batch_size=batch_size, seed=seed)  # fmt: skip
+    return fit(model, dataset, cross_entropy_loss, recipe=recipe,
+               options=RunOptions(progress=progress), desc=desc, callbacks=callbacks)  # fmt: skip

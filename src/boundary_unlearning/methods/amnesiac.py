@@ -11,7 +11,7 @@ from torch import nn
 from .._utils import model_device
 from ..checks import AtLeastOne, NonNegative, Positive, Seed, Whole
 from ..data.split import UnlearningData
-from ..recipe import BNMode, RunOptions
+from ..recipe import BNMode, Recipe, RunOptions
 from ..recording import RecordMissingError, UpdateRecord, load_record
 from ..training import cross_entropy_loss, fit
 from ._common import require_retain, working_copy
@@ -107,20 +107,10 @@ def amnesiac(
                 param.sub_(update[name].to(param.device, param.dtype))
     if repair_epochs > 0:
         require_retain(data, "amnesiac")
-        fit(
-            unlearned,
-            data.retain,
-            cross_entropy_loss,
-            epochs=repair_epochs,
-            lr=lr,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            batch_size=batch_size,
-            seed=seed,
-            bn=bn,
-            options=options,
-            desc="amnesiac repair",
-        )
+        repair = Recipe(epochs=repair_epochs, lr=lr, momentum=momentum, bn=bn,
+                        weight_decay=weight_decay, batch_size=batch_size, seed=seed)  # fmt: skip
+        fit(unlearned, data.retain, cross_entropy_loss, recipe=repair, options=options,
+            desc="amnesiac repair")  # fmt: skip
     unlearned.eval()
     steps = sum(int(record.batches[c]) for c in data.forget_classes)
     set_unlearning_stats(unlearned, {"subtracted_steps": steps, "recorded_steps": record.steps})

@@ -22,14 +22,11 @@ __all__ = ["bad_teacher"]
 
 @register_method("bad_teacher", cost="retain")
 def bad_teacher(
-    model: nn.Module,
-    data: UnlearningData,
-    *,
-    temperature: Positive = 1.0,
-    retain_fraction: UnitFraction = 0.3,
+    model: nn.Module, data: UnlearningData, *,
+    temperature: Positive = 1.0, retain_fraction: UnitFraction = 0.3,
     recipe: Recipe = Recipe(epochs=1, lr=1e-4, optimizer="adam", momentum=0.0, batch_size=256),
     options: RunOptions = RunOptions(),
-) -> nn.Module:
+) -> nn.Module:  # fmt: skip
     """Bad Teacher: the student (a copy of the original) is distilled on D_f towards a
     randomly initialised "incompetent" teacher and on a random part of D_r towards the
     original ("competent") teacher, with the KL divergence at temperature ``temperature``.

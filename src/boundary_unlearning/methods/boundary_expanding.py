@@ -80,14 +80,9 @@ def prune_head(wide: nn.Linear) -> nn.Linear:
 
 @register_method("boundary_expanding", cost="forget", presets={"paper": PAPER_FINETUNE})
 def boundary_expanding(
-    model: nn.Module,
-    data: UnlearningData,
-    *,
-    layers: Layers = "head",
-    head: str | None = None,
-    recipe: ForgetRecipe = FORGET_RECIPE,
-    options: RunOptions = RunOptions(),
-) -> nn.Module:
+    model: nn.Module, data: UnlearningData, *, layers: Layers = "head", head: str | None = None,
+    recipe: ForgetRecipe = FORGET_RECIPE, options: RunOptions = RunOptions(),
+) -> nn.Module:  # fmt: skip
     """Boundary Expanding: add a shadow output neuron, fine-tune the forget data into it,
     then prune it, leaving a K-way model.
 

@@ -102,13 +102,9 @@ def _run_stages(
 
 @register_method("expand_shrink", cost="forget", keywords=stage_keywords((EXPAND, SHRINK)))
 def expand_shrink(
-    model: nn.Module,
-    data: UnlearningData,
-    *,
-    preset: Preset = "default",
-    options: RunOptions = RunOptions(),
-    **settings: Any,
-) -> nn.Module:
+    model: nn.Module, data: UnlearningData, *, preset: Preset = "default",
+    options: RunOptions = RunOptions(), **settings: Any,
+) -> nn.Module:  # fmt: skip
     """Expanding then Shrink: Boundary Expanding, then Boundary Shrink on its result (the
     neighbour search runs on the expanded-and-pruned model). The slides name this order the
     more promising combination.
@@ -134,28 +130,13 @@ def expand_shrink(
 
 @register_method("shrink_expand", cost="forget", keywords=stage_keywords((SHRINK, EXPAND)))
 def shrink_expand(
-    model: nn.Module,
-    data: UnlearningData,
-    *,
-    preset: Preset = "default",
-    options: RunOptions = RunOptions(),
-    **settings: Any,
-) -> nn.Module:
+    model: nn.Module, data: UnlearningData, *, preset: Preset = "default",
+    options: RunOptions = RunOptions(), **settings: Any,
+) -> nn.Module:  # fmt: skip
     """Shrink then Expanding: Boundary Shrink, then Boundary Expanding on its result.
 
-    Chen et al., "Boundary Unlearning", CVPR 2023 (slides). Settings as for
-    :func:`expand_shrink`; each stage takes at least one step. Records Boundary Shrink's
-    ``attack_success_ratio`` and the steps and forget-accuracy trace of both stages.
-
-    Args:
-        model: the original classifier; never modified.
-        data: the class split; only ``data.forget`` is used.
-        preset: applies to both stages (``"paper"``: their published loops).
-        options: progress bar and speed options, for both stages.
-        **settings: any setting of either stage, plain or prefixed (``shrink_``,
-            ``expand_``).
-
-    Returns:
-        A new model in eval mode.
+    Chen et al., "Boundary Unlearning", CVPR 2023 (slides). Takes what
+    :func:`expand_shrink` takes and records what it records; here too each stage takes at
+    least one step.
     """
     return _run_stages((SHRINK, EXPAND), model, data, preset, options, settings)

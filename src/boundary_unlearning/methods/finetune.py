@@ -15,12 +15,10 @@ __all__ = ["finetune"]
 
 @register_method("finetune", cost="retain")
 def finetune(
-    model: nn.Module,
-    data: UnlearningData,
-    *,
+    model: nn.Module, data: UnlearningData, *,
     recipe: Recipe = Recipe(epochs=5, lr=0.02, weight_decay=5e-4),
     options: RunOptions = RunOptions(),
-) -> nn.Module:
+) -> nn.Module:  # fmt: skip
     """Finetune: fine-tune the original model on D_r alone for a few epochs at a higher
     learning rate, relying on catastrophic forgetting of the class it no longer sees.
 

@@ -21,13 +21,10 @@ __all__ = ["l1_sparse"]
 
 @register_method("l1_sparse", cost="retain")
 def l1_sparse(
-    model: nn.Module,
-    data: UnlearningData,
-    *,
-    l1_weight: NonNegative = 5e-4,
+    model: nn.Module, data: UnlearningData, *, l1_weight: NonNegative = 5e-4,
     recipe: Recipe = Recipe(epochs=10, lr=0.01, weight_decay=5e-4),
     options: RunOptions = RunOptions(),
-) -> nn.Module:
+) -> nn.Module:  # fmt: skip
     """l1-sparse: fine-tune on D_r minimising ``CE + gamma_e * ||theta||_1`` where the L1
     weight decays linearly over the epochs, ``gamma_e = l1_weight * (1 - e / epochs)``.
 

@@ -19,14 +19,9 @@ __all__ = ["random_labels"]
     "random_labels", cost="forget", presets={"paper": published_loop(epochs=5, lr=1e-3)}
 )
 def random_labels(
-    model: nn.Module,
-    data: UnlearningData,
-    *,
-    layers: Layers = "head",
-    head: str | None = None,
-    recipe: ForgetRecipe = FORGET_RECIPE,
-    options: RunOptions = RunOptions(),
-) -> nn.Module:
+    model: nn.Module, data: UnlearningData, *, layers: Layers = "head", head: str | None = None,
+    recipe: ForgetRecipe = FORGET_RECIPE, options: RunOptions = RunOptions(),
+) -> nn.Module:  # fmt: skip
     """Random Labels: give every forget sample a uniformly random *wrong* label (drawn once,
     seeded) and fine-tune on D_f with cross-entropy.
 

@@ -15,12 +15,10 @@ __all__ = ["retrain"]
 
 @register_method("retrain", cost="reference")
 def retrain(
-    model: nn.Module,
-    data: UnlearningData,
-    *,
+    model: nn.Module, data: UnlearningData, *,
     recipe: Recipe = Recipe(epochs=50, lr=0.01, weight_decay=5e-4),
     options: RunOptions = RunOptions(),
-) -> nn.Module:
+) -> nn.Module:  # fmt: skip
     """Retrain: re-initialise the architecture and train from scratch on D_r only.
 
     The reference every unlearning method is measured against; use the original model's

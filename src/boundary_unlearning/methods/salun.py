@@ -74,13 +74,10 @@ def saliency_mask(
 
 @register_method("salun", cost="retain")
 def salun(
-    model: nn.Module,
-    data: UnlearningData,
-    *,
-    threshold: UnitFraction = 0.5,
+    model: nn.Module, data: UnlearningData, *, threshold: UnitFraction = 0.5,
     recipe: Recipe = Recipe(epochs=10, lr=0.013, weight_decay=5e-4, batch_size=256),
     options: RunOptions = RunOptions(),
-) -> nn.Module:
+) -> nn.Module:  # fmt: skip
     """SalUn: find the weights most salient for the forget loss, then fine-tune only those
     on D_f with random labels together with D_r with its true labels.
 
