@@ -8,15 +8,14 @@ import importlib as _importlib
 import pkgutil as _pkgutil
 
 from ._registry import (
-    ForgettingWarning,
     MethodSpec,
     get_method,
     list_methods,
     register_method,
     unlearn,
-    unlearning_stats,
     validate_hyperparameters,
 )
+from ._stats import ForgettingWarning, unlearning_stats
 
 # Every module of this package registers its method on import: a new method is one module
 # (plus its docs row), reachable through unlearn("name", ...) without editing this file.

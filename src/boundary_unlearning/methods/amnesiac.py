@@ -15,7 +15,8 @@ from ..recipe import BNMode, Recipe, RunOptions
 from ..recording import RecordMissingError, UpdateRecord, load_record
 from ..training import cross_entropy_loss, fit
 from ._common import require_retain, working_copy
-from ._registry import register_method, set_unlearning_stats
+from ._registry import register_method
+from ._stats import set_unlearning_stats
 
 __all__ = ["amnesiac"]
 

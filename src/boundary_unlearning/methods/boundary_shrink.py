@@ -16,7 +16,8 @@ from ..neighbours import AttackName, LabelRule, neighbour_search
 from ..recipe import ForgetRecipe, RunOptions
 from ..training import Batch, LossFn, cross_entropy_loss
 from ._common import FORGET_RECIPE, PAPER_FINETUNE, Layers, fit_forget, working_copy
-from ._registry import register_method, set_unlearning_stats
+from ._registry import register_method
+from ._stats import set_unlearning_stats
 
 __all__ = ["boundary_shrink", "input_curvature", "margin_weights"]
 

@@ -18,14 +18,9 @@ from torch import nn
 
 from ..data.split import UnlearningData
 from ..recipe import RunOptions
-from ._registry import (
-    ForgettingWarning,
-    MethodSpec,
-    get_method,
-    register_method,
-    set_unlearning_stats,
-)
-from ._registry import unlearning_stats as stats_of
+from ._registry import MethodSpec, get_method, register_method
+from ._stats import ForgettingWarning, set_unlearning_stats
+from ._stats import unlearning_stats as stats_of
 from .boundary_expanding import boundary_expanding
 from .boundary_shrink import boundary_shrink
 

@@ -16,7 +16,8 @@ from ..data.streaming import concat, input_batches, inputs_and_labels, with_colu
 from ..recipe import Recipe, RunOptions
 from ..training import fit
 from ._common import working_copy
-from ._registry import register_method, set_unlearning_stats
+from ._registry import register_method
+from ._stats import set_unlearning_stats
 
 __all__ = ["saliency_mask", "salun"]
 

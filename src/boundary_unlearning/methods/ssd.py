@@ -14,7 +14,8 @@ from ..checks import AtLeastOne, Positive, Seed
 from ..data.split import UnlearningData
 from ..data.streaming import concat, input_batches, inputs_and_labels
 from ._common import working_copy
-from ._registry import register_method, set_unlearning_stats
+from ._registry import register_method
+from ._stats import set_unlearning_stats
 
 __all__ = ["parameter_importance", "ssd"]
 
