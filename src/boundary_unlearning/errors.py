@@ -116,8 +116,11 @@ class ConfigError(UnlearningError, ValueError):
     """A configuration file with unknown keys or wrong types.
 
     Example:
-        >>> issubclass(ConfigError, ValueError)
-        True
+        >>> from boundary_unlearning.config import ExperimentConfig
+        >>> ExperimentConfig.from_dict({"epoch": 3})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        boundary_unlearning.errors.ConfigError: config: unknown key(s) 'epoch'; valid keys: ...
     """
 
 
@@ -125,8 +128,16 @@ class OutputError(UnlearningError, OSError):
     """An output location that cannot be written or would be overwritten.
 
     Example:
-        >>> issubclass(OutputError, OSError)  # callers may catch it as an OSError
-        True
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from boundary_unlearning.output_dir import check_output_dir
+        >>> out = Path(tempfile.mkdtemp())
+        >>> _ = (out / "report.json").write_text("{}")  # an earlier run's
+        >>> try:
+        ...     check_output_dir(out)
+        ... except OSError as exc:  # callers may catch it as an OSError
+        ...     print(type(exc).__name__)
+        OutputError
     """
 
 
