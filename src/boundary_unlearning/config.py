@@ -28,7 +28,7 @@ import yaml
 
 from ._utils import atomic_write_text
 from .checks import Range, Seed, check_setting, fits
-from .data.split import Normalization, check_normalization
+from .data.normalization import Normalization, check_normalization
 from .errors import ConfigError
 from .models import is_user_model
 from .recipe import Recipe

@@ -21,7 +21,12 @@ from torch.utils.data import Dataset
 
 from ._utils import eval_mode, model_device
 from .checks import AtLeastOne, Positive, check_setting
-from .data.split import Normalization, NormalizationLike, channel_view, check_normalization
+from .data.normalization import (
+    Normalization,
+    NormalizationLike,
+    channel_view,
+    check_normalization,
+)
 from .data.streaming import iterate_batches
 from .distributed import gather_rows, is_distributed, shard_range
 

@@ -1,6 +1,7 @@
 """The one training loop. Everything that trains (the original model, retraining, the
 fine-tuning inside every unlearning method) goes through :func:`fit`, a short loop over three
-named parts: :class:`TrainingBatches` (the data, whatever form it came in),
+named parts: :class:`~boundary_unlearning.data.batches.TrainingBatches` (the data, whatever
+form it came in),
 :class:`TrainingStep` (one optimiser step) and a stopping rule
 (:mod:`boundary_unlearning.stopping`).
 
@@ -11,8 +12,7 @@ epoch does no data-loader work and no per-batch host synchronisation.
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import torch
@@ -22,27 +22,26 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from ._utils import model_device
-from .data.streaming import iterate_batches, tensor_backed
+from .data.batches import Batch, TrainingBatches
 from .distributed import is_main_process
 from .distributed_training import distributed_fit
-from .errors import DataError, DivergenceError
+from .errors import DivergenceError
 from .optim import make_optimizer, set_bn_mode
 from .recipe import OPTION_FIELDS, RECIPE_FIELDS, BNMode, OptimizerName, Recipe, RunOptions
 from .stopping import FitResult, FitRun, NeverStop, StoppingRule, record_fit
 
 __all__ = [
     "BNMode",
+    "Batch",
     "LossFn",
     "OptimizerName",
     "StepCallback",
-    "TrainingBatches",
     "TrainingStep",
     "cross_entropy_loss",
     "fit",
     "train",
 ]
 
-Batch = tuple[torch.Tensor, ...]
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
 
 
@@ -137,88 +136,6 @@ def _progress_bar(budget: int, desc: str, options: RunOptions) -> tqdm[Any]:
     """A bar over the run's steps, on the main process when ``options.progress``."""
     disable = not options.progress or not is_main_process()
     return tqdm(total=budget, desc=desc, disable=disable, leave=False, unit="step")
-
-
-class TrainingBatches:
-    """The training data of one run, in one place whatever form it came in: tensors
-    indexed together (held on the model's device), a tensor-backed dataset within the memory
-    budget (loaded as such tensors), or any other dataset (read batch by batch through a
-    ``DataLoader``, in the same seeded order). Every epoch visits a permutation drawn from a
-    ``torch.Generator`` seeded with ``seed``.
-
-    Args:
-        data: the tensors (e.g. ``(x, y)``) or a map-style dataset of ``(x, y, ...)`` tuples.
-        device: where the batches go.
-        batch_size: samples per batch.
-        seed: seeds the permutations.
-        channels_last: store 4-D inputs in channels-last memory format.
-        desc: names the run in errors.
-
-    Raises:
-        DataError: empty or mismatched tensors.
-
-    Example:
-        >>> batches = TrainingBatches((torch.arange(5.0), torch.arange(5)), torch.device("cpu"),
-        ...                           batch_size=2, seed=0)
-        >>> batches.steps_per_epoch, [len(idx) for idx, _ in batches.epoch(limit=2)]
-        (3, [2, 2])
-    """
-
-    def __init__(
-        self,
-        data: Sequence[torch.Tensor] | Dataset[Any],
-        device: torch.device,
-        *,
-        batch_size: int,
-        seed: int,
-        channels_last: bool = False,
-        desc: str = "training",
-    ) -> None:
-        self.stream: Dataset[Any] | None = None
-        if isinstance(data, Dataset) and tensor_backed(data):
-            data = next(iterate_batches(data, max(len(data), 1)))  # type: ignore[arg-type]
-        elif isinstance(data, Dataset):
-            self.stream = data
-        self.tensors: Batch = (
-            () if self.stream is not None
-            else tuple(_memory_format(t.to(device), channels_last) for t in data)  # type: ignore[union-attr]
-        )  # fmt: skip
-        self.n = len(self.stream) if self.stream is not None else len(self.tensors[0])  # type: ignore[arg-type]
-        if any(len(t) != self.n for t in self.tensors):
-            raise DataError("the tensors passed to fit() differ in length")
-        if self.n == 0:
-            raise DataError(f"{desc}: no training samples; the data set is empty")
-        self.device, self.batch_size, self.channels_last = device, batch_size, channels_last
-        self.steps_per_epoch = math.ceil(self.n / batch_size)
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def epoch(self, limit: int) -> Iterator[tuple[torch.Tensor, Batch]]:
-        """One pass in a new seeded order, at most ``limit`` batches.
-
-        Args:
-            limit: the most batches to give.
-
-        Returns:
-            An iterator of ``(rows, batch)``: the batch's rows of the data and its tensors.
-        """
-        order = torch.randperm(self.n, generator=self.generator).to(self.device)
-        size, stream = self.batch_size, self.stream
-        loaded = (
-            iterate_batches(stream, size, device=self.device, order=order.cpu()[: limit * size])
-            if stream is not None else None
-        )  # fmt: skip
-        for start in range(0, self.n, size)[:limit]:
-            idx = order[start : start + size]
-            if loaded is None:
-                yield idx, tuple(t[idx] for t in self.tensors)
-            else:  # the same rows, read from the dataset
-                yield idx, tuple(_memory_format(t, self.channels_last) for t in next(loaded))
-
-
-def _memory_format(t: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    if channels_last and t.dim() == 4:
-        return t.contiguous(memory_format=torch.channels_last)
-    return t
 
 
 class TrainingStep:
@@ -339,7 +256,8 @@ def fit(
     """Train ``model`` in place on ``tensors`` (all indexed together) and return it in eval mode.
 
     Each step draws a batch ``tuple(t[idx] for t in tensors)`` from a permutation made by a
-    ``torch.Generator`` seeded with ``recipe.seed`` (:class:`TrainingBatches`) and minimises
+    ``torch.Generator`` seeded with ``recipe.seed``
+    (:class:`~boundary_unlearning.data.batches.TrainingBatches`) and minimises
     ``loss_fn(model, batch)`` (:class:`TrainingStep`). The run ends after
     ``recipe.limit(steps_per_epoch)`` steps, or earlier when the ``stop`` rule says so (see
     :mod:`boundary_unlearning.stopping`). What the run did is recorded as a

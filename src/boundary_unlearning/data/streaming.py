@@ -21,7 +21,8 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset, TensorDataset
 
 from ..errors import DataError
-from .split import Normalization, channel_view, dataset_labels, to_tensors
+from .normalization import Normalization, channel_view
+from .split import dataset_labels, to_tensors
 
 __all__ = [
     "MEMORY_BUDGET",
