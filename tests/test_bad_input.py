@@ -237,8 +237,8 @@ def test_checkpoint_for_another_class_count(digits_ckpt: Path, tmp_path: Path, c
     assert msg.endswith("pass the --dataset the model was trained on")
     with pytest.raises(ModelError, match="outputs 10 classes but imagefolder has 3"):
         unlearn_checkpoint(
-            digits_ckpt, "boundary_shrink", tmp_path / "o2",
-            {"forget_classes": [1], "dataset": "imagefolder", "data_root": str(root)},
+            checkpoint=digits_ckpt, method="boundary_shrink", out=tmp_path / "o2",
+            given={"forget_classes": [1], "dataset": "imagefolder", "data_root": str(root)},
         )  # fmt: skip
 
 
@@ -918,9 +918,9 @@ def test_unlearn_never_overwrites_without_overwrite(digits_ckpt: Path, tmp_path:
         == f"{out / 'model.safetensors'} already exists; pass --overwrite or choose another --out"
     )
     assert digest(out) == first
+    given = {"forget_classes": [3], "hyperparameters": {"epochs": 1}}
     with pytest.raises(OutputError, match="already exists; pass --overwrite"):
-        unlearn_checkpoint(digits_ckpt, "boundary_shrink", out,
-                           {"forget_classes": [3], "hyperparameters": {"epochs": 1}})  # fmt: skip
+        unlearn_checkpoint(checkpoint=digits_ckpt, method="boundary_shrink", out=out, given=given)
     assert bunlearn([*args, "--seed", "1", "--overwrite"]) == 0
     assert digest(out)["model.safetensors"] != first["model.safetensors"]
 

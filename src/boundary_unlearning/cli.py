@@ -158,8 +158,9 @@ def _cmd_unlearn(args: argparse.Namespace) -> int:
     from .commands import unlearn_checkpoint
 
     report = unlearn_checkpoint(
-        args.checkpoint, args.method, args.out, unlearn_settings(args), overwrite=args.overwrite
-    )
+        checkpoint=args.checkpoint, method=args.method, out=args.out,
+        given=unlearn_settings(args), overwrite=args.overwrite,
+    )  # fmt: skip
     if not args.quiet:
         acc = report["results"][args.method]["acc"]
         before = report["results"]["original"]["acc"]

@@ -83,11 +83,11 @@ def save_original(
 
 
 def unlearn_checkpoint(
+    *,
     checkpoint: str | Path,
     method: str,
     out: str | Path,
     given: Mapping[str, Any],
-    *,
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """``bunlearn unlearn``: load a checkpoint, unlearn, write the new weights and a report
