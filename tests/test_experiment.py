@@ -67,6 +67,24 @@ def test_report_keeps_the_foundation_keys_and_adds_seeds(
     assert report["failed"] == {}
 
 
+def test_each_method_gets_its_depth_from_the_two_references(
+    two_seed_report: tuple[dict[str, Any], Path],
+) -> None:
+    from boundary_unlearning.metrics import depth_shares
+
+    report, out = two_seed_report
+    for entries in report["per_seed"].values():
+        assert "depth" not in entries["original"] and "depth" not in entries["retrain"]
+        for name in METHODS:
+            entry = entries[name]
+            assert entry["relearn_steps"] is None  # --no-relearn: the probe alone counts
+            assert 0.0 <= entry["probe_forget_acc"] <= 1.0
+            shares = depth_shares(entry, entries["original"], entries["retrain"])
+            assert entry["depth"] == shares["depth"]
+            assert entry["depth_shares"] == {k: v for k, v in shares.items() if k != "depth"}
+    assert "| Depth ↑ |" in (out / "report.md").read_text()
+
+
 def test_results_are_mean_and_std_of_the_seeds(
     two_seed_report: tuple[dict[str, Any], Path],
 ) -> None:

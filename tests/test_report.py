@@ -71,12 +71,36 @@ def test_a_method_that_forgot_gets_its_verdict_and_speed_up() -> None:
         "retain": 1.0, "forget": 0.04, "test_retain": 0.97, "test_forget": 0.03,
     }  # fmt: skip
     report["results"]["boundary_shrink"]["stats"] = {"steps": 12, "reached_target": True}
+    report["results"]["boundary_shrink"]["depth"] = 0.7
     md = format_markdown(report)
     assert "| Verdict ≈R | — | — | forgot |" in md
+    assert "| Depth ↑ | — | — | 0.70 |" in md
     assert "8.0×" in md  # speed-up derived from retrain's seconds
     assert "| Unlearning steps ↓ | — | — | 12 |" in md
+    assert "What the verdicts say" not in md  # nothing to explain
     text = format_table(report)
     assert "forgot" in text and "8.0×" in text
+
+
+def test_a_method_that_only_hid_the_class_is_told_so_and_how_to_go_deeper() -> None:
+    report = single_seed_report()
+    entry = report["results"]["boundary_shrink"]
+    entry["acc"] = {"retain": 1.0, "forget": 0.0, "test_retain": 0.97, "test_forget": 0.0}
+    entry["depth"] = 0.12
+    entry["depth_shares"] = {"relearn_steps": 0.12, "probe_forget_acc": 0.4}
+    md = format_markdown(report)
+    assert "| Verdict ≈R | — | — | hid |" in md
+    assert "boundary_shrink hid the class" in md and "still in the features" in md
+    assert "relearn 0.12, probe 0.40" in md and "depth='features'" in md
+    assert "8.0×" in md  # it did leave the outputs: the speed-up stays
+
+
+def test_without_depth_the_verdict_claims_only_the_outputs() -> None:
+    report = single_seed_report()
+    report["results"]["boundary_shrink"]["acc"]["forget"] = 0.0
+    md = format_markdown(report)
+    assert "| Verdict ≈R | — | — | no longer predicted |" in md
+    assert "needs a retrained model to compare with" in md
 
 
 def test_format_value() -> None:

@@ -169,6 +169,7 @@ def _cmd_unlearn(args: argparse.Namespace) -> int:
             f"{_percent(acc['forget'])}, test-retain accuracy {_percent(before['test_retain'])}"
             f" -> {_percent(acc['test_retain'])}; wrote {args.out}"
         )
+        print(_depth_line(report, args.method))
     return 0
 
 
@@ -187,10 +188,26 @@ def unlearn_settings(args: argparse.Namespace) -> dict[str, Any]:
     )  # fmt: skip
 
 
+def _depth_line(report: dict[str, Any], method: str) -> str:
+    """``unlearn``'s evidence below the outputs, beside the original's, and what it means."""
+    entry, before = report["results"][method], report["results"]["original"]
+
+    def pct(value: Any) -> str:
+        return "—" if value is None else f"{100 * value:.1f}%"
+
+    return (
+        f"depth: relearn steps {before.get('relearn_steps')} -> {entry.get('relearn_steps')}, "
+        f"few-shot probe on D_tf {pct(before.get('probe_forget_acc'))} -> "
+        f"{pct(entry.get('probe_forget_acc'))} (more steps and a lower probe: the class left the "
+        "features; how far a never-trained model would be needs a retrained reference, "
+        "see report.md)"
+    )
+
+
 def run_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The ``ExperimentConfig`` fields the user gave as ``bunlearn run`` flags."""
     flags = "dataset model forget_fraction seed epochs lr batch_size subset data_root download "
-    flags += "cache_dir device ulira relearn figures"
+    flags += "cache_dir device ulira relearn probe figures"
     given = _given(args, flags, forget_classes=args.forget_class,
                    progress=False if args.quiet else None)  # fmt: skip
     if args.methods is not None:

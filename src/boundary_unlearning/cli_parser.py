@@ -167,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also run the U-LiRA attack (shadow models; slow)")  # fmt: skip
     run.add_argument("--no-relearn", dest="relearn", action="store_false", default=None,
                      help="skip the relearn-time metric")  # fmt: skip
+    run.add_argument("--no-probe", dest="probe", action="store_false", default=None,
+                     help="skip the few-shot feature probe")  # fmt: skip
     run.add_argument("--no-figures", dest="figures", action="store_false", default=None,
                      help="skip the figures (t-SNE, entropy, confusion)")  # fmt: skip
     run.add_argument("--out", required=True, help="output folder")

@@ -31,7 +31,7 @@ from .data.datasets import dataset_key
 from .distributed import is_main_process
 from .errors import CheckpointError, DataError, OutputError
 from .methods import get_method, unlearning_stats
-from .metrics import accuracy
+from .metrics import accuracy, depth_evidence
 from .models import is_user_model
 from .output_dir import check_writable, load_report
 from .pipeline import build_model, load_data, method_settings, split_data, timed_unlearn
@@ -248,10 +248,12 @@ def _unlearn_report(
     """``bunlearn unlearn``'s report: accuracies of the ``(original, unlearned)`` models,
     the method's seconds, resolved hyperparameters and stats."""
     original, unlearned = models
-    scores = _evaluate_with_progress({method: unlearned, "original": original}, data,
-                                     config.progress)  # fmt: skip
+    models_by_name = {method: unlearned, "original": original}
+    scores = _evaluate_with_progress(models_by_name, data, config.progress)
+    depth = _depth_evidence(models_by_name, data, config.seed, config.progress)
     entry: dict[str, Any] = {
         "acc": scores[method],
+        **depth[method],
         "seconds": seconds,
         "hyperparameters": get_method(method).resolve(hparams),
     }
@@ -264,7 +266,7 @@ def _unlearn_report(
         "forget_classes": classes,
         "class_names": [info.classes[c] for c in classes],
         "seed": config.seed,
-        "results": {"original": {"acc": scores["original"]}, method: entry},
+        "results": {"original": {"acc": scores["original"], **depth["original"]}, method: entry},
     }
 
 
@@ -318,6 +320,20 @@ def _evaluate_with_progress(
             bar.set_postfix_str(f"{name} on {key}")
             scores[name][key] = accuracy(models[name], sets[key])
     return scores
+
+
+def _depth_evidence(
+    models: dict[str, nn.Module], data: UnlearningData, seed: int, progress: bool
+) -> dict[str, dict[str, Any]]:
+    """Relearn steps and the few-shot feature probe of each model (without a retrained
+    model they are shown beside the original's, not scored as a depth)."""
+    out: dict[str, dict[str, Any]] = {}
+    disable = not progress or not is_main_process()
+    with tqdm(list(models), desc="depth evidence", unit="model", disable=disable) as bar:
+        for name in bar:
+            bar.set_postfix_str(name)
+            out[name] = depth_evidence(models[name], data, seed=seed)
+    return out
 
 
 def rerender_reports(out_dir: str | Path) -> dict[str, Any]:

@@ -76,9 +76,11 @@ class ExperimentConfig:
     device: str = "auto"
     cache_dir: str | None = None
     progress: bool = True
-    # Metrics: the relearn-time test (a short fine-tune per model) and the slow, opt-in U-LiRA
+    # Metrics: the relearn-time test (a short fine-tune per model), the few-shot feature probe
+    # (a linear classifier on the frozen features) and the slow, opt-in U-LiRA
     # membership-inference attack with shadow models.
     relearn: bool = True
+    probe: bool = True
     ulira: bool = False
     # Figure data (entropy histograms, t-SNE, confusion matrices) of the first seed's models.
     figures: bool = True

@@ -34,7 +34,7 @@ from .data import DatasetInfo, UnlearningData
 from .distributed import is_main_process, world_size
 from .errors import DivergenceError
 from .methods import get_method, unlearning_stats
-from .metrics import compute_metrics
+from .metrics import compute_metrics, depth_shares
 from .output_dir import check_output_dir, check_resume_matches, check_writable
 from .pipeline import check_methods, method_settings, prepare_data, timed_unlearn
 from .report import figure_data, format_table, render_reports
@@ -198,8 +198,8 @@ def _run_seed(
     rand = random_model(cfg, info)
 
     def metrics_of(model: nn.Module) -> dict[str, Any]:
-        return compute_metrics(model, data, retrained=retrained, random_model=rand,
-                               seed=seed, relearn=cfg.relearn, ulira=cfg.ulira)  # fmt: skip
+        return compute_metrics(model, data, retrained=retrained, random_model=rand, seed=seed,
+                               relearn=cfg.relearn, probe=cfg.probe, ulira=cfg.ulira)  # fmt: skip
 
     for name, meta in (("original", orig_meta), ("retrain", rt_meta)):
         show.stage(f"seed {seed}: metrics of {name}")
@@ -220,7 +220,19 @@ def _run_seed(
             retrain_s = run.entries["retrain"]["seconds"]
             entry["speedup"] = retrain_s / entry["seconds"] if entry["seconds"] else None
         show.bar.update(1)
+    _add_depth(run.entries, methods)
     return run
+
+
+def _add_depth(entries: dict[str, dict[str, Any]], methods: list[str]) -> None:
+    """Each method's ``depth`` (and ``depth_shares``): the share of the original-to-retrained
+    gap it closed on relearn steps and on the feature probe (the smaller counts)."""
+    for name in methods:
+        entry = entries[name]
+        if "failed" not in entry:
+            shares = depth_shares(entry, entries["original"], entries["retrain"])
+            entry["depth"] = shares.pop("depth")
+            entry["depth_shares"] = shares
 
 
 def _describe(info: DatasetInfo, data: UnlearningData) -> str:

@@ -7,8 +7,9 @@ number once: its label, which way is good and what it means.
 from .accuracy import accuracy, evaluate, predict_logits
 from .distances import activation_distance, entropy, js_divergence, zrf_score
 from .mia import confidence_svc, entropy_attack, loss_lr, paper_asr, ulira
+from .probe import depth_shares, probe_forget_accuracy
 from .relearn import relearn_steps
-from .suite import METRICS, Metric, compute_metrics
+from .suite import METRICS, Metric, compute_metrics, depth_evidence
 
 __all__ = [
     "METRICS",
@@ -17,6 +18,8 @@ __all__ = [
     "activation_distance",
     "compute_metrics",
     "confidence_svc",
+    "depth_evidence",
+    "depth_shares",
     "entropy",
     "entropy_attack",
     "evaluate",
@@ -24,6 +27,7 @@ __all__ = [
     "loss_lr",
     "paper_asr",
     "predict_logits",
+    "probe_forget_accuracy",
     "relearn_steps",
     "ulira",
     "zrf_score",

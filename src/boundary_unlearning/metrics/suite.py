@@ -18,16 +18,25 @@ from torch.utils.data import Dataset
 
 from ..data.split import UnlearningData
 from ..data.streaming import inputs_and_labels
+from ..errors import ModelError
 from . import mia as _mia
 from .accuracy import predict_logits
 from .distances import activation_distance, entropy, js_divergence, zrf_score
 from .mia import confidence_svc, entropy_attack, loss_lr, paper_asr
+from .probe import probe_forget_accuracy
 from .relearn import relearn_steps
 
-__all__ = ["DIRECTIONS", "METRICS", "METRIC_BY_KEY", "Metric", "compute_metrics"]
+__all__ = [
+    "DIRECTIONS",
+    "METRICS",
+    "METRIC_BY_KEY",
+    "Metric",
+    "compute_metrics",
+    "depth_evidence",
+]
 
 Direction = Literal["higher", "lower", "closer_to_retrain", "closer_to_0.5"]
-Unit = Literal["fraction", "distance", "count", "ratio", "seconds", "text"]
+Unit = Literal["fraction", "distance", "count", "share", "ratio", "seconds", "text"]
 
 DIRECTIONS: tuple[str, ...] = get_args(Direction)
 
@@ -44,7 +53,8 @@ class Metric:
         direction: which value is good: ``"higher"``, ``"lower"``, ``"closer_to_retrain"``
             (the retrained model's value is the target) or ``"closer_to_0.5"``.
         unit: how a value is shown: ``"fraction"`` (as a percentage), ``"distance"`` (four
-            decimals), ``"count"`` (a whole number), ``"ratio"`` (``17.0×``), ``"seconds"``
+            decimals), ``"count"`` (a whole number), ``"share"`` (two decimals, 0..1),
+            ``"ratio"`` (``17.0×``), ``"seconds"``
             or ``"text"`` (the verdict, not a number).
         meaning: what the number means, for the reports' glossary.
 
@@ -89,8 +99,9 @@ class Metric:
 
 
 # Every reported metric, in the order the report tables show them. compute_metrics writes the
-# accuracies, attacks, distances and relearn steps; the experiment adds seconds, speed-up and
-# the method's stats; the verdict is judged by the report from acc.forget.
+# accuracies, attacks, distances, relearn steps and the probe; the experiment adds depth (from
+# the original's and the retrained model's values), seconds, speed-up and the method's stats;
+# the verdict is judged by the report from acc.forget and depth.
 METRICS: tuple[Metric, ...] = (
     Metric(
         key="acc.retain",
@@ -129,8 +140,10 @@ METRICS: tuple[Metric, ...] = (
         label="Verdict",
         direction="closer_to_retrain",
         unit="text",
-        meaning="forgot = D_f accuracy at most 5 points above the retrained model's; a method "
-        "that did not forget gets no speed-up",
+        meaning="forgot = D_f accuracy at most 5 points above the retrained model's AND depth >= "
+        "0.5 (gone from the features); hid = D_f at the target but depth below 0.5 (the class "
+        "is still in the features); no longer predicted = D_f at the target, depth not "
+        "measured (no retrained model); a method that did not forget gets no speed-up",
     ),
     Metric(
         key="mia.paper_asr",
@@ -207,6 +220,26 @@ METRICS: tuple[Metric, ...] = (
         unit="count",
         meaning="full-batch SGD steps (lr 1e-3) on 8 forget samples until D_f accuracy is back "
         "to 50% (capped at 100); few steps = the class was hidden rather than forgotten",
+    ),
+    Metric(
+        key="probe_forget_acc",
+        label="Few-shot probe on D_tf",
+        direction="closer_to_retrain",
+        unit="fraction",
+        meaning="share of the forgotten class's test images that a fresh linear classifier on "
+        "the frozen features (the head's inputs) recognises after seeing 8 of them beside "
+        "3,000 retained images (mean of 5 draws); it never reads the model's head, so only "
+        "features count: near the original's value = the class is still in the features",
+    ),
+    Metric(
+        key="depth",
+        label="Depth",
+        direction="higher",
+        unit="share",
+        meaning="the smaller share of the original-to-retrained gap the method closed on relearn "
+        "steps and on the probe (0 = features as the original's, 1 = as the retrained "
+        "model's; a metric whose gap is under 3 steps / 5 points does not count); forgot "
+        "needs >= 0.5",
     ),
     Metric(
         key="stats.steps",
@@ -295,6 +328,47 @@ def _p_y(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return probs.gather(1, labels.view(-1, 1)).squeeze(1)
 
 
+def depth_evidence(
+    model: nn.Module,
+    data: UnlearningData,
+    *,
+    seed: int = 0,
+    relearn: bool = True,
+    probe: bool = True,
+) -> dict[str, Any]:
+    """The two measurements below the head, as the reports hold them: ``relearn_steps``
+    (:func:`~boundary_unlearning.metrics.relearn_steps`) and ``probe_forget_acc``
+    (:func:`~boundary_unlearning.metrics.probe_forget_accuracy`; ``None`` for a model whose
+    head is not an ``nn.Linear`` with one output per class: there are no head inputs).
+
+    Args:
+        model: the model (not modified).
+        data: the class split.
+        seed: seeds both.
+        relearn: measure relearn steps (else ``None``).
+        probe: fit the probe (else ``None``).
+
+    Returns:
+        ``{"relearn_steps": int | None, "probe_forget_acc": float | None}``.
+
+    Example:
+        >>> from boundary_unlearning.data import toy_problem
+        >>> data, net = toy_problem()
+        >>> depth_evidence(net, data, probe=False)  # an untrained net: the class is far off
+        {'relearn_steps': 32, 'probe_forget_acc': None}
+    """
+    score = None
+    if probe:
+        try:
+            score = probe_forget_accuracy(model, data, seed=seed)
+        except ModelError:
+            score = None
+    return {
+        "relearn_steps": relearn_steps(model, data, seed=seed) if relearn else None,
+        "probe_forget_acc": score,
+    }
+
+
 def _nested(values: dict[str, float | None]) -> dict[str, Any]:
     """Values by metric key, nested the way a report entry holds them.
 
@@ -331,6 +405,7 @@ def compute_metrics(
     random_model: nn.Module | None = None,
     seed: int = 0,
     relearn: bool = True,
+    probe: bool = True,
     ulira: bool = False,
 ) -> dict[str, Any]:
     """All metrics of ``model`` on ``data`` as a JSON-able dict (see :data:`METRICS`).
@@ -339,8 +414,9 @@ def compute_metrics(
     :func:`evaluate`), ``mia`` (``paper_asr``, ``confidence_svc``, ``loss_lr``, ``entropy``,
     plus ``ulira`` when ``ulira=True``), ``js_to_retrain`` and ``activation_distance`` (vs
     ``retrained`` on D_f), ``zrf`` (vs ``random_model`` on D_f), ``relearn_steps`` (when
-    ``relearn``). A metric whose reference model is not given is ``None``; so is one that
-    cannot be computed (an empty set): never NaN. Every attack is seeded with ``seed``.
+    ``relearn``), ``probe_forget_acc`` (when ``probe``). A metric whose reference model is
+    not given is ``None``; so is one that cannot be computed (an empty set): never NaN. Every
+    attack is seeded with ``seed``.
 
     Args:
         model: the model to score.
@@ -349,6 +425,7 @@ def compute_metrics(
         random_model: the reference for ``zrf``.
         seed: seed of every attack and of the relearn test.
         relearn: compute ``relearn_steps`` (a few SGD steps on a copy).
+        probe: compute ``probe_forget_acc`` (a linear probe on the frozen features).
         ulira: run the slow shadow-model attack ``mia.ulira``.
 
     Returns:
@@ -364,7 +441,7 @@ def compute_metrics(
         >>> with torch.no_grad():
         ...     _ = model.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))
         ...     _ = model.bias.zero_()
-        >>> metrics = compute_metrics(model, class_split(ds, ds, 2), relearn=False)
+        >>> metrics = compute_metrics(model, class_split(ds, ds, 2), relearn=False, probe=False)
         >>> metrics["acc"]
         {'retain': 1.0, 'forget': 0.0, 'test_retain': 1.0, 'test_forget': 0.0}
         >>> metrics["mia"]["loss_lr"], metrics["zrf"], metrics["relearn_steps"]
@@ -400,5 +477,5 @@ def compute_metrics(
     if random_model is not None:
         r_f = predict_logits(random_model, sets.forget[0]).double().cpu().softmax(1)
         values["zrf"] = _clean(zrf_score(p_f, r_f))
-    values["relearn_steps"] = relearn_steps(model, data, seed=seed) if relearn else None
+    values.update(depth_evidence(model, data, seed=seed, relearn=relearn, probe=probe))
     return _nested(values)

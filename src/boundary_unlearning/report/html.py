@@ -17,6 +17,7 @@ from .tables import (
     metric_label,
     metric_value,
     table_rows,
+    verdict_notes,
 )
 from .tables import settings_line as _settings_md
 from .writers import stats_text
@@ -157,6 +158,27 @@ def _diagnostics(report: Report) -> str:
     return f"<h2>Method diagnostics</h2><ul>{''.join(items)}</ul>" if items else ""
 
 
+def _verdict_notes(report: Report) -> str:
+    """What the verdicts say, as an HTML list (see
+    :func:`~boundary_unlearning.report.tables.verdict_notes`).
+
+    Args:
+        report: the report.
+
+    Returns:
+        The HTML section, or ``""`` when no verdict needs explaining.
+
+    Example:
+        >>> _verdict_notes({"results": {"m": {"acc": {"forget": 0.0}}}})[:42]
+        '<h2>What the verdicts say</h2><ul><li>m: t'
+    """
+    notes = verdict_notes(report)
+    if not notes:
+        return ""
+    items = "".join(f"<li>{escape(x)}</li>" for x in notes)
+    return f"<h2>What the verdicts say</h2><ul>{items}</ul>"
+
+
 def _failures(report: Report) -> str:
     """The report's failures as an HTML list.
 
@@ -219,6 +241,7 @@ def build_html(report: Report, sections: Sequence[tuple[str, str, Sequence[Figur
             "The retrained model (R), trained from scratch without the forgotten class, is "
             "the reference in the first column. Hover a metric for its meaning.</p>",
             _table(report),
+            _verdict_notes(report),
             "<h2>What each metric means</h2>",
             _glossary(report),
             _failures(report),

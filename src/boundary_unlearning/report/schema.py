@@ -98,6 +98,9 @@ class ModelEntry(TypedDict, total=False):
     activation_distance: float | None
     zrf: float | None
     relearn_steps: float | None
+    probe_forget_acc: float | None  # the few-shot feature probe on D_tf
+    depth: float | None  # smaller share of the original-to-retrained gap closed (methods)
+    depth_shares: dict[str, float | None]  # that share per depth metric
     seconds: float  # training time for original and retrain, unlearning time for a method
     speedup: float | None  # retrain's seconds / this method's seconds
     hyperparameters: dict[str, Any]  # the method's resolved hyperparameters

@@ -24,6 +24,7 @@ __all__ = [
     "settings_line",
     "table_rows",
     "verdict",
+    "verdict_notes",
 ]
 
 # The table rows in order: one per metric declared in metrics.suite.METRICS.
@@ -33,6 +34,9 @@ METRIC_ORDER: tuple[str, ...] = tuple(m.key for m in METRICS)
 # (or, with no retrained model in the report, at most this high): the default forgetting
 # target of the forget-only methods.
 FORGOT_MARGIN = 0.05
+# ... and "forgot" (rather than "hid") needs at least this depth: half of the gap between the
+# original's and the retrained model's depth metrics closed.
+FORGOT_DEPTH = 0.5
 
 ARROWS: dict[str, str] = {
     "higher": "↑",
@@ -103,6 +107,8 @@ def format_value(key: str, value: Any, *, std: Any = None) -> str:
         text, spread = f"{100 * v:.2f}", (f"{100 * s:.2f}" if s is not None else None)
     elif unit == "distance":
         text, spread = f"{v:.4f}", (f"{s:.4f}" if s is not None else None)
+    elif unit == "share":
+        text, spread = f"{v:.2f}", (f"{s:.2f}" if s is not None else None)
     elif unit == "count":
         text = f"{v:.0f}" if v == int(v) else f"{v:.1f}"
         spread = f"{s:.1f}" if s is not None else None
@@ -156,30 +162,92 @@ def _speedup(report: Report, name: str) -> Any:
 
 
 def verdict(report: Report, name: str) -> str | None:
-    """Whether a method forgot, judged on its D_f accuracy against the retrained model's.
+    """Whether a method forgot: judged on its D_f accuracy against the retrained model's and
+    on its depth (how far its features moved from the original's towards the retrained
+    model's, see :func:`~boundary_unlearning.metrics.depth_shares`).
 
     Args:
         report: the report.
         name: a model name of ``report["results"]``.
 
     Returns:
-        ``"forgot"`` when the D_f accuracy is at most :data:`FORGOT_MARGIN` above the
-        retrained model's (or above 0 without one), else ``"did not forget"``; ``None`` for
-        the retrained and original models and for a method without a D_f accuracy.
+        ``"did not forget"`` when the D_f accuracy is more than :data:`FORGOT_MARGIN` above the
+        retrained model's (above 0 without one); otherwise ``"forgot"`` when the depth is at
+        least :data:`FORGOT_DEPTH`, ``"hid"`` when it is below (the class is still in the
+        features), and ``"no longer predicted"`` when the depth is not known (no retrained
+        model, or neither depth metric could tell the two apart). ``None`` for the retrained
+        and original models and for a method without a D_f accuracy.
 
     Example:
         >>> report = {"results": {"retrain": {"acc": {"forget": 0.0}},
-        ...                       "a": {"acc": {"forget": 0.04}}, "b": {"acc": {"forget": 0.3}}}}
-        >>> verdict(report, "a"), verdict(report, "b"), verdict(report, "retrain")
-        ('forgot', 'did not forget', None)
+        ...                       "a": {"acc": {"forget": 0.04}, "depth": 0.8},
+        ...                       "b": {"acc": {"forget": 0.0}, "depth": 0.1},
+        ...                       "c": {"acc": {"forget": 0.3}, "depth": 0.9},
+        ...                       "d": {"acc": {"forget": 0.0}}}}
+        >>> [verdict(report, m) for m in ("a", "b", "c", "d", "retrain")]
+        ['forgot', 'hid', 'did not forget', 'no longer predicted', None]
     """
     if name in ("retrain", "original"):
         return None
-    mine = _number(metric_value(report["results"].get(name), "acc.forget"))
+    entry = report["results"].get(name)
+    mine = _number(metric_value(entry, "acc.forget"))
     if mine is None:
         return None
     ref = _number(metric_value(report["results"].get("retrain"), "acc.forget"))
-    return "forgot" if mine <= (ref or 0.0) + FORGOT_MARGIN + 1e-12 else "did not forget"
+    if mine > (ref or 0.0) + FORGOT_MARGIN + 1e-12:
+        return "did not forget"
+    depth = _number(metric_value(entry, "depth"))
+    if depth is None:
+        return "no longer predicted"
+    return "forgot" if depth >= FORGOT_DEPTH - 1e-12 else "hid"
+
+
+def verdict_notes(report: Report) -> list[str]:
+    """One plain sentence per method whose verdict needs explaining: where a method hid the
+    class, what is left and how to go deeper; where depth is unknown, what the report can
+    and cannot show.
+
+    Args:
+        report: the report.
+
+    Returns:
+        The sentences, in table order.
+
+    Example:
+        >>> report = {"results": {"retrain": {"acc": {"forget": 0.0}},
+        ...                       "m": {"acc": {"forget": 0.0}, "depth": 0.1,
+        ...                             "depth_shares": {"relearn_steps": 0.1,
+        ...                                              "probe_forget_acc": 0.3}}}}
+        >>> print(verdict_notes(report)[0])  # doctest: +ELLIPSIS
+        m hid the class: it is no longer predicted, but it is still in the features (depth 0.10 ...
+    """
+    notes = []
+    for name in columns(report):
+        judged = verdict(report, name)
+        entry = report["results"][name]
+        if judged == "hid":
+            shares = entry.get("depth_shares") or {}
+            parts = [
+                f"{label} {value:.2f}"
+                for key, label in (("relearn_steps", "relearn"), ("probe_forget_acc", "probe"))
+                if (value := _number(shares.get(key))) is not None
+            ]
+            detail = f" ({', '.join(parts)} of the way to the retrained model)" if parts else ""
+            notes.append(
+                f"{name} hid the class: it is no longer predicted, but it is still in the "
+                f"features (depth {entry['depth']:.2f}{detail}; forgot needs "
+                f"{FORGOT_DEPTH:.1f}). A few images bring it back. Go deeper: "
+                "boundary_shrink/boundary_expanding with depth='features' (their default) "
+                "train below the final layer."
+            )
+        elif judged == "no longer predicted":
+            notes.append(
+                f"{name}: the class is no longer predicted; whether it is gone from the "
+                "features needs a retrained model to compare with (bunlearn run trains one). "
+                "Relearn steps and the probe, beside the original's, show how far the "
+                "features moved, not how far a model that never saw the class would be."
+            )
+    return notes
 
 
 def metric_label(key: str) -> str:

@@ -24,6 +24,7 @@ from .tables import (
     metric_value,
     settings_line,
     table_rows,
+    verdict_notes,
 )
 
 __all__ = ["format_markdown", "results_csv", "stats_text", "write_reports"]
@@ -59,6 +60,9 @@ def format_markdown(report: Mapping[str, Any]) -> str:
         "|---|" + "---:|" * len(cols),
     ]
     out += ["| " + " | ".join([metric_label(key), *cells]) + " |" for key, cells in rows]
+    notes = verdict_notes(report)
+    if notes:
+        out += ["", "## What the verdicts say", "", *[f"- {line}" for line in notes]]
     failed = failures(report)
     if failed:
         out += ["", "## Failures", "", *[f"- {line}" for line in failed]]

@@ -1,0 +1,185 @@
+"""Depth of forgetting: is the class gone from the features, or only from the head?
+
+A model can stop predicting a class by changing its final layer alone (its logit, its bias):
+the features below still single the class out, and a few labelled images bring it back. Two
+measurements look below the head:
+
+- :func:`relearn_steps` (in :mod:`.relearn`): how many SGD steps on a few forget images bring
+  the class back;
+- :func:`probe_forget_accuracy`: freeze the network, fit a *fresh* linear classifier on its
+  features (the head's inputs) from many retained images and only a few images of the
+  forgotten class, and see how much of the rest of that class it still recognises. The
+  probe never reads the model's own head, so no logit or bias trick can lower it: only
+  features count.
+
+:func:`depth_shares` turns both into the share of the original-to-retrained gap a method
+closed; ``depth`` is the smaller share.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset, Subset
+
+from ..data.split import UnlearningData, dataset_labels
+from ..heads import head_inputs
+
+__all__ = ["MIN_GAP", "depth_shares", "probe_forget_accuracy"]
+
+# The smallest original-to-retrained gap a depth metric must show to count: below it the
+# share a method closed is noise (a relearn count moves by a step or two between seeds; the
+# probe's accuracy by a few points on a small test class).
+MIN_GAP: dict[str, float] = {"relearn_steps": 3.0, "probe_forget_acc": 0.05}
+
+
+def _pick(n: int, k: int, generator: torch.Generator) -> list[int]:
+    return sorted(torch.randperm(n, generator=generator)[: min(k, n)].tolist())
+
+
+def probe_forget_accuracy(
+    model: nn.Module,
+    data: UnlearningData,
+    *,
+    forget_samples: int = 8,
+    retain_samples: int = 3000,
+    draws: int = 5,
+    max_eval: int = 2000,
+    head: str | None = None,
+    seed: int = 0,
+) -> float | None:
+    """Few-shot linear probe: the share of the forgotten class's test images that a fresh
+    classifier on the model's features recognises after seeing only ``forget_samples`` of
+    them.
+
+    The network is frozen (eval mode); its features are the inputs of its final
+    ``nn.Linear`` (:func:`~boundary_unlearning.heads.find_head`), standardised. A
+    class-balanced, L2-regularised multinomial logistic regression (scikit-learn, ``C=1``)
+    is fitted on ``retain_samples`` seeded images of D_r plus ``forget_samples`` images of
+    each forgotten class drawn from D_tf, and scored on the rest of D_tf (at most
+    ``max_eval`` images); the result is the mean over ``draws`` draws of those few images,
+    as one draw of eight images varies by several points.
+
+    The few forget images come from the test set on purpose: a method could make the images
+    it trained on (D_f) look like another class and leave the class itself recognisable; an
+    auditor's question is whether *new* images of the class are still singled out, as an
+    attacker holding a few fresh photos of a person would try. Features that still single the
+    class out give a high score; those of a model that never learnt it (the retrained model)
+    a lower one. Compare with the original's and the retrained model's (:func:`depth_shares`).
+
+    Args:
+        model: the model whose features are probed (not modified).
+        data: the class split; D_r gives the probe's retained images, D_tf the forgotten
+            class's few training images and its test.
+        forget_samples: images of each forgotten class the probe is fitted on.
+        retain_samples: retained images the probe is fitted on.
+        draws: independent draws of the few forget images; the scores are averaged.
+        max_eval: the most D_tf images used (drawn once, seeded).
+        head: the head's dotted name, or ``None`` to search.
+        seed: which images are drawn.
+
+    Returns:
+        The mean accuracy in [0, 1], or ``None`` when D_r is empty or a forgotten class has
+        no more than ``forget_samples`` test images.
+
+    Raises:
+        ModelError: no head is found.
+
+    Example:
+        >>> from boundary_unlearning.data import toy_problem
+        >>> data, net = toy_problem(n=120)
+        >>> score = probe_forget_accuracy(net, data, retain_samples=90)
+        >>> 0.0 <= score <= 1.0
+        True
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    test_y = dataset_labels(data.test_forget)
+    retain_y = dataset_labels(data.retain)
+    gen = torch.Generator().manual_seed(seed)
+    test_rows = torch.tensor(_pick(len(test_y), max_eval, gen), dtype=torch.long)
+    by_class = [torch.nonzero(test_y[test_rows] == c).flatten() for c in data.forget_classes]
+    if len(retain_y) == 0 or any(len(rows) <= forget_samples for rows in by_class):
+        return None
+    retain_rows = _pick(len(retain_y), retain_samples, gen)
+    k = data.num_classes
+
+    def features(dataset: Dataset[Any], rows: list[int]) -> np.ndarray:
+        subset: Dataset[Any] = Subset(dataset, rows)
+        return head_inputs(model, subset, num_classes=k, head=head).double().numpy()
+
+    x_retain = features(data.retain, retain_rows)
+    y_retain = retain_y[retain_rows].numpy()
+    x_test = features(data.test_forget, test_rows.tolist())
+    y_test = test_y[test_rows].numpy()
+    if not np.isfinite(x_retain).all() or not np.isfinite(x_test).all():
+        return None
+    scores = []
+    for _ in range(draws):
+        shown = torch.cat([rows[torch.randperm(len(rows), generator=gen)[:forget_samples]]
+                           for rows in by_class]).numpy()  # fmt: skip
+        hidden = np.setdiff1d(np.arange(len(y_test)), shown)
+        x_fit = np.concatenate([x_retain, x_test[shown]])
+        y_fit = np.concatenate([y_retain, y_test[shown]])
+        mean, std = x_fit.mean(0), x_fit.std(0)
+        std[std < 1e-8] = 1.0
+        probe = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000)
+        probe.fit((x_fit - mean) / std, y_fit)
+        predicted = probe.predict((x_test[hidden] - mean) / std)
+        scores.append(float(np.mean(predicted == y_test[hidden])))
+    return float(np.mean(scores))
+
+
+def depth_shares(
+    method: dict[str, Any], original: dict[str, Any], retrained: dict[str, Any]
+) -> dict[str, Any]:
+    """How much of the original-to-retrained gap a method closed on each depth metric.
+
+    For ``relearn_steps`` (more is deeper) the share is ``(m - o) / (r - o)``, for
+    ``probe_forget_acc`` (less is deeper) ``(o - m) / (o - r)``, each capped to [0, 1].
+    A metric whose gap ``|r - o|`` is below :data:`MIN_GAP` (or that is missing) cannot tell
+    hiding from forgetting on this data: its share is ``None`` and it does not count.
+    ``depth`` is the smaller counted share (``None`` when neither counts).
+
+    Args:
+        method: the method's values by metric key.
+        original: the original model's.
+        retrained: the retrained model's.
+
+    Returns:
+        ``{"relearn_steps": share | None, "probe_forget_acc": share | None,
+        "depth": smaller share | None}``.
+
+    Example:
+        >>> o = {"relearn_steps": 0, "probe_forget_acc": 0.875}
+        >>> r = {"relearn_steps": 29, "probe_forget_acc": 0.713}
+        >>> hid = depth_shares({"relearn_steps": 4, "probe_forget_acc": 0.875}, o, r)
+        >>> round(hid["relearn_steps"], 3), hid["probe_forget_acc"], hid["depth"]
+        (0.138, 0.0, 0.0)
+        >>> deep = depth_shares({"relearn_steps": 40, "probe_forget_acc": 0.75}, o, r)
+        >>> deep["relearn_steps"], round(deep["depth"], 3)
+        (1.0, 0.772)
+        >>> depth_shares({"relearn_steps": 4}, {"relearn_steps": 2}, {"relearn_steps": 3})
+        {'relearn_steps': None, 'probe_forget_acc': None, 'depth': None}
+    """
+    out: dict[str, Any] = {}
+    for key, sign in (("relearn_steps", 1.0), ("probe_forget_acc", -1.0)):
+        values = [_number(d.get(key)) for d in (method, original, retrained)]
+        m, o, r = values
+        if m is None or o is None or r is None or sign * (r - o) < MIN_GAP[key]:
+            out[key] = None
+            continue
+        out[key] = min(1.0, max(0.0, (m - o) / (r - o)))
+    counted = [v for v in out.values() if v is not None]
+    out["depth"] = min(counted) if counted else None
+    return out
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return None if math.isnan(value) else float(value)
