@@ -63,13 +63,13 @@ from boundary_unlearning.checkpoint import (
     save_checkpoint,
 )
 from boundary_unlearning.data import UnlearningData, class_split, load_dataset, to_tensors
-from boundary_unlearning.experiment import timed_unlearn
 from boundary_unlearning.methods import get_method, list_methods, unlearning_stats
 from boundary_unlearning.methods._common import find_head, replace_module
 from boundary_unlearning.methods.boundary_expanding import widen_head
 from boundary_unlearning.metrics import evaluate
 from boundary_unlearning.models import create_model
 from boundary_unlearning.neighbours import neighbour_search
+from boundary_unlearning.pipeline import timed_unlearn
 from boundary_unlearning.training import Batch, fit, train
 
 # The original's (and retraining's) recipe: SGD, lr 0.01, momentum 0.9, weight decay 5e-4,

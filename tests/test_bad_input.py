@@ -14,6 +14,7 @@ import hashlib
 import pickle
 import re
 import struct
+import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from boundary_unlearning import (
     save_checkpoint,
     unlearn,
 )
+from boundary_unlearning.checks import Range, range_of
 from boundary_unlearning.cli import main
 from boundary_unlearning.commands import save_original, unlearn_checkpoint
 from boundary_unlearning.config import ExperimentConfig
@@ -45,7 +47,13 @@ from boundary_unlearning.errors import (
     UnknownNameError,
     UnlearningError,
 )
-from boundary_unlearning.methods import get_method, list_methods, validate_hyperparameters
+from boundary_unlearning.methods import (
+    _registry,
+    get_method,
+    list_methods,
+    register_method,
+    validate_hyperparameters,
+)
 from boundary_unlearning.models import list_models
 from conftest import build_tiny
 
@@ -173,7 +181,10 @@ def test_empty_forget_set(digits_ckpt: Path, tmp_path: Path, tiny_sets, untraine
     assert "use at least" in msg
     with pytest.raises(DataError, match="selects no sample of the 40 forget samples"):
         class_split(*tiny_sets, forget_classes=[1], forget_fraction=0.001)
-    assert "outside (0, 1]" in cli_error([*args, "--forget-fraction", "0"], capsys)
+    msg = cli_error([*args, "--forget-fraction", "0"], capsys)
+    assert msg == "forget_fraction=0.0 must be a number in (0, 1]"
+    with pytest.raises(HyperparameterError, match=re.escape(msg)):
+        class_split(*tiny_sets, forget_classes=[1], forget_fraction=0)
     # An UnlearningData whose forget set is empty (built by hand): every method refuses it.
     full = class_split(*tiny_sets, forget_classes=[1])
     empty = TensorDataset(torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long))
@@ -226,8 +237,8 @@ def test_checkpoint_for_another_class_count(digits_ckpt: Path, tmp_path: Path, c
     assert msg.endswith("pass the --dataset the model was trained on")
     with pytest.raises(ModelError, match="outputs 10 classes but imagefolder has 3"):
         unlearn_checkpoint(
-            checkpoint=digits_ckpt, method="boundary_shrink", forget_classes=[1],
-            out=tmp_path / "o2", dataset="imagefolder", data_root=str(root),
+            checkpoint=digits_ckpt, method="boundary_shrink", out=tmp_path / "o2",
+            given={"forget_classes": [1], "dataset": "imagefolder", "data_root": str(root)},
         )  # fmt: skip
 
 
@@ -387,57 +398,78 @@ def test_infinite_or_nan_numbers_are_refused() -> None:
         validate_hyperparameters("boundary_shrink", {"lr": float("nan")})
 
 
-def _bad_values(name: str) -> list[Any]:
-    """Values no method can mean for a hyperparameter of this name ([] = no generic rule)."""
-    rules: list[tuple[str, list[Any]]] = [
-        (r"(.+_)?epochs", [-1]),
-        (r"(.+_)?(batch|chunk)_size", [0, -4]),
-        (r"(.+_)?steps", [0]),
-        (r"seed", [-1, 2**64]),
-        (r"(.+_)?(lr|eps|step_size|temperature|variance|constant)", [0.0, -1.0, float("inf")]),
-        (r"momentum|weight_decay|(.+_)?weight|(.+_)?scale", [-0.1, float("inf")]),
-        (r"(.+_)?fraction", [0.0, 1.5]),
-    ]
-    for pattern, values in rules:
-        if re.fullmatch(pattern, name):
-            return values
-    return []
+def _outside(bounds: Range, is_float: bool) -> list[Any]:
+    """Values just outside a declared range (and, for a float, infinity)."""
+    step = 0.5 if is_float else 1
+    bad: list[Any] = []
+    if bounds.low is not None:
+        bad.append(bounds.low if bounds.low_open else bounds.low - step)
+    if bounds.high is not None:
+        bad.append(bounds.high if bounds.high_open else bounds.high + step)
+    if is_float:
+        bad.append(float("inf"))
+    return [float(v) if is_float else int(v) for v in bad]
+
+
+def _numeric(spec: Any, name: str) -> type | None:
+    """``int`` or ``float`` when the hyperparameter holds a number (by its annotation)."""
+    hint = spec.hints.get(name)
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    for member in typing.get_args(hint) if union else (hint,):
+        annotated = typing.get_origin(member) is typing.Annotated
+        base = typing.get_args(member)[0] if annotated else member
+        if base in (int, float):
+            return base  # type: ignore[no-any-return]
+    return None
 
 
 def _numeric_hyperparameters() -> list[tuple[str, str, Any]]:
-    """Every hyperparameter that holds a number (by its default, or by its type where the
-    default is None), with values that make no sense for it."""
+    """Every hyperparameter that holds a number, with values outside its declared range."""
     cases = []
     for method in list_methods():
         spec = get_method(method)
-        for name, default in spec.hyperparameters.items():
-            numeric = {int, float} & set(typing.get_args(spec.hints.get(name)) or ())
-            if default is None and numeric:
-                default = numeric.pop()(1)
-            if isinstance(default, bool) or not isinstance(default, (int, float)):
-                continue
-            cases += [(method, name, bad) for bad in _bad_values(name)]
+        for name in spec.hyperparameters:
+            kind = _numeric(spec, name)
+            bounds = range_of(spec.hints.get(name))
+            if kind is not None and bounds is not None:
+                cases += [(method, name, bad) for bad in _outside(bounds, kind is float)]
     return cases
 
 
 @pytest.mark.parametrize(("method", "name", "bad"), _numeric_hyperparameters())
-def test_every_methods_obvious_numbers_are_checked(method: str, name: str, bad: Any) -> None:
+def test_every_methods_numbers_are_checked_against_their_declared_range(
+    method: str, name: str, bad: Any
+) -> None:
     default = get_method(method).hyperparameters[name]
-    hint = get_method(method).hints.get(name)
-    as_float = isinstance(default, float) or (default is None and float in typing.get_args(hint))
-    value = float(bad) if as_float else bad
     with pytest.raises(HyperparameterError) as exc:
-        validate_hyperparameters(method, {name: value})
-    assert one_line(exc).startswith(f"{method}: {name}={value!r} must be ")
+        validate_hyperparameters(method, {name: bad})
+    assert one_line(exc).startswith(f"{method}: {name}={bad!r} must be ")
     assert f"the default is {default!r}" in str(exc.value)
 
 
-def test_every_method_has_its_epochs_lr_and_batch_size_checked() -> None:
-    checked = {(m, n) for m, n, _ in _numeric_hyperparameters()}
+def test_every_numeric_hyperparameter_declares_its_range() -> None:
+    # A range is declared on the annotation (boundary_unlearning.checks), never inferred
+    # from a name: a number without one would take any value.
     for method in list_methods():
-        for name in ("epochs", "lr", "batch_size", "eps", "momentum", "weight_decay"):
-            if name in get_method(method).hyperparameters:
-                assert (method, name) in checked
+        spec = get_method(method)
+        for name in spec.hyperparameters:
+            if _numeric(spec, name) is not None:
+                assert range_of(spec.hints.get(name)) is not None, (method, name)
+
+
+def test_a_name_carries_no_range() -> None:
+    # min_steps and foo_weight once inherited ">= 1" and ">= 0" from regexes on their names
+    @register_method("demo_names", cost="forget")
+    def demo_names(model: Any, data: Any, *, min_steps: int = 0, foo_weight: float = -1.0) -> Any:
+        return model
+
+    try:
+        assert validate_hyperparameters("demo_names", {"min_steps": 0, "foo_weight": -2}) == {
+            "min_steps": 0,
+            "foo_weight": -2.0,
+        }
+    finally:
+        _registry._REGISTRY.pop("demo_names")
 
 
 @pytest.mark.parametrize(
@@ -445,11 +477,11 @@ def test_every_method_has_its_epochs_lr_and_batch_size_checked() -> None:
     [
         ("--epochs", "0", "train: epochs=0 must be a whole number >= 1"),
         ("--epochs", "-2", "train: epochs=-2 must be a whole number >= 1"),
-        ("--lr", "0", "lr=0.0 must be a positive (finite) number"),
-        ("--lr", "-0.01", "lr=-0.01 must be a positive (finite) number"),
+        ("--lr", "0", "train: lr=0.0 must be a positive number"),
+        ("--lr", "-0.01", "train: lr=-0.01 must be a positive number"),
         ("--batch-size", "0", "train: batch_size=0 must be a whole number >= 1"),
-        ("--weight-decay", "-1", "weight_decay=-1.0 must be a finite number >= 0"),
-        ("--seed", "-1", "seed=-1 must be a whole number in 0 .. 2**63-1"),
+        ("--weight-decay", "-1", "train: weight_decay=-1.0 must be a number >= 0"),
+        ("--seed", "-1", "train: seed=-1 must be a whole number in 0 .. 2**63-1"),
     ],
 )
 def test_train_refuses_meaningless_numbers(
@@ -886,9 +918,9 @@ def test_unlearn_never_overwrites_without_overwrite(digits_ckpt: Path, tmp_path:
         == f"{out / 'model.safetensors'} already exists; pass --overwrite or choose another --out"
     )
     assert digest(out) == first
+    given = {"forget_classes": [3], "hyperparameters": {"epochs": 1}}
     with pytest.raises(OutputError, match="already exists; pass --overwrite"):
-        unlearn_checkpoint(checkpoint=digits_ckpt, method="boundary_shrink", forget_classes=[3],
-                           out=out, hyperparameters={"epochs": 1})  # fmt: skip
+        unlearn_checkpoint(checkpoint=digits_ckpt, method="boundary_shrink", out=out, given=given)
     assert bunlearn([*args, "--seed", "1", "--overwrite"]) == 0
     assert digest(out)["model.safetensors"] != first["model.safetensors"]
 

@@ -62,20 +62,49 @@ def test_empty_forget_set_is_a_clear_error(
         unlearn(method, tiny_model, data, **_fast(method))
 
 
+# Methods whose use of D_r depends on a setting: (settings that train on D_r, settings
+# that do not).
+OPTIONAL_RETAIN = {
+    "neg_grad": ({"retain_weight": 1.0}, {}),  # NegGrad+ / plain NegGrad
+    "amnesiac": ({"repair_epochs": 1}, {"repair_epochs": 0}),  # repair / subtraction only
+}
+
+
+@pytest.fixture(scope="module")
+def recorded(tiny_sets: tuple[TensorDataset, TensorDataset]) -> tuple[nn.Module, Any]:
+    """A tiny CNN trained with the update recorder on, and its record (for amnesiac)."""
+    from boundary_unlearning import train
+    from boundary_unlearning.recording import UpdateRecorder
+    from conftest import build_tiny
+
+    model = build_tiny("cnn")
+    recorder = UpdateRecorder(model, NUM_CLASSES)
+    train(model, tiny_sets[0], epochs=1, lr=0.05, batch_size=16, seed=0, callbacks=[recorder])
+    return model, recorder.record(model)
+
+
 @pytest.mark.parametrize("method", list_methods())
 def test_empty_retain_set_is_refused_only_where_it_is_needed(
-    method: str, tiny_model: nn.Module, tiny_data: UnlearningData
+    method: str, tiny_model: nn.Module, tiny_data: UnlearningData, recorded: Any
 ) -> None:
-    # A method that trains on D_r refuses an empty one with one line; a forget-only method
-    # does not look at it. NegGrad+ and amnesiac's repair need D_r only when asked for.
+    # A method that trains on D_r refuses an empty one with one line; one that does not
+    # (a forget-only method, or a setting that leaves D_r out) runs without it.
     empty = TensorDataset(torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long))
     data = dataclasses.replace(tiny_data, retain=empty)
-    extra = {"neg_grad": {"retain_weight": 1.0}}.get(method, {})
-    if get_method(method).cost in ("retain", "reference") or extra:
+    model, base = tiny_model, _fast(method)
+    if method in NEEDS_RECORD:
+        model, record = recorded
+        base = {**base, "record": record}
+    cost = get_method(method).cost
+    needing, not_needing = OPTIONAL_RETAIN.get(
+        method, ({}, None) if cost in ("retain", "reference") else (None, {})
+    )
+    assert needing is not None or not_needing is not None
+    if needing is not None:
         with pytest.raises(DataError, match=f"^{method}: the retain set is empty"):
-            unlearn(method, tiny_model, data, **_fast(method), **extra)
-    elif method not in NEEDS_RECORD:
-        unlearn(method, tiny_model, data, **_fast(method))
+            unlearn(method, model, data, **base, **needing)
+    if not_needing is not None:
+        assert not unlearn(method, model, data, **base, **not_needing).training
 
 
 @pytest.mark.parametrize("method", list_methods())

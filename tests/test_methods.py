@@ -288,3 +288,20 @@ def test_stopping_rule_reports_the_true_forget_accuracy(
     measured = evaluate(out, tiny_data)["forget"]
     assert stats["forget_acc_trace"][-1][1] == pytest.approx(measured)
     assert stats["reached_target"] is (measured <= stats["target_forget_acc"])
+
+
+@pytest.mark.parametrize("method", ["boundary_shrink", "expand_shrink"])
+def test_forgetting_warning_points_at_the_callers_line(
+    method: str, tiny_model: nn.Module, tiny_data: UnlearningData
+) -> None:
+    # whichever path inside the library leads to it (by name, or the package's entry), the
+    # warning names this file, not the registry
+    import boundary_unlearning as bu
+
+    hp = {"max_steps": 1, "target_forget_acc": 0.0}
+    entry = getattr(bu.methods, method)
+    for call in (lambda: unlearn(method, tiny_model, tiny_data, **hp),
+                 lambda: entry(tiny_model, tiny_data, **hp)):  # fmt: skip
+        with pytest.warns(bu.ForgettingWarning) as caught:
+            call()
+        assert [w.filename for w in caught] == [__file__]

@@ -4,6 +4,7 @@ and compute_metrics end to end on the tiny fixtures."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 
@@ -19,11 +20,11 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from torch import nn
+from torch.utils.data import TensorDataset
 
 from boundary_unlearning import UnlearningData, unlearn
 from boundary_unlearning.data import to_tensors
 from boundary_unlearning.metrics import (
-    METRIC_INFO,
     activation_distance,
     compute_metrics,
     confidence_svc,
@@ -44,7 +45,7 @@ from boundary_unlearning.metrics.mia import (
     sorted_log_probs,
     ulira,
 )
-from boundary_unlearning.metrics.suite import DIRECTIONS
+from boundary_unlearning.metrics.suite import DIRECTIONS, METRIC_BY_KEY
 from conftest import build_tiny, same_state, state_snapshot
 
 LN2 = math.log(2)
@@ -250,6 +251,17 @@ def test_compute_metrics_on_tiny(
     assert again == original  # seeded
 
 
+def test_an_empty_set_gives_none_never_nan(
+    tiny_model: nn.Module, tiny_data: UnlearningData
+) -> None:
+    empty = TensorDataset(torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long))
+    data = dataclasses.replace(tiny_data, test_forget=empty)
+    result = compute_metrics(tiny_model, data, relearn=False)
+    assert result["acc"]["test_forget"] is None and result["mia"]["loss_lr"] is None
+    assert evaluate(tiny_model, data)["test_forget"] is None
+    json.dumps(result, allow_nan=False)  # report.json's schema: a number or null
+
+
 class _MoveQuadrant(nn.Module):
     """Adds class 1's quadrant (rows 0-3, columns 4-7) onto class 0's and blanks it: class 1
     images then look like class 0 images to everything after this layer."""
@@ -316,16 +328,16 @@ def test_missing_references_give_none(tiny_model: nn.Module, tiny_data: Unlearni
     assert result["zrf"] is None and result["relearn_steps"] is None
 
 
-def test_metric_info_documents_every_reported_key(
+def test_metrics_document_every_reported_key(
     tiny_model: nn.Module, tiny_data: UnlearningData
 ) -> None:
     result = compute_metrics(tiny_model, tiny_data, relearn=False)
     keys = [f"acc.{k}" for k in result["acc"]] + [f"mia.{k}" for k in result["mia"]]
     keys += [k for k in result if k not in ("acc", "mia")] + ["mia.ulira", "seconds", "speedup"]
     for key in keys:
-        info = METRIC_INFO[key]
-        assert info["direction"] in DIRECTIONS
-        assert info["label"] and len(info["meaning"]) > 20
+        metric = METRIC_BY_KEY[key]
+        assert metric.direction in DIRECTIONS
+        assert metric.label and len(metric.meaning) > 20
 
 
 @pytest.mark.slow
@@ -347,10 +359,9 @@ def test_each_metric_is_declared_once_and_the_views_derive_from_it() -> None:
 
     keys = [m.key for m in METRICS]
     assert len(keys) == len(set(keys))
-    assert tuple(keys) == METRIC_ORDER and list(METRIC_INFO) == keys
+    assert tuple(keys) == METRIC_ORDER and list(METRIC_BY_KEY) == keys
     for m in METRICS:
-        assert METRIC_INFO[m.key] == {"label": m.label, "direction": m.direction,
-                                      "meaning": m.meaning}  # fmt: skip
+        assert METRIC_BY_KEY[m.key] is m
         assert metric_label(m.key).startswith(m.label)
     by_key = {m.key: m for m in METRICS}
     assert by_key["acc.retain"].higher_is_better is True

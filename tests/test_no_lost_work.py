@@ -257,7 +257,7 @@ def test_train_subset_is_class_balanced_and_recorded(
     meta = json.loads((tmp_path / "m" / "model.json").read_text())
     assert meta["hyperparameters"]["subset"] == 100
     assert bunlearn(["train", "--subset", "0", "--out", tmp_path / "z"]) == 2
-    assert "subset 0 must be a whole number >= 1" in _error_line(capsys)
+    assert "subset=0 must be a whole number >= 1" in _error_line(capsys)
 
 
 def test_unlearn_shows_progress_after_the_method(

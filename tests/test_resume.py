@@ -158,14 +158,14 @@ def test_resume_gives_the_figures_the_saved_unlearned_weights(
     between a method and the figures, it gets them back from the saved weights."""
     seen: list[dict[str, dict[str, torch.Tensor]]] = []
 
-    def fake_figure_data(models: dict[str, nn.Module], data: Any, seed: int) -> dict[str, Any]:
+    def fake_figure_data(models: dict[str, nn.Module], data: Any, *, seed: int) -> dict[str, Any]:
         seen.append({n: {k: v.clone() for k, v in m.state_dict().items()}
                      for n, m in models.items()})  # fmt: skip
         if len(seen) == 1:
             raise KeyboardInterrupt  # interrupted right before the figures
         return {"models": {}}
 
-    monkeypatch.setattr(experiment, "_figure_data", fake_figure_data)
+    monkeypatch.setattr(experiment, "figure_data", fake_figure_data)
     config = ExperimentConfig(
         dataset="digits", model="mlp", epochs=2, methods=["boundary_shrink"], relearn=False,
         progress=False, cache_dir=str(tmp_path / "cache"),

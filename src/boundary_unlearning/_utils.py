@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +35,31 @@ def model_device(model: nn.Module) -> torch.device:
     for buffer in model.buffers():
         return buffer.device
     return torch.device("cpu")
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def outside_stacklevel() -> int:
+    """The ``stacklevel`` for :func:`warnings.warn` that points at the first caller outside
+    this package: a warning then names the user's line, whichever path inside the library
+    led to it (``unlearn(...)``, ``boundary_shrink(...)``, ``bunlearn``).
+
+    Returns:
+        The stack level, counted from the function that calls ``warnings.warn``.
+
+    Example:
+        >>> outside_stacklevel()  # called from outside the package: its own caller's frame
+        1
+    """
+    frame = sys._getframe(1)  # the function that calls warnings.warn
+    level = 1
+    while frame.f_back is not None and os.path.abspath(frame.f_code.co_filename).startswith(
+        _PACKAGE
+    ):
+        frame = frame.f_back
+        level += 1
+    return level
 
 
 def synchronize(device: torch.device) -> None:

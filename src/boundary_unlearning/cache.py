@@ -30,6 +30,7 @@ from .errors import UnlearningError
 from .methods import get_method, unlearn
 from .metrics import accuracy
 from .models import create_model, import_model_function, is_user_model
+from .pipeline import build_model
 from .recording import UpdateRecorder, record_path, save_record
 from .training import train
 
@@ -211,18 +212,6 @@ def train_original(
     meta = original_metadata(config, info)
     folder = folder if folder is not None else cache / "originals" / meta["cache_key"]
 
-    def build() -> nn.Module:
-        return create_model(
-            config.model,
-            info.num_classes,
-            info.in_channels,
-            info.image_size,
-            info.mean if config.mean is None else config.mean,
-            info.std if config.std is None else config.std,
-            seed=config.seed,
-            **config.model_options,
-        )
-
     def run(model: nn.Module) -> nn.Module:
         if not records_updates(config):
             return train(model, train_set, **recipe, progress=config.progress, desc="original")
@@ -233,8 +222,9 @@ def train_original(
         return model
 
     return _cached_training(
-        folder, meta, build, run, device, lambda m: {"test_accuracy": accuracy(m, test_set)}
-    )
+        folder, meta, lambda: build_model(config, info), run, device,
+        lambda m: {"test_accuracy": accuracy(m, test_set)},
+    )  # fmt: skip
 
 
 def train_retrained(

@@ -71,6 +71,16 @@ def _floats(flag: str, text: str | None) -> list[float] | None:
     return values
 
 
+def _given(args: argparse.Namespace, flags: str, **renamed: Any) -> dict[str, Any]:
+    """The ``ExperimentConfig`` fields the user gave: the ``flags`` (space-separated argparse
+    destinations that are field names), ``renamed`` fields (value, or ``None``: not given),
+    and ``mean``/``std`` where the command has them."""
+    values = {name: getattr(args, name) for name in flags.split()}
+    if hasattr(args, "mean"):
+        values.update(mean=_floats("--mean", args.mean), std=_floats("--std", args.std))
+    return {k: v for k, v in {**values, **renamed}.items() if v is not None}
+
+
 def _echo(quiet: bool) -> Any:
     return None if quiet else (lambda msg: print(msg, flush=True))
 
@@ -131,25 +141,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .commands import save_original
     from .config import ExperimentConfig
 
-    config = ExperimentConfig(
-        dataset=args.dataset,
-        model=args.model,
-        epochs=args.epochs,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        weight_decay=args.weight_decay,
-        optimizer=args.optimizer,
-        seed=args.seed,
-        data_root=args.data_root,
-        download=args.download,
-        cache_dir=args.cache_dir,
-        device=args.device,
-        progress=not args.quiet,
-        record_updates=args.record_updates,
-        subset=args.subset,
-        mean=_floats("--mean", args.mean),
-        std=_floats("--std", args.std),
-    )
+    flags = "dataset model epochs lr batch_size weight_decay optimizer seed data_root download "
+    flags += "cache_dir device record_updates subset"
+    config = ExperimentConfig(**_given(args, flags, progress=not args.quiet))
     meta, reused = save_original(config, args.out, overwrite=args.overwrite)
     if not args.quiet:
         verb = "reused" if reused else "trained"
@@ -164,33 +158,34 @@ def _cmd_unlearn(args: argparse.Namespace) -> int:
     from .commands import unlearn_checkpoint
 
     report = unlearn_checkpoint(
-        checkpoint=args.checkpoint,
-        method=args.method,
-        forget_classes=args.forget_class,
-        out=args.out,
-        dataset=args.dataset,
-        model=args.model,
-        data_root=args.data_root,
-        download=args.download,
-        forget_fraction=args.forget_fraction,
-        seed=args.seed,
-        hyperparameters=_parse_sets(args.set, scoped=False),
-        overwrite=args.overwrite,
-        device=args.device,
-        progress=not args.quiet,
-        mean=_floats("--mean", args.mean),
-        std=_floats("--std", args.std),
-    )
+        checkpoint=args.checkpoint, method=args.method, out=args.out,
+        given=unlearn_settings(args), overwrite=args.overwrite,
+    )  # fmt: skip
     if not args.quiet:
         acc = report["results"][args.method]["acc"]
         before = report["results"]["original"]["acc"]
         print(
-            f"{args.method}: forget accuracy {100 * before['forget']:.2f}% -> "
-            f"{100 * acc['forget']:.2f}%, test-retain accuracy {100 * before['test_retain']:.2f}%"
-            f" -> {100 * acc['test_retain']:.2f}%; wrote {args.out}"
+            f"{args.method}: forget accuracy {_percent(before['forget'])} -> "
+            f"{_percent(acc['forget'])}, test-retain accuracy {_percent(before['test_retain'])}"
+            f" -> {_percent(acc['test_retain'])}; wrote {args.out}"
         )
         print(_depth_line(report, args.method))
     return 0
+
+
+def _percent(value: float | None) -> str:
+    """An accuracy as a percentage (``n/a`` for an empty set)."""
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
+def unlearn_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``ExperimentConfig`` fields the user gave as ``bunlearn unlearn`` flags (what is
+    missing comes from the checkpoint)."""
+    flags = "forget_fraction seed dataset model data_root download device"
+    return _given(
+        args, flags, forget_classes=args.forget_class, progress=not args.quiet,
+        hyperparameters=_parse_sets(args.set, scoped=False),
+    )  # fmt: skip
 
 
 def _depth_line(report: dict[str, Any], method: str) -> str:
@@ -211,28 +206,10 @@ def _depth_line(report: dict[str, Any], method: str) -> str:
 
 def run_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The ``ExperimentConfig`` fields the user gave as ``bunlearn run`` flags."""
-    given: dict[str, Any] = {
-        "dataset": args.dataset,
-        "model": args.model,
-        "forget_classes": args.forget_class,
-        "forget_fraction": args.forget_fraction,
-        "seed": args.seed,
-        "epochs": args.epochs,
-        "lr": args.lr,
-        "batch_size": args.batch_size,
-        "subset": args.subset,
-        "data_root": args.data_root,
-        "download": args.download,
-        "cache_dir": args.cache_dir,
-        "device": args.device,
-        "ulira": args.ulira,
-        "relearn": args.relearn,
-        "probe": args.probe,
-        "figures": args.figures,
-        "progress": False if args.quiet else None,
-        "mean": _floats("--mean", args.mean),
-        "std": _floats("--std", args.std),
-    }
+    flags = "dataset model forget_fraction seed epochs lr batch_size subset data_root download "
+    flags += "cache_dir device ulira relearn probe figures"
+    given = _given(args, flags, forget_classes=args.forget_class,
+                   progress=False if args.quiet else None)  # fmt: skip
     if args.methods is not None:
         given["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
     if args.seeds is not None:
@@ -242,7 +219,7 @@ def run_settings(args: argparse.Namespace) -> dict[str, Any]:
             raise ConfigError(
                 f"--seeds {args.seeds!r} is not a comma-separated list of integers, e.g. 0,1,2"
             ) from None
-    return {k: v for k, v in given.items() if v is not None}
+    return given
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

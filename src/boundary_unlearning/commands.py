@@ -4,13 +4,13 @@ them, and writes its model or reports into the folder it is given."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from torch import nn
-from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from ._utils import atomic_write_bytes
@@ -26,17 +26,15 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import ExperimentConfig, input_normalization, resolve_device
-from .data import DatasetInfo, UnlearningData, class_split, load_dataset
+from .data import DatasetInfo, UnlearningData
 from .data.datasets import dataset_key
-from .data.streaming import normalized
 from .distributed import is_main_process
 from .errors import CheckpointError, DataError, OutputError
-from .experiment import check_unlearning_steps, load_data, timed_unlearn
-from .methods import get_method, unlearning_stats, validate_hyperparameters
+from .methods import get_method, unlearning_stats
 from .metrics import accuracy, depth_evidence
-from .models import create_model, is_user_model
-from .optim import check_recipe
+from .models import is_user_model
 from .output_dir import check_writable, load_report
+from .pipeline import build_model, load_data, method_settings, split_data, timed_unlearn
 from .recording import record_path
 from .report import render_reports, write_reports
 
@@ -57,7 +55,7 @@ def save_original(
     Returns:
         ``(metadata, reused)``.
     """
-    check_recipe(**config.training_recipe(), min_epochs=1, what="train")
+    config.check_training("train")
     out = Path(out)
     train_set, test_set, info = load_data(config)
     existing = read_metadata(out) if (out / "model.json").is_file() else None
@@ -88,52 +86,75 @@ def unlearn_checkpoint(
     *,
     checkpoint: str | Path,
     method: str,
-    forget_classes: list[int | str],
     out: str | Path,
-    dataset: str | None = None,
-    model: str | None = None,
-    data_root: str | None = None,
-    download: bool = False,
-    forget_fraction: float = 1.0,
-    seed: int = 0,
-    hyperparameters: dict[str, Any] | None = None,
+    given: Mapping[str, Any],
     overwrite: bool = False,
-    device: str = "auto",
-    progress: bool = False,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """``bunlearn unlearn``: load a checkpoint, unlearn, write the new weights and a report
     into ``out``. The input checkpoint is only read.
 
-    ``model`` may be a user architecture ``"MODULE:FUNCTION"`` (the checkpoint then is a
-    plain ``state_dict``, safetensors or ``torch.save``); ``mean``/``std`` say how its
-    inputs are normalised (the data are fed to it normalised so).
+    The settings take the path of ``bunlearn run`` (:mod:`boundary_unlearning.pipeline`): an
+    :class:`~boundary_unlearning.config.ExperimentConfig` gives the data and the method's
+    settings; what the user did not give (the data set, the architecture, its options, the
+    data folder, a user architecture's ``mean``/``std``) comes from the checkpoint's
+    metadata. ``model`` may be a user architecture ``"MODULE:FUNCTION"`` (the checkpoint
+    then is a plain ``state_dict``, safetensors or ``torch.save``).
 
     Args:
         checkpoint: a folder written by ``bunlearn train`` or a weights file.
         method: a registered method's name.
-        forget_classes: the classes to forget, as indices or names.
         out: the folder that receives the unlearned model and the report.
-        dataset: the data set; ``None``: the one the checkpoint records.
-        model: the architecture; ``None``: the one the checkpoint records.
-        data_root: where the data set lies; ``None``: where the checkpoint was trained.
-        download: fetch the data set if it is missing.
-        forget_fraction: the fraction of the forget classes the method sees.
-        seed: the seed of the split and the method.
-        hyperparameters: the method's hyperparameters (others keep their defaults).
+        given: the settings the user gave, as ExperimentConfig fields: ``forget_classes``
+            (indices or names), and any of ``forget_fraction``, ``seed``, ``dataset``,
+            ``model``, ``data_root``, ``download``, ``device``, ``progress``, ``mean``,
+            ``std`` and ``hyperparameters`` (the method's; others keep their defaults).
         overwrite: replace an existing model in ``out``.
-        device: ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``.
-        progress: show progress bars.
-        mean: the per-channel mean a user architecture's inputs are normalised with.
-        std: the per-channel standard deviation that goes with ``mean``.
 
     Returns:
         The report (also written to ``out``).
     """
-    hparams = validate_hyperparameters(method, dict(hyperparameters or {}))
-    check_unlearning_steps(method, hparams)
+    config = ExperimentConfig.from_dict(
+        {**given, "methods": [method],
+         "hyperparameters": {method: dict(given.get("hyperparameters") or {})}}
+    )  # fmt: skip
+    method_settings(method, config)  # checked before anything is read
     out = Path(out)
+    weights_in = _check_paths(checkpoint, out, overwrite=overwrite)
+    meta, config = _from_checkpoint(checkpoint, config, given)
+    train_set, test_set, info = load_data(config)
+    if config.data_root is not None and given.get("data_root") is None:
+        _check_same_data(checkpoint, meta, info, config.data_root)
+        if is_main_process():  # the checkpoint, not the user, chose this folder: say so
+            print(f"bunlearn: reading {config.dataset} data from {config.data_root}, the "
+                  f"folder {checkpoint} was trained on (pass --data-root to use another)",
+                  file=sys.stderr)  # fmt: skip
+    net, meta = _load_model(checkpoint, meta, config, info, named=given.get("model") is not None)
+    data = split_data(config, train_set, test_set, info)
+    net = net.to(resolve_device(config.device))
+    check_writable(out)
+    hparams = method_settings(method, config)
+    if get_method(method).cost == "record" and "record" not in hparams:
+        hparams["record"] = str(record_path(checkpoint))  # the record saved beside it
+    unlearned, seconds = timed_unlearn(method, net, data, hparams, progress=config.progress)
+    report = _unlearn_report(method, config, info, data, (net, unlearned), seconds, hparams)
+    report = {**report, "checkpoint": str(weights_in), "results": report.pop("results")}
+    new_meta = {k: v for k, v in meta.items()
+                if k not in {"format", "cache_key", "train_seconds", "world_size"}}  # fmt: skip
+    new_meta["data"] = data_source(info.name, config.data_root)
+    new_meta["unlearned"] = {
+        "method": method, "forget_classes": report["forget_classes"], "from": str(weights_in),
+        "hyperparameters": report["results"][method]["hyperparameters"],
+    }  # fmt: skip
+    if config.progress and is_main_process():
+        tqdm.write(f"bunlearn: writing the unlearned model and report to {out}", file=sys.stderr)
+    save_checkpoint(unlearned, out, new_meta)
+    write_reports(report, out)
+    return report
+
+
+def _check_paths(checkpoint: str | Path, out: Path, *, overwrite: bool) -> Path:
+    """The checkpoint's weights file, after checking that it exists and that ``out`` is a
+    folder that neither is the input nor holds a model (without ``overwrite``)."""
     weights_in, meta_in = checkpoint_paths(checkpoint)
     if not weights_in.is_file():
         raise CheckpointError(
@@ -152,100 +173,101 @@ def unlearn_checkpoint(
         )
     if weights_out.exists() and not overwrite:
         raise OutputError(f"{weights_out} already exists; pass --overwrite or choose another --out")
+    return weights_in
+
+
+def _from_checkpoint(
+    checkpoint: str | Path, config: ExperimentConfig, given: Mapping[str, Any]
+) -> tuple[dict[str, Any], ExperimentConfig]:
+    """The checkpoint's metadata (``{}`` for a plain state_dict), and ``config`` with what
+    the user did not give taken from it: the data set, the architecture (and its options),
+    the data folder it was trained on, a user architecture's input normalisation."""
     meta = read_metadata(checkpoint) or {}
-    meta_path = str(checkpoint_paths(checkpoint)[1])
+    model = given.get("model")
     if not meta:
         load_state_dict(checkpoint)  # a corrupt file is the real problem, not the metadata
     if meta and model is None:
-        check_metadata(meta, meta_path)
-    dataset = dataset or meta.get("dataset")
+        check_metadata(meta, str(checkpoint_paths(checkpoint)[1]))
+    dataset = given.get("dataset") or meta.get("dataset")
     if not isinstance(dataset, str):
         raise CheckpointError(
             f"{checkpoint} has no metadata naming its data set; pass --dataset (and --model)"
         )
-    recorded = _recorded_data_root(checkpoint, meta, dataset) if data_root is None else None
+    data_root = given.get("data_root")
+    if data_root is None:
+        data_root = _recorded_data_root(checkpoint, meta, dataset)
+    mean, std = given.get("mean"), given.get("std")
     if model is not None and is_user_model(model) and mean is None and std is None:
-        recorded_norm = meta.get("input_normalization") if meta.get("model") == model else None
-        if isinstance(recorded_norm, list) and len(recorded_norm) == 2:
-            mean, std = recorded_norm  # what it was trained on, checked below
+        recorded = meta.get("input_normalization") if meta.get("model") == model else None
+        if isinstance(recorded, list) and len(recorded) == 2:
+            mean, std = recorded  # what it was trained on, checked below
     norm = input_normalization(model or "", mean, std)
-    train_set: Dataset[Any]
-    test_set: Dataset[Any]
-    train_set, test_set, info = load_dataset(dataset, recorded or data_root, download=download)
-    if recorded is not None:
-        _check_same_data(checkpoint, meta, info, recorded)
-        if is_main_process():  # the checkpoint, not the user, chose this folder: say so
-            print(f"bunlearn: reading {dataset} data from {recorded}, the folder {checkpoint} "
-                  "was trained on (pass --data-root to use another)", file=sys.stderr)  # fmt: skip
-    if norm is not None:
-        train_set, test_set = normalized(train_set, norm), normalized(test_set, norm)
-    data_root = recorded or data_root
-    if model is not None or not meta:
-        if model is None:
-            raise CheckpointError(
-                f"{checkpoint} has no metadata naming its architecture; pass --model"
-            )
-        options = meta.get("model_options", {}) if meta.get("model") == model else {}
-        check_model_options(options, meta_path)
-        net: nn.Module = create_model(
-            model, info.num_classes, info.in_channels, info.image_size, info.mean, info.std,
-            **options,
-        )  # fmt: skip
-        net, _ = load_checkpoint(checkpoint, net)
-        described = ExperimentConfig(
-            model=model,
-            mean=None if norm is None else list(norm[0]),
-            std=None if norm is None else list(norm[1]),
-        )
-        meta = {**meta, **model_metadata(described, info)} if is_user_model(model) else {
-            **model_metadata(described, info), **meta, "model": model}  # fmt: skip
-    else:
-        check_matches_dataset(meta, info, str(weights_in))
-        net, meta = load_checkpoint(checkpoint)
-    classes = [info.class_index(c) for c in forget_classes]
-    data = class_split(
-        train_set, test_set, classes, forget_fraction, seed, num_classes=info.num_classes,
-        normalization=norm,
+    same = meta.get("model") == model
+    resolved = dataclasses.replace(
+        config, dataset=dataset, data_root=data_root, model=model or meta.get("model") or "",
+        model_options=dict(meta.get("model_options", {})) if same else {},
+        mean=None if norm is None else list(norm[0]), std=None if norm is None else list(norm[1]),
     )  # fmt: skip
-    net = net.to(resolve_device(device))
-    check_writable(out)
-    run_hp = {"seed": seed, **hparams}
-    spec = get_method(method)
-    run_hp = {k: v for k, v in run_hp.items() if k in spec.hyperparameters}
-    if spec.cost == "record" and "record" not in run_hp:
-        run_hp["record"] = str(record_path(checkpoint))  # the record saved beside it
-    unlearned, seconds = timed_unlearn(method, net, data, run_hp, progress=progress)
-    scores = _evaluate_with_progress({method: unlearned, "original": net}, data, progress)
-    depth = _depth_evidence({method: unlearned, "original": net}, data, seed, progress)
+    return meta, resolved
+
+
+def _load_model(
+    checkpoint: str | Path,
+    meta: dict[str, Any],
+    config: ExperimentConfig,
+    info: DatasetInfo,
+    *,
+    named: bool,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The checkpoint's model and the metadata its unlearned copy records: built from the
+    metadata, or (an architecture the user ``named``, or a plain state_dict) built as
+    :func:`~boundary_unlearning.pipeline.build_model` does and loaded."""
+    source = str(checkpoint_paths(checkpoint)[1])
+    if not named and meta:
+        check_matches_dataset(meta, info, str(checkpoint_paths(checkpoint)[0]))
+        return load_checkpoint(checkpoint)
+    if not named:
+        raise CheckpointError(f"{checkpoint} has no metadata naming its architecture; pass --model")
+    check_model_options(config.model_options, source)
+    net, _ = load_checkpoint(checkpoint, build_model(config, info))
+    described = model_metadata(dataclasses.replace(config, model_options={}), info)
+    if is_user_model(config.model):
+        return net, {**meta, **described}
+    return net, {**described, **meta, "model": config.model}
+
+
+def _unlearn_report(
+    method: str,
+    config: ExperimentConfig,
+    info: DatasetInfo,
+    data: UnlearningData,
+    models: tuple[nn.Module, nn.Module],
+    seconds: float,
+    hparams: dict[str, Any],
+) -> dict[str, Any]:
+    """``bunlearn unlearn``'s report: accuracies of the ``(original, unlearned)`` models,
+    the method's seconds, resolved hyperparameters and stats."""
+    original, unlearned = models
+    models_by_name = {method: unlearned, "original": original}
+    scores = _evaluate_with_progress(models_by_name, data, config.progress)
+    depth = _depth_evidence(models_by_name, data, config.seed, config.progress)
     entry: dict[str, Any] = {
         "acc": scores[method],
         **depth[method],
         "seconds": seconds,
-        "hyperparameters": spec.resolve(run_hp),
+        "hyperparameters": get_method(method).resolve(hparams),
     }
     if unlearning_stats(unlearned):
         entry["stats"] = unlearning_stats(unlearned)
-    report: dict[str, Any] = {
+    classes = list(data.forget_classes)
+    return {
         "dataset": info.name,
-        "model": meta.get("model"),
+        "model": config.model,
         "forget_classes": classes,
         "class_names": [info.classes[c] for c in classes],
-        "seed": seed,
-        "checkpoint": str(weights_in),
+        "seed": config.seed,
         "results": {"original": {"acc": scores["original"], **depth["original"]}, method: entry},
     }
-    dropped = {"format", "cache_key", "train_seconds", "world_size"}
-    new_meta = {k: v for k, v in meta.items() if k not in dropped}
-    new_meta["data"] = data_source(info.name, data_root)
-    new_meta.update(
-        {"unlearned": {"method": method, "forget_classes": classes, "from": str(weights_in),
-                       "hyperparameters": entry["hyperparameters"]}}
-    )  # fmt: skip
-    if progress and is_main_process():
-        tqdm.write(f"bunlearn: writing the unlearned model and report to {out}", file=sys.stderr)
-    save_checkpoint(unlearned, out, new_meta)
-    write_reports(report, out)
-    return report
 
 
 def _recorded_data_root(checkpoint: str | Path, meta: dict[str, Any], dataset: str) -> str | None:
@@ -286,11 +308,11 @@ def _check_same_data(
 
 def _evaluate_with_progress(
     models: dict[str, nn.Module], data: UnlearningData, progress: bool
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, float | None]]:
     """:func:`evaluate` of each model, with one bar over every (model, set) pass."""
     sets = {"retain": data.retain, "forget": data.forget_eval,
             "test_retain": data.test_retain, "test_forget": data.test_forget}  # fmt: skip
-    scores: dict[str, dict[str, float]] = {name: {} for name in models}
+    scores: dict[str, dict[str, float | None]] = {name: {} for name in models}
     passes = [(name, key) for name in models for key in sets]
     disable = not progress or not is_main_process()
     with tqdm(passes, desc="evaluating", unit="set", disable=disable) as bar:

@@ -21,16 +21,17 @@ import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Annotated, Any, Union
 
 import torch
 import yaml
 
-from ._typecheck import fits
 from ._utils import atomic_write_text
-from .data.split import Normalization, check_normalization
+from .checks import Range, Seed, check_setting, fits
+from .data.normalization import Normalization, check_normalization
 from .errors import ConfigError
 from .models import is_user_model
+from .recipe import Recipe
 
 __all__ = [
     "ExperimentConfig",
@@ -65,7 +66,8 @@ class ExperimentConfig:
     # Several seeds: each trains its own original and retrained model and runs every method;
     # the report gives mean and std across them. None = just ``seed``.
     seeds: list[int] | None = None
-    epochs: int = 20
+    # An original model needs at least one epoch: zero would "unlearn" an untrained model.
+    epochs: Annotated[int, Range(low=1, text="a whole number >= 1")] = 20
     lr: float = 0.01
     optimizer: str = "sgd"
     momentum: float = 0.9
@@ -101,8 +103,7 @@ class ExperimentConfig:
         if not seeds:
             raise ConfigError("seeds is empty; give at least one seed, e.g. --seeds 0,1,2")
         for s in seeds:
-            if isinstance(s, bool) or not isinstance(s, int) or s < 0:
-                raise ConfigError(f"seed {s!r} must be a non-negative integer")
+            check_setting("seed", s, Seed)
         if len(set(seeds)) != len(seeds):
             raise ConfigError(f"seeds {seeds} repeat a seed; give each seed once")
         return seeds
@@ -114,7 +115,29 @@ class ExperimentConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def check_training(self, what: str) -> None:
+        """Refuse a training recipe of the original (and retrained) model that is out of
+        range, before any work: each value against its declared range (``epochs`` here,
+        the rest on :class:`~boundary_unlearning.recipe.Recipe`).
+
+        Args:
+            what: names the run in the message (``"train"``, ``"original/retrain recipe"``).
+
+        Raises:
+            HyperparameterError: a value out of range.
+
+        Example:
+            >>> ExperimentConfig(epochs=0).check_training("train")  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            boundary_unlearning.errors.HyperparameterError: train: epochs=0 must be a whole ...
+        """
+        hint = typing.get_type_hints(ExperimentConfig, include_extras=True)["epochs"]
+        check_setting("epochs", self.epochs, hint, where=what)
+        Recipe(**self.training_recipe()).check(what)
+
     def training_recipe(self) -> dict[str, Any]:
+        """The original's (and the retrained model's) recipe, as a dict of Recipe fields."""
         return {
             "epochs": self.epochs,
             "lr": self.lr,

@@ -191,7 +191,7 @@ class DistributedFit:
         >>> model = nn.Linear(2, 2)
         >>> fitter = DistributedFit(model, list(model.parameters()), shard=True)
         >>> x, y = torch.rand(4, 2), torch.tensor([0, 1, 0, 1])
-        >>> (xb, yb), weight = fitter.share((x, y), torch.tensor([3, 1]))
+        >>> (xb, yb), weight = fitter.share((x[[3, 1]], y[[3, 1]]))
         >>> yb.tolist(), weight  # one rank: the whole batch
         ([1, 1], 1.0)
         >>> loss = fitter.backward(nn.functional.cross_entropy(model(xb), yb), weight)
@@ -210,28 +210,27 @@ class DistributedFit:
         if shard:
             self._bn.enter_context(synced_batchnorm(model))
 
-    def share(self, data: Sequence[torch.Tensor], idx: torch.Tensor) -> tuple[Batch, float]:
-        """This rank's part of the global batch ``idx`` and its weight ``len(part) /
-        len(idx)`` (the whole batch and weight 1 with ``shard=False``).
+    def share(self, batch: Sequence[torch.Tensor]) -> tuple[Batch, float]:
+        """This rank's part of the global ``batch`` and its weight ``len(part) / len(batch)``
+        (the whole batch and weight 1 with ``shard=False``).
 
         Args:
-            data: tensors indexed together (e.g. ``(x, y)``).
-            idx: the global batch's rows.
+            batch: the global batch's tensors, indexed together (e.g. ``(x, y)``).
 
         Returns:
             ``(this rank's part of each tensor, weight)``.
 
         Example:
             >>> fitter = DistributedFit(nn.Linear(2, 2), [], shard=True)  # outside torchrun
-            >>> (part,), weight = fitter.share((torch.arange(5),), torch.tensor([4, 0]))
+            >>> (part,), weight = fitter.share((torch.tensor([4, 0]),))
             >>> part.tolist(), weight
             ([4, 0], 1.0)
         """
         if not self.shard:
-            return tuple(t[idx] for t in data), 1.0
-        start, stop = shard_range(len(idx))
-        local = idx[start:stop]
-        return tuple(t[local] for t in data), len(local) / len(idx)
+            return tuple(batch), 1.0
+        n = len(batch[0])
+        start, stop = shard_range(n)
+        return tuple(t[start:stop] for t in batch), (stop - start) / n
 
     def local_rows(self, idx: torch.Tensor) -> torch.Tensor:
         """The rows of the global batch ``idx`` that :meth:`share` gives this rank.

@@ -19,6 +19,7 @@ __all__ = [
     "UnknownNameError",
     "UnlearningError",
     "did_you_mean",
+    "unknown_name",
 ]
 
 
@@ -85,14 +86,16 @@ class ModelError(UnlearningError, ValueError):
 
 
 class HyperparameterError(UnlearningError, ValueError):
-    """An unknown, mistyped or meaningless hyperparameter.
+    """An unknown, mistyped or out-of-range setting: a method's hyperparameter, a recipe
+    field, a seed, a fraction (each declares its range once, on its annotation:
+    :mod:`boundary_unlearning.checks`).
 
     Example:
-        >>> from boundary_unlearning.optim import check_recipe
-        >>> check_recipe(epochs=1, lr=-1)
+        >>> from boundary_unlearning import Recipe
+        >>> Recipe(epochs=1, lr=-1).check("train")
         Traceback (most recent call last):
         ...
-        boundary_unlearning.errors.HyperparameterError: lr=-1 must be a positive (finite) number
+        boundary_unlearning.errors.HyperparameterError: train: lr=-1.0 must be a positive number
     """
 
 
@@ -113,8 +116,11 @@ class ConfigError(UnlearningError, ValueError):
     """A configuration file with unknown keys or wrong types.
 
     Example:
-        >>> issubclass(ConfigError, ValueError)
-        True
+        >>> from boundary_unlearning.config import ExperimentConfig
+        >>> ExperimentConfig.from_dict({"epoch": 3})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        boundary_unlearning.errors.ConfigError: config: unknown key(s) 'epoch'; valid keys: ...
     """
 
 
@@ -122,8 +128,16 @@ class OutputError(UnlearningError, OSError):
     """An output location that cannot be written or would be overwritten.
 
     Example:
-        >>> issubclass(OutputError, OSError)  # callers may catch it as an OSError
-        True
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from boundary_unlearning.output_dir import check_output_dir
+        >>> out = Path(tempfile.mkdtemp())
+        >>> _ = (out / "report.json").write_text("{}")  # an earlier run's
+        >>> try:
+        ...     check_output_dir(out)
+        ... except OSError as exc:  # callers may catch it as an OSError
+        ...     print(type(exc).__name__)
+        OutputError
     """
 
 

@@ -1,21 +1,22 @@
 """One experiment: load data -> train or load the cached original -> retrain (cached) ->
-run each method (timed) -> evaluate -> write reports."""
+run each method (timed) -> evaluate -> write reports.
+
+The data, the architecture and each method's settings come from
+:mod:`boundary_unlearning.pipeline`, the path ``bunlearn unlearn`` takes too.
+"""
 
 from __future__ import annotations
 
-import functools
-import re
 import sys
-import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from torch import nn
-from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ._utils import atomic_write_json, model_device, synchronize
+from ._utils import atomic_write_json, model_device
 from .aggregate import aggregate_seeds
 from .cache import (
     StageStore,
@@ -28,144 +29,66 @@ from .cache import (
     train_retrained,
     with_update_record,
 )
-from .config import ExperimentConfig, input_normalization, resolve_device, write_resolved_config
-from .data import DatasetInfo, UnlearningData, class_split, load_dataset
-from .data.split import balanced_subset
-from .data.streaming import normalized
+from .config import ExperimentConfig, resolve_device, write_resolved_config
+from .data import DatasetInfo, UnlearningData
 from .distributed import is_main_process, world_size
-from .errors import DivergenceError, HyperparameterError
-from .methods import get_method, unlearn, unlearning_stats, validate_hyperparameters
+from .errors import DivergenceError
+from .methods import get_method, unlearning_stats
 from .metrics import compute_metrics, depth_shares
-from .optim import check_recipe
 from .output_dir import check_output_dir, check_resume_matches, check_writable
+from .pipeline import check_methods, method_settings, prepare_data, timed_unlearn
 from .report import figure_data, format_table, render_reports
 
-__all__ = [
-    "check_unlearning_steps",
-    "load_data",
-    "prepare_data",
-    "run_experiment",
-    "timed_unlearn",
-]
+__all__ = ["run_experiment"]
+
+Echo = Callable[[str], None]
 
 
-def load_data(config: ExperimentConfig) -> tuple[Dataset[Any], Dataset[Any], DatasetInfo]:
-    """The data set's ``(train, test, info)``, the training set cut to ``config.subset``,
-    normalised where a user architecture eats normalised inputs."""
-    train_set: Dataset[Any]
-    test_set: Dataset[Any]
-    train_set, test_set, info = load_dataset(
-        config.dataset, config.data_root, download=config.download
-    )
-    if config.subset is not None:
-        train_set = balanced_subset(train_set, config.subset, seed=config.seed)
-    norm = input_normalization(config.model, config.mean, config.std)
-    if norm is not None:
-        train_set, test_set = normalized(train_set, norm), normalized(test_set, norm)
-    return train_set, test_set, info
+class _Progress:
+    """The run's bar over its stages, and its messages: through ``echo`` (written above
+    the bar while it shows), and the stages without a bar of their own also with
+    ``progress`` alone (API runs)."""
+
+    def __init__(self, config: ExperimentConfig, stages: int, echo: Echo | None) -> None:
+        self.echo, self.progress = echo, config.progress
+        self.bar = tqdm(total=stages, desc="bunlearn run", unit="stage", disable=not self.progress)
+
+    def say(self, msg: str) -> None:
+        if self.echo is None:
+            return
+        if self.progress:
+            self.bar.write(msg)
+        else:
+            self.echo(msg)
+
+    def note(self, msg: str) -> None:
+        if self.progress and is_main_process():
+            tqdm.write(f"bunlearn: {msg}", file=sys.stderr)
+        else:
+            self.say(msg)
+
+    def stage(self, msg: str) -> None:
+        self.bar.set_postfix_str(msg)
 
 
-def prepare_data(
-    config: ExperimentConfig,
-) -> tuple[UnlearningData, DatasetInfo, Dataset[Any], Dataset[Any]]:
-    """Load the data set and split it: ``(data, info, train set, test set)``."""
-    train_set, test_set, info = load_data(config)
-    classes = [info.class_index(c) for c in config.forget_classes]
-    data = class_split(
-        train_set,
-        test_set,
-        classes,
-        forget_fraction=config.forget_fraction,
-        seed=config.seed,
-        num_classes=info.num_classes,
-        normalization=input_normalization(config.model, config.mean, config.std),
-    )
-    return data, info, train_set, test_set
+@dataclass
+class _Seed:
+    """What one seed of the run produced: each model's entry, the models themselves (the
+    figures show the first seed's), and the settings, data and original it ran with."""
 
-
-def timed_unlearn(
-    name: str,
-    model: nn.Module,
-    data: UnlearningData,
-    hparams: dict[str, Any],
-    *,
-    progress: bool = False,
-) -> tuple[nn.Module, float]:
-    """Run method ``name`` and return the new model and its wall-clock seconds, measured
-    between device synchronisations (so queued GPU work is counted). Used by ``run``,
-    ``unlearn`` and the benchmark, so every reported time means the same thing.
-
-    Example:
-        >>> from boundary_unlearning.data import toy_problem
-        >>> data, net = toy_problem()
-        >>> _, seconds = timed_unlearn("boundary_expanding", net, data, {"max_steps": 2})
-        >>> seconds > 0
-        True
-    """
-    device = model_device(model)
-    synchronize(device)
-    start = time.perf_counter()
-    out = unlearn(name, model, data, **hparams, progress=progress)
-    synchronize(device)
-    return out, time.perf_counter() - start
-
-
-# --- adapters to the metrics and report modules ------------------------------------------
-
-
-def _compute_metrics(
-    model: nn.Module,
-    data: UnlearningData,
-    *,
-    retrained: nn.Module,
-    original: nn.Module,
-    random_net: nn.Module,
-    config: ExperimentConfig,
-) -> dict[str, Any]:
-    """Every metric of ``model`` (accuracies, each MIA attack, JS and activation distance to
-    the retrained model, ZRF, relearn steps)."""
-    return compute_metrics(
-        model,
-        data,
-        retrained=retrained,
-        original=original,
-        random_model=random_net,
-        seed=config.seed,
-        relearn=config.relearn,
-        probe=config.probe,
-        ulira=config.ulira,
-    )
-
-
-def _figure_data(
-    models: dict[str, nn.Module], data: UnlearningData, seed: int
-) -> dict[str, Any] | None:
-    """Entropy histograms, t-SNE of penultimate features and confusion matrices."""
-    return figure_data(models, data, seed=seed)
-
-
-def _render(report: dict[str, Any], out: Path) -> None:
-    """Write ``report.json`` (atomically) and the human-readable reports beside it:
-    ``report.md``, ``results.csv``, ``figures/`` and ``report.html``."""
-    atomic_write_json(out / "report.json", report)
-    render_reports(report, out)
-
-
-def _method_hparams(name: str, config: ExperimentConfig) -> dict[str, Any]:
-    """The hyperparameters method ``name`` runs with: the user's, plus the run's seed."""
-    spec = get_method(name)
-    hparams = {"seed": config.seed, **config.hyperparameters.get(name, {})}
-    return {k: v for k, v in hparams.items() if k in spec.hyperparameters}
-
-
-# --- the run -----------------------------------------------------------------------------------
+    config: ExperimentConfig
+    info: DatasetInfo
+    data: UnlearningData
+    original_meta: dict[str, Any]
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    models: dict[str, nn.Module] = field(default_factory=dict)
 
 
 def run_experiment(
     config: ExperimentConfig,
     out_dir: str | Path | None = None,
     *,
-    echo: Callable[[str], None] | None = None,
+    echo: Echo | None = None,
     resume: bool = False,
     overwrite: bool = False,
     reuse_stages: bool = False,
@@ -183,152 +106,122 @@ def run_experiment(
     that already holds a run needs ``resume`` (with the same settings: other settings are
     refused, naming each changed key) or ``overwrite``. ``reuse_stages`` (a sweep's working
     folder) reuses whichever finished stages match and replaces the reports.
+
+    Args:
+        config: the run's settings.
+        out_dir: where the reports go (``None``: only returned).
+        echo: called with one line per event (default: silent).
+        resume: continue an interrupted run in ``out_dir``.
+        overwrite: replace an earlier run in ``out_dir``.
+        reuse_stages: ``out_dir`` is a sweep's working folder.
+
+    Returns:
+        The report.
     """
-    emit = echo or (lambda _msg: None)
     seeds = config.seed_list()
-    # the original and the retrained model are trained with this recipe: zero epochs would
-    # "unlearn" an untrained model and report it as a result
-    check_recipe(**config.training_recipe(), min_epochs=1, what="original/retrain recipe")
-    for name in config.methods:
-        get_method(name)
-        check_unlearning_steps(
-            name, validate_hyperparameters(name, config.hyperparameters.get(name, {}))
-        )
-    for name in config.hyperparameters:
-        get_method(name)
+    config.check_training("original/retrain recipe")
+    check_methods(config)
     methods = [m for m in dict.fromkeys(config.methods) if m != "retrain"]
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
-        check_writable(out)
-        if not reuse_stages:
-            check_output_dir(out, resume=resume, overwrite=overwrite)
-        if resume and not reuse_stages:
-            check_resume_matches(config, out)
-        write_resolved_config(config, out)
+        _open_output(config, out, resume=resume, overwrite=overwrite, reuse=reuse_stages)
     stages = StageStore(out / "stages" if out is not None else None)
     device = resolve_device(config.device)
-    total = len(seeds) * (2 + len(methods)) + 1
-    bar = tqdm(total=total, desc="bunlearn run", unit="stage", disable=not config.progress)
-
-    def say(msg: str) -> None:
-        if echo is None:
-            return
-        if config.progress:
-            bar.write(msg)
-        else:
-            emit(msg)
-
-    def note(msg: str) -> None:
-        """A stage without a bar of its own: shown with ``progress`` (API too) or ``echo``."""
-        if config.progress and is_main_process():
-            tqdm.write(f"bunlearn: {msg}", file=sys.stderr)
-        else:
-            say(msg)
-
+    show = _Progress(config, len(seeds) * (2 + len(methods)) + 1, echo)
     per_seed: dict[str, dict[str, dict[str, Any]]] = {}
+    first: _Seed | None = None
     figures: dict[str, Any] | None = None
-    first: dict[str, Any] = {}
     try:
         for index, seed in enumerate(seeds):
-            cfg = config.for_seed(seed)
-            data, info, train_set, test_set = prepare_data(cfg)
-            classes = list(data.forget_classes)
+            setup = f"model {config.model} on {device}; seeds {seeds}" if index == 0 else None
+            run = _run_seed(config.for_seed(seed), methods, stages, show, setup)
+            per_seed[str(seed)] = run.entries
             if index == 0:
-                say(
-                    f"{info.name}: {len(data.retain) + len(data.forget_eval)} train / "  # type: ignore[arg-type]
-                    f"{len(data.test_retain) + len(data.test_forget)} test images, "  # type: ignore[arg-type]
-                    f"forgetting {', '.join(f'{c} ({info.classes[c]})' for c in classes)}; "
-                    f"model {config.model} on {device}; seeds {seeds}"
-                )
-            bar.set_postfix_str(f"seed {seed}: original")
-            original, orig_meta, reused = train_original(cfg, info, train_set, test_set)
-            if records_updates(cfg):
-                cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
-                cfg = with_update_record(cfg, cache / "originals" / orig_meta["cache_key"])
-            if reused:
-                say(f"seed {seed}: original model reused from the cache")
-            bar.set_postfix_str(f"seed {seed}: retrain")
-            retrained, rt_meta, reused = train_retrained(cfg, info, data, original, orig_meta)
-            if reused:
-                say(f"seed {seed}: retrained model reused from the cache")
-            rand = random_model(cfg, info)
-            entries: dict[str, dict[str, Any]] = {}
-            models: dict[str, nn.Module] = {"original": original, "retrain": retrained}
-
-            metrics_of = functools.partial(
-                _compute_metrics, data=data, retrained=retrained, original=original,
-                random_net=rand, config=cfg,
-            )  # fmt: skip
-            weights_meta = {k: orig_meta[k] for k in model_metadata(cfg, info)}
-
-            for name, model, meta in (("original", original, orig_meta),
-                                      ("retrain", retrained, rt_meta)):  # fmt: skip
-                bar.set_postfix_str(f"seed {seed}: metrics of {name}")
-                key = stage_key(cfg, name)
-                entry = stages.load(seed, name, key)
-                if entry is None:
-                    entry = {**metrics_of(model), "seconds": meta["train_seconds"]}
-                    stages.save(seed, name, key, entry)
-                else:
-                    say(f"seed {seed}: {name}: reused finished stage")
-                entries[name] = entry
-                bar.update(1)
-            for name in methods:
-                bar.set_postfix_str(f"seed {seed}: {name}")
-                entry, unlearned = _method_stage(
-                    name, cfg, data, original, metrics_of, stages,
-                    weights_meta=weights_meta if index == 0 and config.figures else None,
-                    say=say, status=bar.set_postfix_str,
-                )  # fmt: skip
-                entries[name] = entry
-                if unlearned is not None:
-                    models[name] = unlearned
-                if "failed" in entry:
-                    say(f"seed {seed}: {name} FAILED: {entry['failed']}")
-                else:
-                    retrain_s = entries["retrain"]["seconds"]
-                    entry["speedup"] = retrain_s / entry["seconds"] if entry["seconds"] else None
-                bar.update(1)
-            _add_depth(entries, methods)
-            per_seed[str(seed)] = entries
-            if index == 0:
+                first = run
                 if config.figures:
-                    bar.set_postfix_str("figure data")
-                    figures = _figures_stage(cfg, methods, models, data, stages)
-                first = {"info": info, "data": data, "orig_meta": orig_meta}
-                bar.update(1)
+                    show.stage("figure data")
+                    figures = _figures_stage(methods, run, stages)
+                show.bar.update(1)
     finally:
-        bar.close()
-    results, std = aggregate_seeds(per_seed)
-    info, data, orig_meta = first["info"], first["data"], first["orig_meta"]
-    classes = list(data.forget_classes)
-    report: dict[str, Any] = {
-        "dataset": info.name,
-        "model": config.model,
-        "forget_classes": classes,
-        "class_names": [info.classes[c] for c in classes],
-        "seed": seeds[0],
-        "seeds": seeds,
-        "sizes": data.sizes(),
-        "device": str(device),
-        "world_size": world_size(),
-        "original_hyperparameters": {
-            k: v for k, v in orig_meta.get("hyperparameters", {}).items() if k != "seed"
-        },
-        "results": results,
-        "std": std,
-        "per_seed": per_seed,
-        "speedup": {m: results[m].get("speedup") for m in methods},
-        "failed": {m: results[m]["failed"] for m in methods if "failed" in results[m]},
-        "config": config.to_dict(),
-    }
-    if figures is not None:
-        report["figures_data"] = figures
+        show.bar.close()
+    assert first is not None  # (seeds is never empty)
+    report = _report(config, seeds, methods, per_seed, first, figures, str(device))
     if out is not None:
-        note(f"writing the reports{' and figures' if figures else ''} to {out}")
-        _render(report, out)
-    say(format_table(report))
+        show.note(f"writing the reports{' and figures' if figures else ''} to {out}")
+        atomic_write_json(out / "report.json", report)
+        render_reports(report, out)
+    show.say(format_table(report))
     return report
+
+
+def _open_output(
+    config: ExperimentConfig, out: Path, *, resume: bool, overwrite: bool, reuse: bool
+) -> None:
+    """Check that ``out`` may receive this run (writable; an earlier run there needs
+    ``resume`` with the same settings or ``overwrite``), and write ``config.yaml``."""
+    check_writable(out)
+    if not reuse:
+        check_output_dir(out, resume=resume, overwrite=overwrite)
+        if resume:
+            check_resume_matches(config, out)
+    write_resolved_config(config, out)
+
+
+def _run_seed(
+    cfg: ExperimentConfig,
+    methods: list[str],
+    stages: StageStore,
+    show: _Progress,
+    setup: str | None,
+) -> _Seed:
+    """One seed: the original, the retrained model and every method, each with its metrics
+    (finished stages reused). The first seed (given the run's ``setup`` to describe) says
+    what data the run works on and keeps its unlearned weights for the figures."""
+    seed = cfg.seed
+    data, info, train_set, test_set = prepare_data(cfg)
+    first = setup is not None
+    if setup is not None:
+        show.say(f"{_describe(info, data)}; {setup}")
+    show.stage(f"seed {seed}: original")
+    original, orig_meta, reused = train_original(cfg, info, train_set, test_set)
+    if records_updates(cfg):
+        cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+        cfg = with_update_record(cfg, cache / "originals" / orig_meta["cache_key"])
+    if reused:
+        show.say(f"seed {seed}: original model reused from the cache")
+    show.stage(f"seed {seed}: retrain")
+    retrained, rt_meta, reused = train_retrained(cfg, info, data, original, orig_meta)
+    if reused:
+        show.say(f"seed {seed}: retrained model reused from the cache")
+    run = _Seed(cfg, info, data, orig_meta)
+    run.models = {"original": original, "retrain": retrained}
+    rand = random_model(cfg, info)
+
+    def metrics_of(model: nn.Module) -> dict[str, Any]:
+        return compute_metrics(model, data, retrained=retrained, random_model=rand, seed=seed,
+                               relearn=cfg.relearn, probe=cfg.probe, ulira=cfg.ulira)  # fmt: skip
+
+    for name, meta in (("original", orig_meta), ("retrain", rt_meta)):
+        show.stage(f"seed {seed}: metrics of {name}")
+        run.entries[name] = _reference_stage(name, cfg, run.models[name], meta, metrics_of,
+                                             stages, show)  # fmt: skip
+        show.bar.update(1)
+    keep = {k: orig_meta[k] for k in model_metadata(cfg, info)} if first and cfg.figures else None
+    for name in methods:
+        show.stage(f"seed {seed}: {name}")
+        entry, unlearned = _method_stage(name, cfg, data, original, metrics_of, stages,
+                                         weights_meta=keep, show=show)  # fmt: skip
+        run.entries[name] = entry
+        if unlearned is not None:
+            run.models[name] = unlearned
+        if "failed" in entry:
+            show.say(f"seed {seed}: {name} FAILED: {entry['failed']}")
+        else:
+            retrain_s = run.entries["retrain"]["seconds"]
+            entry["speedup"] = retrain_s / entry["seconds"] if entry["seconds"] else None
+        show.bar.update(1)
+    _add_depth(run.entries, methods)
+    return run
 
 
 def _add_depth(entries: dict[str, dict[str, Any]], methods: list[str]) -> None:
@@ -342,6 +235,37 @@ def _add_depth(entries: dict[str, dict[str, Any]], methods: list[str]) -> None:
             entry["depth_shares"] = shares
 
 
+def _describe(info: DatasetInfo, data: UnlearningData) -> str:
+    """The data a run works on and what it forgets."""
+    sizes = data.sizes()
+    classes = ", ".join(f"{c} ({info.classes[c]})" for c in data.forget_classes)
+    return (
+        f"{info.name}: {sizes['retain'] + sizes['forget_full']} train / "
+        f"{sizes['test_retain'] + sizes['test_forget']} test images, forgetting {classes}"
+    )
+
+
+def _reference_stage(
+    name: str,
+    cfg: ExperimentConfig,
+    model: nn.Module,
+    meta: dict[str, Any],
+    metrics_of: Callable[[nn.Module], dict[str, Any]],
+    stages: StageStore,
+    show: _Progress,
+) -> dict[str, Any]:
+    """The metrics of the original or the retrained model (reused when finished), with
+    its training seconds."""
+    key = stage_key(cfg, name)
+    entry = stages.load(cfg.seed, name, key)
+    if entry is not None:
+        show.say(f"seed {cfg.seed}: {name}: reused finished stage")
+        return entry
+    entry = {**metrics_of(model), "seconds": meta["train_seconds"]}
+    stages.save(cfg.seed, name, key, entry)
+    return entry
+
+
 def _method_stage(
     name: str,
     cfg: ExperimentConfig,
@@ -351,8 +275,7 @@ def _method_stage(
     stages: StageStore,
     *,
     weights_meta: dict[str, Any] | None,
-    say: Callable[[str], None],
-    status: Callable[[str], Any] = lambda _msg: None,
+    show: _Progress,
 ) -> tuple[dict[str, Any], nn.Module | None]:
     """Run (or reuse) one method on one seed: ``(entry, unlearned model or None)``.
 
@@ -360,14 +283,14 @@ def _method_stage(
     weights are saved with the stage, and a reused stage loads them back."""
     keep_weights = weights_meta is not None
     spec = get_method(name)
-    hparams = _method_hparams(name, cfg)
+    hparams = method_settings(name, cfg)
     key = stage_key(cfg, name, hyperparameters=hparams)
     entry = stages.load(cfg.seed, name, key)
     if entry is not None:
         model = stages.load_weights(cfg.seed, name) if keep_weights else None
         model = model.to(model_device(original)) if model is not None else None
         if not keep_weights or model is not None or "failed" in entry:
-            say(f"seed {cfg.seed}: {name}: reused finished stage")
+            show.say(f"seed {cfg.seed}: {name}: reused finished stage")
             return entry, model
     try:
         model, seconds = timed_unlearn(name, original, data, hparams, progress=cfg.progress)
@@ -375,8 +298,8 @@ def _method_stage(
         entry = {"failed": str(exc), "hyperparameters": spec.resolve(hparams)}
         stages.save(cfg.seed, name, key, entry)
         return entry, None
-    say(f"seed {cfg.seed}: {name}: {seconds:.2f} s")
-    status(f"seed {cfg.seed}: metrics of {name}")
+    show.say(f"seed {cfg.seed}: {name}: {seconds:.2f} s")
+    show.stage(f"seed {cfg.seed}: metrics of {name}")
     entry = {**metrics_of(model), "seconds": seconds, "hyperparameters": spec.resolve(hparams)}
     stats = unlearning_stats(model)
     if stats:
@@ -387,37 +310,52 @@ def _method_stage(
     return entry, model
 
 
-def _figures_stage(
-    cfg: ExperimentConfig,
-    methods: list[str],
-    models: dict[str, nn.Module],
-    data: UnlearningData,
-    stages: StageStore,
-) -> dict[str, Any] | None:
+def _figures_stage(methods: list[str], run: _Seed, stages: StageStore) -> dict[str, Any] | None:
     """Figure data (entropy histograms, t-SNE, confusion matrices) of the first seed."""
-    hparams = {m: _method_hparams(m, cfg) for m in methods}
+    cfg = run.config
+    hparams = {m: method_settings(m, cfg) for m in methods}
     key = stage_key(cfg, "figures", methods=hparams)
     cached = stages.load(None, "figures", key)
     if cached is not None:
         return cached
-    figures = _figure_data(models, data, cfg.seed)
+    figures = figure_data(run.models, run.data, seed=cfg.seed)
     if figures is not None:
         stages.save(None, "figures", key, figures)
     return figures
 
 
-# A method's own step budget, or a combination's stage's (expand_epochs, shrink_max_steps).
-_STEP_BUDGET = re.compile(r"((expand|shrink)_)?(epochs|max_steps|steps)")
-
-
-def check_unlearning_steps(method: str, hyperparameters: dict[str, Any]) -> None:
-    """Refuse a zero step budget (``epochs=0``, ``max_steps=0``): the method would return the
-    model unchanged and the report would call that unlearning."""
-    for key, value in hyperparameters.items():
-        if not _STEP_BUDGET.fullmatch(key):
-            continue
-        if isinstance(value, int) and not isinstance(value, bool) and value == 0:
-            raise HyperparameterError(
-                f"{method}: {key}=0 would return the model unchanged (no unlearning step); "
-                f"give {key} >= 1"
-            )
+def _report(
+    config: ExperimentConfig,
+    seeds: list[int],
+    methods: list[str],
+    per_seed: dict[str, dict[str, dict[str, Any]]],
+    first: _Seed,
+    figures: dict[str, Any] | None,
+    device: str,
+) -> dict[str, Any]:
+    """The run's report: every seed's entries, their mean and std, and what was run."""
+    results, std = aggregate_seeds(per_seed)
+    info, data = first.info, first.data
+    classes = list(data.forget_classes)
+    hyperparameters = first.original_meta.get("hyperparameters", {})
+    report: dict[str, Any] = {
+        "dataset": info.name,
+        "model": config.model,
+        "forget_classes": classes,
+        "class_names": [info.classes[c] for c in classes],
+        "seed": seeds[0],
+        "seeds": seeds,
+        "sizes": data.sizes(),
+        "device": device,
+        "world_size": world_size(),
+        "original_hyperparameters": {k: v for k, v in hyperparameters.items() if k != "seed"},
+        "results": results,
+        "std": std,
+        "per_seed": per_seed,
+        "speedup": {m: results[m].get("speedup") for m in methods},
+        "failed": {m: results[m]["failed"] for m in methods if "failed" in results[m]},
+        "config": config.to_dict(),
+    }
+    if figures is not None:
+        report["figures_data"] = figures
+    return report

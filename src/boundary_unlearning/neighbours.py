@@ -8,6 +8,8 @@ authors' code gets this wrong, see docs/paper.md).
 
 from __future__ import annotations
 
+import contextlib
+import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -18,10 +20,15 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ._utils import eval_mode, model_device
-from .data.split import Normalization, NormalizationLike, channel_view, check_normalization
+from .checks import AtLeastOne, Positive, check_setting
+from .data.normalization import (
+    Normalization,
+    NormalizationLike,
+    channel_view,
+    check_normalization,
+)
 from .data.streaming import iterate_batches
 from .distributed import gather_rows, is_distributed, shard_range
-from .errors import HyperparameterError
 
 __all__ = ["AttackName", "LabelRule", "Neighbours", "neighbour_search"]
 
@@ -42,14 +49,10 @@ class Neighbours:
             one.
 
     Example:
-        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(2, 2))  # logits = the two pixels
-        >>> with torch.no_grad():
-        ...     _ = net[1].weight.copy_(torch.eye(2))
-        ...     _ = net[1].bias.zero_()
-        >>> x = torch.tensor([[[[0.55, 0.5]]], [[[0.9, 0.1]]]])  # both class 0
-        >>> found = neighbour_search(net, x, torch.tensor([0, 0]), eps=0.1)
-        >>> found.labels.tolist(), found.success_ratio, tuple(found.probs.shape)
-        ([1, 0], 0.5, (2, 2))
+        >>> probs = torch.tensor([[0.2, 0.8], [0.9, 0.1]])
+        >>> found = Neighbours(torch.zeros(0), probs.argmax(1), probs, success_ratio=0.5)
+        >>> found.labels.tolist()  # the first of two class-0 samples crossed into class 1
+        [1, 0]
     """
 
     inputs: torch.Tensor  # the adversarial neighbours x' (in the caller's input space)
@@ -63,10 +66,10 @@ def neighbour_search(
     inputs: torch.Tensor | Dataset[Any],
     labels: torch.Tensor,
     *,
-    eps: float = 0.1,
+    eps: Positive = 0.1,
     attack: AttackName = "fgsm",
-    pgd_steps: int = 5,
-    pgd_step_size: float = 8 / 255,
+    pgd_steps: AtLeastOne = 5,
+    pgd_step_size: Positive = 8 / 255,
     normalization: NormalizationLike | None = None,
     quantize: bool = True,
     batch_size: int | None = None,
@@ -111,8 +114,8 @@ def neighbour_search(
         The :class:`Neighbours`.
 
     Raises:
-        HyperparameterError: an unknown attack or label rule, ``eps <= 0``, or bad PGD
-            settings.
+        HyperparameterError: a setting that does not fit its declared type and range (an
+            unknown attack or label rule, ``eps <= 0``, bad PGD settings).
         DataError: a bad ``normalization``.
 
     Example:
@@ -129,21 +132,15 @@ def neighbour_search(
         >>> neighbour_search(net, x, torch.tensor([0, 0]), label_rule="nearest_other").labels
         tensor([1, 1])
     """
-    if attack not in ("fgsm", "pgd"):
-        raise HyperparameterError(f"attack='{attack}' is not one of 'fgsm', 'pgd'")
-    if not eps > 0:
-        raise HyperparameterError(f"eps={eps} must be positive (the paper uses 0.1)")
-    if attack == "pgd" and (pgd_steps < 1 or not pgd_step_size > 0):
-        raise HyperparameterError("PGD needs pgd_steps >= 1 and pgd_step_size > 0")
+    hints = typing.get_type_hints(neighbour_search, include_extras=True)
+    settings = {"eps": eps, "attack": attack, "label_rule": label_rule}
+    if attack == "pgd":
+        settings.update(pgd_steps=pgd_steps, pgd_step_size=pgd_step_size)
+    for name, value in settings.items():
+        check_setting(name, value, hints[name])
     norm = check_normalization(normalization)
     device = model_device(model)
-    if batch_size is None:
-        batch_size = 128 if device.type == "cpu" else 1024
-        # the attack holds about ten input-sized tensors per batch: for large images, cap
-        # each at 16 MB on CPU (256 MB on accelerators) so memory stays flat
-        per_sample = _sample_bytes(inputs)
-        cap = (16 if device.type == "cpu" else 256) * 1024**2
-        batch_size = max(1, min(batch_size, cap // max(per_sample, 1)))
+    batch_size = batch_size or _batch_size(inputs, device)
     lo, hi = shard_range(len(labels))  # under torchrun this rank's share, else everything
     if isinstance(inputs, torch.Tensor):
         batches: Iterator[torch.Tensor] = (
@@ -152,39 +149,55 @@ def neighbour_search(
     else:
         batches = (b[0] for b in iterate_batches(inputs, batch_size, order=torch.arange(lo, hi)))
     out_x: list[torch.Tensor] = []
-    out_p: list[torch.Tensor] = []
+    probs = torch.zeros((0, 0), device=device)
+    with _frozen(model), eval_mode(model):
+        for start, x_in in zip(range(lo, hi, batch_size), batches, strict=True):
+            y = labels[start : min(start + batch_size, hi)].to(device)
+            x_adv, p = _attack_batch(model, x_in.to(device), y, eps, attack, pgd_steps,
+                                     pgd_step_size, norm, quantize)  # fmt: skip
+            if keep_inputs:
+                out_x.append(x_adv)
+            if not len(probs):  # one buffer for all: no small block pinned between batches
+                probs = p.new_empty((hi - lo, p.shape[1]))
+            probs[start - lo : start - lo + len(p)] = p
+    adv = torch.cat(out_x) if out_x else torch.zeros((0,), device=device)
+    if is_distributed():  # every rank's share, in order, on every rank
+        probs = gather_rows(probs, len(labels))
+        adv = gather_rows(adv, len(labels)) if keep_inputs else adv
+    return _label(adv, probs, labels.to(device), label_rule)
+
+
+def _batch_size(inputs: torch.Tensor | Dataset[Any], device: torch.device) -> int:
+    """128 inputs on CPU, 1024 on accelerators; fewer for large images: the attack holds
+    about ten input-sized tensors per batch, each capped at 16 MB on CPU (256 MB on
+    accelerators), so memory stays flat."""
+    batch_size = 128 if device.type == "cpu" else 1024
+    cap = (16 if device.type == "cpu" else 256) * 1024**2
+    return max(1, min(batch_size, cap // max(_sample_bytes(inputs), 1)))
+
+
+@contextlib.contextmanager
+def _frozen(model: nn.Module) -> Iterator[None]:
+    """The model's parameters get no gradient within the block (restored after)."""
     requires = [p.requires_grad for p in model.parameters()]
     for p in model.parameters():
         p.requires_grad_(False)
     try:
-        with eval_mode(model):
-            for start, x_in in zip(range(lo, hi, batch_size), batches, strict=True):
-                x = x_in.to(device)
-                y = labels[start : min(start + batch_size, hi)].to(device)
-                x_adv, probs = _attack_batch(
-                    model, x, y, eps, attack, pgd_steps, pgd_step_size, norm, quantize
-                )
-                if keep_inputs:
-                    out_x.append(x_adv)
-                if not out_p:  # one buffer for all: no small block pinned between batches
-                    out_p.append(probs.new_empty((hi - lo, probs.shape[1])))
-                out_p[0][start - lo : start - lo + len(probs)] = probs
+        yield
     finally:
         for p, r in zip(model.parameters(), requires, strict=True):
             p.requires_grad_(r)
-    adv = torch.cat(out_x) if out_x else torch.zeros((0,), device=device)
-    probs = torch.cat(out_p) if out_p else torch.zeros((0, 0), device=device)
-    if is_distributed():  # every rank's share, in order, on every rank
-        probs = gather_rows(probs, len(labels))
-        adv = gather_rows(adv, len(labels)) if keep_inputs else adv
-    if label_rule not in ("argmax", "nearest_other"):
-        raise HyperparameterError(
-            f"label_rule='{label_rule}' is not one of 'nearest_other', 'argmax'"
-        )
-    nb_labels = probs.argmax(1) if len(probs) else labels.to(device)
-    ratio = float((nb_labels != labels.to(device)).float().mean()) if len(labels) else 0.0
+
+
+def _label(
+    adv: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor, label_rule: LabelRule
+) -> Neighbours:
+    """The neighbours with their labels by ``label_rule`` and the share that left their
+    class (by the paper's rule)."""
+    nb_labels = probs.argmax(1) if len(probs) else labels
+    ratio = float((nb_labels != labels).float().mean()) if len(labels) else 0.0
     if label_rule == "nearest_other" and len(probs):
-        nb_labels = probs.scatter(1, labels.to(device)[:, None], -1.0).argmax(1)
+        nb_labels = probs.scatter(1, labels[:, None], -1.0).argmax(1)
     return Neighbours(adv, nb_labels, probs, ratio)
 
 

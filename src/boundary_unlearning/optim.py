@@ -1,21 +1,20 @@
 """What a training recipe sets up around the loop in :mod:`boundary_unlearning.training`:
-:func:`check_recipe` validates a recipe before a run starts (``fit`` checks the same at its
-start), :func:`make_optimizer` builds the optimiser the recipe names and :func:`set_bn_mode`
-puts the model in train mode with BatchNorm training or frozen as the recipe says.
+:func:`make_optimizer` builds the optimiser the recipe names and :func:`set_bn_mode` puts the
+model in train mode with BatchNorm training or frozen as the recipe says. (A recipe's values
+are checked by :meth:`~boundary_unlearning.recipe.Recipe.check`.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 import torch
 from torch import nn
 
 from .errors import HyperparameterError
-from .recipe import RECIPE_FIELDS, BNMode, OptimizerName, Recipe
+from .recipe import BNMode, OptimizerName
 
-__all__ = ["check_recipe", "make_optimizer", "set_bn_mode"]
+__all__ = ["make_optimizer", "set_bn_mode"]
 
 
 def set_bn_mode(model: nn.Module, bn: BNMode) -> None:
@@ -41,37 +40,6 @@ def set_bn_mode(model: nn.Module, bn: BNMode) -> None:
                 module.eval()
     elif bn != "train":
         raise HyperparameterError(f"bn='{bn}' is not one of 'train', 'freeze'")
-
-
-def check_recipe(
-    *, epochs: int, min_epochs: int = 0, what: str = "training", **settings: Any
-) -> None:
-    """Validate a training recipe up front (``fit`` checks the same at its start); pass
-    ``min_epochs=1`` where zero epochs is meaningless (training an original model).
-
-    Args:
-        epochs: passes over the data.
-        min_epochs: the smallest allowed ``epochs``.
-        what: names the run in the error message.
-        **settings: other :class:`~boundary_unlearning.recipe.Recipe` fields (``lr``,
-            ``batch_size``, ...); other keys are ignored.
-
-    Raises:
-        HyperparameterError: a setting out of range.
-
-    Example:
-        >>> check_recipe(epochs=2, lr=0.01, batch_size=64)
-        >>> check_recipe(epochs=0, min_epochs=1, what="train")
-        Traceback (most recent call last):
-        ...
-        boundary_unlearning.errors.HyperparameterError: train: epochs=0 must be a whole number >= 1
-    """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < min_epochs:
-        raise HyperparameterError(
-            f"{what}: epochs={epochs!r} must be a whole number >= {min_epochs}"
-        )
-    fields = {k: v for k, v in settings.items() if k in RECIPE_FIELDS}
-    Recipe(epochs=epochs, **fields).check(what)
 
 
 def make_optimizer(

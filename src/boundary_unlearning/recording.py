@@ -35,6 +35,7 @@ from .errors import CheckpointError, DataError, ModelError, UnlearningError
 
 __all__ = [
     "RECORD_FILE",
+    "RecordMissingError",
     "UpdateRecord",
     "UpdateRecorder",
     "load_record",

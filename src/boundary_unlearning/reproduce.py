@@ -205,7 +205,6 @@ def run_suite(
         )
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "suite.yaml", yaml.safe_dump(suite, sort_keys=False))
-    registered = set(list_methods())
     record: dict[str, Any] = {
         "suite": suite["name"],
         "command": command,
@@ -215,32 +214,41 @@ def run_suite(
     }
     start_all = time.perf_counter()
     for name in chosen:
-        study = suite["studies"][name]
-        skipped = {m: _skip_reason(m, registered) for m in study["methods"]}
-        skipped = {m: why for m, why in skipped.items() if why}
-        methods = [m for m in study["methods"] if m not in skipped]
-        entry: dict[str, Any] = {"folder": name, "skipped_methods": skipped}
-        record["studies"][name] = entry
-        say(f"== {name}: {study.get('title', name)}")
-        for method, why in skipped.items():
-            say(f"   skipped {method}: {why}")
-        start = time.perf_counter()
-        try:
-            entry["report"] = _run_study(suite, study, name, methods, runtime, out / name, say)
-        except UnlearningError as exc:
-            entry["error"] = str(exc)
-            say(f"   FAILED: {exc}")
-        except Exception as exc:  # a bug in one study must not lose the others' results
-            entry["error"] = f"{type(exc).__name__}: {exc} (traceback in {name}/error.txt)"
-            atomic_write_text(out / name / "error.txt", traceback.format_exc())
-            say(f"   FAILED: {entry['error']}")
-        entry["seconds"] = time.perf_counter() - start
-        say(f"   {entry['seconds']:.1f} s")
+        record["studies"][name] = _study_entry(suite, name, runtime, out, say)
         record["seconds"] = time.perf_counter() - start_all
         _write_record(suite, record, out)  # after every study: an interrupted run keeps them
     record["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     _write_record(suite, record, out)
     return record
+
+
+def _study_entry(
+    suite: dict[str, Any], name: str, runtime: dict[str, Any], out: Path, say: Echo
+) -> dict[str, Any]:
+    """Run one study (its registered methods) and return its entry in the run record:
+    folder, skipped methods, report or error, seconds. A failure is recorded, not raised."""
+    study = suite["studies"][name]
+    registered = set(list_methods())
+    skipped = {m: _skip_reason(m, registered) for m in study["methods"]}
+    skipped = {m: why for m, why in skipped.items() if why}
+    methods = [m for m in study["methods"] if m not in skipped]
+    entry: dict[str, Any] = {"folder": name, "skipped_methods": skipped}
+    say(f"== {name}: {study.get('title', name)}")
+    for method, why in skipped.items():
+        say(f"   skipped {method}: {why}")
+    start = time.perf_counter()
+    try:
+        entry["report"] = _run_study(suite, study, name, methods, runtime, out / name, say)
+    except UnlearningError as exc:
+        entry["error"] = str(exc)
+        say(f"   FAILED: {exc}")
+    except Exception as exc:  # a bug in one study must not lose the others' results
+        entry["error"] = f"{type(exc).__name__}: {exc} (traceback in {name}/error.txt)"
+        atomic_write_text(out / name / "error.txt", traceback.format_exc())
+        say(f"   FAILED: {entry['error']}")
+    entry["seconds"] = time.perf_counter() - start
+    say(f"   {entry['seconds']:.1f} s")
+    return entry
 
 
 def _write_record(suite: dict[str, Any], record: dict[str, Any], out: Path) -> None:

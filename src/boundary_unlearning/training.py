@@ -1,5 +1,9 @@
 """The one training loop. Everything that trains (the original model, retraining, the
-fine-tuning inside every unlearning method) goes through :func:`fit`.
+fine-tuning inside every unlearning method) goes through :func:`fit`, a short loop over three
+named parts: :class:`~boundary_unlearning.data.batches.TrainingBatches` (the data, whatever
+form it came in),
+:class:`TrainingStep` (one optimiser step) and a stopping rule
+(:mod:`boundary_unlearning.stopping`).
 
 Data is held as tensors on the model's device and batched by a seeded permutation, so an
 epoch does no data-loader work and no per-batch host synchronisation.
@@ -8,7 +12,6 @@ epoch does no data-loader work and no per-batch host synchronisation.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
@@ -19,34 +22,26 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from ._utils import model_device
-from .data.streaming import iterate_batches, tensor_backed
+from .data.batches import Batch, TrainingBatches
 from .distributed import is_main_process
 from .distributed_training import distributed_fit
-from .errors import DataError, DivergenceError
+from .errors import DivergenceError
 from .optim import make_optimizer, set_bn_mode
-from .recipe import (
-    OPTION_FIELDS,
-    RECIPE_FIELDS,
-    BNMode,
-    FitResult,
-    ForgetMonitor,
-    OptimizerName,
-    Recipe,
-    RunOptions,
-    record_fit,
-)
+from .recipe import OPTION_FIELDS, RECIPE_FIELDS, BNMode, OptimizerName, Recipe, RunOptions
+from .stopping import FitResult, FitRun, NeverStop, StoppingRule, record_fit
 
 __all__ = [
     "BNMode",
+    "Batch",
     "LossFn",
     "OptimizerName",
     "StepCallback",
+    "TrainingStep",
     "cross_entropy_loss",
     "fit",
     "train",
 ]
 
-Batch = tuple[torch.Tensor, ...]
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
 
 
@@ -72,11 +67,8 @@ class StepCallback(Protocol):
     """
 
     def before_step(self, step: int, batch: Batch) -> None:
-        """Called before the step's forward pass.
-
-        Args:
-            step: the step's index in the run (from 0).
-            batch: the step's batch ``(x, y, ...)``.
+        """Called before the step's forward pass, with the arguments :meth:`after_step`
+        gets.
 
         Example:
             >>> from boundary_unlearning.recording import UpdateRecorder
@@ -122,13 +114,129 @@ def cross_entropy_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
     return F.cross_entropy(model(batch[0]), batch[1])
 
 
-def _split_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    recipe = {k: v for k, v in settings.items() if k in RECIPE_FIELDS}
-    options = {k: v for k, v in settings.items() if k in OPTION_FIELDS}
-    unknown = sorted(set(settings) - set(recipe) - set(options))
+def _settings(
+    recipe: Recipe | None, options: RunOptions | None, settings: dict[str, Any], desc: str
+) -> tuple[Recipe, RunOptions]:
+    """``recipe`` and ``options`` with the keyword ``settings`` applied (each goes to the
+    object that has the field), the recipe checked."""
+    changes = {k: v for k, v in settings.items() if k in RECIPE_FIELDS}
+    flags = {k: v for k, v in settings.items() if k in OPTION_FIELDS}
+    unknown = sorted(set(settings) - set(changes) - set(flags))
     if unknown:
         raise TypeError(f"fit() got unexpected keyword argument(s): {', '.join(unknown)}")
-    return recipe, options
+    if recipe is None:
+        recipe = Recipe(**changes)
+    elif changes:
+        recipe = recipe.replace(**changes)
+    recipe.check(desc)
+    return recipe, dataclasses.replace(options or RunOptions(), **flags)
+
+
+def _progress_bar(budget: int, desc: str, options: RunOptions) -> tqdm[Any]:
+    """A bar over the run's steps, on the main process when ``options.progress``."""
+    disable = not options.progress or not is_main_process()
+    return tqdm(total=budget, desc=desc, disable=disable, leave=False, unit="step")
+
+
+class TrainingStep:
+    """One optimiser step of a run, and what the run keeps between steps: the optimiser, the
+    learning-rate growth, the distributed share of each batch under torchrun, the running
+    loss and the first step whose loss was not finite (checked at one host sync per epoch,
+    and before every exact stopping check).
+
+    Setting it up puts the model in train mode with BatchNorm as the recipe says, in
+    channels-last memory format when asked, and joins the ranks under torchrun.
+
+    Args:
+        model: trained in place.
+        parameters: the parameters to optimise (``None``: all of the model's).
+        loss_fn: ``loss_fn(model, batch) -> scalar``.
+        recipe: the optimisation settings.
+        options: run options (``amp``, ``channels_last``, ``compile_model``).
+        steps_per_epoch: for the epoch named in a divergence error.
+        shard: split each batch over the ranks under torchrun (see :func:`fit`).
+        desc: names the run in errors.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        parameters: Iterable[nn.Parameter] | None,
+        loss_fn: LossFn,
+        recipe: Recipe,
+        options: RunOptions,
+        *,
+        steps_per_epoch: int,
+        shard: bool,
+        desc: str,
+    ) -> None:
+        params = list(parameters) if parameters is not None else list(model.parameters())
+        self.opt = make_optimizer(
+            params, recipe.optimizer, lr=recipe.lr, momentum=recipe.momentum,
+            weight_decay=recipe.weight_decay,
+        )  # fmt: skip
+        if options.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.base_lrs = [group["lr"] for group in self.opt.param_groups]
+        self.net: nn.Module = torch.compile(model) if options.compile_model else model  # type: ignore[assignment]
+        self.device = model_device(model)
+        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=options.amp)
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
+        self.running = torch.zeros((), device=self.device)
+        self.taken = 0
+        set_bn_mode(model, recipe.bn)
+        self.sync = distributed_fit(model, params, shard=shard)  # None in a single process
+        self.loss_fn, self.recipe, self.desc = loss_fn, recipe, desc
+        self.steps_per_epoch = steps_per_epoch
+
+    def __call__(self, step: int, batch: Batch) -> None:
+        """Step ``step`` (counted from 0) on ``batch``: zero the gradients, set the learning
+        rate, compute the loss (this rank's share under torchrun), back-propagate, update."""
+        self.opt.zero_grad(set_to_none=True)
+        if self.recipe.lr_growth != 1.0:
+            scale = self.recipe.lr_growth**step
+            for group, base in zip(self.opt.param_groups, self.base_lrs, strict=True):
+                group["lr"] = min(base * scale, max(self.recipe.max_lr, base))
+        if self.sync is None:
+            with self.autocast:
+                loss = self.loss_fn(self.net, batch)
+            loss.backward()  # type: ignore[no-untyped-call]
+        else:  # this rank's share of the batch; gradients summed over the ranks
+            share, weight = self.sync.share(batch)
+            with self.autocast:
+                loss = self.loss_fn(self.net, share)
+            loss = self.sync.backward(loss, weight)
+        self.opt.step()
+        detached = loss.detach()
+        self.running += detached
+        self.taken += 1
+        bad = ~torch.isfinite(detached) & (self.first_bad < 0)
+        self.first_bad = torch.where(bad, torch.full_like(self.first_bad, step), self.first_bad)
+
+    def raise_if_diverged(self) -> None:
+        """Raise :class:`DivergenceError` naming the first step with a loss that was not
+        finite (one host sync; under torchrun the earliest of any rank)."""
+        sync = self.sync
+        bad_step = int(self.first_bad) if sync is None else sync.first_bad_step(self.first_bad)
+        if bad_step >= 0:
+            raise DivergenceError(
+                f"{self.desc}: the loss became NaN or infinite at step {bad_step} "
+                f"(epoch {bad_step // self.steps_per_epoch + 1}); lower the learning rate "
+                f"(lr={self.recipe.lr:g})"
+            )
+
+    def end_epoch(self, show: Callable[..., Any]) -> None:
+        """After an epoch: check for divergence, show the epoch's mean loss, start anew."""
+        self.raise_if_diverged()
+        running = self.running if self.sync is None else self.sync.total(self.running)
+        show(loss=f"{float(running) / max(self.taken, 1):.4f}")
+        self.running = torch.zeros((), device=self.device)
+        self.taken = 0
+
+    def close(self) -> None:
+        """Leave the ranks' BatchNorm synchronisation (under torchrun)."""
+        if self.sync is not None:
+            self.sync.close()
 
 
 def fit(
@@ -138,7 +246,7 @@ def fit(
     *,
     recipe: Recipe | None = None,
     options: RunOptions | None = None,
-    monitor: ForgetMonitor | None = None,
+    stop: StoppingRule | None = None,
     parameters: Iterable[nn.Parameter] | None = None,
     callbacks: Sequence[StepCallback] = (),
     desc: str = "training",
@@ -148,14 +256,14 @@ def fit(
     """Train ``model`` in place on ``tensors`` (all indexed together) and return it in eval mode.
 
     Each step draws a batch ``tuple(t[idx] for t in tensors)`` from a permutation made by a
-    ``torch.Generator`` seeded with ``recipe.seed`` and minimises ``loss_fn(model, batch)``.
-    The run ends after ``recipe.limit(steps_per_epoch)`` steps or, with
-    ``recipe.target_forget_acc`` and a ``monitor``, as soon as the monitored forget accuracy
-    is at or below the target (see :class:`~boundary_unlearning.recipe.ForgetMonitor` for
-    when it is checked). What the run did is recorded as a
-    :class:`~boundary_unlearning.recipe.FitResult` for :func:`collect_fits`. A zero budget
-    returns the model unchanged. A NaN or infinite loss raises :class:`DivergenceError`
-    naming the step.
+    ``torch.Generator`` seeded with ``recipe.seed``
+    (:class:`~boundary_unlearning.data.batches.TrainingBatches`) and minimises
+    ``loss_fn(model, batch)`` (:class:`TrainingStep`). The run ends after
+    ``recipe.limit(steps_per_epoch)`` steps, or earlier when the ``stop`` rule says so (see
+    :mod:`boundary_unlearning.stopping`). What the run did is recorded as a
+    :class:`~boundary_unlearning.stopping.FitResult` for
+    :func:`~boundary_unlearning.stopping.collect_fits`. A zero budget returns the model
+    unchanged. A NaN or infinite loss raises :class:`DivergenceError` naming the step.
 
     Args:
         model: trained in place.
@@ -164,14 +272,16 @@ def fit(
             tensor-backed one within the memory budget becomes, and any other is read batch
             by batch through a ``DataLoader`` in the same seeded order (see
             :mod:`boundary_unlearning.data.streaming`).
-        loss_fn: ``loss_fn(model, batch) -> scalar``.
+        loss_fn: ``loss_fn(model, batch) -> scalar``. It may draw further batches of its
+            own (e.g. a retain batch per step from a seeded sampler).
         recipe: the optimisation settings; fields may also be given as keywords
             (``epochs=1, lr=1e-3``), which override ``recipe``.
         options: progress bar and speed options (also accepted as keywords):
             ``amp`` computes the loss under ``torch.autocast`` in bfloat16;
             ``channels_last`` stores the model and 4-D inputs in channels-last memory format;
             ``compile_model`` evaluates the loss on ``torch.compile(model)``.
-        monitor: measures the forget accuracy for the stopping rule.
+        stop: when to stop before the budget runs out (a
+            :class:`~boundary_unlearning.stopping.StoppingRule`); ``None``: never.
         parameters: the parameters to optimise (default: all of the model's).
         callbacks: called around every optimiser step.
         desc: names the run in the progress bar and in errors.
@@ -194,208 +304,50 @@ def fit(
         >>> fit(net, (x, y), epochs=1, lr=0.1, batch_size=4) is net
         True
     """
-    recipe_changes, option_changes = _split_settings(settings)
-    if recipe is None:
-        recipe = Recipe(**recipe_changes)
-    elif recipe_changes:
-        recipe = recipe.replace(**recipe_changes)
-    recipe.check(desc)
-    options = dataclasses.replace(options or RunOptions(), **option_changes)
-    device = model_device(model)
-    stream: Dataset[Any] | None = None
-    if isinstance(tensors, Dataset) and tensor_backed(tensors):
-        tensors = next(iterate_batches(tensors, max(len(tensors), 1)))  # type: ignore[arg-type]
-    elif isinstance(tensors, Dataset):
-        stream = tensors
-    data = () if stream is not None else tuple(t.to(device) for t in tensors)  # type: ignore[union-attr]
-    n = len(stream) if stream is not None else len(data[0])  # type: ignore[arg-type]
-    if any(len(t) != n for t in data):
-        raise DataError("the tensors passed to fit() differ in length")
-    if n == 0:
-        raise DataError(f"{desc}: no training samples; the data set is empty")
-    batch_size = recipe.batch_size
-    steps_per_epoch = math.ceil(n / batch_size)
-    budget = recipe.limit(steps_per_epoch)
-    target = recipe.target_forget_acc if monitor is not None else None
-    result = FitResult(desc=desc, steps=0, target=target)
+    recipe, options = _settings(recipe, options, settings, desc)
+    batches = TrainingBatches(
+        tensors, model_device(model), batch_size=recipe.batch_size, seed=recipe.seed,
+        channels_last=options.channels_last, desc=desc,
+    )  # fmt: skip
+    budget = recipe.limit(batches.steps_per_epoch)
+    result = FitResult(desc=desc, steps=0)
     record_fit(result)
-    bar = tqdm(
-        total=budget, desc=desc, disable=not options.progress or not is_main_process(),
-        leave=False, unit="step",
+    bar = _progress_bar(budget, desc, options)
+    step = None if budget == 0 else TrainingStep(
+        model, parameters, loss_fn, recipe, options, steps_per_epoch=batches.steps_per_epoch,
+        shard=shard, desc=desc,
     )  # fmt: skip
-
-    def forgotten() -> bool:  # an exact check: the monitored D_f in eval mode
-        assert monitor is not None
-        acc = monitor(model)
-        if math.isnan(acc):
-            raise DivergenceError(
-                f"{desc}: the model's outputs became NaN or infinite by step {result.steps}; "
-                f"lower the learning rate (lr={recipe.lr:g})"
-            )
-        result.forget_trace.append((result.steps, acc))
-        bar.set_postfix(forget_acc=f"{acc:.3f}")
-        return target is not None and acc <= target
-
-    if budget == 0:
-        if monitor is not None and target is not None:
-            result.reached_target = forgotten()
-        bar.close()
-        model.eval()
-        return model
-    params = list(parameters) if parameters is not None else list(model.parameters())
-    opt = make_optimizer(
-        params, recipe.optimizer, lr=recipe.lr, momentum=recipe.momentum,
-        weight_decay=recipe.weight_decay,
-    )  # fmt: skip
-    if options.channels_last:
-        model.to(memory_format=torch.channels_last)
-        data = tuple(
-            t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t for t in data
-        )
-    base_lrs = [group["lr"] for group in opt.param_groups]
-    net: nn.Module = torch.compile(model) if options.compile_model else model  # type: ignore[assignment]
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=options.amp)
-    generator = torch.Generator().manual_seed(recipe.seed)
-    first_bad = torch.full((), -1, dtype=torch.long, device=device)
-    set_bn_mode(model, recipe.bn)
-    sync = distributed_fit(model, params, shard=shard)  # None in a single process
-    # The stopping rule: the training forward pass's own-class share on each batch (summed
-    # over the ranks under torchrun) triggers an exact check when it is at or below the
-    # target (at most one check per `every` steps after a check that failed). Without that
-    # signal (torch.compile) the exact check runs every `every` steps instead.
-    every = monitor.check_every(batch_size, steps_per_epoch) if monitor is not None else 0
-    watch = monitor is not None and target is not None
-    cheap = watch and not options.compile_model
-    outputs: list[torch.Tensor] = []
-    hook = (
-        model.register_forward_hook(lambda m, i, out: outputs.append(out) if not outputs else None)
-        if cheap
-        else None
-    )
-    next_check = 0
-    # With only the head training, the network below it is fixed: keep the head's inputs
-    # from the training steps so a check runs the head alone (not with dropout, whose
-    # training-mode features differ from eval mode's, nor across ranks).
-    features: list[torch.Tensor] = []
-    feature_hook = None
-    if monitor is not None:
-        monitor.use_cache = (
-            monitor.head is not None and sync is None and not options.compile_model
-            and not any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0
-                        for m in model.modules())
-        )  # fmt: skip
-        if monitor.use_cache and monitor.head is not None:
-            feature_hook = monitor.head.register_forward_hook(
-                lambda m, i, out: features.append(i[0]) if not features else None
-            )
-
-    def raise_if_diverged() -> None:
-        # one host sync (with torchrun: the earliest bad step of any rank)
-        bad_step = int(first_bad) if sync is None else sync.first_bad_step(first_bad)
-        if bad_step >= 0:
-            raise DivergenceError(
-                f"{desc}: the loss became NaN or infinite at step {bad_step} "
-                f"(epoch {bad_step // steps_per_epoch + 1}); lower the learning rate "
-                f"(lr={recipe.lr:g})"
-            )
-
-    step = 0
-    done = False
+    stop = stop if stop is not None else NeverStop()
+    stop.start(FitRun(
+        model=model, desc=desc, recipe=recipe, options=options, budget=budget,
+        steps_per_epoch=batches.steps_per_epoch, sync=step.sync if step else None,
+        result=result, show=bar.set_postfix,
+    ))  # fmt: skip
+    stopped = False
     try:
-        while step < budget and not done:
-            order = torch.randperm(n, generator=generator).to(device)
-            running = torch.zeros((), device=device)
-            taken = 0
-            loaded = (
-                iterate_batches(stream, batch_size, device=device,
-                                order=order.cpu()[: (budget - step) * batch_size])
-                if stream is not None else None
-            )  # fmt: skip
-            for start in range(0, n, batch_size):
-                if step >= budget:
-                    break
-                idx = order[start : start + batch_size]
-                if loaded is None:
-                    batch = tuple(t[idx] for t in data)
-                else:  # the same rows, read from the dataset
-                    batch = next(loaded)
-                    if options.channels_last:
-                        batch = tuple(
-                            t.contiguous(memory_format=torch.channels_last) if t.dim() == 4
-                            else t for t in batch
-                        )  # fmt: skip
+        while step is not None and result.steps < budget and not stopped:
+            for rows, batch in batches.epoch(limit=budget - result.steps):
                 for cb in callbacks:
-                    cb.before_step(step, batch)
-                opt.zero_grad(set_to_none=True)
-                outputs.clear()
-                features.clear()
-                if recipe.lr_growth != 1.0:
-                    scale = recipe.lr_growth**step
-                    for group, base in zip(opt.param_groups, base_lrs, strict=True):
-                        group["lr"] = min(base * scale, max(recipe.max_lr, base))
-                if sync is None:
-                    with autocast:
-                        loss = loss_fn(net, batch)
-                    loss.backward()  # type: ignore[no-untyped-call]
-                else:  # this rank's share of the batch; gradients summed over the ranks
-                    share, weight = (
-                        sync.share(data, idx) if loaded is None
-                        else sync.share(batch, torch.arange(len(idx), device=device))
-                    )  # fmt: skip
-                    with autocast:
-                        loss = loss_fn(net, share)
-                    loss = sync.backward(loss, weight)
-                opt.step()
+                    cb.before_step(result.steps, batch)
+                stop.before_step()
+                step(result.steps, batch)
                 for cb in callbacks:
-                    cb.after_step(step, batch)
-                detached = loss.detach()
-                running += detached
-                bad = ~torch.isfinite(detached) & (first_bad < 0)
-                first_bad = torch.where(bad, torch.full_like(first_bad, step), first_bad)
-                step += 1
-                taken += 1
-                result.steps = step
-                if features and monitor is not None and len(features[0]) == len(idx):
-                    monitor.cache_features(features[0], idx)
+                    cb.after_step(result.steps, batch)
+                result.steps += 1
                 bar.update(1)
-                if watch and step >= next_check:
-                    assert monitor is not None
-                    assert target is not None
-                    due = not cheap or step == budget
-                    if cheap:  # every rank takes part in the sum, even with an empty share
-                        rows = idx if sync is None else sync.local_rows(idx)
-                        counts = (
-                            monitor.batch_counts(outputs[0], rows)
-                            if outputs
-                            else torch.zeros(2, device=device)
-                        )
-                        if sync is not None:
-                            counts = sync.total_counts(counts)
-                        own, scored = counts.tolist()
-                        due = due or (scored > 0 and own <= target * scored)
-                    if due:
-                        raise_if_diverged()
-                        if forgotten():  # (eval mode; the modes are restored after)
-                            done = True
-                            break
-                        next_check = step + every
-            raise_if_diverged()
-            if sync is not None:
-                running = sync.total(running)
-            bar.set_postfix(loss=f"{float(running) / max(taken, 1):.4f}")
-        if watch and not done and (not result.forget_trace or result.forget_trace[-1][0] != step):
-            done = forgotten()  # the budget ran out: where did it end?
+                if stop.after_step(result.steps, rows):
+                    step.raise_if_diverged()
+                    if stop.check(model, result.steps):  # (eval mode; modes restored)
+                        stopped = True
+                        break
+            step.end_epoch(bar.set_postfix)
+        result.reached_target = stop.finish(model, result.steps, stopped)
     finally:
-        if hook is not None:
-            hook.remove()
-        if feature_hook is not None:
-            feature_hook.remove()
-        if sync is not None:
-            sync.close()
+        stop.close()
+        if step is not None:
+            step.close()
         bar.close()
         model.eval()
-    if target is not None:
-        result.reached_target = done
     return model
 
 
@@ -444,25 +396,14 @@ def train(
 
     Example:
         >>> from torch.utils.data import TensorDataset
-        >>> from boundary_unlearning.recipe import collect_fits
+        >>> from boundary_unlearning.stopping import collect_fits
         >>> ds = TensorDataset(torch.rand(8, 2), torch.arange(8) % 2)
         >>> with collect_fits() as fits:
         ...     model = train(nn.Linear(2, 2), ds, epochs=2, batch_size=4)
         >>> model.training, fits[0].steps
         (False, 4)
     """
-    return fit(
-        model,
-        dataset,
-        cross_entropy_loss,
-        epochs=epochs,
-        lr=lr,
-        optimizer=optimizer,
-        momentum=momentum,
-        weight_decay=weight_decay,
-        batch_size=batch_size,
-        seed=seed,
-        progress=progress,
-        desc=desc,
-        callbacks=callbacks,
-    )
+    recipe = Recipe(epochs=epochs, lr=lr, optimizer=optimizer, momentum=momentum,
+                    weight_decay=weight_decay, batch_size=batch_size, seed=seed)  # fmt: skip
+    return fit(model, dataset, cross_entropy_loss, recipe=recipe,
+               options=RunOptions(progress=progress), desc=desc, callbacks=callbacks)  # fmt: skip

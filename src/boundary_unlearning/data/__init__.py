@@ -1,15 +1,8 @@
 """Datasets and the forget/retain split."""
 
 from .datasets import DatasetInfo, list_datasets, load_dataset
-from .split import (
-    Normalization,
-    UnlearningData,
-    check_normalization,
-    class_split,
-    dataset_labels,
-    implied_pixels,
-    to_tensors,
-)
+from .normalization import Normalization, check_normalization, implied_pixels
+from .split import UnlearningData, class_split, dataset_labels, to_tensors
 from .toy import toy_problem
 
 __all__ = [

@@ -183,61 +183,23 @@ def _load_digits(root: Path | None, download: bool, **_: Any) -> tuple[Any, Any,
 
 
 # --------------------------------------------------------------------- fashion-mnist
+_FASHION_STEMS = {
+    "train_x": "train-images-idx3-ubyte",
+    "train_y": "train-labels-idx1-ubyte",
+    "test_x": "t10k-images-idx3-ubyte",
+    "test_y": "t10k-labels-idx1-ubyte",
+}
+
+
 def _load_fashion_mnist(
     root: Path | None, download: bool, **_: Any
 ) -> tuple[Any, Any, DatasetInfo]:
-    dirs: list[Path] = []
-    if root is not None:
-        # a folder the user names is used or refused, never replaced by the system copy
-        if not root.is_dir() and not download:
-            raise DataError(
-                f"--data-root {root} does not exist; pass the folder holding the four "
-                "Fashion-MNIST IDX files, or drop --data-root to use "
-                f"{FASHION_MNIST_SYSTEM_DIR}"
-            )
-        dirs += [root, root / "fashion-mnist", root / "FashionMNIST" / "raw"]
-    else:
-        dirs.append(FASHION_MNIST_SYSTEM_DIR)
-    stems = {
-        "train_x": "train-images-idx3-ubyte",
-        "train_y": "train-labels-idx1-ubyte",
-        "test_x": "t10k-images-idx3-ubyte",
-        "test_y": "t10k-labels-idx1-ubyte",
+    arrays = {
+        key: _read_idx(path, 3 if key.endswith("x") else 1)
+        for key, path in _fashion_mnist_files(root, download).items()
     }
-    dirs = _idx_folder(list(stems.values()), dirs)
-    paths = {key: _find_idx(stem, dirs) for key, stem in stems.items()}
-    missing = [stems[k] for k, p in paths.items() if p is None]
-    if missing and download:
-        from torchvision.datasets import FashionMNIST
-
-        target = root if root is not None else Path("data")
-        FashionMNIST(str(target), train=True, download=True)
-        FashionMNIST(str(target), train=False, download=True)
-        dirs.insert(0, target / "FashionMNIST" / "raw")
-        paths = {key: _find_idx(stem, dirs) for key, stem in stems.items()}
-        missing = [stems[k] for k, p in paths.items() if p is None]
-    if missing:
-        where = dirs[0] if len(dirs) == 1 else root if root is not None else dirs[-1]
-        other = f", or drop --data-root to use {FASHION_MNIST_SYSTEM_DIR}" if root else ""
-        raise DataError(
-            f"Fashion-MNIST file {missing[0]}[.gz] not found in {where}: put the four IDX files "
-            f"there (apt-get install dataset-fashion-mnist provides them), or pass --download"
-            f"{other}"
-        )
-    arrays = {key: _read_idx(p, 3 if key.endswith("x") else 1) for key, p in paths.items() if p}
     for split in ("train", "test"):
-        if arrays[f"{split}_x"].shape[1:] != (28, 28) or not len(arrays[f"{split}_x"]):
-            raise DataError(
-                f"Fashion-MNIST {split} images have shape {arrays[f'{split}_x'].shape}, not "
-                "(N>0, 28, 28); the image file is corrupt, re-download it"
-            )
-        if len(arrays[f"{split}_x"]) != len(arrays[f"{split}_y"]):
-            raise DataError(
-                f"Fashion-MNIST {split} images and labels differ in count "
-                f"({len(arrays[f'{split}_x'])} vs {len(arrays[f'{split}_y'])}); re-download them"
-            )
-        if arrays[f"{split}_y"].size and arrays[f"{split}_y"].max() >= 10:
-            raise DataError(f"Fashion-MNIST {split} labels exceed 9; the label file is corrupt")
+        _check_fashion_mnist(split, arrays[f"{split}_x"], arrays[f"{split}_y"])
 
     def images(a: np.ndarray[Any, Any]) -> torch.Tensor:
         return torch.from_numpy(a.astype(np.float32) / 255.0).unsqueeze(1)
@@ -253,6 +215,59 @@ def _load_fashion_mnist(
         images(arrays["test_x"]),
         labels(arrays["test_y"]),
     )
+
+
+def _fashion_mnist_files(root: Path | None, download: bool) -> dict[str, Path]:
+    """The four IDX files (``.gz`` or not): in ``root`` (a folder the user names is used or
+    refused, never replaced by the system copy) or the system copy; downloaded into ``root``
+    (or ``data/``) with ``download`` when missing."""
+    dirs: list[Path] = []
+    if root is not None:
+        if not root.is_dir() and not download:
+            raise DataError(
+                f"--data-root {root} does not exist; pass the folder holding the four "
+                "Fashion-MNIST IDX files, or drop --data-root to use "
+                f"{FASHION_MNIST_SYSTEM_DIR}"
+            )
+        dirs += [root, root / "fashion-mnist", root / "FashionMNIST" / "raw"]
+    else:
+        dirs.append(FASHION_MNIST_SYSTEM_DIR)
+    dirs = _idx_folder(list(_FASHION_STEMS.values()), dirs)
+    paths = {key: _find_idx(stem, dirs) for key, stem in _FASHION_STEMS.items()}
+    if None in paths.values() and download:
+        from torchvision.datasets import FashionMNIST
+
+        target = root if root is not None else Path("data")
+        FashionMNIST(str(target), train=True, download=True)
+        FashionMNIST(str(target), train=False, download=True)
+        dirs.insert(0, target / "FashionMNIST" / "raw")
+        paths = {key: _find_idx(stem, dirs) for key, stem in _FASHION_STEMS.items()}
+    missing = [_FASHION_STEMS[k] for k, p in paths.items() if p is None]
+    if missing:
+        where = dirs[0] if len(dirs) == 1 else root if root is not None else dirs[-1]
+        other = f", or drop --data-root to use {FASHION_MNIST_SYSTEM_DIR}" if root else ""
+        raise DataError(
+            f"Fashion-MNIST file {missing[0]}[.gz] not found in {where}: put the four IDX files "
+            f"there (apt-get install dataset-fashion-mnist provides them), or pass --download"
+            f"{other}"
+        )
+    return {key: path for key, path in paths.items() if path is not None}
+
+
+def _check_fashion_mnist(split: str, x: np.ndarray[Any, Any], y: np.ndarray[Any, Any]) -> None:
+    """Refuse corrupt IDX contents: image shape, matching counts, labels 0..9."""
+    if x.shape[1:] != (28, 28) or not len(x):
+        raise DataError(
+            f"Fashion-MNIST {split} images have shape {x.shape}, not (N>0, 28, 28); the image "
+            "file is corrupt, re-download it"
+        )
+    if len(x) != len(y):
+        raise DataError(
+            f"Fashion-MNIST {split} images and labels differ in count ({len(x)} vs {len(y)}); "
+            "re-download them"
+        )
+    if y.size and y.max() >= 10:
+        raise DataError(f"Fashion-MNIST {split} labels exceed 9; the label file is corrupt")
 
 
 # --------------------------------------------------------------------------- cifar10

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -10,24 +9,19 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
+from ..checks import AtLeastOne, Seed, UnitFraction, check_setting
 from ..errors import DataError
+from .normalization import Normalization, NormalizationLike, check_normalization, implied_pixels
 
 __all__ = [
-    "Normalization",
     "UnlearningData",
     "balanced_subset",
-    "channel_view",
-    "check_normalization",
     "class_split",
     "dataset_labels",
-    "implied_pixels",
     "read_item",
     "to_tensors",
 ]
 
-# ``(mean, std)``: per channel, or one number for every channel.
-Normalization = tuple[tuple[float, ...], tuple[float, ...]]
-NormalizationLike = tuple[float | Sequence[float], float | Sequence[float]]
 # How far outside [0, 1] the pixels implied by the data may reach before they are called a
 # mismatch (rounded mean/std in a transform shift them a little).
 _PIXEL_SLACK = 0.05
@@ -130,7 +124,7 @@ def dataset_labels(dataset: Dataset[Any]) -> torch.Tensor:
     return torch.tensor(labels, dtype=torch.long)
 
 
-def balanced_subset(dataset: Dataset[Any], size: int, *, seed: int = 0) -> Dataset[Any]:
+def balanced_subset(dataset: Dataset[Any], size: AtLeastOne, *, seed: Seed = 0) -> Dataset[Any]:
     """A seeded, class-balanced subset of ``size`` samples (each class gets ``size // K``,
     the first ``size % K`` classes one more; a class with fewer samples gives all it has).
 
@@ -146,7 +140,7 @@ def balanced_subset(dataset: Dataset[Any], size: int, *, seed: int = 0) -> Datas
         original order.
 
     Raises:
-        DataError: ``size`` is not a whole number >= 1.
+        HyperparameterError: ``size`` is not a whole number >= 1.
 
     Example:
         >>> from torch.utils.data import TensorDataset
@@ -155,8 +149,7 @@ def balanced_subset(dataset: Dataset[Any], size: int, *, seed: int = 0) -> Datas
         >>> len(small), small.tensors[1].bincount().tolist()
         (5, [2, 2, 1])
     """
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise DataError(f"subset {size!r} must be a whole number >= 1, e.g. --subset 6000")
+    size = check_setting("subset", size, AtLeastOne)
     labels = dataset_labels(dataset)
     if size >= len(labels):
         return dataset
@@ -250,8 +243,8 @@ def class_split(
     train: Dataset[Any],
     test: Dataset[Any],
     forget_classes: int | Iterable[int],
-    forget_fraction: float = 1.0,
-    seed: int = 0,
+    forget_fraction: UnitFraction = 1.0,
+    seed: Seed = 0,
     *,
     num_classes: int | None = None,
     normalization: NormalizationLike | None = None,
@@ -285,7 +278,8 @@ def class_split(
         The :class:`UnlearningData`.
 
     Raises:
-        DataError: a bad class, fraction, seed or normalisation, or an empty forget set.
+        DataError: a bad class or normalisation, or an empty forget set.
+        HyperparameterError: a fraction or seed out of its declared range.
 
     Example:
         >>> from torch.utils.data import TensorDataset
@@ -303,20 +297,38 @@ def class_split(
     )
     if not classes:
         raise DataError("no forget class given; pass at least one --forget-class")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-        raise DataError(f"seed={seed!r} must be a whole number in 0 .. 2**63-1")
-    if (
-        isinstance(forget_fraction, bool)
-        or not isinstance(forget_fraction, (int, float))
-        or not 0.0 < forget_fraction <= 1.0
-    ):
-        raise DataError(
-            f"forget fraction {forget_fraction} is outside (0, 1]; pass e.g. 0.1 for 10%"
-        )
+    seed = check_setting("seed", seed, Seed)
+    forget_fraction = check_setting("forget_fraction", forget_fraction, UnitFraction)
     train_y = dataset_labels(train)
     test_y = dataset_labels(test)
     if num_classes is None:
         num_classes = int(max(int(train_y.max()), int(test_y.max()) if len(test_y) else 0)) + 1
+    unique = _checked_classes(classes, num_classes)
+    cls_t = torch.tensor(unique, dtype=torch.long)
+    forget_mask = torch.isin(train_y, cls_t)
+    forget_idx = torch.nonzero(forget_mask).flatten()
+    if len(forget_idx) == 0:
+        raise DataError(
+            f"the training set has no sample of class(es) {list(unique)}; pick a class present "
+            "in the data"
+        )
+    chosen = _fraction_of(forget_idx, forget_fraction, seed)
+    test_forget_mask = torch.isin(test_y, cls_t)
+    return UnlearningData(
+        forget=_subset(train, chosen),
+        retain=_subset(train, torch.nonzero(~forget_mask).flatten()),
+        test_forget=_subset(test, torch.nonzero(test_forget_mask).flatten()),
+        test_retain=_subset(test, torch.nonzero(~test_forget_mask).flatten()),
+        forget_classes=unique,
+        num_classes=num_classes,
+        forget_full=_subset(train, forget_idx) if forget_fraction < 1.0 else None,
+        normalization=_checked_against(train, norm),
+    )
+
+
+def _checked_classes(classes: Sequence[int], num_classes: int) -> tuple[int, ...]:
+    """The forget classes, sorted and unique, after checking each is a class of the data
+    and at least one class is retained."""
     for cls in classes:
         if not isinstance(cls, int) or isinstance(cls, bool) or not 0 <= cls < num_classes:
             raise DataError(
@@ -328,86 +340,21 @@ def class_split(
         raise DataError(
             f"all {num_classes} classes would be forgotten; keep at least one class to retain"
         )
-    cls_t = torch.tensor(unique, dtype=torch.long)
-    forget_mask = torch.isin(train_y, cls_t)
-    forget_idx = torch.nonzero(forget_mask).flatten()
-    retain_idx = torch.nonzero(~forget_mask).flatten()
-    if len(forget_idx) == 0:
+    return unique
+
+
+def _fraction_of(forget_idx: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    """A seeded ``fraction`` of the forget rows (all of them for 1), in order."""
+    if fraction >= 1.0:
+        return forget_idx
+    n = int(fraction * len(forget_idx) + 0.5)
+    if n == 0:
         raise DataError(
-            f"the training set has no sample of class(es) {list(unique)}; pick a class present "
-            "in the data"
+            f"forget fraction {fraction} selects no sample of the {len(forget_idx)} forget "
+            f"samples; use at least {1 / len(forget_idx):.4g}"
         )
-    full = _subset(train, forget_idx)
-    chosen = forget_idx
-    if forget_fraction < 1.0:
-        n = int(forget_fraction * len(forget_idx) + 0.5)
-        if n == 0:
-            raise DataError(
-                f"forget fraction {forget_fraction} selects no sample of the "
-                f"{len(forget_idx)} forget samples; use at least {1 / len(forget_idx):.4g}"
-            )
-        gen = torch.Generator().manual_seed(seed)
-        pick = torch.randperm(len(forget_idx), generator=gen)[:n].sort().values
-        chosen = forget_idx[pick]
-    test_forget_mask = torch.isin(test_y, cls_t)
-    return UnlearningData(
-        forget=_subset(train, chosen),
-        retain=_subset(train, retain_idx),
-        test_forget=_subset(test, torch.nonzero(test_forget_mask).flatten()),
-        test_retain=_subset(test, torch.nonzero(~test_forget_mask).flatten()),
-        forget_classes=unique,
-        num_classes=num_classes,
-        forget_full=full if forget_fraction < 1.0 else None,
-        normalization=_checked_against(train, norm),
-    )
-
-
-def check_normalization(normalization: NormalizationLike | None) -> Normalization | None:
-    """``(mean, std)`` as two tuples of finite floats (std > 0), numbers or per-channel
-    sequences accepted; ``None`` stays ``None``.
-
-    Args:
-        normalization: ``(mean, std)``, e.g. ``(0.286, 0.353)`` or
-            ``((0.49, 0.48, 0.45), (0.25, 0.24, 0.26))``.
-
-    Returns:
-        ``(mean, std)`` as tuples (one value, or one per channel).
-
-    Raises:
-        DataError: not a pair of numbers / sequences, a non-finite value, a std <= 0.
-
-    Example:
-        >>> check_normalization((0.5, [0.25, 0.5]))
-        ((0.5,), (0.25, 0.5))
-    """
-    if normalization is None:
-        return None
-    fix = "pass normalization=(mean, std), numbers or one per channel, e.g. (0.286, 0.353)"
-    if isinstance(normalization, (str, bytes)) or not isinstance(normalization, Sequence):
-        raise DataError(f"normalization={normalization!r} is not a (mean, std) pair; {fix}")
-    if len(normalization) != 2:
-        raise DataError(f"normalization={normalization!r} is not a (mean, std) pair; {fix}")
-    out: list[tuple[float, ...]] = []
-    for name, value in zip(("mean", "std"), normalization, strict=True):
-        if isinstance(value, torch.Tensor):
-            value = value.flatten().tolist()
-        items = (
-            list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value]
-        )
-        if not items or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-            for v in items
-        ):
-            raise DataError(f"normalization {name} {value!r} is not finite numbers; {fix}")
-        if name == "std" and not all(v > 0 for v in items):
-            raise DataError(f"normalization std {value!r} must be > 0; {fix}")
-        out.append(tuple(float(v) for v in items))
-    mean, std = out
-    if len(mean) != len(std) and 1 not in (len(mean), len(std)):
-        raise DataError(
-            f"normalization has {len(mean)} means but {len(std)} stds; give one per channel"
-        )
-    return mean, std
+    gen = torch.Generator().manual_seed(seed)
+    return forget_idx[torch.randperm(len(forget_idx), generator=gen)[:n].sort().values]
 
 
 def _range_sample(dataset: Dataset[Any]) -> torch.Tensor:
@@ -421,48 +368,6 @@ def _range_sample(dataset: Dataset[Any]) -> torch.Tensor:
     n = len(dataset)  # type: ignore[arg-type]
     picks = sorted({(i * n) // _RANGE_SAMPLE for i in range(min(n, _RANGE_SAMPLE))})
     return torch.stack([read_item(dataset, i)[0] for i in picks])
-
-
-def channel_view(values: Sequence[float], x: torch.Tensor) -> torch.Tensor:
-    """``values`` (one, or one per channel) shaped to broadcast over ``x``'s channel
-    dimension 1, with ``x``'s dtype and device.
-
-    Example:
-        >>> channel_view((0.5, 0.25), torch.zeros(1, 2, 3, 3)).shape
-        torch.Size([1, 2, 1, 1])
-    """
-    t = torch.tensor(list(values), dtype=x.dtype, device=x.device)
-    return t.view(1, -1, *([1] * (x.dim() - 2))) if x.dim() > 2 else t.view(1, -1)
-
-
-def implied_pixels(x: torch.Tensor, normalization: Normalization | None) -> torch.Tensor:
-    """The pixels ``x * std + mean`` (channel dimension 1) that ``x`` stands for.
-
-    Args:
-        x: model inputs, ``(N, C, ...)`` or ``(N, C)``.
-        normalization: ``(mean, std)`` as :func:`check_normalization` returns it; ``None``
-            returns ``x`` unchanged.
-
-    Returns:
-        The pixels, same shape as ``x``.
-
-    Raises:
-        DataError: the number of means/stds is neither 1 nor the number of channels.
-
-    Example:
-        >>> implied_pixels(torch.zeros(1, 2, 1, 1), ((0.5,), (0.2, 0.3))).flatten().tolist()
-        [0.5, 0.5]
-    """
-    if normalization is None:
-        return x
-    mean, std = normalization
-    m, s = channel_view(mean, x), channel_view(std, x)
-    if x.dim() >= 2 and max(len(mean), len(std)) not in (1, x.shape[1]):
-        raise DataError(
-            f"normalization has {max(len(mean), len(std))} values per channel but the inputs "
-            f"have {x.shape[1]} channels; give one value or one per channel"
-        )
-    return x * s + m
 
 
 def _checked_against(dataset: Dataset[Any], norm: Normalization | None) -> Normalization | None:

@@ -21,17 +21,22 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset, TensorDataset
 
 from ..errors import DataError
-from .split import Normalization, channel_view, dataset_labels, to_tensors
+from .normalization import Normalization, channel_view
+from .split import dataset_labels, to_tensors
 
 __all__ = [
     "MEMORY_BUDGET",
+    "Columns",
     "NormalizedDataset",
     "concat",
+    "input_batches",
+    "inputs_and_labels",
     "iterate_batches",
     "loader_workers",
     "normalized",
     "release_free_memory",
     "tensor_backed",
+    "with_columns",
 ]
 
 # Bytes of inputs a tensor-backed dataset may have and still be sliced as tensors (and

@@ -16,7 +16,8 @@ from ..data.split import UnlearningData
 from ..data.streaming import iterate_batches
 from ..errors import DataError, ModelError
 from ..heads import find_head
-from ..recipe import ForgetMonitor, Recipe, RunOptions
+from ..recipe import ForgetRecipe, RunOptions
+from ..stopping import ForgetTarget
 from ..training import LossFn, cross_entropy_loss, fit
 
 __all__ = [
@@ -39,7 +40,7 @@ Layers = Literal["head", "all"]
 # until at most 5% of D_f is still predicted as its own class, within a step budget;
 # BatchNorm statistics frozen (forget-only batches would replace them with one class's).
 # docs/methods.md has the measurements.
-FORGET_RECIPE = Recipe(
+FORGET_RECIPE = ForgetRecipe(
     max_steps=1000, lr=1e-3, lr_growth=1.05, max_lr=0.1, momentum=0.9, weight_decay=0.0,
     batch_size=64, bn="freeze", target_forget_acc=0.05,
 )  # fmt: skip
@@ -81,7 +82,7 @@ def fit_forget(
     forget: tuple[torch.Tensor | Dataset[Any], torch.Tensor],
     layers: Layers,
     head: str | None,
-    recipe: Recipe,
+    recipe: ForgetRecipe,
     options: RunOptions,
     desc: str,
     outputs: int | None = None,
@@ -90,7 +91,7 @@ def fit_forget(
     """The forget-only methods' shared training: :func:`fit` ``model`` (the method's working
     copy, trained in place) on ``train_set`` with ``recipe``, only its head for
     ``layers="head"`` (:func:`train_only`), and, when the recipe has a target, stopped by a
-    :class:`~boundary_unlearning.recipe.ForgetMonitor` on D_f that knows that head.
+    :class:`~boundary_unlearning.stopping.ForgetTarget` on D_f that knows that head.
 
     A forget-only method is then its idea (what it trains D_f towards) over this call.
 
@@ -103,7 +104,8 @@ def fit_forget(
             which the stopping rule watches.
         layers: ``"head"`` or ``"all"``.
         head: the head's dotted name, or ``None`` to search.
-        recipe: the training recipe; its ``target_forget_acc`` and ``seed`` drive the monitor.
+        recipe: the training recipe; its ``target_forget_acc`` and ``seed`` drive the
+            stopping rule.
         options: progress bar and speed options.
         desc: the progress bar's label.
         outputs: the head's number of outputs when it differs from the class count (a widened
@@ -129,18 +131,18 @@ def fit_forget(
         >>> new.training
         False
     """
-    with train_only(model, layers, head, outputs or data.num_classes) as params:
-        monitor = None
-        if recipe.target_forget_acc is not None:
-            chosen = {id(p) for p in params or ()}
-            trained_head = next(
-                (m for m in model.modules() if isinstance(m, nn.Linear) and id(m.weight) in chosen),
-                None,
-            )
-            monitor = ForgetMonitor(*forget, data.num_classes, seed=recipe.seed, head=trained_head)
+    k = outputs or data.num_classes
+    trained_head = find_head(model, k, head)[1] if layers == "head" else None
+    stop = None
+    if recipe.target_forget_acc is not None:
+        stop = ForgetTarget(
+            *forget, data.num_classes, recipe.target_forget_acc, seed=recipe.seed,
+            head=trained_head,
+        )  # fmt: skip
+    with train_only(model, trained_head) as params:
         return fit(
             model, train_set, loss_fn, recipe=recipe, options=options, parameters=params,
-            monitor=monitor, desc=desc, shard=shard,
+            stop=stop, desc=desc, shard=shard,
         )  # fmt: skip
 
 
@@ -236,39 +238,30 @@ def working_copy(model: nn.Module) -> nn.Module:
 
 
 @contextlib.contextmanager
-def train_only(
-    model: nn.Module, layers: Layers, head: str | None, num_classes: int
-) -> Iterator[list[nn.Parameter] | None]:
-    """The parameters to train: ``None`` (all of them) for ``layers="all"``; for
-    ``layers="head"`` those of the final ``nn.Linear`` with ``num_classes`` outputs (found as
-    :func:`find_head` does), with every other parameter's ``requires_grad`` off for the block
-    (the backward pass then stops at the head) and restored after.
+def train_only(model: nn.Module, head: nn.Module | None) -> Iterator[list[nn.Parameter] | None]:
+    """The parameters to train: ``None`` (all of them) without a ``head``; else the head's,
+    with every other parameter's ``requires_grad`` off for the block (the backward pass then
+    stops at the head) and restored after.
 
     Args:
         model: the classifier.
-        layers: ``"all"`` or ``"head"``.
-        head: the head's dotted name, or ``None`` to search.
-        num_classes: the number of logits.
+        head: the layer that trains alone (as :func:`find_head` finds it), or ``None``.
 
     Returns:
         A context manager giving the parameters to train (``None``: all).
 
-    Raises:
-        ModelError: ``layers="head"`` and no head is found.
-
     Example:
         >>> net = nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 3))
-        >>> with train_only(net, "head", None, 3) as params:
+        >>> with train_only(net, net[2]) as params:
         ...     len(params), [p.requires_grad for p in net.parameters()]
         (2, [False, False, True, True])
         >>> [p.requires_grad for p in net.parameters()]
         [True, True, True, True]
     """
-    if layers == "all":
+    if head is None:
         yield None
         return
-    _, module = find_head(model, num_classes, head)
-    chosen = list(module.parameters())
+    chosen = list(head.parameters())
     keep = {id(p) for p in chosen}
     frozen = [p for p in model.parameters() if id(p) not in keep and p.requires_grad]
     for p in frozen:

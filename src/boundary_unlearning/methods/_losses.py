@@ -16,6 +16,7 @@ from ..metrics.accuracy import predict_logits
 
 __all__ = [
     "RetainSampler",
+    "capped_ascent",
     "kl_to_probs",
     "random_wrong_labels",
     "soft_targets",

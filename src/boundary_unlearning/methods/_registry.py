@@ -1,33 +1,45 @@
-"""The method registry: ``@register_method(name, cost=...)``, ``unlearn(name, ...)``."""
+"""The method registry: ``@register_method(name, cost=...)``, ``unlearn(name, ...)``.
+
+One convention for methods and models (:func:`~boundary_unlearning.models.register_model`):
+the decorator records the function under its name and returns it unchanged. A method's
+function says everything it takes in its own signature: its own hyperparameters (with their
+declared types and ranges, :mod:`boundary_unlearning.checks`), ``recipe: <Recipe> = <its
+default recipe>`` when it trains, and ``options: RunOptions`` for the progress bar and speed
+options. :class:`MethodSpec` is the checked entry by name, with every setting a flat keyword
+(the function's own, the recipe's fields, ``preset``, the run options): it validates them
+once, checks the model and data once, calls the function and records what its training did.
+``unlearn(name, ...)`` and the package's ``boundary_shrink``, ``retrain``, ... are that entry.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import typing
-import warnings
-import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from torch import nn
 
+from ..checks import StepBudget, marked
 from ..data.split import UnlearningData
 from ..errors import HyperparameterError, unknown_name
-from ..recipe import OPTION_FIELDS, RECIPE_FIELDS, FitResult, Recipe, RunOptions, collect_fits
+from ..recipe import OPTION_FIELDS, Recipe, RunOptions
+from ..stopping import collect_fits
 from ._common import check_inputs, require_retain
+from ._stats import fit_stats, set_unlearning_stats, unlearning_stats, warn_not_forgotten
 from ._validate import check_hyperparameters
 
 __all__ = [
     "Cost",
-    "ForgettingWarning",
     "MethodSpec",
     "get_method",
     "list_methods",
     "register_method",
     "unlearn",
-    "unlearning_stats",
+    "validate_hyperparameters",
 ]
 
 Cost = Literal["forget", "retain", "record", "reference"]
@@ -36,35 +48,22 @@ F = TypeVar("F", bound=MethodFn)
 
 # Positional parameters every method takes; everything after them is a hyperparameter.
 _POSITIONAL = ("model", "data")
-# Keyword parameters of a method's function that the registry fills in (not hyperparameters).
+# Keyword parameters of a method's function that the registry fills in: the recipe (whose
+# fields are flat hyperparameters) and the run options (not hyperparameters).
 _INJECTED = ("recipe", "options")
-_stats: weakref.WeakKeyDictionary[nn.Module, dict[str, Any]] = weakref.WeakKeyDictionary()
-_RECIPE_HINTS = typing.get_type_hints(Recipe)
 
 
-class ForgettingWarning(UserWarning):
-    """A method's step budget ran out before it reached its forgetting target.
-
-    Example:
-        >>> import warnings
-        >>> with warnings.catch_warnings():
-        ...     warnings.simplefilter("ignore", ForgettingWarning)  # silence just this kind
-        ...     warn_not_forgotten("neg_grad", {"steps": 10})
-        >>> issubclass(ForgettingWarning, UserWarning)
-        True
-    """
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class MethodSpec:
-    """A registered unlearning method.
+    """A registered unlearning method, and its checked entry point.
 
-    ``fn(model, data, *, <its own hyperparameters>, [recipe], options)`` is the method's idea;
-    the registry builds its public entry point, which takes every hyperparameter as a keyword
-    (the method's own, the :class:`~boundary_unlearning.recipe.Recipe` fields when the method
-    trains with one, ``preset`` when it has presets) plus the
-    :class:`~boundary_unlearning.recipe.RunOptions` fields, validates them once, checks the
-    inputs once and records what the training did (see :func:`unlearning_stats`).
+    ``fn(model, data, *, <its own hyperparameters>, [recipe], [options])`` is the method as
+    its module declares it. Called, the spec takes every setting as a flat keyword (the
+    function's own, the fields of its default ``recipe``, ``preset`` when it has presets,
+    ``keywords`` a function with ``**settings`` declares, and the
+    :class:`~boundary_unlearning.recipe.RunOptions` fields), validates them once, checks the
+    inputs once, calls ``fn`` and records what the training did (see
+    :func:`unlearning_stats`).
 
     Registered by :func:`register_method`; look one up with :func:`get_method`.
 
@@ -77,8 +76,8 @@ class MethodSpec:
     name: str
     fn: MethodFn
     cost: Cost
-    recipe: Recipe | None = None
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    keywords: Mapping[str, tuple[Any, Any]] = field(default_factory=dict)
 
     @property
     def summary(self) -> str:
@@ -92,16 +91,30 @@ class MethodSpec:
         return doc.splitlines()[0] if doc else ""
 
     @functools.cached_property
-    def _own(self) -> dict[str, inspect.Parameter]:
-        return {
-            name: p
-            for name, p in inspect.signature(self.fn).parameters.items()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in _INJECTED
-        }
+    def _signature(self) -> Mapping[str, inspect.Parameter]:
+        return inspect.signature(self.fn).parameters
 
     @functools.cached_property
-    def _takes_options(self) -> bool:
-        return "options" in inspect.signature(self.fn).parameters
+    def _own(self) -> dict[str, Any]:
+        """The function's own hyperparameters and their defaults (``keywords`` included)."""
+        own = {
+            name: p.default
+            for name, p in self._signature.items()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in _INJECTED
+        }
+        return {**own, **{name: default for name, (default, _) in self.keywords.items()}}
+
+    @property
+    def recipe(self) -> Recipe | None:
+        """The method's default training recipe (its ``recipe`` parameter's default), or
+        ``None`` for a method that does not train with one.
+
+        Example:
+            >>> get_method("finetune").recipe.epochs, get_method("ssd").recipe is None
+            (5, True)
+        """
+        param = self._signature.get("recipe")
+        return param.default if param is not None else None
 
     @property
     def hyperparameters(self) -> dict[str, Any]:
@@ -109,7 +122,7 @@ class MethodSpec:
 
         Returns:
             Name -> default: ``preset`` first when the method has presets, then the
-            method's own, then the :class:`~boundary_unlearning.recipe.Recipe` fields.
+            method's own, then its recipe's fields.
 
         Example:
             >>> get_method("ssd").hyperparameters
@@ -118,38 +131,48 @@ class MethodSpec:
         out: dict[str, Any] = {}
         if self.presets:
             out["preset"] = "default"
-        out.update({name: p.default for name, p in self._own.items()})
+        out.update(self._own)
         if self.recipe is not None:
-            out.update({k: getattr(self.recipe, k) for k in RECIPE_FIELDS})
+            out.update(dataclasses.asdict(self.recipe))
         return out
 
     @functools.cached_property
     def hints(self) -> dict[str, Any]:
-        """The annotated type of every hyperparameter.
+        """The declared annotation (type, and range where declared) of every hyperparameter.
 
         Returns:
-            Name -> type (the function's own hints, the Recipe fields', ``preset``'s
-            ``Literal`` of the preset names).
+            Name -> annotation (the function's own, its recipe's fields', ``keywords``',
+            ``preset``'s ``Literal`` of the preset names).
 
         Example:
             >>> get_method("ssd").hints["selection_weight"]
-            <class 'float'>
+            typing.Annotated[float, Range('a positive number')]
             >>> get_method("neg_grad").hints["preset"]
             typing.Literal['default', 'paper']
         """
         try:
-            hints = typing.get_type_hints(self.fn)
-        except Exception:  # an annotation that cannot be resolved: fall back to the defaults
+            hints = typing.get_type_hints(self.fn, include_extras=True)
+        except Exception:  # an annotation that cannot be resolved: the defaults' types serve
             hints = {}
-        for name, p in self._own.items():  # synthesised signatures carry real types
-            annotation = p.annotation
-            if name not in hints and not isinstance(annotation, str) and annotation is not p.empty:
-                hints[name] = annotation
+        hints = {name: hints[name] for name in self._own if name in hints}
+        hints.update({name: hint for name, (_, hint) in self.keywords.items()})
         if self.recipe is not None:
-            hints.update(_RECIPE_HINTS)
+            hints.update(typing.get_type_hints(type(self.recipe), include_extras=True))
         if self.presets:
             hints["preset"] = Literal[("default", *self.presets)]
         return hints
+
+    @property
+    def step_budgets(self) -> list[str]:
+        """The hyperparameters that bound how many steps the method takes (declared with
+        :data:`~boundary_unlearning.checks.StepBudget`: the recipe's ``epochs`` and
+        ``max_steps``, a combination's stages').
+
+        Example:
+            >>> get_method("finetune").step_budgets
+            ['epochs', 'max_steps']
+        """
+        return [name for name, hint in self.hints.items() if marked(hint, StepBudget)]
 
     def resolve(self, hparams: Mapping[str, Any]) -> dict[str, Any]:
         """Every hyperparameter's value for a call with ``hparams`` (already validated):
@@ -173,6 +196,30 @@ class MethodSpec:
         values.update(self.presets.get(preset, {}))
         values.update(hparams)
         return values
+
+    def arguments(self, values: Mapping[str, Any], options: RunOptions) -> dict[str, Any]:
+        """The keyword arguments of ``fn`` for resolved ``values``: its own, its recipe
+        (the default recipe with the values of its fields), the run options.
+
+        Args:
+            values: every hyperparameter's value (:meth:`resolve`).
+            options: the run options.
+
+        Returns:
+            ``fn``'s keyword arguments.
+
+        Example:
+            >>> spec = get_method("finetune")
+            >>> spec.arguments(spec.resolve({"lr": 0.5}), RunOptions())["recipe"].lr
+            0.5
+        """
+        kwargs = {k: v for k, v in values.items() if k in self._own}
+        if self.recipe is not None:
+            fields = dataclasses.asdict(self.recipe)
+            kwargs["recipe"] = self.recipe.replace(**{k: values[k] for k in fields})
+        if "options" in self._signature:
+            kwargs["options"] = options
+        return kwargs
 
     def __call__(self, model: nn.Module, data: UnlearningData, **kwargs: Any) -> nn.Module:
         """Run the method: validate, check the inputs, run, record the stats.
@@ -206,85 +253,28 @@ class MethodSpec:
             if not isinstance(getattr(options, key), bool):
                 raise HyperparameterError(f"{self.name}: {key} must be True or False")
         values = self.resolve(validate_hyperparameters(self.name, kwargs))
-        own = {k: v for k, v in values.items() if k in self._own}
-        if self.recipe is not None:
-            own["recipe"] = self.recipe.replace(**{k: values[k] for k in RECIPE_FIELDS})
-        if self._takes_options:
-            own["options"] = options
         check_inputs(model, data, self.name)
         if self.cost in ("retain", "reference"):
             require_retain(data, self.name)
         with collect_fits() as fits:
-            out = self.fn(model, data, **own)
+            out = self.fn(model, data, **self.arguments(values, options))
         # the method's own values, then what all of its training did (a combination's stage
         # recorded its own steps on its output; the combination's are both stages')
-        stats = {**_stats.get(out, {}), **fit_stats(fits)}
+        stats = {**unlearning_stats(out), **fit_stats(fits)}
         set_unlearning_stats(out, stats)
         if stats.get("reached_target") is False:
             warn_not_forgotten(self.name, stats)
         return out
 
+    def __repr__(self) -> str:
+        """The method's name and hyperparameters, as a call.
 
-def fit_stats(fits: Sequence[FitResult]) -> dict[str, Any]:
-    """``steps`` (all fits), and for monitored runs ``reached_target``, ``target_forget_acc``
-    and ``forget_acc_trace`` (``[step, share of D_f still in its class]`` pairs).
-
-    Args:
-        fits: what each call of ``fit`` in the method did, in order.
-
-    Returns:
-        The stats; empty when nothing was fitted.
-
-    Example:
-        >>> from boundary_unlearning.recipe import FitResult
-        >>> fit_stats([FitResult("repair", 3)])
-        {'steps': 3}
-        >>> run = FitResult("forget", 4, target=0.05, reached_target=True,
-        ...                 forget_trace=[(0, 1.0), (4, 0.0)])
-        >>> fit_stats([FitResult("repair", 3), run])["forget_acc_trace"]
-        [[3, 1.0], [7, 0.0]]
-    """
-    if not fits:
-        return {}
-    stats: dict[str, Any] = {"steps": sum(f.steps for f in fits)}
-    monitored = [f for f in fits if f.target is not None]
-    if monitored:
-        offset, trace = 0, []
-        for f in fits:
-            trace += [[offset + step, acc] for step, acc in f.forget_trace]
-            offset += f.steps
-        stats.update(
-            reached_target=monitored[-1].reached_target,
-            target_forget_acc=monitored[-1].target,
-            forget_acc_trace=trace,
-        )
-    return stats
-
-
-def warn_not_forgotten(method: str, stats: Mapping[str, Any]) -> None:
-    """Warn that ``method`` ran out of budget with D_f above its target.
-
-    Args:
-        method: the method's name.
-        stats: its stats (``steps``, ``forget_acc_trace``, ``target_forget_acc``).
-
-    Example:
-        >>> import warnings
-        >>> with warnings.catch_warnings(record=True) as caught:
-        ...     warnings.simplefilter("always")
-        ...     warn_not_forgotten("neg_grad", {"steps": 10, "forget_acc_trace": [[10, 0.5]]})
-        >>> print(caught[0].message)  # doctest: +ELLIPSIS
-        neg_grad did not reach its forgetting target: 50.0% of the forget set is still ...
-    """
-    trace = stats.get("forget_acc_trace") or [[0, float("nan")]]
-    warnings.warn(
-        f"{method} did not reach its forgetting target: {trace[-1][1]:.1%} of the forget set "
-        f"is still in its class after {stats.get('steps')} steps (target "
-        f"{stats.get('target_forget_acc', 0):.0%}); try a larger max_steps or lr, or (Boundary "
-        "Shrink) a larger eps",
-        ForgettingWarning,
-        stacklevel=3,
-    )
+        Example:
+            >>> get_method("ssd")
+            ssd(selection_weight=10.0, dampening_constant=1.0, batch_size=64, seed=0)
+        """
+        values = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters.items())
+        return f"{self.name}({values})"
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
@@ -294,23 +284,24 @@ def register_method(
     name: str,
     *,
     cost: Cost,
-    recipe: Recipe | None = None,
     presets: Mapping[str, Mapping[str, Any]] | None = None,
+    keywords: Mapping[str, tuple[Any, Any]] | None = None,
 ) -> Callable[[F], F]:
-    """Register ``fn(model, data, *, <hyperparameters>, [recipe], options)`` as ``name``.
+    """Register ``fn(model, data, *, <hyperparameters>, [recipe], [options])`` as ``name``.
 
     Args:
         name: the method's registry name.
         cost: what data the method touches (``forget``, ``retain``, ``record``,
             ``reference``).
-        recipe: the method's default training recipe; its fields become hyperparameters and
-            ``fn`` receives the resolved :class:`Recipe` as ``recipe=``.
         presets: named sets of hyperparameter values (e.g. ``"paper"``) that replace the
             defaults when the caller passes ``preset=NAME``.
+        keywords: for a function that takes ``**settings``, the settings it takes:
+            name -> ``(default, annotation)`` (a combination's, derived from its stages).
 
     Returns:
-        A decorator that returns the public entry point (a keyword-only function with the
-        full signature, which validates, runs and records the method).
+        A decorator that records the method and returns ``fn`` unchanged (as
+        :func:`~boundary_unlearning.models.register_model` does); :func:`get_method` and
+        :func:`unlearn` give the checked entry.
 
     Raises:
         ValueError: ``name`` is already registered (raised by the decorator).
@@ -322,8 +313,8 @@ def register_method(
         ... def demo_copy(model, data, *, scale: float = 1.0):
         ...     '''Return an unchanged copy.'''
         ...     return copy.deepcopy(model)
-        >>> get_method("demo_copy").hyperparameters, get_method("demo_copy").summary
-        ({'scale': 1.0}, 'Return an unchanged copy.')
+        >>> demo_copy.__name__, get_method("demo_copy").hyperparameters
+        ('demo_copy', {'scale': 1.0})
         >>> del _REGISTRY["demo_copy"]  # leave the registry as it was
     """
 
@@ -333,30 +324,8 @@ def register_method(
         params = list(inspect.signature(fn).parameters)
         if tuple(params[:2]) != _POSITIONAL:
             raise TypeError(f"method '{name}' must take (model, data, *, ...)")
-        spec = MethodSpec(name, fn, cost, recipe, dict(presets or {}))
-        _REGISTRY[name] = spec
-
-        @functools.wraps(fn)
-        def entry(model: nn.Module, data: UnlearningData, **kwargs: Any) -> nn.Module:
-            return spec(model, data, **kwargs)
-
-        keyword = inspect.Parameter.KEYWORD_ONLY
-        entry.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-            [
-                *list(inspect.signature(fn).parameters.values())[:2],
-                *(
-                    inspect.Parameter(k, keyword, default=v, annotation=spec.hints.get(k, Any))
-                    for k, v in spec.hyperparameters.items()
-                ),
-                *(
-                    inspect.Parameter(k, keyword, default=False, annotation=bool)
-                    for k in OPTION_FIELDS
-                ),
-            ],
-            return_annotation=nn.Module,
-        )
-        del entry.__wrapped__
-        return entry  # type: ignore[return-value]
+        _REGISTRY[name] = MethodSpec(name, fn, cost, dict(presets or {}), dict(keywords or {}))
+        return fn
 
     return wrap
 
@@ -451,41 +420,3 @@ def unlearn(name: str, model: nn.Module, data: UnlearningData, **hparams: Any) -
         (False, True)
     """
     return get_method(name)(model, data, **hparams)
-
-
-def set_unlearning_stats(model: nn.Module, stats: dict[str, Any]) -> None:
-    """Record ``stats`` for ``model`` (read back with :func:`unlearning_stats`).
-
-    Held in a weak mapping: the stats go when the model does.
-
-    Args:
-        model: the model a method returns.
-        stats: what the method did (copied).
-
-    Example:
-        >>> model = nn.Linear(1, 1)
-        >>> set_unlearning_stats(model, {"steps": 3})
-        >>> unlearning_stats(model)
-        {'steps': 3}
-    """
-    _stats[model] = dict(stats)
-
-
-def unlearning_stats(model: nn.Module) -> dict[str, Any]:
-    """What a method recorded for the model it returned: ``steps`` (optimiser steps taken),
-    for methods with a forgetting target ``reached_target``, ``target_forget_acc`` and
-    ``forget_acc_trace`` (``[step, share of D_f still in its class]`` at each check), and
-    method-specific values (e.g. Boundary Shrink's ``attack_success_ratio``); empty for a
-    model no method returned.
-
-    Args:
-        model: a model.
-
-    Returns:
-        A copy of the stats.
-
-    Example:
-        >>> unlearning_stats(nn.Linear(1, 1))
-        {}
-    """
-    return dict(_stats.get(model, {}))

@@ -9,12 +9,14 @@ import torch
 from torch import nn
 
 from .._utils import model_device
+from ..checks import AtLeastOne, NonNegative, Positive, Seed, Whole
 from ..data.split import UnlearningData
-from ..recipe import RunOptions
+from ..recipe import BNMode, Recipe, RunOptions
 from ..recording import RecordMissingError, UpdateRecord, load_record
-from ..training import BNMode, cross_entropy_loss, fit
+from ..training import cross_entropy_loss, fit
 from ._common import require_retain, working_copy
-from ._registry import register_method, set_unlearning_stats
+from ._registry import register_method
+from ._stats import set_unlearning_stats
 
 __all__ = ["amnesiac"]
 
@@ -25,14 +27,14 @@ def amnesiac(
     data: UnlearningData,
     *,
     record: UpdateRecord | str | None = None,
-    repair_epochs: int = 1,
-    lr: float = 0.01,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    batch_size: int = 64,
-    seed: int = 0,
+    repair_epochs: Whole = 1,
+    lr: Positive = 0.01,
+    momentum: NonNegative = 0.9,
+    weight_decay: NonNegative = 5e-4,
+    batch_size: AtLeastOne = 64,
+    seed: Seed = 0,
     bn: BNMode = "train",
-    options: RunOptions,
+    options: RunOptions = RunOptions(),
 ) -> nn.Module:
     """Amnesiac unlearning: subtract from the weights the sum of the parameter updates of
     every training batch that held a forget-class sample, then repair on D_r.
@@ -78,7 +80,8 @@ def amnesiac(
         >>> from boundary_unlearning.training import fit
         >>> recorder = UpdateRecorder(net, num_classes=4)
         >>> _ = fit(net, (x, y), epochs=1, lr=0.01, batch_size=8, callbacks=[recorder])
-        >>> new = amnesiac(net, data, record=recorder.record(net), repair_epochs=0)
+        >>> from boundary_unlearning import unlearn
+        >>> new = unlearn("amnesiac", net, data, record=recorder.record(net), repair_epochs=0)
         >>> stats = unlearning_stats(new)  # 5 batches of 8: those that held class 1 are undone
         >>> stats["recorded_steps"], 1 <= stats["subtracted_steps"] <= 5
         (5, True)
@@ -105,20 +108,10 @@ def amnesiac(
                 param.sub_(update[name].to(param.device, param.dtype))
     if repair_epochs > 0:
         require_retain(data, "amnesiac")
-        fit(
-            unlearned,
-            data.retain,
-            cross_entropy_loss,
-            epochs=repair_epochs,
-            lr=lr,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            batch_size=batch_size,
-            seed=seed,
-            bn=bn,
-            options=options,
-            desc="amnesiac repair",
-        )
+        repair = Recipe(epochs=repair_epochs, lr=lr, momentum=momentum, bn=bn,
+                        weight_decay=weight_decay, batch_size=batch_size, seed=seed)  # fmt: skip
+        fit(unlearned, data.retain, cross_entropy_loss, recipe=repair, options=options,
+            desc="amnesiac repair")  # fmt: skip
     unlearned.eval()
     steps = sum(int(record.batches[c]) for c in data.forget_classes)
     set_unlearning_stats(unlearned, {"subtracted_steps": steps, "recorded_steps": record.steps})

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from torch.utils.data import Subset
 
+from ..checks import Positive, UnitFraction
 from ..data.split import UnlearningData
 from ..data.streaming import concat, inputs_and_labels, with_columns
 from ..models import reinitialize
@@ -19,20 +20,13 @@ from ._registry import register_method
 __all__ = ["bad_teacher"]
 
 
-@register_method(
-    "bad_teacher",
-    cost="retain",
-    recipe=Recipe(epochs=1, lr=1e-4, optimizer="adam", momentum=0.0, batch_size=256),
-)
+@register_method("bad_teacher", cost="retain")
 def bad_teacher(
-    model: nn.Module,
-    data: UnlearningData,
-    *,
-    temperature: float = 1.0,
-    retain_fraction: float = 0.3,
-    recipe: Recipe,
-    options: RunOptions,
-) -> nn.Module:
+    model: nn.Module, data: UnlearningData, *,
+    temperature: Positive = 1.0, retain_fraction: UnitFraction = 0.3,
+    recipe: Recipe = Recipe(epochs=1, lr=1e-4, optimizer="adam", momentum=0.0, batch_size=256),
+    options: RunOptions = RunOptions(),
+) -> nn.Module:  # fmt: skip
     """Bad Teacher: the student (a copy of the original) is distilled on D_f towards a
     randomly initialised "incompetent" teacher and on a random part of D_r towards the
     original ("competent") teacher, with the KL divergence at temperature ``temperature``.
@@ -47,17 +41,17 @@ def bad_teacher(
         data: the class split; ``data.forget`` and a part of ``data.retain``.
         temperature: of the teachers' and the student's softmax.
         retain_fraction: fraction of D_r used (a seeded random subset).
-        recipe: the student's training; ``seed`` also draws the incompetent teacher's
-            weights and the retain subset.
+        recipe: the student's training (by name each field is a keyword); ``seed`` also
+            draws the incompetent teacher's weights and the retain subset.
         options: progress bar and speed options.
 
     Returns:
         The student, distilled from both teachers, in eval mode.
 
     Example:
-        >>> from boundary_unlearning import toy_problem, unlearning_stats
+        >>> from boundary_unlearning import toy_problem, unlearn, unlearning_stats
         >>> data, net = toy_problem()
-        >>> student = bad_teacher(net, data)  # one epoch over D_f + 30% of D_r, batch 256
+        >>> student = unlearn("bad_teacher", net, data)  # an epoch on D_f + 30% of D_r
         >>> student is net, unlearning_stats(student)
         (False, {'steps': 1})
     """

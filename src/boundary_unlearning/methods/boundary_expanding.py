@@ -7,7 +7,7 @@ from torch import nn
 
 from ..data.split import UnlearningData
 from ..data.streaming import inputs_and_labels, with_columns
-from ..recipe import Recipe, RunOptions
+from ..recipe import ForgetRecipe, RunOptions
 from ._common import (
     FORGET_RECIPE,
     PAPER_FINETUNE,
@@ -78,26 +78,21 @@ def prune_head(wide: nn.Linear) -> nn.Linear:
     return head
 
 
-@register_method(
-    "boundary_expanding", cost="forget", recipe=FORGET_RECIPE, presets={"paper": PAPER_FINETUNE}
-)
+@register_method("boundary_expanding", cost="forget", presets={"paper": PAPER_FINETUNE})
 def boundary_expanding(
-    model: nn.Module,
-    data: UnlearningData,
-    *,
-    layers: Layers = "head",
-    head: str | None = None,
-    recipe: Recipe,
-    options: RunOptions,
-) -> nn.Module:
+    model: nn.Module, data: UnlearningData, *, layers: Layers = "head", head: str | None = None,
+    recipe: ForgetRecipe = FORGET_RECIPE, options: RunOptions = RunOptions(),
+) -> nn.Module:  # fmt: skip
     """Boundary Expanding: add a shadow output neuron, fine-tune the forget data into it,
     then prune it, leaving a K-way model.
 
-    Chen et al., "Boundary Unlearning", CVPR 2023. The whole widened network is fine-tuned
-    on D_f with every label set to the shadow class. By default the fine-tuning stops as soon
-    as at most 5% of D_f is still predicted as its own class among the K real classes (the
-    pruned model's view), within ``max_steps``; ``preset="paper"`` runs the paper's loop
-    (lr 1e-5, 10 epochs, BatchNorm in train mode, no early stop).
+    Chen et al., "Boundary Unlearning", CVPR 2023. The widened model is fine-tuned on D_f
+    with every label set to the shadow class: by default its widened final layer alone
+    (``layers="head"``), in the paper the whole widened network (``layers="all"``). By
+    default the fine-tuning stops as soon as at most 5% of D_f is still predicted as its own
+    class among the K real classes (the pruned model's view), within ``max_steps``;
+    ``preset="paper"`` runs the paper's loop (the whole network, lr 1e-5, 10 epochs,
+    BatchNorm in train mode, no early stop).
 
     Args:
         model: the original classifier; never modified.
@@ -106,8 +101,8 @@ def boundary_expanding(
             included); ``"all"`` (paper) the whole widened network, whose feature drift costs
             the remaining classes accuracy (docs/methods.md).
         head: dotted name of the final ``nn.Linear`` when automatic search fails.
-        recipe: the fine-tuning (the Recipe fields are keywords of this function); ``seed``
-            also draws the shadow row's initialisation.
+        recipe: the fine-tuning (:data:`~._common.FORGET_RECIPE`; by name each field is a
+            keyword); ``seed`` also draws the shadow row's initialisation.
         options: progress bar and speed options.
 
     Returns:
@@ -115,9 +110,9 @@ def boundary_expanding(
         target, ``reached_target`` and ``forget_acc_trace``.
 
     Example:
-        >>> from boundary_unlearning import toy_problem
+        >>> from boundary_unlearning import toy_problem, unlearn
         >>> data, net = toy_problem()
-        >>> boundary_expanding(net, data, max_steps=5)[1].out_features
+        >>> unlearn("boundary_expanding", net, data, max_steps=5)[1].out_features
         4
     """
     x, y = inputs_and_labels(data.forget)

@@ -9,13 +9,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._utils import eval_mode, model_device
+from ..checks import AtLeastOne, NonNegative, Positive
 from ..data.split import UnlearningData
 from ..data.streaming import input_batches, inputs_and_labels, with_columns
 from ..neighbours import AttackName, LabelRule, neighbour_search
-from ..recipe import Recipe, RunOptions
+from ..recipe import ForgetRecipe, RunOptions
 from ..training import Batch, LossFn, cross_entropy_loss
 from ._common import FORGET_RECIPE, PAPER_FINETUNE, Layers, fit_forget, working_copy
-from ._registry import register_method, set_unlearning_stats
+from ._registry import register_method
+from ._stats import set_unlearning_stats
 
 __all__ = ["boundary_shrink", "input_curvature", "margin_weights"]
 
@@ -67,9 +69,12 @@ def input_curvature(
         ``(n,)`` curvatures.
 
     Example:
+        >>> net = nn.Linear(2, 2)  # linear, yet curved: the cross-entropy's input Hessian is
+        >>> with torch.no_grad():  # W^T (diag p - p p^T) W, zero only where p is one-hot
+        ...     _ = net.weight.copy_(torch.eye(2)), net.bias.zero_()
         >>> x, y = torch.zeros(3, 2), torch.tensor([0, 1, 0])
-        >>> input_curvature(nn.Linear(2, 2), x, y, create_graph=False).shape  # linear: ~0
-        torch.Size([3])
+        >>> [round(c, 2) for c in input_curvature(net, x, y, create_graph=False).tolist()]
+        [0.4, 0.4, 0.4]
     """
     probe = x.detach().requires_grad_(True)
     (g,) = torch.autograd.grad(F.cross_entropy(model(probe), y, reduction="sum"), probe)
@@ -103,24 +108,23 @@ def _curvature_matched_ce(weight: float) -> Callable[[nn.Module, Batch], torch.T
 @register_method(
     "boundary_shrink",
     cost="forget",
-    recipe=FORGET_RECIPE,
     presets={"paper": {**PAPER_FINETUNE, "label_rule": "argmax"}},
 )
 def boundary_shrink(
     model: nn.Module,
     data: UnlearningData,
     *,
-    eps: float = 0.1,
+    eps: Positive = 0.1,
     attack: AttackName = "fgsm",
-    pgd_steps: int = 5,
-    pgd_step_size: float = 8 / 255,
+    pgd_steps: AtLeastOne = 5,
+    pgd_step_size: Positive = 8 / 255,
     label_rule: LabelRule = "nearest_other",
     layers: Layers = "head",
     head: str | None = None,
     loss_weighting: bool = False,
-    curvature_weight: float = 0.0,
-    recipe: Recipe,
-    options: RunOptions,
+    curvature_weight: NonNegative = 0.0,
+    recipe: ForgetRecipe = FORGET_RECIPE,
+    options: RunOptions = RunOptions(),
 ) -> nn.Module:
     """Boundary Shrink: relabel each forget sample with its nearest adversarial neighbour's
     class under the original model, then fine-tune on the clean inputs with those labels.
@@ -154,10 +158,12 @@ def boundary_shrink(
             h = 0.9): keep each forget sample's input-space curvature, under its true label,
             close to the original model's (0: off, the paper; 0.7: the authors' "enhanced"
             setting; costs a double backward per step).
-        recipe: the fine-tuning on D_f (the Recipe fields are keywords of this function:
-            ``lr``, ``max_steps``, ``epochs``, ``bn``, ``target_forget_acc``, ...).
-        options: progress bar and speed options (``progress``, ``amp``, ``channels_last``,
-            ``compile_model``).
+        recipe: the fine-tuning on D_f (:data:`~._common.FORGET_RECIPE`). Called by name
+            (``unlearn("boundary_shrink", ...)``, ``boundary_unlearning.boundary_shrink``)
+            each of its fields is a keyword: ``lr``, ``max_steps``, ``epochs``, ``bn``,
+            ``target_forget_acc``, ...
+        options: progress bar and speed options (by name: ``progress``, ``amp``,
+            ``channels_last``, ``compile_model``).
 
     Returns:
         A new model in eval mode. :func:`unlearning_stats` holds ``attack_success_ratio``
@@ -165,9 +171,9 @@ def boundary_shrink(
         target, ``reached_target`` and ``forget_acc_trace``.
 
     Example:
-        >>> from boundary_unlearning import toy_problem, unlearning_stats
+        >>> from boundary_unlearning import toy_problem, unlearn, unlearning_stats
         >>> data, net = toy_problem()
-        >>> stats = unlearning_stats(boundary_shrink(net, data, max_steps=20))
+        >>> stats = unlearning_stats(unlearn("boundary_shrink", net, data, max_steps=20))
         >>> stats["reached_target"], round(stats["attack_success_ratio"], 2)
         (True, 0.8)
     """

@@ -11,51 +11,58 @@ wins over a plain one. ``None`` leaves a stage's own default (as its ``preset`` 
 
 from __future__ import annotations
 
-import inspect
 import warnings
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from torch import nn
 
 from ..data.split import UnlearningData
 from ..recipe import RunOptions
-from ._registry import (
-    ForgettingWarning,
-    MethodSpec,
-    get_method,
-    register_method,
-    set_unlearning_stats,
-)
-from ._registry import unlearning_stats as stats_of
+from ._registry import MethodSpec, get_method, register_method
+from ._stats import ForgettingWarning, set_unlearning_stats
+from ._stats import unlearning_stats as stats_of
+from .boundary_expanding import boundary_expanding
+from .boundary_shrink import boundary_shrink
 
-__all__ = ["expand_shrink", "shrink_expand"]
+__all__ = ["expand_shrink", "shrink_expand", "stage_keywords"]
 
 _PREFIX = {"boundary_expanding": "expand", "boundary_shrink": "shrink"}
+# The stages (their modules, imported above, registered them).
+EXPAND = get_method(boundary_expanding.__name__)
+SHRINK = get_method(boundary_shrink.__name__)
+# The presets both stages have; a combination's preset applies to both.
+Preset = Literal["default", "paper"]
 
 
-def _stage_parameters(stages: tuple[MethodSpec, MethodSpec]) -> list[inspect.Parameter]:
-    keyword = inspect.Parameter.KEYWORD_ONLY
-    params = [inspect.Parameter("preset", keyword, default="default", annotation=str)]
-    names = [set(s.hyperparameters) - {"preset"} for s in stages]
-    plain: dict[str, Any] = {}
-    for spec, own in zip(stages, names, strict=True):
-        plain.update({name: spec.hints.get(name, Any) for name in own})
-    for name in sorted(plain):
-        params.append(inspect.Parameter(name, keyword, default=None, annotation=plain[name] | None))
-    for spec, own in zip(stages, names, strict=True):
+def stage_keywords(stages: tuple[MethodSpec, MethodSpec]) -> dict[str, tuple[Any, Any]]:
+    """The settings a combination takes besides ``preset``: every stage setting plain (for
+    both stages, or the one that has it) and prefixed (``expand_lr``, ``shrink_eps``), each
+    ``None`` by default (the stage's own default) and typed as the stage declares it.
+
+    Args:
+        stages: the two stages, in order.
+
+    Returns:
+        Name -> ``(default, annotation)``, as :func:`register_method` takes ``keywords``.
+
+    Example:
+        >>> keywords = stage_keywords((EXPAND, SHRINK))
+        >>> keywords["eps"][0], keywords["shrink_eps"][0], "expand_eps" in keywords
+        (None, None, False)
+    """
+    own = [{k: spec.hints.get(k, Any) for k in spec.hyperparameters if k != "preset"}
+           for spec in stages]  # fmt: skip
+    plain = {name: hint for hints in own for name, hint in hints.items()}
+    out = {name: (None, plain[name] | None) for name in sorted(plain)}
+    for spec, hints in zip(stages, own, strict=True):
         prefix = _PREFIX[spec.name]
-        for name in sorted(own):
-            hint = spec.hints.get(name, Any) | None
-            params.append(
-                inspect.Parameter(f"{prefix}_{name}", keyword, default=None, annotation=hint)
-            )
-    return params
+        out.update({f"{prefix}_{name}": (None, hints[name] | None) for name in sorted(hints)})
+    return out
 
 
-def _stage_settings(spec: MethodSpec, values: dict[str, Any]) -> dict[str, Any]:
+def _stage_settings(spec: MethodSpec, preset: str, values: dict[str, Any]) -> dict[str, Any]:
     prefix = _PREFIX[spec.name]
-    out: dict[str, Any] = {"preset": values["preset"]}
+    out: dict[str, Any] = {"preset": preset}
     for name in spec.hyperparameters:
         if name == "preset":
             continue
@@ -68,62 +75,63 @@ def _stage_settings(spec: MethodSpec, values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _combination(order: tuple[str, str]) -> Callable[..., nn.Module]:
-    stages = (get_method(order[0]), get_method(order[1]))
-
-    def run(model: nn.Module, data: UnlearningData, **values: Any) -> nn.Module:
-        options: RunOptions = values.pop("options")
-        with warnings.catch_warnings():  # the combination warns once, for both stages
-            warnings.simplefilter("ignore", ForgettingWarning)
-            first = stages[0](model, data, **_stage_settings(stages[0], values), **vars(options))
-            out = stages[1](first, data, **_stage_settings(stages[1], values), **vars(options))
-        # each stage's own values (Shrink's attack_success_ratio); the registry adds the steps
-        # and forget-accuracy trace of both stages' training
-        set_unlearning_stats(out, {**stats_of(first), **stats_of(out)})
-        return out
-
-    positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
-    run.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-        [
-            inspect.Parameter("model", positional, annotation=nn.Module),
-            inspect.Parameter("data", positional, annotation=UnlearningData),
-            *_stage_parameters(stages),
-            inspect.Parameter("options", inspect.Parameter.KEYWORD_ONLY, annotation=RunOptions),
-        ]
-    )
-    return run
+def _run_stages(
+    stages: tuple[MethodSpec, MethodSpec],
+    model: nn.Module,
+    data: UnlearningData,
+    preset: str,
+    options: RunOptions,
+    settings: dict[str, Any],
+) -> nn.Module:
+    with warnings.catch_warnings():  # the combination warns once, for both stages
+        warnings.simplefilter("ignore", ForgettingWarning)
+        first = stages[0](model, data, **_stage_settings(stages[0], preset, settings),
+                          **vars(options))  # fmt: skip
+        out = stages[1](first, data, **_stage_settings(stages[1], preset, settings),
+                        **vars(options))  # fmt: skip
+    # each stage's own values (Shrink's attack_success_ratio); the registry adds the steps
+    # and forget-accuracy trace of both stages' training
+    set_unlearning_stats(out, {**stats_of(first), **stats_of(out)})
+    return out
 
 
-def _register(name: str, order: tuple[str, str], doc: str) -> Callable[..., nn.Module]:
-    run = _combination(order)
-    run.__name__ = run.__qualname__ = name
-    run.__doc__ = doc
-    run.__module__ = __name__
-    return register_method(name, cost="forget", presets={"paper": {}})(run)
-
-
-expand_shrink = _register(
-    "expand_shrink",
-    ("boundary_expanding", "boundary_shrink"),
+@register_method("expand_shrink", cost="forget", keywords=stage_keywords((EXPAND, SHRINK)))
+def expand_shrink(
+    model: nn.Module, data: UnlearningData, *, preset: Preset = "default",
+    options: RunOptions = RunOptions(), **settings: Any,
+) -> nn.Module:  # fmt: skip
     """Expanding then Shrink: Boundary Expanding, then Boundary Shrink on its result (the
     neighbour search runs on the expanded-and-pruned model). The slides name this order the
     more promising combination.
 
-    Chen et al., "Boundary Unlearning", CVPR 2023 (slides). Settings: see the module
-    docstring (``expand_lr``, ``shrink_eps``/``eps``, ``max_steps`` for both, ...). With the
-    default forgetting target, Shrink only trains if Expanding stopped above it. Records
-    Boundary Shrink's ``attack_success_ratio`` and the steps and forget-accuracy trace of
-    both stages.
-    """,
-)
+    Chen et al., "Boundary Unlearning", CVPR 2023 (slides). With the default forgetting
+    target each stage trains until the target or its budget: Shrink always takes at least
+    one step, even when Expanding already reached the target. Records Boundary Shrink's
+    ``attack_success_ratio`` and the steps and forget-accuracy trace of both stages.
 
-shrink_expand = _register(
-    "shrink_expand",
-    ("boundary_shrink", "boundary_expanding"),
+    Args:
+        model: the original classifier; never modified.
+        data: the class split; only ``data.forget`` is used.
+        preset: applies to both stages (``"paper"``: their published loops).
+        options: progress bar and speed options, for both stages.
+        **settings: any setting of either stage (:func:`stage_keywords`, the module
+            docstring): ``expand_lr``, ``shrink_eps`` or ``eps``, ``max_steps`` for both, ...
+
+    Returns:
+        A new model in eval mode.
+    """
+    return _run_stages((EXPAND, SHRINK), model, data, preset, options, settings)
+
+
+@register_method("shrink_expand", cost="forget", keywords=stage_keywords((SHRINK, EXPAND)))
+def shrink_expand(
+    model: nn.Module, data: UnlearningData, *, preset: Preset = "default",
+    options: RunOptions = RunOptions(), **settings: Any,
+) -> nn.Module:  # fmt: skip
     """Shrink then Expanding: Boundary Shrink, then Boundary Expanding on its result.
 
-    Chen et al., "Boundary Unlearning", CVPR 2023 (slides). Settings as for
-    :func:`expand_shrink`. Records Boundary Shrink's ``attack_success_ratio`` and the steps
-    and forget-accuracy trace of both stages.
-    """,
-)
+    Chen et al., "Boundary Unlearning", CVPR 2023 (slides). Takes what
+    :func:`expand_shrink` takes and records what it records; here too each stage takes at
+    least one step.
+    """
+    return _run_stages((SHRINK, EXPAND), model, data, preset, options, settings)

@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from .._utils import eval_mode, model_device
+from ..checks import AtLeastOne, Positive, Seed
 from ..data.split import UnlearningData
 from ..data.streaming import input_batches, inputs_and_labels
 from ..recipe import RunOptions
@@ -79,14 +80,14 @@ def fisher(
     model: nn.Module,
     data: UnlearningData,
     *,
-    noise_scale: float = 1e-6,
-    max_variance: float = 1e3,
-    head_max_variance: float = 1e2,
+    noise_scale: Positive = 1e-6,
+    max_variance: Positive = 1e3,
+    head_max_variance: Positive = 1e2,
     zero_forget_head: bool = True,
-    chunk_size: int = 64,
-    seed: int = 0,
+    chunk_size: AtLeastOne = 64,
+    seed: Seed = 0,
     head: str | None = None,
-    options: RunOptions,
+    options: RunOptions = RunOptions(),
 ) -> nn.Module:
     """Fisher Forgetting: add Gaussian noise to every weight with variance
     ``noise_scale / F_ii`` (F the diagonal Fisher information of D_r), so weights that
@@ -117,9 +118,9 @@ def fisher(
         A copy with the noise added (no training), in eval mode.
 
     Example:
-        >>> from boundary_unlearning import toy_problem
+        >>> from boundary_unlearning import toy_problem, unlearn
         >>> data, net = toy_problem()
-        >>> noisy = fisher(net, data)  # the forgotten class's head rows are set to 0
+        >>> noisy = unlearn("fisher", net, data)  # the forgotten class's head rows are set to 0
         >>> row = lambda m: float(m[-1].weight.detach()[data.forget_classes[0]].abs().max())
         >>> row(noisy) < 0.1 < row(net)
         True

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import NonNegative
 from ..data.split import UnlearningData
 from ..recipe import Recipe, RunOptions
 from ..training import Batch, fit
@@ -18,15 +19,12 @@ from ._registry import register_method
 __all__ = ["l1_sparse"]
 
 
-@register_method("l1_sparse", cost="retain", recipe=Recipe(epochs=10, lr=0.01, weight_decay=5e-4))
+@register_method("l1_sparse", cost="retain")
 def l1_sparse(
-    model: nn.Module,
-    data: UnlearningData,
-    *,
-    l1_weight: float = 5e-4,
-    recipe: Recipe,
-    options: RunOptions,
-) -> nn.Module:
+    model: nn.Module, data: UnlearningData, *, l1_weight: NonNegative = 5e-4,
+    recipe: Recipe = Recipe(epochs=10, lr=0.01, weight_decay=5e-4),
+    options: RunOptions = RunOptions(),
+) -> nn.Module:  # fmt: skip
     """l1-sparse: fine-tune on D_r minimising ``CE + gamma_e * ||theta||_1`` where the L1
     weight decays linearly over the epochs, ``gamma_e = l1_weight * (1 - e / epochs)``.
 
@@ -39,7 +37,8 @@ def l1_sparse(
         model: the original classifier; never modified.
         data: the class split; ``data.retain`` is trained on.
         l1_weight: gamma at the first epoch.
-        recipe: SGD on D_r (the epochs the budget allows set the decay).
+        recipe: SGD on D_r (by name each field is a keyword; the epochs the budget allows
+            set the decay).
         options: progress bar and speed options.
 
     Returns:
@@ -47,10 +46,10 @@ def l1_sparse(
 
     Example:
         >>> import torch
-        >>> from boundary_unlearning import toy_problem
+        >>> from boundary_unlearning import toy_problem, unlearn
         >>> data, net = toy_problem()
         >>> l1 = lambda m: sum(float(p.detach().abs().sum()) for p in m.parameters())
-        >>> l1(l1_sparse(net, data, epochs=3, l1_weight=0.05)) < l1(net)  # the weights shrink
+        >>> l1(unlearn("l1_sparse", net, data, epochs=3, l1_weight=0.05)) < l1(net)  # shrinks
         True
     """
     retain = data.retain

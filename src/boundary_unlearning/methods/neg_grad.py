@@ -7,9 +7,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._utils import model_device
+from ..checks import NonNegative, Positive
 from ..data.split import UnlearningData
 from ..data.streaming import inputs_and_labels, with_columns
-from ..recipe import Recipe, RunOptions
+from ..recipe import ForgetRecipe, RunOptions
 from ..training import Batch
 from ._common import (
     FORGET_RECIPE,
@@ -25,22 +26,17 @@ from ._registry import register_method
 __all__ = ["neg_grad"]
 
 
-@register_method(
-    "neg_grad",
-    cost="forget",
-    recipe=FORGET_RECIPE,
-    presets={"paper": published_loop(epochs=5, lr=1e-4)},
-)
+@register_method("neg_grad", cost="forget", presets={"paper": published_loop(epochs=5, lr=1e-4)})
 def neg_grad(
     model: nn.Module,
     data: UnlearningData,
     *,
-    retain_weight: float = 0.0,
-    max_loss: float | None = 3.0,
+    retain_weight: NonNegative = 0.0,
+    max_loss: Positive | None = 3.0,
     layers: Layers = "head",
     head: str | None = None,
-    recipe: Recipe,
-    options: RunOptions,
+    recipe: ForgetRecipe = FORGET_RECIPE,
+    options: RunOptions = RunOptions(),
 ) -> nn.Module:
     """Negative Gradient: gradient ascent on the cross-entropy of D_f.
 
@@ -66,16 +62,17 @@ def neg_grad(
         layers: ``"head"`` (default) trains only the final ``nn.Linear``; ``"all"`` the
             whole network (as the published setting).
         head: dotted name of the final ``nn.Linear`` when automatic search fails.
-        recipe: SGD over D_f; ``seed`` also orders the D_r batches.
+        recipe: SGD over D_f (:data:`~._common.FORGET_RECIPE`; by name each field is a
+            keyword); ``seed`` also orders the D_r batches.
         options: progress bar and speed options.
 
     Returns:
         A copy whose loss on D_f was ascended until the target, in eval mode.
 
     Example:
-        >>> from boundary_unlearning import toy_problem, unlearning_stats
+        >>> from boundary_unlearning import toy_problem, unlearn, unlearning_stats
         >>> data, net = toy_problem()
-        >>> unlearning_stats(neg_grad(net, data))["forget_acc_trace"]  # [[step, D_f left]]
+        >>> unlearning_stats(unlearn("neg_grad", net, data))["forget_acc_trace"]  # [[step, D_f]]
         [[17, 0.0]]
     """
     x, y = inputs_and_labels(data.forget)

@@ -7,7 +7,7 @@ from torch import nn
 
 from ..data.split import UnlearningData
 from ..data.streaming import inputs_and_labels, with_columns
-from ..recipe import Recipe, RunOptions
+from ..recipe import ForgetRecipe, RunOptions
 from ._common import FORGET_RECIPE, Layers, fit_forget, published_loop, working_copy
 from ._losses import random_wrong_labels
 from ._registry import register_method
@@ -16,20 +16,12 @@ __all__ = ["random_labels"]
 
 
 @register_method(
-    "random_labels",
-    cost="forget",
-    recipe=FORGET_RECIPE,
-    presets={"paper": published_loop(epochs=5, lr=1e-3)},
+    "random_labels", cost="forget", presets={"paper": published_loop(epochs=5, lr=1e-3)}
 )
 def random_labels(
-    model: nn.Module,
-    data: UnlearningData,
-    *,
-    layers: Layers = "head",
-    head: str | None = None,
-    recipe: Recipe,
-    options: RunOptions,
-) -> nn.Module:
+    model: nn.Module, data: UnlearningData, *, layers: Layers = "head", head: str | None = None,
+    recipe: ForgetRecipe = FORGET_RECIPE, options: RunOptions = RunOptions(),
+) -> nn.Module:  # fmt: skip
     """Random Labels: give every forget sample a uniformly random *wrong* label (drawn once,
     seeded) and fine-tune on D_f with cross-entropy.
 
@@ -45,17 +37,18 @@ def random_labels(
         layers: ``"head"`` (default) trains only the final ``nn.Linear``; ``"all"`` the
             whole network (as the published setting).
         head: dotted name of the final ``nn.Linear`` when automatic search fails.
-        recipe: SGD on the relabelled D_f; ``seed`` also draws the random labels.
+        recipe: SGD on the relabelled D_f (:data:`~._common.FORGET_RECIPE`; by name each
+            field is a keyword); ``seed`` also draws the random labels.
         options: progress bar and speed options.
 
     Returns:
         A copy trained on D_f's wrong labels until the target, in eval mode.
 
     Example:
-        >>> from boundary_unlearning import toy_problem
+        >>> from boundary_unlearning import toy_problem, unlearn
         >>> from boundary_unlearning.metrics import accuracy
         >>> data, net = toy_problem()
-        >>> accuracy(random_labels(net, data), data.forget)  # every D_f sample mislabelled
+        >>> accuracy(unlearn("random_labels", net, data), data.forget)  # D_f all mislabelled
         0.0
     """
     x, y = inputs_and_labels(data.forget)

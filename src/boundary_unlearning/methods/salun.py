@@ -10,12 +10,14 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .._utils import eval_mode, model_device
+from ..checks import UnitFraction
 from ..data.split import UnlearningData
 from ..data.streaming import concat, input_batches, inputs_and_labels, with_columns
 from ..recipe import Recipe, RunOptions
 from ..training import fit
 from ._common import working_copy
-from ._registry import register_method, set_unlearning_stats
+from ._registry import register_method
+from ._stats import set_unlearning_stats
 
 __all__ = ["saliency_mask", "salun"]
 
@@ -71,19 +73,12 @@ def saliency_mask(
     return masks
 
 
-@register_method(
-    "salun",
-    cost="retain",
-    recipe=Recipe(epochs=10, lr=0.013, weight_decay=5e-4, batch_size=256),
-)
+@register_method("salun", cost="retain")
 def salun(
-    model: nn.Module,
-    data: UnlearningData,
-    *,
-    threshold: float = 0.5,
-    recipe: Recipe,
-    options: RunOptions,
-) -> nn.Module:
+    model: nn.Module, data: UnlearningData, *, threshold: UnitFraction = 0.5,
+    recipe: Recipe = Recipe(epochs=10, lr=0.013, weight_decay=5e-4, batch_size=256),
+    options: RunOptions = RunOptions(),
+) -> nn.Module:  # fmt: skip
     """SalUn: find the weights most salient for the forget loss, then fine-tune only those
     on D_f with random labels together with D_r with its true labels.
 
@@ -98,7 +93,8 @@ def salun(
         model: the original classifier; never modified.
         data: the class split; ``data.forget`` and ``data.retain``.
         threshold: fraction of all weights (ranked globally by saliency) that may change.
-        recipe: SGD on D_f (random labels) + D_r; ``seed`` also draws the random labels.
+        recipe: SGD on D_f (random labels) + D_r (by name each field is a keyword);
+            ``seed`` also draws the random labels.
         options: progress bar and speed options.
 
     Returns:
@@ -106,9 +102,9 @@ def salun(
         weights that trained is ``unlearning_stats(model)["masked_fraction"]``.
 
     Example:
-        >>> from boundary_unlearning import toy_problem, unlearning_stats
+        >>> from boundary_unlearning import toy_problem, unlearn, unlearning_stats
         >>> data, net = toy_problem()
-        >>> unlearning_stats(salun(net, data, epochs=1))["masked_fraction"]  # threshold 0.5
+        >>> unlearning_stats(unlearn("salun", net, data, epochs=1))["masked_fraction"]
         0.5
     """
     xf, yf = inputs_and_labels(data.forget)

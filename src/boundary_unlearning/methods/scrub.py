@@ -10,10 +10,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..checks import AtLeastOne, NonNegative, Positive, Whole
 from ..data.split import UnlearningData
 from ..data.streaming import inputs_and_labels, with_columns
-from ..recipe import RunOptions
-from ..training import Batch, BNMode, LossFn, fit
+from ..errors import HyperparameterError
+from ..recipe import Recipe, RunOptions
+from ..training import Batch, LossFn, fit
 from ._common import working_copy
 from ._losses import capped_ascent, kl_to_probs, soft_targets
 from ._registry import register_method
@@ -26,20 +28,14 @@ def scrub(
     model: nn.Module,
     data: UnlearningData,
     *,
-    epochs: int = 3,
-    max_epochs: int = 2,
-    lr: float = 5e-4,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    temperature: float = 4.0,
-    ce_weight: float = 0.99,
-    kl_weight: float = 0.001,
-    max_kl: float | None = 10.0,
-    batch_size: int = 64,
-    forget_batch_size: int = 32,
-    seed: int = 0,
-    bn: BNMode = "train",
-    options: RunOptions,
+    max_epochs: Whole = 2,
+    temperature: Positive = 4.0,
+    ce_weight: NonNegative = 0.99,
+    kl_weight: NonNegative = 0.001,
+    max_kl: Positive | None = 10.0,
+    forget_batch_size: AtLeastOne = 32,
+    recipe: Recipe = Recipe(epochs=3, lr=5e-4, weight_decay=5e-4),
+    options: RunOptions = RunOptions(),
 ) -> nn.Module:
     """SCRUB: the student (a copy of the original) alternates a max step, ascending the
     distillation KL to the frozen original (the teacher) on D_f, with a min step on D_r that
@@ -54,11 +50,7 @@ def scrub(
     Args:
         model: the original classifier (the teacher); never modified.
         data: the class split; ``data.forget`` and ``data.retain`` are used.
-        epochs: passes over D_r (min steps).
         max_epochs: the first passes also run a max step.
-        lr: SGD learning rate.
-        momentum: SGD momentum.
-        weight_decay: SGD weight decay.
         temperature: of the distillation KL.
         ce_weight: the min step's CE weight (the paper's gamma).
         kl_weight: the min step's KL weight (the paper's alpha).
@@ -70,10 +62,12 @@ def scrub(
             width-32 CNN of benchmarks/bench_unlearning.py, forget class 0, D_tr 91.7%) the
             default cap 10 gives D_f 0.0% and D_tr 93.7%, a cap of 3 D_f 14.3%. ``None``:
             the unbounded original.
-        batch_size: batch size on D_r.
         forget_batch_size: batch size on D_f.
-        seed: batch order.
-        bn: "train" or "freeze" BatchNorm statistics.
+        recipe: the SGD of every pass (by name each field is a keyword): ``epochs`` passes
+            over D_r at ``batch_size`` (min steps), each one epoch of the shared loop (so
+            ``max_steps``, when set, caps each pass); ``seed`` orders the batches (epoch
+            ``e``'s max pass uses ``seed + 2e``, its min pass ``seed + 2e + 1``); ``bn``
+            "train" or "freeze" BatchNorm statistics.
         options: progress bar and speed options.
 
     Returns:
@@ -81,12 +75,14 @@ def scrub(
         mode.
 
     Example:
-        >>> from boundary_unlearning import toy_problem, unlearning_stats
+        >>> from boundary_unlearning import toy_problem, unlearn, unlearning_stats
         >>> data, net = toy_problem()
-        >>> new = scrub(net, data, epochs=1, max_epochs=1)  # one max pass, one min pass
+        >>> new = unlearn("scrub", net, data, epochs=1, max_epochs=1)  # a max and a min pass
         >>> unlearning_stats(new)["steps"]
         2
     """
+    if recipe.epochs is None:
+        raise HyperparameterError("scrub: epochs=None; give the number of passes over D_r")
     xf, _ = inputs_and_labels(data.forget)
     xr, yr = inputs_and_labels(data.retain)
     teacher_f = soft_targets(model, xf, temperature)
@@ -112,15 +108,14 @@ def scrub(
         pass_seed: int,
         desc: str,
     ) -> None:
-        fit(student, tensors, loss, epochs=1, lr=lr, momentum=momentum,
-            weight_decay=weight_decay, batch_size=size, seed=pass_seed, bn=bn,
-            options=options, desc=desc)  # fmt: skip
+        one_epoch = recipe.replace(epochs=1, batch_size=size, seed=pass_seed)
+        fit(student, tensors, loss, recipe=one_epoch, options=options, desc=desc)
 
-    for epoch in range(epochs):
+    for epoch in range(recipe.epochs):
         if epoch < max_epochs:
-            one_pass(with_columns(xf, teacher_f), max_loss, forget_batch_size, seed + 2 * epoch,
-                     f"scrub max {epoch + 1}")  # fmt: skip
-        one_pass(with_columns(xr, yr, teacher_r), min_loss, batch_size, seed + 2 * epoch + 1,
-                 f"scrub min {epoch + 1}")  # fmt: skip
+            one_pass(with_columns(xf, teacher_f), max_loss, forget_batch_size,
+                     recipe.seed + 2 * epoch, f"scrub max {epoch + 1}")  # fmt: skip
+        one_pass(with_columns(xr, yr, teacher_r), min_loss, recipe.batch_size,
+                 recipe.seed + 2 * epoch + 1, f"scrub min {epoch + 1}")  # fmt: skip
     student.eval()
     return student

@@ -10,10 +10,12 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from .._utils import eval_mode, model_device
+from ..checks import AtLeastOne, Positive, Seed
 from ..data.split import UnlearningData
 from ..data.streaming import concat, input_batches, inputs_and_labels
 from ._common import working_copy
-from ._registry import register_method, set_unlearning_stats
+from ._registry import register_method
+from ._stats import set_unlearning_stats
 
 __all__ = ["parameter_importance", "ssd"]
 
@@ -59,10 +61,10 @@ def ssd(
     model: nn.Module,
     data: UnlearningData,
     *,
-    selection_weight: float = 10.0,
-    dampening_constant: float = 1.0,
-    batch_size: int = 64,
-    seed: int = 0,
+    selection_weight: Positive = 10.0,
+    dampening_constant: Positive = 1.0,
+    batch_size: AtLeastOne = 64,
+    seed: Seed = 0,
 ) -> nn.Module:
     """Selective Synaptic Dampening: no training. Parameters far more important to D_f than
     to the whole training set are scaled down in proportion to that ratio.
@@ -89,9 +91,9 @@ def ssd(
         scaled down is ``unlearning_stats(model)["dampened_fraction"]``.
 
     Example:
-        >>> from boundary_unlearning import toy_problem, unlearning_stats
+        >>> from boundary_unlearning import toy_problem, unlearn, unlearning_stats
         >>> data, net = toy_problem()
-        >>> dampened = unlearning_stats(ssd(net, data))["dampened_fraction"]
+        >>> dampened = unlearning_stats(unlearn("ssd", net, data))["dampened_fraction"]
         >>> 0.0 <= dampened <= 1.0
         True
     """

@@ -9,10 +9,11 @@ from torch import nn
 from torch.utils.data import Subset, TensorDataset
 
 from .._utils import model_device
+from ..checks import AtLeastOne, NonNegative, Positive, Seed, Whole
 from ..data.split import UnlearningData, dataset_labels, read_item
 from ..data.streaming import concat
-from ..recipe import RunOptions
-from ..training import Batch, BNMode, cross_entropy_loss, fit
+from ..recipe import BNMode, RunOptions
+from ..training import Batch, cross_entropy_loss, fit
 from ._common import working_copy
 from ._registry import register_method
 
@@ -107,19 +108,19 @@ def unsir(
     model: nn.Module,
     data: UnlearningData,
     *,
-    noise_samples: int = 256,
-    noise_steps: int = 100,
-    noise_lr: float = 0.1,
-    noise_l2_weight: float = 0.1,
-    retain_per_class: int = 1000,
-    impair_epochs: int = 1,
-    impair_lr: float = 0.02,
-    repair_epochs: int = 1,
-    repair_lr: float = 0.01,
-    batch_size: int = 256,
-    seed: int = 0,
+    noise_samples: AtLeastOne = 256,
+    noise_steps: AtLeastOne = 100,
+    noise_lr: Positive = 0.1,
+    noise_l2_weight: NonNegative = 0.1,
+    retain_per_class: AtLeastOne = 1000,
+    impair_epochs: Whole = 1,
+    impair_lr: Positive = 0.02,
+    repair_epochs: Whole = 1,
+    repair_lr: Positive = 0.01,
+    batch_size: AtLeastOne = 256,
+    seed: Seed = 0,
     bn: BNMode = "train",
-    options: RunOptions,
+    options: RunOptions = RunOptions(),
 ) -> nn.Module:
     """UNSIR: for each forgotten class learn a batch of error-maximising noise (labelled with
     that class), train on it together with a few samples per retained class (impair), then
@@ -154,9 +155,9 @@ def unsir(
         A copy impaired with the error-maximising noise and repaired on D_r, in eval mode.
 
     Example:
-        >>> from boundary_unlearning import toy_problem, unlearning_stats
+        >>> from boundary_unlearning import toy_problem, unlearn, unlearning_stats
         >>> data, net = toy_problem()
-        >>> new = unsir(net, data, noise_samples=8, noise_steps=2, retain_per_class=5)
+        >>> new = unlearn("unsir", net, data, noise_samples=8, noise_steps=2, retain_per_class=5)
         >>> unlearning_stats(new)  # the impair and repair steps
         {'steps': 4}
     """

@@ -9,11 +9,10 @@ from .distances import activation_distance, entropy, js_divergence, zrf_score
 from .mia import confidence_svc, entropy_attack, loss_lr, paper_asr, ulira
 from .probe import depth_shares, probe_forget_accuracy
 from .relearn import relearn_steps
-from .suite import METRIC_INFO, METRICS, Metric, compute_metrics, depth_evidence
+from .suite import METRICS, Metric, compute_metrics, depth_evidence
 
 __all__ = [
     "METRICS",
-    "METRIC_INFO",
     "Metric",
     "accuracy",
     "activation_distance",

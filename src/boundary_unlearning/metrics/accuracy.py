@@ -47,8 +47,11 @@ def predict_logits(
     return torch.cat(outs)
 
 
-def accuracy(model: nn.Module, dataset: Dataset[Any], *, batch_size: int | None = None) -> float:
-    """Fraction of ``dataset`` that ``model`` classifies correctly (NaN for an empty set).
+def accuracy(
+    model: nn.Module, dataset: Dataset[Any], *, batch_size: int | None = None
+) -> float | None:
+    """Fraction of ``dataset`` that ``model`` classifies correctly (``None`` for an empty set,
+    which has no accuracy).
 
     A dataset that is not tensor-backed is read batch by batch (see
     :mod:`boundary_unlearning.data.streaming`). Under torchrun each rank scores its share and
@@ -60,7 +63,7 @@ def accuracy(model: nn.Module, dataset: Dataset[Any], *, batch_size: int | None 
         batch_size: defaults to 128 on CPU and 1024 on accelerators.
 
     Returns:
-        The accuracy in [0, 1], or NaN for an empty dataset.
+        The accuracy in [0, 1], or ``None`` for an empty dataset.
 
     Example:
         >>> from torch.utils.data import TensorDataset
@@ -69,7 +72,7 @@ def accuracy(model: nn.Module, dataset: Dataset[Any], *, batch_size: int | None 
     """
     n = len(dataset)  # type: ignore[arg-type]
     if n == 0:
-        return float("nan")
+        return None
     lo, hi = shard_range(n) if is_distributed() else (0, n)
     device = model_device(model)
     if batch_size is None:
@@ -91,7 +94,7 @@ def evaluate(
     *,
     batch_size: int | None = None,
     normalization: object = None,
-) -> dict[str, float]:
+) -> dict[str, float | None]:
     """Accuracy on D_r, D_f (the whole forgotten class), D_tr and D_tf (higher on retain sets
     is better; on forget sets the retrained model's value, about 0, is the target).
 
@@ -105,7 +108,8 @@ def evaluate(
             saying so.
 
     Returns:
-        ``{"retain", "forget", "test_retain", "test_forget"}`` accuracies in [0, 1].
+        ``{"retain", "forget", "test_retain", "test_forget"}`` accuracies in [0, 1]
+        (``None`` for an empty set).
 
     Example:
         >>> from torch.utils.data import TensorDataset

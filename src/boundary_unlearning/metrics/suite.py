@@ -1,8 +1,8 @@
 """Every metric of one model in one call, from one batched forward pass per model and set.
 
 :data:`METRICS` declares each reported key once: its label, which direction is good, how it is
-shown and what the number means; :data:`METRIC_INFO` and the report tables derive from it.
-Reports print the retrained model's value beside every metric.
+shown and what the number means; the report tables derive from it. Reports print the
+retrained model's value beside every metric.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ __all__ = [
     "DIRECTIONS",
     "METRICS",
     "METRIC_BY_KEY",
-    "METRIC_INFO",
     "Metric",
     "compute_metrics",
     "depth_evidence",
@@ -268,11 +267,6 @@ METRICS: tuple[Metric, ...] = (
 
 METRIC_BY_KEY: dict[str, Metric] = {m.key: m for m in METRICS}
 
-# A view kept for callers: key -> {"label", "direction", "meaning"}.
-METRIC_INFO: dict[str, dict[str, str]] = {
-    m.key: {"label": m.label, "direction": m.direction, "meaning": m.meaning} for m in METRICS
-}
-
 
 @dataclass(frozen=True)
 class _Outputs:
@@ -314,9 +308,9 @@ def _outputs(model: nn.Module, sets: _Sets) -> _Outputs:
                     run(sets.test_forget))  # fmt: skip
 
 
-def _acc(logits: torch.Tensor, labels: torch.Tensor) -> float:
+def _acc(logits: torch.Tensor, labels: torch.Tensor) -> float | None:
     if len(labels) == 0:
-        return float("nan")
+        return None  # an empty set has no accuracy
     return float((logits.argmax(1) == labels).float().mean())
 
 
@@ -408,7 +402,6 @@ def compute_metrics(
     data: UnlearningData,
     *,
     retrained: nn.Module | None = None,
-    original: nn.Module | None = None,
     random_model: nn.Module | None = None,
     seed: int = 0,
     relearn: bool = True,
@@ -422,14 +415,13 @@ def compute_metrics(
     plus ``ulira`` when ``ulira=True``), ``js_to_retrain`` and ``activation_distance`` (vs
     ``retrained`` on D_f), ``zrf`` (vs ``random_model`` on D_f), ``relearn_steps`` (when
     ``relearn``), ``probe_forget_acc`` (when ``probe``). A metric whose reference model is
-    not given is ``None``; so is one that cannot be computed (an empty set). ``original``
-    is accepted for symmetry and currently unused. Every attack is seeded with ``seed``.
+    not given is ``None``; so is one that cannot be computed (an empty set): never NaN. Every
+    attack is seeded with ``seed``.
 
     Args:
         model: the model to score.
         data: the four sets D_r, D_f, D_tr, D_tf.
         retrained: the reference for ``js_to_retrain`` and ``activation_distance``.
-        original: unused.
         random_model: the reference for ``zrf``.
         seed: seed of every attack and of the relearn test.
         relearn: compute ``relearn_steps`` (a few SGD steps on a copy).
@@ -455,7 +447,6 @@ def compute_metrics(
         >>> metrics["mia"]["loss_lr"], metrics["zrf"], metrics["relearn_steps"]
         (0.5, None, None)
     """
-    del original
     sets = _sets(data)
     out = _outputs(model, sets)
     y_r, y_f = sets.retain[1], sets.forget[1]

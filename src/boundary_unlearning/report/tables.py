@@ -15,9 +15,13 @@ from .schema import Report, as_report
 __all__ = [
     "ARROWS",
     "METRIC_ORDER",
+    "columns",
+    "failures",
     "format_table",
     "format_value",
+    "metric_label",
     "metric_value",
+    "settings_line",
     "table_rows",
     "verdict",
     "verdict_notes",

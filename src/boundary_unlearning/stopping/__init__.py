@@ -1,0 +1,28 @@
+"""When :func:`~boundary_unlearning.training.fit` stops before its step budget runs out, and
+what each run did.
+
+A stopping rule is any object with the hooks of :class:`StoppingRule` (``start``,
+``before_step``, ``after_step``, ``check``, ``finish``, ``close``); ``fit`` calls them and
+knows nothing else about the rule, so a new criterion is a new class (a module of this
+package), not an edit of the loop. :class:`ForgetTarget` is the rule of the forget-only
+methods: stop as soon as at most ``target`` of the forget set is still predicted as its own
+class. :class:`AllOf` stops when every one of several rules would (an additional criterion
+on top of the forget target).
+
+:class:`FitResult` is what one ``fit`` did (steps, and the rule's target, verdict and
+trace); :func:`collect_fits` gathers the results of every ``fit`` inside a block.
+"""
+
+from .forget import ForgetTarget
+from .rule import AllOf, FitResult, FitRun, NeverStop, StoppingRule, collect_fits, record_fit
+
+__all__ = [
+    "AllOf",
+    "FitResult",
+    "FitRun",
+    "ForgetTarget",
+    "NeverStop",
+    "StoppingRule",
+    "collect_fits",
+    "record_fit",
+]
