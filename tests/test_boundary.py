@@ -15,7 +15,7 @@ from conftest import NUM_CLASSES
 
 
 def test_expanding_returns_k_outputs_and_trained_first_rows(tiny_model, tiny_data) -> None:
-    out = boundary_expanding(tiny_model, tiny_data, lr=1e-2, epochs=3)
+    out = boundary_expanding(tiny_model, tiny_data, lr=1e-2, epochs=3, depth="outputs")
     assert out.head.out_features == NUM_CLASSES
     assert out(torch.rand(2, 1, 8, 8)).shape == (2, NUM_CLASSES)
     old, new = tiny_model.head.weight, out.head.weight
@@ -101,8 +101,9 @@ def test_bn_freeze_keeps_running_statistics(tiny_model, tiny_data) -> None:
 
 
 def test_zero_epochs_is_identity(tiny_model, tiny_data) -> None:
+    # the output stage's budget; the feature stage (the default) has its own
     for method in (boundary_shrink, boundary_expanding):
-        out = method(tiny_model, tiny_data, epochs=0)
+        out = method(tiny_model, tiny_data, epochs=0, depth="outputs")
         for a, b in zip(out.state_dict().values(), tiny_model.state_dict().values(), strict=True):
             assert torch.equal(a, b)
 

@@ -20,7 +20,7 @@ from conftest import NUM_CLASSES, same_state, state_snapshot
 
 # Methods whose preconditions the tiny fixtures cannot meet get their own tests.
 NEEDS_RECORD = {m for m in list_methods() if get_method(m).cost == "record"}
-FAST = {"epochs": 2, "noise_steps": 5}  # noise_steps: unsir
+FAST = {"epochs": 2, "noise_steps": 5, "feature_steps": 5}  # unsir; Boundary feature stage
 
 
 def _fast(name: str) -> dict[str, int]:
@@ -67,6 +67,11 @@ def test_empty_forget_set_is_a_clear_error(
 OPTIONAL_RETAIN = {
     "neg_grad": ({"retain_weight": 1.0}, {}),  # NegGrad+ / plain NegGrad
     "amnesiac": ({"repair_epochs": 1}, {"repair_epochs": 0}),  # repair / subtraction only
+    # the Boundary methods' feature stage reads a sample of D_r; the output stage alone not
+    **{
+        m: ({}, {"depth": "outputs"})
+        for m in ("boundary_shrink", "boundary_expanding", "expand_shrink", "shrink_expand")
+    },
 }
 
 

@@ -50,7 +50,7 @@ def unsure_model(tiny_sets: tuple[TensorDataset, TensorDataset]) -> nn.Module:
 def test_every_new_method_is_registered_with_a_cost_and_a_reference() -> None:
     for name in BEHAVIOUR:
         spec = get_method(name)
-        assert spec.cost in {"forget", "retain"}
+        assert spec.cost in {"forget", "sample", "retain"}
         doc = spec.fn.__doc__ or ""
         assert any(str(year) in doc for year in range(2019, 2025)), name
     assert get_method("amnesiac").cost == "record"
@@ -228,11 +228,15 @@ def test_expand_shrink_is_the_composition(tiny_model: nn.Module, tiny_data: Unle
     combined = unlearn(
         "expand_shrink", tiny_model, tiny_data, expand_epochs=3, shrink_epochs=2, lr=1e-2,
         target_forget_acc=None, eps=0.3, shrink_attack="pgd", shrink_pgd_steps=2,
+        feature_steps=4,
     )  # fmt: skip
-    expanded = boundary_expanding(tiny_model, tiny_data, epochs=3, lr=1e-2, target_forget_acc=None)
+    # the first stage stops at the outputs; the feature stage runs once, after the second
+    expanded = boundary_expanding(
+        tiny_model, tiny_data, epochs=3, lr=1e-2, target_forget_acc=None, depth="outputs"
+    )
     manual = boundary_shrink(
         expanded, tiny_data, epochs=2, lr=1e-2, target_forget_acc=None, eps=0.3, attack="pgd",
-        pgd_steps=2,
+        pgd_steps=2, feature_steps=4,
     )  # fmt: skip
     for a, b in zip(combined.state_dict().values(), manual.state_dict().values(), strict=True):
         assert torch.equal(a, b)
@@ -298,7 +302,7 @@ def test_forgetting_warning_points_at_the_callers_line(
     # warning names this file, not the registry
     import boundary_unlearning as bu
 
-    hp = {"max_steps": 1, "target_forget_acc": 0.0}
+    hp = {"max_steps": 1, "target_forget_acc": 0.0, "depth": "outputs"}
     entry = getattr(bu.methods, method)
     for call in (lambda: unlearn(method, tiny_model, tiny_data, **hp),
                  lambda: entry(tiny_model, tiny_data, **hp)):  # fmt: skip

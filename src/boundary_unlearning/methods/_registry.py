@@ -42,7 +42,10 @@ __all__ = [
     "validate_hyperparameters",
 ]
 
-Cost = Literal["forget", "retain", "record", "reference"]
+# What a method reads besides the model: D_f only; D_f and a bounded sample of D_r (at most a
+# fixed number of images, whatever the size of D_r); D_r (or all the training data); a record
+# written while the original was trained; or everything (it trains from scratch).
+Cost = Literal["forget", "sample", "retain", "record", "reference"]
 MethodFn = Callable[..., nn.Module]
 F = TypeVar("F", bound=MethodFn)
 
@@ -356,8 +359,8 @@ def get_method(name: str) -> MethodSpec:
         UnknownNameError: no method has that name.
 
     Example:
-        >>> get_method("boundary_expanding").cost
-        'forget'
+        >>> get_method("boundary_expanding").cost  # D_f and a bounded sample of D_r
+        'sample'
     """
     if not isinstance(name, str) or name not in _REGISTRY:
         raise unknown_name("method", str(name), _REGISTRY)
@@ -415,8 +418,8 @@ def unlearn(name: str, model: nn.Module, data: UnlearningData, **hparams: Any) -
     Example:
         >>> from boundary_unlearning.data import toy_problem
         >>> data, net = toy_problem()
-        >>> new = unlearn("boundary_expanding", net, data, max_steps=5)
-        >>> new is net, unlearning_stats(new)["steps"] <= 5
+        >>> new = unlearn("boundary_shrink", net, data, feature_steps=5)
+        >>> new is net, unlearning_stats(new)["reached_target"]
         (False, True)
     """
     return get_method(name)(model, data, **hparams)

@@ -7,9 +7,9 @@ from torch import nn
 
 from ..data.split import UnlearningData
 from ..data.streaming import inputs_and_labels, with_columns
-from ..recipe import ForgetRecipe, RunOptions
+from ..metrics.accuracy import predict_logits
+from ..recipe import RunOptions
 from ._common import (
-    FORGET_RECIPE,
     PAPER_FINETUNE,
     Layers,
     find_head,
@@ -17,6 +17,7 @@ from ._common import (
     replace_module,
     working_copy,
 )
+from ._features import FEATURE_RECIPE, Depth, FeatureRecipe, forget_in_features
 from ._registry import register_method
 
 __all__ = ["boundary_expanding", "prune_head", "widen_head"]
@@ -78,10 +79,13 @@ def prune_head(wide: nn.Linear) -> nn.Linear:
     return head
 
 
-@register_method("boundary_expanding", cost="forget", presets={"paper": PAPER_FINETUNE})
+@register_method(
+    "boundary_expanding", cost="sample", presets={"paper": {**PAPER_FINETUNE, "depth": "outputs"}}
+)
 def boundary_expanding(
-    model: nn.Module, data: UnlearningData, *, layers: Layers = "head", head: str | None = None,
-    recipe: ForgetRecipe = FORGET_RECIPE, options: RunOptions = RunOptions(),
+    model: nn.Module, data: UnlearningData, *, depth: Depth = "features",
+    layers: Layers = "head", head: str | None = None,
+    recipe: FeatureRecipe = FEATURE_RECIPE, options: RunOptions = RunOptions(),
 ) -> nn.Module:  # fmt: skip
     """Boundary Expanding: add a shadow output neuron, fine-tune the forget data into it,
     then prune it, leaving a K-way model.
@@ -90,19 +94,26 @@ def boundary_expanding(
     with every label set to the shadow class: by default its widened final layer alone
     (``layers="head"``), in the paper the whole widened network (``layers="all"``). By
     default the fine-tuning stops as soon as at most 5% of D_f is still predicted as its own
-    class among the K real classes (the pruned model's view), within ``max_steps``;
+    class among the K real classes (the pruned model's view), within ``max_steps``. With
+    ``depth="features"`` (the default) the feature stage (:mod:`~._features`) then moves each
+    forget sample's features to the region of the class the pruned model now gives it,
+    holding a bounded sample of retained images in place, so the class is gone from the
+    features, not only from the outputs; ``depth="outputs"`` stops after pruning.
     ``preset="paper"`` runs the paper's loop (the whole network, lr 1e-5, 10 epochs,
-    BatchNorm in train mode, no early stop).
+    BatchNorm in train mode, no early stop, no feature stage).
 
     Args:
         model: the original classifier; never modified.
-        data: the class split; only ``data.forget`` is used.
-        layers: ``"head"`` (default) fine-tunes only the widened final layer (shadow row
-            included); ``"all"`` (paper) the whole widened network, whose feature drift costs
-            the remaining classes accuracy (docs/methods.md).
+        data: the class split; ``data.forget``, and with ``depth="features"`` a bounded
+            sample of ``data.retain``.
+        depth: ``"features"`` (default) or ``"outputs"`` (see above).
+        layers: the shadow stage's layers: ``"head"`` (default) fine-tunes only the widened
+            final layer (shadow row included); ``"all"`` (paper) the whole widened network
+            on D_f alone, whose feature drift costs the remaining classes accuracy
+            (docs/methods.md).
         head: dotted name of the final ``nn.Linear`` when automatic search fails.
-        recipe: the fine-tuning (:data:`~._common.FORGET_RECIPE`; by name each field is a
-            keyword); ``seed`` also draws the shadow row's initialisation.
+        recipe: both stages' training (:data:`~._features.FEATURE_RECIPE`; by name each field
+            is a keyword); ``seed`` also draws the shadow row's initialisation.
         options: progress bar and speed options.
 
     Returns:
@@ -110,10 +121,11 @@ def boundary_expanding(
         target, ``reached_target`` and ``forget_acc_trace``.
 
     Example:
-        >>> from boundary_unlearning import toy_problem, unlearn
+        >>> from boundary_unlearning import toy_problem, unlearn, unlearning_stats
         >>> data, net = toy_problem()
-        >>> unlearn("boundary_expanding", net, data, max_steps=5)[1].out_features
-        4
+        >>> new = unlearn("boundary_expanding", net, data, feature_steps=5)
+        >>> new[1].out_features, unlearning_stats(new)["reached_target"]  # pruned back to 4
+        (4, True)
     """
     x, y = inputs_and_labels(data.forget)
     k = data.num_classes
@@ -130,4 +142,10 @@ def boundary_expanding(
     assert isinstance(wide, nn.Linear)
     replace_module(unlearned, name, prune_head(wide))
     unlearned.eval()
+    if depth == "features":  # each forget sample's features go where the pruning left it
+        landed = predict_logits(unlearned, x).argmax(1)
+        forget_in_features(
+            unlearned, model, data, landed, recipe=recipe, head=name, options=options,
+            desc="boundary_expanding",
+        )  # fmt: skip
     return unlearned

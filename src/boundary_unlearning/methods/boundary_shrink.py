@@ -13,9 +13,10 @@ from ..checks import AtLeastOne, NonNegative, Positive
 from ..data.split import UnlearningData
 from ..data.streaming import input_batches, inputs_and_labels, with_columns
 from ..neighbours import AttackName, LabelRule, neighbour_search
-from ..recipe import ForgetRecipe, RunOptions
+from ..recipe import RunOptions
 from ..training import Batch, LossFn, cross_entropy_loss
-from ._common import FORGET_RECIPE, PAPER_FINETUNE, Layers, fit_forget, working_copy
+from ._common import PAPER_FINETUNE, Layers, fit_forget, working_copy
+from ._features import FEATURE_RECIPE, Depth, FeatureRecipe, forget_in_features
 from ._registry import register_method
 from ._stats import set_unlearning_stats
 
@@ -107,8 +108,8 @@ def _curvature_matched_ce(weight: float) -> Callable[[nn.Module, Batch], torch.T
 
 @register_method(
     "boundary_shrink",
-    cost="forget",
-    presets={"paper": {**PAPER_FINETUNE, "label_rule": "argmax"}},
+    cost="sample",
+    presets={"paper": {**PAPER_FINETUNE, "label_rule": "argmax", "depth": "outputs"}},
 )
 def boundary_shrink(
     model: nn.Module,
@@ -119,11 +120,12 @@ def boundary_shrink(
     pgd_steps: AtLeastOne = 5,
     pgd_step_size: Positive = 8 / 255,
     label_rule: LabelRule = "nearest_other",
+    depth: Depth = "features",
     layers: Layers = "head",
     head: str | None = None,
     loss_weighting: bool = False,
     curvature_weight: NonNegative = 0.0,
-    recipe: ForgetRecipe = FORGET_RECIPE,
+    recipe: FeatureRecipe = FEATURE_RECIPE,
     options: RunOptions = RunOptions(),
 ) -> nn.Module:
     """Boundary Shrink: relabel each forget sample with its nearest adversarial neighbour's
@@ -131,10 +133,16 @@ def boundary_shrink(
 
     Chen et al., "Boundary Unlearning", CVPR 2023. The neighbour labels come from the frozen
     original model, so they are computed once (the authors' loop recomputes them every step
-    with the same result at about twice the cost). By default the fine-tuning stops as soon
-    as at most 5% of D_f is still predicted as its own class (``target_forget_acc``), within
-    ``max_steps``; ``preset="paper"`` runs the paper's loop instead (lr 1e-5, 10 epochs,
-    BatchNorm in train mode, the paper's label rule, no early stop).
+    with the same result at about twice the cost). By default two stages run. The output
+    stage fine-tunes the final layer until at most 5% of D_f is still predicted as its own
+    class (``target_forget_acc``), within ``max_steps``. The feature stage
+    (``depth="features"``, :mod:`~._features`) then moves each forget sample's features to
+    its neighbour class's region, holding a bounded sample of retained images in place, so
+    the class is gone from the features, not only hidden by the final layer.
+    ``depth="outputs"`` stops after the output stage (faster; the class is still in the
+    features). ``preset="paper"`` runs the paper's loop instead (the whole network, lr 1e-5,
+    10 epochs, BatchNorm in train mode, the paper's label rule, no early stop, no feature
+    stage).
 
     Args:
         model: the original classifier; never modified.
@@ -148,20 +156,24 @@ def boundary_shrink(
             true one at the neighbour, so every sample leaves its class; ``"argmax"`` (paper):
             the neighbour's predicted class, which is the true class wherever the step did
             not cross a boundary (those samples are trained to stay).
-        layers: ``"head"`` (default) fine-tunes only the final ``nn.Linear``; ``"all"``
-            (paper) the whole network. Moving the features of one class drags the remaining
-            classes' features along (on Fashion-MNIST they drift into "shirt"); moving only
-            the decision layer forgets as fast and keeps D_tr (docs/methods.md).
+        depth: ``"features"`` (default): the output stage, then the feature stage, which
+            reads D_r too (a bounded sample, see :class:`~._features.FeatureRecipe`);
+            ``"outputs"``: the output stage alone (D_f only).
+        layers: the output stage's layers: ``"head"`` (default) fine-tunes only the final
+            ``nn.Linear``; ``"all"`` (paper) the whole network, on D_f alone, which drags the
+            remaining classes' features along (on Fashion-MNIST they drift into "shirt";
+            docs/methods.md).
         head: dotted name of the final ``nn.Linear`` when automatic search fails.
         loss_weighting: the authors' margin re-weighting of the per-sample loss.
         curvature_weight: weight of the authors' curvature-matching regulariser (CURE-style,
             h = 0.9): keep each forget sample's input-space curvature, under its true label,
             close to the original model's (0: off, the paper; 0.7: the authors' "enhanced"
             setting; costs a double backward per step).
-        recipe: the fine-tuning on D_f (:data:`~._common.FORGET_RECIPE`). Called by name
+        recipe: both stages' training (:data:`~._features.FEATURE_RECIPE`). Called by name
             (``unlearn("boundary_shrink", ...)``, ``boundary_unlearning.boundary_shrink``)
             each of its fields is a keyword: ``lr``, ``max_steps``, ``epochs``, ``bn``,
-            ``target_forget_acc``, ...
+            ``target_forget_acc`` (the output stage), ``feature_steps``, ``feature_lr``,
+            ``feature_weight``, ``retain_weight``, ``reset_rows`` (the feature stage), ...
         options: progress bar and speed options (by name: ``progress``, ``amp``,
             ``channels_last``, ``compile_model``).
 
@@ -173,9 +185,12 @@ def boundary_shrink(
     Example:
         >>> from boundary_unlearning import toy_problem, unlearn, unlearning_stats
         >>> data, net = toy_problem()
-        >>> stats = unlearning_stats(unlearn("boundary_shrink", net, data, max_steps=20))
-        >>> stats["reached_target"], round(stats["attack_success_ratio"], 2)
-        (True, 0.8)
+        >>> stats = unlearning_stats(unlearn("boundary_shrink", net, data, depth="outputs"))
+        >>> stats["reached_target"], stats["steps"], round(stats["attack_success_ratio"], 2)
+        (True, 21, 0.8)
+        >>> deep = unlearning_stats(unlearn("boundary_shrink", net, data, feature_steps=5))
+        >>> deep["reached_target"], deep["steps"]  # 21 output steps, then 5 feature steps
+        (True, 26)
     """
     x, y = inputs_and_labels(data.forget)
     neighbours = neighbour_search(
@@ -212,5 +227,10 @@ def boundary_shrink(
         unlearned, data, tensors, loss_fn, forget=(x, y), layers=layers, head=head,
         recipe=recipe, options=options, desc="boundary_shrink", shard=shard,
     )  # fmt: skip
+    if depth == "features":
+        forget_in_features(
+            unlearned, model, data, neighbours.labels, recipe=recipe, head=head,
+            options=options, desc="boundary_shrink",
+        )  # fmt: skip
     set_unlearning_stats(unlearned, {"attack_success_ratio": neighbours.success_ratio})
     return unlearned

@@ -6,7 +6,9 @@ A combination takes every setting of both stages: ``expand_<name>`` for Boundary
 only one stage has (``eps``, ``attack``, ``head``, ``label_rule``, ...) or, for a setting
 both have (``lr``, ``max_steps``, ``seed``, ``bn``, ...), for both at once; a prefixed value
 wins over a plain one. ``None`` leaves a stage's own default (as its ``preset`` sets it).
-``preset`` applies to both stages.
+``preset`` applies to both stages. ``depth`` is the exception: the feature stage runs once,
+at the end, so the first stage runs ``depth="outputs"`` and a plain ``depth`` is the second
+stage's (``expand_depth`` / ``shrink_depth`` still set either stage).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from torch import nn
 
 from ..data.split import UnlearningData
 from ..recipe import RunOptions
+from ._common import require_retain
 from ._registry import MethodSpec, get_method, register_method
 from ._stats import ForgettingWarning, set_unlearning_stats
 from ._stats import unlearning_stats as stats_of
@@ -60,14 +63,18 @@ def stage_keywords(stages: tuple[MethodSpec, MethodSpec]) -> dict[str, tuple[Any
     return out
 
 
-def _stage_settings(spec: MethodSpec, preset: str, values: dict[str, Any]) -> dict[str, Any]:
+def _stage_settings(
+    spec: MethodSpec, preset: str, values: dict[str, Any], *, first: bool
+) -> dict[str, Any]:
     prefix = _PREFIX[spec.name]
     out: dict[str, Any] = {"preset": preset}
+    if first:  # the feature stage runs once, after the second stage
+        out["depth"] = "outputs"
     for name in spec.hyperparameters:
         if name == "preset":
             continue
         prefixed = values.get(f"{prefix}_{name}")
-        plain = values.get(name)
+        plain = None if first and name == "depth" else values.get(name)
         if prefixed is not None:
             out[name] = prefixed
         elif plain is not None:
@@ -76,6 +83,7 @@ def _stage_settings(spec: MethodSpec, preset: str, values: dict[str, Any]) -> di
 
 
 def _run_stages(
+    name: str,
     stages: tuple[MethodSpec, MethodSpec],
     model: nn.Module,
     data: UnlearningData,
@@ -83,19 +91,20 @@ def _run_stages(
     options: RunOptions,
     settings: dict[str, Any],
 ) -> nn.Module:
+    given = [_stage_settings(spec, preset, settings, first=i == 0) for i, spec in enumerate(stages)]
+    if any(stages[i].resolve(given[i])["depth"] == "features" for i in (0, 1)):
+        require_retain(data, name)  # refused under the combination's name, before any stage
     with warnings.catch_warnings():  # the combination warns once, for both stages
         warnings.simplefilter("ignore", ForgettingWarning)
-        first = stages[0](model, data, **_stage_settings(stages[0], preset, settings),
-                          **vars(options))  # fmt: skip
-        out = stages[1](first, data, **_stage_settings(stages[1], preset, settings),
-                        **vars(options))  # fmt: skip
+        first = stages[0](model, data, **given[0], **vars(options))
+        out = stages[1](first, data, **given[1], **vars(options))
     # each stage's own values (Shrink's attack_success_ratio); the registry adds the steps
     # and forget-accuracy trace of both stages' training
     set_unlearning_stats(out, {**stats_of(first), **stats_of(out)})
     return out
 
 
-@register_method("expand_shrink", cost="forget", keywords=stage_keywords((EXPAND, SHRINK)))
+@register_method("expand_shrink", cost="sample", keywords=stage_keywords((EXPAND, SHRINK)))
 def expand_shrink(
     model: nn.Module, data: UnlearningData, *, preset: Preset = "default",
     options: RunOptions = RunOptions(), **settings: Any,
@@ -105,9 +114,11 @@ def expand_shrink(
     more promising combination.
 
     Chen et al., "Boundary Unlearning", CVPR 2023 (slides). With the default forgetting
-    target each stage trains until the target or its budget: Shrink always takes at least
-    one step, even when Expanding already reached the target. Records Boundary Shrink's
-    ``attack_success_ratio`` and the steps and forget-accuracy trace of both stages.
+    target each stage's output stage trains until the target or its budget: Shrink always
+    takes at least one step, even when Expanding already reached the target. With the
+    default ``depth="features"`` Shrink then runs the feature stage (once, at the end; see
+    the module docstring). Records Boundary Shrink's ``attack_success_ratio`` and the steps
+    and forget-accuracy trace of both stages.
 
     Args:
         model: the original classifier; never modified.
@@ -120,10 +131,10 @@ def expand_shrink(
     Returns:
         A new model in eval mode.
     """
-    return _run_stages((EXPAND, SHRINK), model, data, preset, options, settings)
+    return _run_stages("expand_shrink", (EXPAND, SHRINK), model, data, preset, options, settings)
 
 
-@register_method("shrink_expand", cost="forget", keywords=stage_keywords((SHRINK, EXPAND)))
+@register_method("shrink_expand", cost="sample", keywords=stage_keywords((SHRINK, EXPAND)))
 def shrink_expand(
     model: nn.Module, data: UnlearningData, *, preset: Preset = "default",
     options: RunOptions = RunOptions(), **settings: Any,
@@ -134,4 +145,4 @@ def shrink_expand(
     :func:`expand_shrink` takes and records what it records; here too each stage takes at
     least one step.
     """
-    return _run_stages((SHRINK, EXPAND), model, data, preset, options, settings)
+    return _run_stages("shrink_expand", (SHRINK, EXPAND), model, data, preset, options, settings)

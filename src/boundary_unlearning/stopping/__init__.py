@@ -7,14 +7,23 @@ knows nothing else about the rule, so a new criterion is a new class (a module o
 package), not an edit of the loop. :class:`ForgetTarget` is the rule of the forget-only
 methods: stop as soon as at most ``target`` of the forget set is still predicted as its own
 class. :class:`AllOf` stops when every one of several rules would (an additional criterion
-on top of the forget target).
+on top of the forget target); :class:`NotBefore` gives a rule a minimum number of steps.
 
 :class:`FitResult` is what one ``fit`` did (steps, and the rule's target, verdict and
 trace); :func:`collect_fits` gathers the results of every ``fit`` inside a block.
 """
 
 from .forget import ForgetTarget
-from .rule import AllOf, FitResult, FitRun, NeverStop, StoppingRule, collect_fits, record_fit
+from .rule import (
+    AllOf,
+    FitResult,
+    FitRun,
+    NeverStop,
+    NotBefore,
+    StoppingRule,
+    collect_fits,
+    record_fit,
+)
 
 __all__ = [
     "AllOf",
@@ -22,6 +31,7 @@ __all__ = [
     "FitRun",
     "ForgetTarget",
     "NeverStop",
+    "NotBefore",
     "StoppingRule",
     "collect_fits",
     "record_fit",

@@ -27,6 +27,7 @@ __all__ = [
     "FitResult",
     "FitRun",
     "NeverStop",
+    "NotBefore",
     "StoppingRule",
     "collect_fits",
     "record_fit",
@@ -224,3 +225,43 @@ def record_fit(result: FitResult) -> None:
     """
     for results in _collectors.get():
         results.append(result)
+
+
+class NotBefore:
+    """A minimum number of steps before another rule may stop the run: ``rule`` is checked
+    only from step ``steps`` on (once at that step, then whenever it asks). A run whose
+    budget is larger than ``steps`` goes on until ``rule`` passes or the budget runs out.
+
+    Args:
+        steps: the fewest steps the run takes.
+        rule: the rule that decides from then on.
+
+    Example:
+        >>> later = NotBefore(3, NeverStop())
+        >>> later.after_step(2, torch.arange(2)), later.after_step(3, torch.arange(2))
+        (False, True)
+        >>> later.check(nn.Linear(1, 1), 3)  # NeverStop never passes
+        False
+    """
+
+    def __init__(self, steps: int, rule: StoppingRule) -> None:
+        self.steps, self.rule = steps, rule
+
+    def start(self, run: FitRun) -> None:
+        self.rule.start(run)
+
+    def before_step(self) -> None:
+        self.rule.before_step()
+
+    def after_step(self, step: int, rows: torch.Tensor) -> bool:
+        due = self.rule.after_step(step, rows)  # the rule sees every step
+        return step == self.steps or (step > self.steps and due)
+
+    def check(self, model: nn.Module, step: int) -> bool:
+        return step >= self.steps and self.rule.check(model, step)
+
+    def finish(self, model: nn.Module, step: int, stopped: bool) -> bool | None:
+        return self.rule.finish(model, step, stopped)
+
+    def close(self) -> None:
+        self.rule.close()

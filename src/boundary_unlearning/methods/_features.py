@@ -1,0 +1,391 @@
+"""Forgetting below the head: the feature stage of Boundary Shrink and Boundary Expanding
+(their default, ``depth="features"``).
+
+Training the final layer alone makes the model stop predicting a class, but the features
+below it still single the class out: a few labelled images bring it back, and a fresh linear
+probe on the features still recognises it (:mod:`boundary_unlearning.metrics.probe`). The
+feature stage applies the Boundary idea below the head. After the output stage has sent each
+forget sample across its nearest boundary (Boundary Shrink: to its adversarial neighbour's
+class; Boundary Expanding: to the class it falls into once the shadow output is pruned),
+the whole network (BatchNorm statistics frozen) is trained for ``feature_steps`` steps so
+that each forget sample's *features* (the head's inputs) move to where the original model
+puts that class: the class's centroid over a sample of retained images. Each step pairs the
+forget batch with an equally large batch of retained images whose features and labels are
+held where the original had them, so the other classes stay put; the head's rows of the
+forgotten classes start again from a fresh initialisation, as in a model that never learnt
+them. Cost: D_f, plus a bounded sample of D_r: one seeded sample of at most
+:data:`RETAIN_SAMPLES` retained images, whatever the size of D_r (:class:`RetainPool`), whose
+features the original computes once (docs/methods.md has the measurements).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset, Subset
+
+from .._utils import model_device
+from ..checks import AtLeastOne, NonNegative, Positive
+from ..data.split import UnlearningData, dataset_labels
+from ..data.streaming import inputs_and_labels, iterate_batches, with_columns
+from ..errors import ModelError
+from ..heads import find_head, head_inputs
+from ..recipe import ForgetRecipe, Recipe, RunOptions
+from ..stopping import ForgetTarget, NotBefore
+from ..training import Batch, fit
+from ._common import FORGET_RECIPE, require_retain
+
+__all__ = [
+    "FEATURE_RECIPE",
+    "RETAIN_SAMPLES",
+    "Depth",
+    "FeatureRecipe",
+    "RetainPool",
+    "forget_in_features",
+    "reset_rows",
+]
+
+Depth = Literal["features", "outputs"]
+# The feature stage's sample of D_r: the original's features of these images give each class's
+# centroid, and every step's retained batch is drawn from them.
+RETAIN_SAMPLES = 1024
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FeatureRecipe(ForgetRecipe):
+    """Boundary Shrink's and Expanding's training: the output stage's :class:`ForgetRecipe`
+    (the final layer, until the forgetting target) and the feature stage's settings.
+
+    Args:
+        feature_steps: steps of the feature stage (each a forget batch and a retained batch
+            of ``batch_size``); it goes on past them only while the forget set is above the
+            target, for at most ``max_steps`` more.
+        feature_batch_size: forget images, and retained images, per feature step.
+        feature_lr: the feature stage's SGD learning rate (``momentum``, ``weight_decay``,
+            ``bn`` and ``seed`` as the recipe's).
+        feature_weight: weight of the pull of each forget sample's features to its new
+            class's centroid: the squared distance, over its mean at the start (the way the
+            forget samples have to go), so the pull starts at ``feature_weight`` whatever the
+            features' scale.
+        retain_weight: weight of the anchor holding each retained image's features where the
+            original had them (the squared distance on the same scale); the retained images'
+            cross-entropy is added too.
+        reset_rows: start the head's rows of the forgotten classes from a fresh
+            initialisation (bias 0), as a model that never learnt them has.
+        **recipe: the :class:`ForgetRecipe` fields (the output stage).
+
+    Example:
+        >>> FEATURE_RECIPE.feature_steps, FEATURE_RECIPE.stage().lr
+        (50, 0.001)
+    """
+
+    feature_steps: AtLeastOne = 50
+    feature_batch_size: AtLeastOne = 64
+    feature_lr: Positive = 1e-3
+    feature_weight: NonNegative = 10.0
+    retain_weight: NonNegative = 10.0
+    reset_rows: bool = True
+
+    def stage(self) -> Recipe:
+        """The feature stage's optimisation: constant ``feature_lr``, at most
+        ``feature_steps + max_steps`` steps (exactly ``feature_steps`` without a forgetting
+        target).
+
+        Returns:
+            The stage's :class:`Recipe`.
+
+        Example:
+            >>> FEATURE_RECIPE.replace(feature_steps=5).stage().max_steps  # 5 + max_steps
+            1005
+        """
+        extra = 0 if self.target_forget_acc is None else (self.max_steps or 0)
+        steps = self.feature_steps + extra
+        return Recipe(
+            epochs=None, max_steps=steps, lr=self.feature_lr, lr_growth=1.0,
+            optimizer="sgd", momentum=self.momentum, weight_decay=self.weight_decay,
+            batch_size=self.feature_batch_size, seed=self.seed, bn=self.bn,
+        )  # fmt: skip
+
+
+# The default of Boundary Shrink / Expanding: the forget recipe for the output stage, then
+# 50 feature steps (docs/methods.md: "Forgetting in the features").
+FEATURE_RECIPE = FeatureRecipe(**dataclasses.asdict(FORGET_RECIPE))
+
+
+def forget_in_features(
+    model: nn.Module,
+    original: nn.Module,
+    data: UnlearningData,
+    labels: torch.Tensor,
+    *,
+    recipe: FeatureRecipe,
+    head: str | None,
+    options: RunOptions,
+    desc: str,
+) -> nn.Module:
+    """The feature stage (see the module docstring): train ``model`` (the method's working
+    copy, after its output stage) in place so that each forget sample's features move to the
+    centroid of the class ``labels`` gives it, with a retained batch per step holding the
+    other classes where ``original`` had them.
+
+    Args:
+        model: the working copy, trained in place.
+        original: the original model (frozen: its features of retained images are the anchor
+            and its class centroids the targets).
+        data: the class split; D_f and D_r are read (a bounded sample of D_r).
+        labels: each forget sample's new class (a forgotten class is replaced by the retained
+            class whose centroid its features are nearest).
+        recipe: the stage's settings (:class:`FeatureRecipe`).
+        head: the head's dotted name, or ``None`` to search.
+        options: progress bar and speed options (``compile_model`` is not supported here).
+        desc: the method's name, for the progress bar and errors.
+
+    Returns:
+        ``model``, trained, in eval mode.
+
+    Raises:
+        DataError: D_r is empty.
+        ModelError: no head is found, or the head's inputs cannot be read
+            (``compile_model``).
+
+    Example:
+        >>> from boundary_unlearning.data import toy_problem
+        >>> from boundary_unlearning.methods._common import working_copy
+        >>> data, net = toy_problem()
+        >>> labels = torch.full((len(data.forget),), 2)  # every forget sample to class 2
+        >>> new = forget_in_features(working_copy(net), net, data, labels,
+        ...                          recipe=FEATURE_RECIPE.replace(feature_steps=3),
+        ...                          head=None, options=RunOptions(), desc="demo")
+        >>> bool(new[1].weight[1].ne(net[1].weight[1]).all())  # class 1's row started afresh
+        True
+    """
+    require_retain(data, desc)
+    if options.compile_model:
+        raise ModelError(
+            f"{desc}: depth='features' reads the head's inputs, which torch.compile hides; "
+            "pass compile_model=False, or depth='outputs'"
+        )
+    k = data.num_classes
+    x, y = inputs_and_labels(data.forget)
+    pool = RetainPool(original, data, head=head, seed=recipe.seed)
+    centroids = pool.centroids()
+    labels = _retained_labels(labels.cpu(), original, x, centroids, data, head)
+    spread = _way_to_go(original, x, labels, centroids, data, head, recipe.seed)
+    _, trained = find_head(model, k, head)
+    if recipe.reset_rows:
+        reset_rows(trained, data.forget_classes, seed=recipe.seed)
+    loss_fn = _FeatureLoss(model, pool, centroids, spread, recipe, head)
+    target = recipe.target_forget_acc
+    stop = (
+        None if target is None
+        else NotBefore(recipe.feature_steps, ForgetTarget(x, y, k, target, seed=recipe.seed))
+    )  # fmt: skip
+    try:
+        return fit(
+            model, with_columns(x, labels), loss_fn, recipe=recipe.stage(), options=options,
+            stop=stop, desc=f"{desc} (features)", shard=False,
+        )  # fmt: skip
+    finally:
+        loss_fn.close()
+
+
+class RetainPool:
+    """The feature stage's bounded use of D_r: a seeded sample of at most
+    :data:`RETAIN_SAMPLES` retained images, with the original's features of each (the
+    head's inputs), computed once. It gives the classes' centroids (the pull's targets) and
+    the retained batches of every step, whose features the anchor holds at these values.
+
+    Args:
+        original: the original model.
+        data: the class split (D_r is sampled).
+        head: the head's dotted name, or ``None`` to search.
+        seed: draws the sample and, afterwards, the batches.
+
+    Example:
+        >>> from boundary_unlearning.data import toy_problem
+        >>> data, net = toy_problem()
+        >>> pool = RetainPool(net, data, head=None, seed=0)
+        >>> len(pool.labels), tuple(pool.centroids().shape)  # the toy's 30 retained images
+        (30, (4, 16))
+        >>> x, y, feats = pool.batch(8)
+        >>> tuple(x.shape), tuple(feats.shape)
+        ((8, 1, 4, 4), (8, 16))
+    """
+
+    def __init__(
+        self, original: nn.Module, data: UnlearningData, *, head: str | None, seed: int
+    ) -> None:
+        labels = dataset_labels(data.retain)
+        gen = torch.Generator().manual_seed(seed)
+        rows = torch.randperm(len(labels), generator=gen)[:RETAIN_SAMPLES].sort().values
+        x, _ = inputs_and_labels(data.retain)
+        self.inputs = x[rows] if isinstance(x, torch.Tensor) else Subset(x, rows.tolist())
+        self.labels = labels[rows]
+        self.features = head_inputs(original, self.inputs, num_classes=data.num_classes, head=head)
+        self.num_classes = data.num_classes
+        self.device = model_device(original)
+        self.generator = torch.Generator().manual_seed(seed + 1)
+
+    def centroids(self) -> torch.Tensor:
+        """Each class's mean feature over the pool; a class without a pooled image (a
+        forgotten one) gets the mean of all of them.
+
+        Returns:
+            ``(K, d)`` on the CPU.
+        """
+        centroids = self.features.mean(0).repeat(self.num_classes, 1)
+        for c in torch.unique(self.labels).tolist():
+            centroids[c] = self.features[self.labels == c].mean(0)
+        return centroids
+
+    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A seeded random batch (with replacement): inputs, labels and original features, on
+        the original's device.
+
+        Args:
+            size: images in the batch.
+
+        Returns:
+            ``(x, y, features)``.
+        """
+        idx = torch.randint(len(self.labels), (size,), generator=self.generator)
+        if isinstance(self.inputs, torch.Tensor):
+            x = self.inputs[idx]
+        else:
+            x = next(iterate_batches(self.inputs, size, order=idx))[0]
+        return (x.to(self.device), self.labels[idx].to(self.device),
+                self.features[idx].to(self.device))  # fmt: skip
+
+
+def _way_to_go(
+    original: nn.Module,
+    x: torch.Tensor | Dataset[Any],
+    labels: torch.Tensor,
+    centroids: torch.Tensor,
+    data: UnlearningData,
+    head: str | None,
+    seed: int,
+) -> float:
+    """The mean squared distance from the original's features of (a seeded sample of at
+    most :data:`RETAIN_SAMPLES`) forget samples to their new classes' centroids: the
+    feature stage's unit of distance."""
+    n = len(labels)
+    rows = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:RETAIN_SAMPLES]
+    rows = rows.sort().values
+    sample = x[rows] if isinstance(x, torch.Tensor) else Subset(x, rows.tolist())
+    feats = head_inputs(original, sample, num_classes=data.num_classes, head=head)
+    way = float(((feats - centroids[labels[rows]]) ** 2).sum(1).mean())
+    return way if way > 1e-12 else 1.0
+
+
+def _retained_labels(
+    labels: torch.Tensor,
+    original: nn.Module,
+    x: torch.Tensor | Dataset[Any],
+    centroids: torch.Tensor,
+    data: UnlearningData,
+    head: str | None,
+) -> torch.Tensor:
+    """``labels`` with any forgotten class (several classes forgotten at once, or a sample
+    the output stage left in its class) replaced by the retained class whose centroid the
+    sample's original features are nearest."""
+    forgotten = torch.tensor(data.forget_classes)
+    wrong = torch.isin(labels, forgotten)
+    if not bool(wrong.any()):
+        return labels
+    feats = head_inputs(original, x, num_classes=data.num_classes, head=head)
+    dist = torch.cdist(feats, centroids)
+    dist[:, forgotten] = math.inf
+    return torch.where(wrong, dist.argmin(1), labels)
+
+
+def reset_rows(head: nn.Linear, classes: Sequence[int], *, seed: int) -> None:
+    """Re-initialise ``head``'s rows of ``classes`` as a fresh ``nn.Linear`` would draw them
+    (uniform in ±1/sqrt(in_features), seeded) and zero their biases.
+
+    Args:
+        head: the final layer (changed in place).
+        classes: the rows to reset.
+        seed: draws the new rows.
+
+    Example:
+        >>> head = nn.Linear(4, 3)
+        >>> reset_rows(head, [1], seed=0)
+        >>> head.bias[1].item(), bool(head.weight[1].abs().max() <= 0.5)
+        (0.0, True)
+    """
+    bound = 1.0 / math.sqrt(head.in_features)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for c in classes:
+            row = (torch.rand(head.in_features, generator=gen) * 2 - 1) * bound
+            head.weight[c] = row.to(head.weight)
+            if head.bias is not None:
+                head.bias[c] = 0.0
+
+
+class _HeadInput:
+    """Keeps the input of ``head`` from the latest forward pass."""
+
+    def __init__(self, head: nn.Module) -> None:
+        self.value: torch.Tensor | None = None
+        self._hook = head.register_forward_hook(self._keep)
+
+    def _keep(self, _module: nn.Module, inputs: tuple[torch.Tensor, ...], _out: Any) -> None:
+        self.value = inputs[0].flatten(1)
+
+    def take(self, desc: str) -> torch.Tensor:
+        value, self.value = self.value, None
+        if value is None:
+            raise ModelError(f"{desc}: the head's inputs were not seen in the forward pass")
+        return value
+
+    def close(self) -> None:
+        self._hook.remove()
+
+
+class _FeatureLoss:
+    """One step's loss: the forget batch's cross-entropy on its new labels plus the pull of
+    its features to their class centroids, and a pooled retained batch's cross-entropy plus
+    the anchor of its features to the original's."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        pool: RetainPool,
+        centroids: torch.Tensor,
+        spread: float,
+        recipe: FeatureRecipe,
+        head: str | None,
+    ) -> None:
+        self.pool, self.spread = pool, spread
+        self.centroids = centroids.to(model_device(model))
+        self.weights = (recipe.feature_weight, recipe.retain_weight)
+        self.batch_size = recipe.feature_batch_size
+        self.new = _HeadInput(find_head(model, pool.num_classes, head)[1])
+
+    def __call__(self, net: nn.Module, batch: Batch) -> torch.Tensor:
+        x, labels = batch[0], batch[1]
+        x_r, y_r, kept = self.pool.batch(self.batch_size)
+        n = len(x)  # one forward pass over both batches, the forget rows first (the
+        # stopping rule reads the first rows of the step's first forward pass)
+        out = net(torch.cat([x, x_r.to(dtype=x.dtype)]))
+        feats = self.new.take("feature stage")
+        pull = ((feats[:n] - self.centroids[labels]) ** 2).sum(1).mean()
+        anchor = ((feats[n:] - kept) ** 2).sum(1).mean()
+        out, out_r = out[:n], out[n:]
+        w_f, w_r = self.weights
+        loss = (
+            F.cross_entropy(out, labels) + w_f * pull / self.spread
+            + F.cross_entropy(out_r, y_r) + w_r * anchor / self.spread
+        )  # fmt: skip
+        return loss
+
+    def close(self) -> None:
+        self.new.close()

@@ -1,0 +1,147 @@
+"""The feature stage of Boundary Shrink / Expanding (their default, ``depth="features"``):
+it moves the forget samples' features, resets the forgotten classes' rows, holds the others
+in place, and its default forgets in the features on digits where the output stage only
+hides the class."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+from boundary_unlearning import (
+    UnlearningData,
+    class_split,
+    create_model,
+    evaluate,
+    load_dataset,
+    train,
+    unlearn,
+    unlearning_stats,
+)
+from boundary_unlearning.data import to_tensors
+from boundary_unlearning.errors import ModelError
+from boundary_unlearning.heads import head_inputs
+from boundary_unlearning.methods._features import FEATURE_RECIPE, RetainPool, _retained_labels
+from boundary_unlearning.metrics import depth_evidence, depth_shares
+from boundary_unlearning.report.tables import verdict
+from conftest import same_state, state_snapshot
+
+FAST = {"feature_steps": 8}
+
+
+def _distance_to_targets(model: nn.Module, data: UnlearningData, labels: torch.Tensor) -> float:
+    centroids = RetainPool(model, data, head=None, seed=0).centroids()
+    feats = head_inputs(model, to_tensors(data.forget)[0], num_classes=data.num_classes)
+    return float(((feats - centroids[labels]) ** 2).sum(1).mean())
+
+
+def test_the_feature_stage_moves_the_forgotten_class_and_resets_its_row(
+    tiny_model: nn.Module, tiny_data: UnlearningData
+) -> None:
+    before = state_snapshot(tiny_model)
+    shallow = unlearn("boundary_shrink", tiny_model, tiny_data, depth="outputs")
+    deep = unlearn("boundary_shrink", tiny_model, tiny_data, **FAST)
+    assert same_state(before, state_snapshot(tiny_model))  # the input is never touched
+    stats = unlearning_stats(deep)
+    # the output stage's steps, then the feature stage's
+    assert stats["steps"] == unlearning_stats(shallow)["steps"] + FAST["feature_steps"]
+    assert stats["reached_target"] is True and evaluate(deep, tiny_data)["forget"] <= 0.05
+    # the forgotten class's row started afresh; the retained classes' rows stayed near
+    cos = nn.functional.cosine_similarity
+    old, new = tiny_model.head.weight.detach(), deep.head.weight.detach()  # type: ignore[union-attr]
+    assert float(cos(old[1], new[1], dim=0)) < 0.5
+    for c in (0, 2, 3):
+        assert float(cos(old[c], new[c], dim=0)) > 0.9
+    # only the deep model's body moved, and its forget features went towards their targets
+    assert torch.equal(shallow.body[0][0].weight, tiny_model.body[0][0].weight)  # type: ignore[index]
+    assert not torch.equal(deep.body[0][0].weight, tiny_model.body[0][0].weight)  # type: ignore[index]
+    x, y = to_tensors(tiny_data.forget)
+    from boundary_unlearning.neighbours import neighbour_search
+
+    labels = neighbour_search(tiny_model, x, y, label_rule="nearest_other").labels
+    assert _distance_to_targets(deep, tiny_data, labels) < 0.7 * _distance_to_targets(
+        tiny_model, tiny_data, labels
+    )
+
+
+def test_reset_rows_can_be_turned_off(tiny_model: nn.Module, tiny_data: UnlearningData) -> None:
+    kept = unlearn("boundary_expanding", tiny_model, tiny_data, reset_rows=False, **FAST)
+    cos = nn.functional.cosine_similarity
+    old, new = tiny_model.head.weight.detach(), kept.head.weight.detach()  # type: ignore[union-attr]
+    assert float(cos(old[1], new[1], dim=0)) > 0.5
+
+
+def test_several_forgotten_classes_are_never_a_target(
+    tiny_model: nn.Module, tiny_sets: tuple[object, object]
+) -> None:
+    # a forget sample whose new label is another forgotten class goes to the nearest
+    # retained class instead
+    data = class_split(*tiny_sets, forget_classes=[1, 2])  # type: ignore[arg-type]
+    x, _ = to_tensors(data.forget)
+    centroids = RetainPool(tiny_model, data, head=None, seed=0).centroids()
+    labels = torch.tensor([2, 0] * (len(x) // 2))
+    fixed = _retained_labels(labels, tiny_model, x, centroids, data, None)
+    assert not bool(torch.isin(fixed, torch.tensor([1, 2])).any())
+    assert torch.equal(fixed[1::2], labels[1::2])  # a retained label is kept
+    out = unlearn("boundary_shrink", tiny_model, data, **FAST)
+    acc = evaluate(out, data)
+    assert acc["forget"] <= 0.05 and acc["test_retain"] > 0.9
+
+
+def test_an_empty_retain_set_or_a_compiled_model_is_refused(
+    tiny_model: nn.Module, tiny_data: UnlearningData
+) -> None:
+    from torch.utils.data import TensorDataset
+
+    from boundary_unlearning.errors import DataError
+
+    empty = TensorDataset(torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long))
+    with pytest.raises(DataError, match="^boundary_expanding: the retain set is empty"):
+        unlearn("boundary_expanding", tiny_model, dataclasses.replace(tiny_data, retain=empty))
+    with pytest.raises(ModelError, match="depth='outputs'"):
+        unlearn("boundary_shrink", tiny_model, tiny_data, compile_model=True)
+
+
+def test_the_paper_preset_has_no_feature_stage(
+    tiny_model: nn.Module, tiny_data: UnlearningData
+) -> None:
+    paper = unlearn("boundary_shrink", tiny_model, tiny_data, preset="paper", epochs=1)
+    outputs = unlearn(
+        "boundary_shrink", tiny_model, tiny_data, preset="paper", epochs=1, depth="outputs"
+    )
+    assert same_state(state_snapshot(paper), state_snapshot(outputs))
+    assert FEATURE_RECIPE.feature_steps == 50
+
+
+@pytest.fixture(scope="module")
+def digits_models() -> tuple[nn.Module, nn.Module, UnlearningData]:
+    train_set, test_set, info = load_dataset("digits")
+    data = class_split(train_set, test_set, [3])
+    model = create_model("cnn", 10, 1, 8, info.mean, info.std, seed=0)
+    train(model, train_set, epochs=20, lr=0.01, seed=0)
+    retrained = unlearn("retrain", model, data, epochs=20, lr=0.01, weight_decay=5e-4, seed=0)
+    return model, retrained, data
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["boundary_shrink", "boundary_expanding"])
+def test_the_defaults_forget_digit_3_in_the_features(method: str, digits_models) -> None:
+    """The acceptance of the deep default on real data: the output stage alone hides the
+    class (depth below 0.5: "hid"); with the feature stage the depth reaches 0.5 ("forgot"),
+    and D_tr stays within 2 (BS) / 4 (BE) points of the original's."""
+    model, retrained, data = digits_models
+    refs = [depth_evidence(m, data) for m in (model, retrained)]
+    before = evaluate(model, data)["test_retain"]
+    for depth, wanted in (("outputs", "hid"), ("features", "forgot")):
+        out = unlearn(method, model, data, depth=depth)
+        acc = evaluate(out, data)
+        shares = depth_shares(depth_evidence(out, data), *refs)
+        report = {"results": {"retrain": {"acc": {"forget": 0.0}},
+                              method: {"acc": acc, "depth": shares["depth"]}}}  # fmt: skip
+        assert verdict(report, method) == wanted, (depth, shares)
+        assert acc["forget"] <= 0.05 and acc["test_forget"] <= 0.05
+        drop = {"boundary_shrink": 0.02, "boundary_expanding": 0.04}[method]
+        assert acc["test_retain"] >= before - drop
