@@ -11,9 +11,12 @@ original's recipe is timed in the same process as every registered method, after
 whole run fits in about five minutes on two CPU cores. See docs/performance.md.
 
 Reported per method: seconds, speed-up over retraining, accuracy on D_f (the whole forgotten
-class), D_tf and D_tr, and peak memory: on CPU the growth of the process's peak resident set
-(VmHWM, reset before each method through /proc/self/clear_refs; ru_maxrss deltas where that is
-not allowed), on CUDA ``torch.cuda.max_memory_allocated`` above what was allocated before.
+class), D_tf and D_tr, the depth of the forgetting (relearn steps, the few-shot feature probe
+on D_tf, and ``depth``: the smaller share of the original-to-retrained gap closed on the two;
+``boundary_unlearning.metrics``; ``--no-depth`` skips them), and peak memory: on CPU the
+growth of the process's peak resident set (VmHWM, reset before each method through
+/proc/self/clear_refs; ru_maxrss deltas where that is not allowed), on CUDA
+``torch.cuda.max_memory_allocated`` above what was allocated before.
 
 Also measured, within the same run:
 - ``floor_ratio``: a method's wall time (library defaults) over the time of a minimal hand
@@ -26,8 +29,11 @@ Also measured, within the same run:
   ``preset="paper"`` (the same loop with the labels computed once); the labels it computes
   are checked against ours and the resulting D_f accuracy must agree.
 
-Boundary Shrink / Expanding run with the library's defaults (no per-data-set settings); rows
-"(paper preset)" run ``preset="paper"``.
+Boundary Shrink / Expanding run with the library's defaults (no per-data-set settings:
+``depth="features"``); rows "(depth=outputs)" run the final layer only (``depth="outputs"``),
+and the floors are theirs; rows "(paper preset)" run ``preset="paper"``. The row
+``retrain-short`` retrains from scratch for a tenth of the epochs: the cheap-and-deep
+reference the Boundary methods must beat on time and D_tr.
 """
 
 from __future__ import annotations
@@ -66,7 +72,7 @@ from boundary_unlearning.data import UnlearningData, class_split, load_dataset, 
 from boundary_unlearning.methods import get_method, list_methods, unlearning_stats
 from boundary_unlearning.methods._common import find_head, replace_module
 from boundary_unlearning.methods.boundary_expanding import widen_head
-from boundary_unlearning.metrics import evaluate
+from boundary_unlearning.metrics import depth_evidence, depth_shares, evaluate
 from boundary_unlearning.models import create_model
 from boundary_unlearning.neighbours import neighbour_search
 from boundary_unlearning.pipeline import timed_unlearn
@@ -80,6 +86,8 @@ EPOCHS = 20
 QUICK_PER_CLASS = (500, 200)  # training, test images per class in --quick
 
 PAPER_ROWS = ("boundary_shrink", "boundary_expanding")  # also run with preset="paper"
+OUTPUTS = {"depth": "outputs"}  # the final layer only: the floors' rows
+SHORT = "retrain-short"
 
 
 @dataclass
@@ -95,6 +103,7 @@ class BenchConfig:
     seed: int = 0
     paper_defaults: bool = True
     speed: dict[str, bool] = field(default_factory=dict)  # extra BS/BE rows with these
+    depth: bool = True  # relearn steps, feature probe and depth shares for every row
 
     @property
     def recipe_epochs(self) -> int:
@@ -109,6 +118,7 @@ class Row:
     seconds: float | None = None
     runs: list[float] = field(default_factory=list)
     accuracy: dict[str, float] = field(default_factory=dict)
+    depth: dict[str, Any] = field(default_factory=dict)
     peak_mb: float | None = None
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     note: str = ""
@@ -397,15 +407,23 @@ def method_hyperparameters(
 ) -> dict[str, Any]:
     """The library's defaults: only the seed, retraining's recipe and amnesiac's record are
     passed (and ``preset="paper"`` for the paper rows)."""
+    if method == SHORT:
+        return {**method_hyperparameters("retrain", config, record), "epochs": short_epochs(config)}
     known = get_method(method).hyperparameters
     hp: dict[str, Any] = {"seed": config.seed} if "seed" in known else {}
     if method == "retrain":
         hp.update(RECIPE, epochs=config.recipe_epochs)
+
     if get_method(method).cost == "record" and "record" in known:
         hp["record"] = record
     if paper:
         hp["preset"] = "paper"
     return {k: v for k, v in hp.items() if k in known}
+
+
+def short_epochs(config: BenchConfig) -> int:
+    """retrain-short's epochs: a tenth of the original's, at least one."""
+    return max(1, round(config.recipe_epochs / 10))
 
 
 def warm_up(original: nn.Module, data: UnlearningData, device: torch.device) -> None:
@@ -434,6 +452,8 @@ def run_benchmark(
     def evaluate_row(row: Row, model: nn.Module) -> None:
         acc = evaluate(model, data)
         row.accuracy = {k: acc[k] for k in ("forget", "test_forget", "test_retain", "retain")}
+        if config.depth:
+            row.depth = depth_evidence(model, data)
 
     orig_row = Row("original", "original", "-", orig_meta.get("train_seconds"))
     orig_row.note = "trained once, cached (time from its training run)"
@@ -443,8 +463,9 @@ def run_benchmark(
     names = config.methods if config.methods is not None else list_methods()
     # Boundary Shrink and Expanding always run: the floors and the authors' loop measure them.
     names = [*names, *(m for m in ("boundary_shrink", "boundary_expanding") if m not in names)]
-    order = ["retrain"] + [m for m in names if m != "retrain"]
+    order = ["retrain", SHORT] + [m for m in names if m not in ("retrain", SHORT)]
     jobs: list[tuple[str, str, bool]] = [(m, m, False) for m in order]
+    jobs += [(_outputs_label(m), m, False) for m in PAPER_ROWS]
     if config.paper_defaults:
         jobs += [(f"{m} (paper preset)", m, True) for m in PAPER_ROWS if m in names]
     if config.speed:
@@ -452,11 +473,13 @@ def run_benchmark(
     mem_kind = ""
     steps: dict[str, int] = {}
     for label, method, paper in jobs:
-        spec = get_method(method)
+        spec = get_method("retrain" if method == SHORT else method)
         row = Row(label, method, spec.cost)
         hp = method_hyperparameters(method, config, record, paper)
         if label.endswith(f"({'+'.join(config.speed)})"):
             hp.update(config.speed)
+        if label == _outputs_label(method):
+            hp.update(OUTPUTS)
         row.hyperparameters = {k: v for k, v in hp.items() if k != "record"}
         if spec.cost == "record" and "record" not in hp:
             row.note = "skipped: needs a training record the library cannot pass"
@@ -464,7 +487,7 @@ def run_benchmark(
             continue
         try:
             with PeakMemory(device) as mem:
-                model, seconds = timed_unlearn(method, original, data, hp)
+                model, seconds = timed_unlearn(_name(method), original, data, hp)
             row.runs.append(seconds)
             row.peak_mb, mem_kind = mem.peak_mb, mem.kind
         except Exception as exc:  # report and go on with the other methods
@@ -475,9 +498,9 @@ def run_benchmark(
             continue
         row.seconds = min(row.runs)
         evaluate_row(row, model)
-        if label == method and "steps" in unlearning_stats(model):
-            steps[method] = unlearning_stats(model)["steps"]
-            row.note = f"{steps[method]} steps"
+        if "steps" in unlearning_stats(model):
+            steps[label] = unlearning_stats(model)["steps"]
+            row.note = f"{steps[label]} steps"
         del model
         rows.append(row)
         log(f"{label}: {row.seconds:.2f} s  {_acc_text(row.accuracy)}")
@@ -485,6 +508,7 @@ def run_benchmark(
     retrain_s = next(r.seconds for r in rows if r.name == "retrain")
     if retrain_s is None:
         raise RuntimeError("retraining failed, so there is no reference time; see its row")
+    add_depth_shares(rows)
     extras: dict[str, Any] = {"memory_measure": mem_kind, "device": str(device)}
 
     # floors and the authors' loop, measured next to the method, alternating
@@ -495,6 +519,9 @@ def run_benchmark(
     be_hp = get_method("boundary_expanding").resolve(be_given)
     bs_row = next(r for r in rows if r.name == "boundary_shrink")
     be_row = next(r for r in rows if r.name == "boundary_expanding")
+    bs_out = next(r for r in rows if r.name == _outputs_label("boundary_shrink"))
+    be_out = next(r for r in rows if r.name == _outputs_label("boundary_expanding"))
+    bs_out_given, be_out_given = {**bs_given, **OUTPUTS}, {**be_given, **OUTPUTS}
     bs_floor_runs, be_floor_runs, retrain_epoch_runs = [], [], []
     retrain_hp = method_hyperparameters("retrain", config, record)
     for _ in range(config.repeats):
@@ -503,22 +530,21 @@ def run_benchmark(
             timed_unlearn("retrain", original, data, {**retrain_hp, "epochs": 1})[1]
         )
         bs_floor_runs.append(
-            shrink_floor(
-                original, x_f, y_f, data.num_classes, bs_hp, device, steps["boundary_shrink"]
-            )
+            shrink_floor(original, x_f, y_f, data.num_classes, bs_hp, device, steps[bs_out.name])
         )
         be_floor_runs.append(
-            expand_floor(
-                original, x_f, data.num_classes, be_hp, device, steps["boundary_expanding"]
-            )
+            expand_floor(original, x_f, data.num_classes, be_hp, device, steps[be_out.name])
         )
         bs_row.runs.append(timed_unlearn("boundary_shrink", original, data, bs_given)[1])
         be_row.runs.append(timed_unlearn("boundary_expanding", original, data, be_given)[1])
-    bs_s, be_s = min(bs_row.runs), min(be_row.runs)
-    bs_row.seconds, be_row.seconds = bs_s, be_s
-    floor_ratio = {
-        "boundary_shrink": bs_row.seconds / min(bs_floor_runs),
-        "boundary_expanding": be_row.seconds / min(be_floor_runs),
+        bs_out.runs.append(timed_unlearn("boundary_shrink", original, data, bs_out_given)[1])
+        be_out.runs.append(timed_unlearn("boundary_expanding", original, data, be_out_given)[1])
+    for row in (bs_row, be_row, bs_out, be_out):
+        row.seconds = min(row.runs)
+    bs_s, be_s = bs_row.seconds, be_row.seconds
+    floor_ratio = {  # the floors model the final-layer work: the depth=outputs rows
+        "boundary_shrink": bs_out.seconds / min(bs_floor_runs),
+        "boundary_expanding": be_out.seconds / min(be_floor_runs),
     }
     log(f"floors: BS {min(bs_floor_runs):.2f} s, BE {min(be_floor_runs):.2f} s -> {floor_ratio}")
 
@@ -542,13 +568,14 @@ def run_benchmark(
         "speedup": {
             r.name: retrain_s / r.seconds
             for r in rows
-            if r.seconds and r.name == r.method and r.name not in ("retrain", "original")
+            if r.seconds and r.name not in ("retrain", "original") and "preset" not in r.name
         },
         "accuracy": {
             r.name: {k: r.accuracy[k] for k in ("forget", "test_forget", "test_retain")}
             for r in rows
             if r.accuracy and r.name == r.method  # the extra "(...)" rows: table only
         },
+        "depth": {r.name: r.depth for r in rows if r.depth},
         "floor_ratio": floor_ratio,
         "authors_loop_ratio": authors_ratio,
     }
@@ -567,15 +594,44 @@ def run_benchmark(
     return rows, {"summary": summary, "extras": extras}
 
 
+def _name(method: str) -> str:
+    """The registered method a row runs (retrain-short is retrain with fewer epochs)."""
+    return "retrain" if method == SHORT else method
+
+
+def _outputs_label(method: str) -> str:
+    return f"{method} (depth=outputs)"
+
+
+def add_depth_shares(rows: list[Row]) -> None:
+    """Each row's share of the original-to-retrained gap closed on relearn steps and on the
+    probe, and ``depth`` (the smaller share), from the rows' own depth evidence."""
+    by_name = {r.name: r for r in rows}
+    original, retrain = by_name["original"].depth, by_name["retrain"].depth
+    if not original or not retrain:
+        return
+    for row in rows:
+        if row.depth and row.name not in ("original", "retrain"):
+            row.depth.update(depth_shares(row.depth, original, retrain))
+
+
+def _depth_cells(row: Row) -> str:
+    d = row.depth
+    relearn = "" if d.get("relearn_steps") is None else str(d["relearn_steps"])
+    probe = "" if d.get("probe_forget_acc") is None else f"{100 * d['probe_forget_acc']:.1f}"
+    depth = "" if d.get("depth") is None else f"{d['depth']:.2f}"
+    return f"{relearn} | {probe} | {depth}"
+
+
 def _acc_text(acc: dict[str, float]) -> str:
     return " ".join(f"{k}={100 * v:.1f}" for k, v in acc.items())
 
 
 def format_table(rows: list[Row], retrain_s: float, memory_kind: str) -> str:
     head = (
-        "| method | cost | seconds | speed-up | D_f % | D_tf % | D_tr % | D_r % | "
-        f"peak MB ({memory_kind}) | note |\n"
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n"
+        "| method | cost | seconds | speed-up | D_f % | D_tf % | D_tr % | D_r % | relearn | "
+        f"probe % | depth | peak MB ({memory_kind}) | note |\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
     )
     lines = []
     for r in rows:
@@ -593,7 +649,7 @@ def format_table(rows: list[Row], retrain_s: float, memory_kind: str) -> str:
             note = f"{note}; {runs}" if note else runs
         lines.append(
             f"| {r.name} | {r.cost} | {secs} | {speed} | {pct('forget')} | {pct('test_forget')} | "
-            f"{pct('test_retain')} | {pct('retain')} | {mem} | {note} |"
+            f"{pct('test_retain')} | {pct('retain')} | {_depth_cells(r)} | {mem} | {note} |"
         )
     return head + "\n".join(lines) + "\n"
 
@@ -641,6 +697,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     add("--threads", type=int, default=1, help="torch threads on CPU (1: steady on a shared box)")
     add("--no-paper-defaults", action="store_true", help="skip the paper-default rows")
+    add("--no-depth", action="store_true", help="skip the relearn and probe columns")
     add("--amp", action="store_true", help="extra BS/BE rows with bf16 autocast")
     add("--channels-last", action="store_true", help="extra BS/BE rows in channels_last")
     add("--compile", action="store_true", help="extra BS/BE rows with torch.compile")
@@ -668,6 +725,7 @@ def main(argv: list[str] | None = None) -> int:
         repeats=args.repeats,
         methods=args.methods.split(",") if args.methods else None,
         paper_defaults=not args.no_paper_defaults,
+        depth=not args.no_depth,
         speed={k: v for k, v in speed.items() if v},
     )
     start = time.perf_counter()

@@ -88,8 +88,8 @@ class FeatureRecipe(ForgetRecipe):
     feature_steps: AtLeastOne = 50
     feature_batch_size: AtLeastOne = 64
     feature_lr: Positive = 1e-3
-    feature_weight: NonNegative = 10.0
-    retain_weight: NonNegative = 10.0
+    feature_weight: NonNegative = 30.0
+    retain_weight: NonNegative = 30.0
     reset_rows: bool = True
 
     def stage(self) -> Recipe:
