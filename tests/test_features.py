@@ -22,8 +22,9 @@ from boundary_unlearning import (
     unlearning_stats,
 )
 from boundary_unlearning.data import to_tensors
-from boundary_unlearning.errors import ModelError
+from boundary_unlearning.errors import DivergenceError, ModelError
 from boundary_unlearning.heads import head_inputs
+from boundary_unlearning.methods import _features
 from boundary_unlearning.methods._features import FEATURE_RECIPE, RetainPool, _retained_labels
 from boundary_unlearning.metrics import depth_evidence, depth_shares
 from boundary_unlearning.report.tables import verdict
@@ -103,6 +104,44 @@ def test_an_empty_retain_set_or_a_compiled_model_is_refused(
         unlearn("boundary_expanding", tiny_model, dataclasses.replace(tiny_data, retain=empty))
     with pytest.raises(ModelError, match="depth='outputs'"):
         unlearn("boundary_shrink", tiny_model, tiny_data, compile_model=True)
+
+
+def test_a_diverging_feature_stage_starts_again_at_half_the_rate(
+    tiny_model: nn.Module, tiny_data: UnlearningData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A loss that stops being finite (a weakly trained original at the default rate) sends
+    the stage back to where it began at half the learning rate; past the last halving the
+    DivergenceError reaches the caller."""
+    real = _features._FeatureLoss.__call__
+    rates: list[float] = []
+
+    def nan_above(limit: float) -> object:
+        def call(self: object, net: nn.Module, batch: object) -> torch.Tensor:
+            lr = net_lr[0]
+            loss = real(self, net, batch)  # type: ignore[arg-type]
+            return loss * float("nan") if lr > limit else loss
+
+        return call
+
+    net_lr = [0.0]
+    real_init = _features._FeatureLoss.__init__
+
+    def init(self: object, *args: object) -> None:
+        real_init(self, *args)  # type: ignore[arg-type]
+        net_lr[0] = args[4].feature_lr  # type: ignore[attr-defined]
+        rates.append(net_lr[0])
+
+    monkeypatch.setattr(_features._FeatureLoss, "__init__", init)
+    monkeypatch.setattr(_features._FeatureLoss, "__call__", nan_above(0.3e-3))
+    before = state_snapshot(tiny_model)
+    new = unlearn("boundary_shrink", tiny_model, tiny_data, **FAST)
+    assert rates == [1e-3, 0.5e-3, 0.25e-3]
+    assert unlearning_stats(new)["feature_lr"] == 0.25e-3
+    assert same_state(before, state_snapshot(tiny_model))
+    monkeypatch.setattr(_features._FeatureLoss, "__call__", nan_above(0.0))
+    with pytest.raises(DivergenceError):
+        unlearn("boundary_shrink", tiny_model, tiny_data, **FAST)
+    assert len(rates) == 3 + _features.LR_HALVINGS + 1
 
 
 def test_the_paper_preset_has_no_feature_stage(

@@ -34,7 +34,7 @@ from .._utils import model_device
 from ..checks import AtLeastOne, NonNegative, Positive
 from ..data.split import UnlearningData, dataset_labels
 from ..data.streaming import inputs_and_labels, iterate_batches, with_columns
-from ..errors import ModelError
+from ..errors import DivergenceError, ModelError
 from ..heads import find_head, head_inputs
 from ..recipe import ForgetRecipe, Recipe, RunOptions
 from ..stopping import ForgetTarget, NotBefore
@@ -43,6 +43,7 @@ from ._common import FORGET_RECIPE, require_retain
 
 __all__ = [
     "FEATURE_RECIPE",
+    "LR_HALVINGS",
     "RETAIN_SAMPLES",
     "Depth",
     "FeatureRecipe",
@@ -55,6 +56,8 @@ Depth = Literal["features", "outputs"]
 # The feature stage's sample of D_r: the original's features of these images give each class's
 # centroid, and every step's retained batch is drawn from them.
 RETAIN_SAMPLES = 1024
+# How often the feature stage may start again at half its learning rate after a divergence.
+LR_HALVINGS = 3
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -128,11 +131,13 @@ def forget_in_features(
     head: str | None,
     options: RunOptions,
     desc: str,
-) -> nn.Module:
+) -> float:
     """The feature stage (see the module docstring): train ``model`` (the method's working
     copy, after its output stage) in place so that each forget sample's features move to the
     centroid of the class ``labels`` gives it, with a retained batch per step holding the
-    other classes where ``original`` had them.
+    other classes where ``original`` had them. Should the loss stop being finite (a weakly
+    trained original can make ``feature_lr`` too large), the stage starts again from where
+    it began at half the learning rate, at most :data:`LR_HALVINGS` times.
 
     Args:
         model: the working copy, trained in place.
@@ -147,10 +152,11 @@ def forget_in_features(
         desc: the method's name, for the progress bar and errors.
 
     Returns:
-        ``model``, trained, in eval mode.
+        The learning rate the stage ran at (``feature_lr``, or a halving of it).
 
     Raises:
         DataError: D_r is empty.
+        DivergenceError: the loss was not finite even at the last halving.
         ModelError: no head is found, or the head's inputs cannot be read
             (``compile_model``).
 
@@ -159,9 +165,11 @@ def forget_in_features(
         >>> from boundary_unlearning.methods._common import working_copy
         >>> data, net = toy_problem()
         >>> labels = torch.full((len(data.forget),), 2)  # every forget sample to class 2
-        >>> new = forget_in_features(working_copy(net), net, data, labels,
-        ...                          recipe=FEATURE_RECIPE.replace(feature_steps=3),
-        ...                          head=None, options=RunOptions(), desc="demo")
+        >>> new = working_copy(net)
+        >>> forget_in_features(new, net, data, labels,
+        ...                    recipe=FEATURE_RECIPE.replace(feature_steps=3),
+        ...                    head=None, options=RunOptions(), desc="demo")
+        0.001
         >>> bool(new[1].weight[1].ne(net[1].weight[1]).all())  # class 1's row started afresh
         True
     """
@@ -180,19 +188,29 @@ def forget_in_features(
     _, trained = find_head(model, k, head)
     if recipe.reset_rows:
         reset_rows(trained, data.forget_classes, seed=recipe.seed)
-    loss_fn = _FeatureLoss(model, pool, centroids, spread, recipe, head)
-    target = recipe.target_forget_acc
-    stop = (
-        None if target is None
-        else NotBefore(recipe.feature_steps, ForgetTarget(x, y, k, target, seed=recipe.seed))
-    )  # fmt: skip
-    try:
-        return fit(
-            model, with_columns(x, labels), loss_fn, recipe=recipe.stage(), options=options,
-            stop=stop, desc=f"{desc} (features)", shard=False,
+    start = {name: t.detach().clone() for name, t in model.state_dict().items()}
+    for attempt in range(LR_HALVINGS + 1):
+        pool.generator.manual_seed(recipe.seed + 1)  # every attempt draws the same batches
+        loss_fn = _FeatureLoss(model, pool, centroids, spread, recipe, head)
+        target = recipe.target_forget_acc
+        stop = (
+            None if target is None
+            else NotBefore(recipe.feature_steps, ForgetTarget(x, y, k, target, seed=recipe.seed))
         )  # fmt: skip
-    finally:
-        loss_fn.close()
+        try:
+            fit(
+                model, with_columns(x, labels), loss_fn, recipe=recipe.stage(), options=options,
+                stop=stop, desc=f"{desc} (features)", shard=False,
+            )  # fmt: skip
+            return recipe.feature_lr
+        except DivergenceError:
+            if attempt == LR_HALVINGS:
+                raise
+            model.load_state_dict(start)  # start the stage again, at half the rate
+            recipe = recipe.replace(feature_lr=recipe.feature_lr / 2)
+        finally:
+            loss_fn.close()
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 class RetainPool:

@@ -19,6 +19,7 @@ from ._common import (
 )
 from ._features import FEATURE_RECIPE, Depth, FeatureRecipe, forget_in_features
 from ._registry import register_method
+from ._stats import set_unlearning_stats
 
 __all__ = ["boundary_expanding", "prune_head", "widen_head"]
 
@@ -117,8 +118,10 @@ def boundary_expanding(
         options: progress bar and speed options.
 
     Returns:
-        A new K-way model in eval mode; :func:`unlearning_stats` holds ``steps`` and, with a
-        target, ``reached_target`` and ``forget_acc_trace``.
+        A new K-way model in eval mode; :func:`unlearning_stats` holds ``steps``, with a
+        target ``reached_target`` and ``forget_acc_trace``, and with the feature stage the
+        ``feature_lr`` it ran at (halved after a divergence,
+        :func:`~._features.forget_in_features`).
 
     Example:
         >>> from boundary_unlearning import toy_problem, unlearn, unlearning_stats
@@ -144,8 +147,9 @@ def boundary_expanding(
     unlearned.eval()
     if depth == "features":  # each forget sample's features go where the pruning left it
         landed = predict_logits(unlearned, x).argmax(1)
-        forget_in_features(
+        lr = forget_in_features(
             unlearned, model, data, landed, recipe=recipe, head=name, options=options,
             desc="boundary_expanding",
         )  # fmt: skip
+        set_unlearning_stats(unlearned, {"feature_lr": lr})
     return unlearned

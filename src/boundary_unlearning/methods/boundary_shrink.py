@@ -179,8 +179,10 @@ def boundary_shrink(
 
     Returns:
         A new model in eval mode. :func:`unlearning_stats` holds ``attack_success_ratio``
-        (the share of neighbours that crossed into another class), ``steps`` and, with a
-        target, ``reached_target`` and ``forget_acc_trace``.
+        (the share of neighbours that crossed into another class), ``steps``, with a target
+        ``reached_target`` and ``forget_acc_trace``, and with the feature stage the
+        ``feature_lr`` it ran at (halved after a divergence,
+        :func:`~._features.forget_in_features`).
 
     Example:
         >>> from boundary_unlearning import toy_problem, unlearn, unlearning_stats
@@ -227,10 +229,11 @@ def boundary_shrink(
         unlearned, data, tensors, loss_fn, forget=(x, y), layers=layers, head=head,
         recipe=recipe, options=options, desc="boundary_shrink", shard=shard,
     )  # fmt: skip
+    stats: dict[str, float] = {"attack_success_ratio": neighbours.success_ratio}
     if depth == "features":
-        forget_in_features(
+        stats["feature_lr"] = forget_in_features(
             unlearned, model, data, neighbours.labels, recipe=recipe, head=head,
             options=options, desc="boundary_shrink",
         )  # fmt: skip
-    set_unlearning_stats(unlearned, {"attack_success_ratio": neighbours.success_ratio})
+    set_unlearning_stats(unlearned, stats)
     return unlearned
