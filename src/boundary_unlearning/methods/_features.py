@@ -207,7 +207,7 @@ def forget_in_features(
             if attempt == LR_HALVINGS:
                 raise
             model.load_state_dict(start)  # start the stage again, at half the rate
-            recipe = recipe.replace(feature_lr=recipe.feature_lr / 2)
+            recipe = dataclasses.replace(recipe, feature_lr=recipe.feature_lr / 2)
         finally:
             loss_fn.close()
     raise AssertionError("unreachable")  # pragma: no cover
