@@ -132,11 +132,11 @@ def test_a_diverging_feature_stage_starts_again_at_half_the_rate(
         rates.append(net_lr[0])
 
     monkeypatch.setattr(_features._FeatureLoss, "__init__", init)
-    monkeypatch.setattr(_features._FeatureLoss, "__call__", nan_above(0.3e-3))
+    monkeypatch.setattr(_features._FeatureLoss, "__call__", nan_above(0.4e-3))
     before = state_snapshot(tiny_model)
     new = unlearn("boundary_shrink", tiny_model, tiny_data, **FAST)
-    assert rates == [1e-3, 0.5e-3, 0.25e-3]
-    assert unlearning_stats(new)["feature_lr"] == 0.25e-3
+    assert rates == [1.5e-3, 0.75e-3, 0.375e-3]
+    assert unlearning_stats(new)["feature_lr"] == 0.375e-3
     assert same_state(before, state_snapshot(tiny_model))
     monkeypatch.setattr(_features._FeatureLoss, "__call__", nan_above(0.0))
     with pytest.raises(DivergenceError):

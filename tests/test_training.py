@@ -61,3 +61,32 @@ def test_meaningless_settings_are_clear_errors(tiny_sets, kwargs, match) -> None
     settings = {"epochs": 1, "lr": 0.1, **kwargs}
     with pytest.raises(HyperparameterError, match=match):
         train(build_tiny("mlp"), tiny_sets[0], **settings)
+
+
+def test_clip_to_first_bounds_every_step_by_the_first(tiny_sets) -> None:
+    """With ``clip_to_first`` no step's gradient is longer than the first step's (times the
+    factor), even when the loss steepens six-fold; without it the steps grow with it."""
+    x, y = tiny_sets[0].tensors
+    real_step = torch.optim.SGD.step
+
+    def run(clip: float | None) -> list[float]:
+        norms: list[float] = []
+
+        def loss(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+            return torch.nn.functional.cross_entropy(model(batch[0]), batch[1]) * (1 + len(norms))
+
+        def spy(self: torch.optim.SGD, *args: object, **kwargs: object) -> object:
+            grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+            norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+            return real_step(self, *args, **kwargs)
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(torch.optim.SGD, "step", spy)
+            fit(build_tiny("mlp"), (x, y), loss, max_steps=6, lr=1e-3, clip_to_first=clip,
+                batch_size=16)  # fmt: skip
+        return norms
+
+    clipped, free = run(1.0), run(None)
+    assert len(clipped) == len(free) == 6
+    assert max(clipped[1:]) <= clipped[0] * (1 + 1e-5)
+    assert max(free[1:]) > 2 * free[0]

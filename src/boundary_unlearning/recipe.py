@@ -63,6 +63,9 @@ class Recipe:
         bn: ``"train"`` updates BatchNorm statistics on the training batches; ``"freeze"``
             keeps the model's running statistics (BatchNorm layers in eval mode; their affine
             weights still train).
+        clip_to_first: clip every step's gradient norm to this multiple of the first step's
+            (``None``: no clipping). Scale-free: no step is larger than the first, whatever
+            the loss's scale, so a loss that steepens as it trains cannot blow the run up.
 
     Example:
         >>> Recipe(lr=1e-3, max_steps=200).limit(steps_per_epoch=10)
@@ -80,6 +83,7 @@ class Recipe:
     batch_size: AtLeastOne = 64
     seed: Seed = 0
     bn: BNMode = "train"
+    clip_to_first: Growth | None = None
 
     def check(self, what: str = "training") -> None:
         """Raise :class:`HyperparameterError` naming the first field whose value does not

@@ -188,6 +188,8 @@ class TrainingStep:
         self.sync = distributed_fit(model, params, shard=shard)  # None in a single process
         self.loss_fn, self.recipe, self.desc = loss_fn, recipe, desc
         self.steps_per_epoch = steps_per_epoch
+        self.params = params
+        self.max_norm: torch.Tensor | None = None  # clip_to_first x the first step's norm
 
     def __call__(self, step: int, batch: Batch) -> None:
         """Step ``step`` (counted from 0) on ``batch``: zero the gradients, set the learning
@@ -206,12 +208,27 @@ class TrainingStep:
             with self.autocast:
                 loss = self.loss_fn(self.net, share)
             loss = self.sync.backward(loss, weight)
+        if self.recipe.clip_to_first is not None:
+            self.clip()
         self.opt.step()
         detached = loss.detach()
         self.running += detached
         self.taken += 1
         bad = ~torch.isfinite(detached) & (self.first_bad < 0)
         self.first_bad = torch.where(bad, torch.full_like(self.first_bad, step), self.first_bad)
+
+    def clip(self) -> None:
+        """Scale the gradients down to ``clip_to_first`` times the first step's norm (no host
+        sync: the norm and the factor stay on the device)."""
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if not grads:
+            return
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        if self.max_norm is None:
+            assert self.recipe.clip_to_first is not None
+            self.max_norm = norm.detach() * self.recipe.clip_to_first
+        factor = torch.clamp(self.max_norm / (norm + 1e-12), max=1.0)
+        torch._foreach_mul_(grads, factor)
 
     def raise_if_diverged(self) -> None:
         """Raise :class:`DivergenceError` naming the first step with a loss that was not
