@@ -96,7 +96,7 @@ class FeatureRecipe(ForgetRecipe):
     feature_batch_size: AtLeastOne = 64
     feature_lr: Positive = 1.5e-3
     feature_weight: NonNegative = 30.0
-    retain_weight: NonNegative = 30.0
+    retain_weight: NonNegative = 60.0
     reset_rows: bool = True
     feature_clip: Growth | None = 1.0
 
