@@ -129,7 +129,7 @@ def unlearn_args(ckpt: Path, out: Path, *extra: str) -> list[str]:
     return ["unlearn", "--checkpoint", str(ckpt), "--out", str(out), "--quiet", *extra]
 
 
-FAST = ("--set", "epochs=1")
+FAST = ("--set", "epochs=1", "--set", "feature_steps=5")  # the behaviour here is not depth
 
 
 # ----------------------------------------------------------------- forget-class choices

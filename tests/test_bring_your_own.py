@@ -102,7 +102,7 @@ def test_every_method_takes_the_normalised_split(tiny_sets, tiny_model) -> None:
 
 def _short(name: str) -> dict[str, int]:
     keys = bu.get_method(name).hyperparameters
-    return {k: 2 for k in ("max_steps", "epochs", "steps") if k in keys}
+    return {k: 2 for k in ("max_steps", "epochs", "steps", "feature_steps") if k in keys}
 
 
 @pytest.mark.filterwarnings("ignore::boundary_unlearning.ForgettingWarning")
@@ -258,7 +258,8 @@ def test_torchvision_resnet18_as_a_model_value(tmp_path, monkeypatch) -> None:
     save_file(torchvision.models.resnet18(num_classes=10).state_dict(), "r18.safetensors")
     args = ["unlearn", "--model", "torchvision.models:resnet18", "--checkpoint",
             "r18.safetensors", "--dataset", "cifar10", "--data-root", "cifar", "--forget-class",
-            "3", "--method", "boundary_expanding", "--set", "max_steps=3", "--out", "out",
+            "3", "--method", "boundary_expanding", "--set", "max_steps=3", "--set",
+            "feature_steps=2", "--out", "out",
             "--quiet", "--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25"]  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # 3 steps need not reach the target
