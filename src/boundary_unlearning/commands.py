@@ -35,6 +35,7 @@ from .metrics import accuracy, depth_evidence
 from .models import is_user_model
 from .output_dir import check_writable, load_report
 from .pipeline import build_model, load_data, method_settings, split_data, timed_unlearn
+from .progress import progress_bar
 from .recording import record_path
 from .report import render_reports, write_reports
 
@@ -314,8 +315,7 @@ def _evaluate_with_progress(
             "test_retain": data.test_retain, "test_forget": data.test_forget}  # fmt: skip
     scores: dict[str, dict[str, float | None]] = {name: {} for name in models}
     passes = [(name, key) for name in models for key in sets]
-    disable = not progress or not is_main_process()
-    with tqdm(passes, desc="evaluating", unit="set", disable=disable) as bar:
+    with progress_bar(passes, desc="evaluating", unit="set", show=progress) as bar:
         for name, key in bar:
             bar.set_postfix_str(f"{name} on {key}")
             scores[name][key] = accuracy(models[name], sets[key])
@@ -328,8 +328,7 @@ def _depth_evidence(
     """Relearn steps and the few-shot feature probe of each model (without a retrained
     model they are shown beside the original's, not scored as a depth)."""
     out: dict[str, dict[str, Any]] = {}
-    disable = not progress or not is_main_process()
-    with tqdm(list(models), desc="depth evidence", unit="model", disable=disable) as bar:
+    with progress_bar(list(models), desc="depth evidence", unit="model", show=progress) as bar:
         for name in bar:
             bar.set_postfix_str(name)
             out[name] = depth_evidence(models[name], data, seed=seed)

@@ -37,6 +37,7 @@ from .methods import get_method, unlearning_stats
 from .metrics import compute_metrics, depth_shares
 from .output_dir import check_output_dir, check_resume_matches, check_writable
 from .pipeline import check_methods, method_settings, prepare_data, timed_unlearn
+from .progress import LineProgress, progress_bar
 from .report import figure_data, format_table, render_reports
 
 __all__ = ["run_experiment"]
@@ -51,7 +52,8 @@ class _Progress:
 
     def __init__(self, config: ExperimentConfig, stages: int, echo: Echo | None) -> None:
         self.echo, self.progress = echo, config.progress
-        self.bar = tqdm(total=stages, desc="bunlearn run", unit="stage", disable=not self.progress)
+        self.bar = progress_bar(desc="bunlearn run", total=stages, unit="stage", show=self.progress)
+        self.lines = isinstance(self.bar, LineProgress)  # a file or log: a line per stage
 
     def say(self, msg: str) -> None:
         if self.echo is None:
@@ -69,6 +71,8 @@ class _Progress:
 
     def stage(self, msg: str) -> None:
         self.bar.set_postfix_str(msg)
+        if self.lines:
+            print(f"bunlearn: {msg}", file=sys.stderr, flush=True)
 
 
 @dataclass
