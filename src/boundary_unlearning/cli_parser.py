@@ -16,7 +16,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--download", action="store_true", help="fetch the data set (needs internet)")
     p.add_argument("--cache-dir", help="where trained originals/retrained models are cached")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
-    p.add_argument("--quiet", action="store_true", help="no progress (bars on a terminal, lines in a log) or table")
+    p.add_argument("--quiet", action="store_true", help="no progress or table")
 
 
 def _add_normalization(p: argparse.ArgumentParser) -> None:
