@@ -46,13 +46,20 @@ STAGES = {  # stage -> the functions of boundary_unlearning.commands it is made 
 }
 
 
-def _timed(seconds: dict[str, float], stage: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _timed(
+    seconds: dict[str, float], peaks: dict[str, float], stage: str, fn: Callable[..., Any]
+) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         start = time.perf_counter()
         try:
             return fn(*args, **kwargs)
         finally:
             seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - start
+            peaks[stage] = _peak_mb()  # the process's peak so far, at the stage's end
 
     return wrapper
 
@@ -65,9 +72,10 @@ def child(argv: list[str]) -> dict[str, Any]:
 
     imported = time.perf_counter()
     seconds: dict[str, float] = {}
+    peaks: dict[str, float] = {"import": _peak_mb()}
     for stage, names in STAGES.items():
         for name in names:
-            setattr(commands, name, _timed(seconds, stage, getattr(commands, name)))
+            setattr(commands, name, _timed(seconds, peaks, stage, getattr(commands, name)))
     code = main(["unlearn", *argv])
     end = time.perf_counter()
     report = json.loads((Path(argv[argv.index("--out") + 1]) / "report.json").read_text())
@@ -76,7 +84,8 @@ def child(argv: list[str]) -> dict[str, Any]:
         "import_s": imported - start,
         "wall_minus_import_s": end - imported,
         "stages_s": seconds,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": _peak_mb(),
+        "peak_rss_mb_by_stage_end": peaks,
         "report": report,
     }
 
@@ -186,6 +195,9 @@ def _summary(run: dict[str, Any], method: str) -> dict[str, Any]:
         "ratio_to_method": round(run["wall_minus_import_s"] / method_s, 2),
         "stages_s": {k: round(v, 2) for k, v in run["stages_s"].items()},
         "peak_rss_mb": round(run["peak_rss_mb"]),
+        "peak_rss_mb_by_stage_end": {
+            k: round(v) for k, v in run["peak_rss_mb_by_stage_end"].items()
+        },
         "acc": entry["acc"],
         "acc_interval": entry.get("acc_interval"),
         "evidence": run["report"].get("evidence"),
@@ -198,6 +210,8 @@ def _print(result: dict[str, Any]) -> None:
         stages = ", ".join(f"{k} {v:.1f}" for k, v in run["stages_s"].items())
         print(f"{name:8} {run['wall_minus_import_s']:>10.1f}s {run['method_s']:>6.1f}s "
               f"{run['ratio_to_method']:>5.1f}x {run['peak_rss_mb']:>8}  {stages}")  # fmt: skip
+        peaks = ", ".join(f"{k} {v}" for k, v in run["peak_rss_mb_by_stage_end"].items())
+        print(f"{'':8} peak MB at the end of: {peaks}")
     for key, row in result["agreement"].items():
         print(f"  {key:24} sampled {row['sampled']} full {row['full']} "
               f"interval {row['interval']} inside {row['inside']}")  # fmt: skip

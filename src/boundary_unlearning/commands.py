@@ -118,8 +118,8 @@ def unlearn_checkpoint(
             ``std`` and ``hyperparameters`` (the method's; others keep their defaults).
         overwrite: replace an existing model in ``out``.
         full_eval: read every image of every set (``--full-eval``); by default D_r and D_tr
-            (and D_f, D_tf beyond 10,000 images) are read on seeded samples sized for a 95%
-            interval of about ±0.5 points, which the report prints with each sample's size.
+            (and D_f, D_tf beyond 2,000 images) are read on seeded samples sized for a 95%
+            interval of about ±1 point, which the report prints with each sample's size.
 
     Returns:
         The report (also written to ``out``).
@@ -141,6 +141,7 @@ def unlearn_checkpoint(
                   file=sys.stderr)  # fmt: skip
     net, meta = _load_model(checkpoint, meta, config, info, named=given.get("model") is not None)
     data = split_data(config, train_set, test_set, info)
+    del train_set, test_set  # the split holds what is needed: free the rest before the method
     net = net.to(resolve_device(config.device))
     check_writable(out)
     hparams = method_settings(method, config)

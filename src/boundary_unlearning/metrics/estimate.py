@@ -134,14 +134,14 @@ def sample_size(total: int, p: float, *, margin: float, confidence: float = 0.95
 
 
 def inference_batch_size(device: torch.device) -> int:
-    """The batch that runs inference fastest per image: 512 on CPU (fewer calls, still in
-    cache for small images), 1024 on accelerators.
+    """The batch that runs inference fastest per image: 128 on CPU (larger batches fall out
+    of cache: 512 ran the Fashion-MNIST cnn 1.8x slower per image), 1024 on accelerators.
 
     Example:
         >>> inference_batch_size(torch.device("cpu"))
-        512
+        128
     """
-    return 512 if device.type == "cpu" else 1024
+    return 128 if device.type == "cpu" else 1024
 
 
 def _hits(model: nn.Module, dataset: Dataset[Any], rows: torch.Tensor, batch: int) -> float:
@@ -159,7 +159,7 @@ def estimate_accuracy(
     model: nn.Module,
     dataset: Dataset[Any],
     *,
-    margin: float = 0.005,
+    margin: float = 0.01,
     confidence: float = 0.95,
     pilot: int = 1000,
     seed: int = 0,
@@ -173,7 +173,7 @@ def estimate_accuracy(
     Args:
         model: the classifier (run in eval mode; its mode is restored).
         dataset: a map-style dataset of ``(input, int label, ...)``.
-        margin: the interval's wanted half-width (0.005 = ±0.5 points).
+        margin: the interval's wanted half-width (0.01 = ±1 point).
         confidence: the interval's coverage.
         pilot: images read first to size the sample (a set this small is read whole).
         seed: seeds the sample (the same seed reads the same images).

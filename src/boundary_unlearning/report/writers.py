@@ -72,7 +72,7 @@ def evidence_table(report: Mapping[str, Any]) -> tuple[str, list[str], list[list
     else:
         note = (
             f"Accuracies with their {confidence} intervals, read on seeded samples sized for "
-            f"about ±{100 * evidence.get('margin', 0.005):.1f} points (the whole set when it is "
+            f"about ±{100 * evidence.get('margin', 0.01):.1f} points (the whole set when it is "
             f"small); D_f and D_tf, which decide the verdict, are read whole up to "
             f"{evidence.get('whole_up_to', 0):,} images. --full-eval reads every image."
         )
