@@ -15,9 +15,11 @@ of the request's process) and the accuracies with their intervals. Requests:
 - ``full``: ``--full-eval`` (every set, every image): the sampled accuracies of ``warm``
   must fall within their printed interval of these (checked, ``agree``).
 
-Without ``--quick`` a full ``bunlearn run --dataset fashion-mnist`` is timed too. Stages are
-measured by wrapping the functions of :mod:`boundary_unlearning.commands` that do them, so
-the same script times an older checkout (``--src DIR``) for a before/after table
+Without ``--quick`` a ``bunlearn run --dataset fashion-mnist`` (Boundary Shrink, originals
+trained ``--run-epochs``, no figures) is timed stage by stage too, twice: ``first`` trains
+the original and the retrained model (or reuses them from the cache), ``again`` reuses them.
+Stages are measured by wrapping the library's functions that do them (``commands``,
+``experiment``), so the same script times an older checkout (``--src DIR``) for a before/after table
 (docs/performance.md).
 """
 
@@ -64,6 +66,46 @@ def _timed(
     return wrapper
 
 
+RUN_STAGES = {  # stage -> (module, function) of a `bunlearn run` (metrics holds the next four)
+    "data load": ("experiment", "prepare_data"),
+    "original (train or cache)": ("experiment", "train_original"),
+    "retrain (train or cache)": ("experiment", "train_retrained"),
+    "method": ("experiment", "timed_unlearn"),
+    "metrics": ("experiment", "compute_metrics"),
+    "  inference (4 sets)": ("metrics.suite", "_outputs"),
+    "  attacks": ("metrics.suite", "paper_asr confidence_svc loss_lr entropy_attack"),
+    "  relearn steps": ("metrics.suite", "relearn_steps"),
+    "  feature probe": ("metrics.suite", "probe_forget_accuracy"),
+    "figures": ("experiment", "figure_data"),
+    "report": ("experiment", "render_reports"),
+}
+
+
+def child_run(argv: list[str]) -> dict[str, Any]:
+    """One ``bunlearn run`` in this process, timed stage by stage."""
+    import importlib
+
+    start = time.perf_counter()
+    from boundary_unlearning.cli import main
+
+    imported = time.perf_counter()
+    seconds: dict[str, float] = {}
+    peaks: dict[str, float] = {"import": _peak_mb()}
+    for stage, (module_name, names) in RUN_STAGES.items():
+        module = importlib.import_module(f"boundary_unlearning.{module_name}")
+        for name in names.split():
+            if hasattr(module, name):
+                setattr(module, name, _timed(seconds, peaks, stage, getattr(module, name)))
+    code = main(["run", *argv])
+    return {
+        "exit_code": code,
+        "import_s": imported - start,
+        "wall_minus_import_s": time.perf_counter() - imported,
+        "stages_s": {k: round(v, 2) for k, v in seconds.items()},
+        "peak_rss_mb": _peak_mb(),
+    }
+
+
 def child(argv: list[str]) -> dict[str, Any]:
     """One request in this process: ``argv`` as ``bunlearn unlearn`` takes it."""
     start = time.perf_counter()
@@ -90,8 +132,10 @@ def child(argv: list[str]) -> dict[str, Any]:
     }
 
 
-def _request(src: Path, argv: list[str], env: dict[str, str]) -> dict[str, Any]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", *argv]
+def _request(
+    src: Path, argv: list[str], env: dict[str, str], mode: str = "--child"
+) -> dict[str, Any]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), mode, *argv]
     proc = subprocess.run(
         cmd, env={**env, "PYTHONPATH": str(src)}, capture_output=True, text=True, check=False
     )
@@ -136,11 +180,16 @@ def agreement(sampled: dict[str, Any], full: dict[str, Any], method: str) -> dic
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        print(json.dumps(child(sys.argv[2:])))
+    if len(sys.argv) > 1 and sys.argv[1] in {"--child", "--child-run"}:
+        run = child if sys.argv[1] == "--child" else child_run
+        print(json.dumps(run(sys.argv[2:])))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the unlearn requests only")
+    parser.add_argument(
+        "--run-epochs", type=int, default=3, help="epochs of the timed run's original/retrain"
+    )
+    parser.add_argument("--only-run", action="store_true", help="time the run alone")
     parser.add_argument("--json", nargs="?", const="-", help="write results as JSON (- = stdout)")
     parser.add_argument("--src", default=str(HERE.parent / "src"), help="the code to time")
     parser.add_argument("--work", default=None, help="folder for the checkpoint and outputs")
@@ -158,7 +207,8 @@ def main() -> None:
     base = ["--checkpoint", str(work / "original"), "--forget-class", args.forget_class,
             "--method", args.method, "--quiet", "--overwrite"]  # fmt: skip
     runs: dict[str, Any] = {}
-    for name, extra in (("cold", []), ("warm", []), ("full", ["--full-eval"])):
+    kinds = () if args.only_run else (("cold", []), ("warm", []), ("full", ["--full-eval"]))
+    for name, extra in kinds:
         if name == "full" and "--full-eval" not in _help(src, env):
             extra = []  # an older checkout: every set is evaluated in full anyway
         runs[name] = _request(src, [*base, "--out", str(work / name), *extra], env)
@@ -168,8 +218,20 @@ def main() -> None:
         "threads": os.environ.get("OMP_NUM_THREADS"),
         "src": str(src),
         "requests": {k: _summary(v, args.method) for k, v in runs.items()},
-        "agreement": agreement(runs["warm"]["report"], runs["full"]["report"], args.method),
+        "agreement": {}
+        if args.only_run
+        else agreement(runs["warm"]["report"], runs["full"]["report"], args.method),
     }
+    if not args.quick:
+        run_argv = ["--dataset", "fashion-mnist", "--model", "cnn", "--forget-class",
+                    args.forget_class, "--methods", args.method, "--epochs",
+                    str(args.run_epochs), "--no-figures", "--quiet", "--overwrite"]  # fmt: skip
+        result["run"] = {
+            name: _request(
+                src, [*run_argv, "--out", str(work / f"run-{name}")], env, mode="--child-run"
+            )
+            for name in ("first", "again")  # first: trains (or reuses) the originals
+        }
     _print(result)
     if args.json:
         text = json.dumps(result, indent=2)
@@ -212,6 +274,10 @@ def _print(result: dict[str, Any]) -> None:
               f"{run['ratio_to_method']:>5.1f}x {run['peak_rss_mb']:>8}  {stages}")  # fmt: skip
         peaks = ", ".join(f"{k} {v}" for k, v in run["peak_rss_mb_by_stage_end"].items())
         print(f"{'':8} peak MB at the end of: {peaks}")
+    for name, run in (result.get("run") or {}).items():
+        print(f"run ({name}): {run['wall_minus_import_s']:.1f} s, peak {run['peak_rss_mb']:.0f} MB")
+        for stage, value in run["stages_s"].items():
+            print(f"  {stage:28} {value:8.2f} s")
     for key, row in result["agreement"].items():
         print(f"  {key:24} sampled {row['sampled']} full {row['full']} "
               f"interval {row['interval']} inside {row['inside']}")  # fmt: skip

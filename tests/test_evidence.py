@@ -149,3 +149,26 @@ def test_unlearn_reports_intervals_and_full_eval_reads_everything(
     full = json.loads((tmp_path / "f" / "report.json").read_text())
     assert full["evidence"]["full"] is True
     assert full["results"]["finetune"]["acc_samples"] == full["evidence"]["totals"]
+
+
+@pytest.mark.parametrize("first", [0, 1, 2, 3, 7, 43, 64, 99, 100, 150])
+def test_relearn_search_gives_the_linear_scans_count(first: int) -> None:
+    """Doubling then bisection finds the step a check after every step finds (relearning
+    only moves towards the class: once reached, reached), capped at max_steps."""
+    from boundary_unlearning.metrics.relearn import _first_reached
+
+    at = {"step": 0}
+    checks = []
+
+    def reached() -> bool:
+        checks.append(at["step"])
+        return at["step"] >= first
+
+    def step_to(state: dict[str, torch.Tensor], start: int, stop: int) -> bool:
+        assert int(state["step"]) == start  # training resumes from the weights after `start`
+        at["step"] = stop
+        return True
+
+    count = _first_reached(reached, step_to, lambda: {"step": torch.tensor(at["step"])}, 100)
+    assert count == min(first, 100)
+    assert len(checks) <= 2 * math.log2(101) + 2
