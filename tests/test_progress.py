@@ -50,7 +50,7 @@ def test_lines_are_plain_and_one_per_bar(monkeypatch: pytest.MonkeyPatch) -> Non
     assert text.startswith("bunlearn: training: 5/5 steps in ") and text.endswith("loss=0.1234\n")
     slow = LineProgress(desc="long", total=3, file=log, every=0.0)  # a line per update
     slow.update(1)
-    assert "bunlearn: long: 1/3 it so far" in log.getvalue()
+    assert "bunlearn: long: 1/3 it after" in log.getvalue()
 
 
 def test_quiet_shows_nothing(capsys: pytest.CaptureFixture[str]) -> None:

@@ -130,7 +130,7 @@ class LineProgress:
         now = time.perf_counter()
         if now - self.last_line >= self.every:
             self.last_line = now
-            self._line("so far")
+            self._line("after")
         return None
 
     def set_postfix(self, ordered_dict: Any = None, refresh: bool = True, **kwargs: Any) -> None:
