@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,10 +32,12 @@ __all__ = [
     "EVIDENCE_VERSION",
     "EvidenceSettings",
     "cached_evidence",
+    "cached_json",
     "data_fingerprint",
     "evidence_entry",
     "evidence_summary",
     "file_sha256",
+    "state_sha256",
 ]
 
 EVIDENCE_VERSION = 1  # bump when what an entry holds or how it is computed changes
@@ -198,6 +201,63 @@ def data_fingerprint(data: UnlearningData) -> str | None:
     return digest.hexdigest()
 
 
+def state_sha256(model: nn.Module) -> str:
+    """A SHA-256 of a model's state (every parameter's and buffer's name, dtype, shape and
+    bytes): the same weights give the same digest wherever they came from.
+
+    Example:
+        >>> a, b = nn.Linear(2, 2), nn.Linear(2, 2)
+        >>> _ = b.load_state_dict(a.state_dict())
+        >>> state_sha256(a) == state_sha256(b), state_sha256(a) == state_sha256(nn.Linear(2, 2))
+        (True, False)
+    """
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}{t.dtype}{tuple(t.shape)}".encode())
+        if t.numel():
+            digest.update(t.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def cached_json(
+    cache_dir: Path, kind: str, key: dict[str, Any], compute: Callable[[], dict[str, Any]]
+) -> tuple[dict[str, Any], bool]:
+    """``compute()``, kept in ``cache_dir/kind/`` under a hash of ``key`` and reused only
+    when the file records exactly ``key`` (anything else is recomputed and replaced).
+
+    Args:
+        cache_dir: the cache folder (``$BUNLEARN_CACHE``).
+        kind: the sub-folder (``evidence``, ``metrics``).
+        key: everything the value depends on (JSON-able).
+        compute: computes the value (a JSON-able dict).
+
+    Returns:
+        ``(value, reused)``.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> cached_json(folder, "x", {"a": 1}, lambda: {"v": 2})
+        ({'v': 2}, False)
+        >>> cached_json(folder, "x", {"a": 1}, lambda: {"v": 3})
+        ({'v': 2}, True)
+    """
+    key = {"version": EVIDENCE_VERSION, **key}
+    name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+    path = cache_dir / kind / f"{name}.json"
+    try:
+        stored = json.loads(path.read_text())
+        if isinstance(stored, dict) and stored.get("key") == key:
+            return dict(stored["entry"]), True
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # missing or unreadable: computed below
+    value = compute()
+    with contextlib.suppress(OSError):  # a read-only cache costs time later, not this result
+        atomic_write_json(path, {"key": key, "entry": value})
+    return value, False
+
+
 def cached_evidence(
     model: nn.Module,
     data: UnlearningData,
@@ -224,19 +284,8 @@ def cached_evidence(
     fingerprint = data_fingerprint(data)
     if fingerprint is None:
         return evidence_entry(model, data, settings, seed=seed), False
-    key = {
-        "version": EVIDENCE_VERSION, "weights_sha256": weights_sha256, "data": fingerprint,
-        "settings": asdict(settings), "depth_seed": seed,
-    }  # fmt: skip
-    name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
-    path = cache_dir / "evidence" / f"{name}.json"
-    try:
-        stored = json.loads(path.read_text())
-        if isinstance(stored, dict) and stored.get("key") == key:
-            return dict(stored["entry"]), True
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # missing or unreadable: computed below
-    entry = evidence_entry(model, data, settings, seed=seed)
-    with contextlib.suppress(OSError):  # a read-only cache costs time later, not this result
-        atomic_write_json(path, {"key": key, "entry": entry})
-    return entry, False
+    key = {"weights_sha256": weights_sha256, "data": fingerprint,
+           "settings": asdict(settings), "depth_seed": seed}  # fmt: skip
+    return cached_json(
+        cache_dir, "evidence", key, lambda: evidence_entry(model, data, settings, seed=seed)
+    )
