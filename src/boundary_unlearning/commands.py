@@ -14,7 +14,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ._utils import atomic_write_bytes
-from .cache import data_source, default_cache_dir, model_metadata, original_metadata, train_original
+from .cache import (
+    data_source,
+    default_cache_dir,
+    model_metadata,
+    original_metadata,
+    train_original,
+    user_code_digest,
+)
 from .checkpoint import (
     check_matches_dataset,
     check_metadata,
@@ -152,6 +159,8 @@ def unlearn_checkpoint(
         method, config, info, data, (net, unlearned), seconds, hparams,
         evidence=EvidenceSettings(full=full_eval, seed=config.seed),
         weights_sha256=file_sha256(weights_in),
+        architecture={"model": config.model, "options": config.model_options,
+                      "code": user_code_digest(config.model)},
     )  # fmt: skip
     report = {**report, "checkpoint": str(weights_in), "results": report.pop("results")}
     new_meta = {k: v for k, v in meta.items()
@@ -263,11 +272,13 @@ def _unlearn_report(
     *,
     evidence: EvidenceSettings,
     weights_sha256: str,
+    architecture: dict[str, Any],
 ) -> dict[str, Any]:
     """``bunlearn unlearn``'s report: accuracies (with their intervals and sample sizes) and
     depth evidence of the ``(original, unlearned)`` models, the method's seconds, resolved
     hyperparameters and stats. The original's evidence comes from the cache when these
-    weights were already evaluated on these data with these settings."""
+    weights, in this ``architecture`` (name, options, a user architecture's source digest),
+    were already evaluated on these data with these settings."""
     original, unlearned = models
     cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
     entries: dict[str, dict[str, Any]] = {}
@@ -279,7 +290,7 @@ def _unlearn_report(
             if name == "original":
                 entries[name], reused = cached_evidence(
                     original, data, evidence, weights_sha256=weights_sha256, cache_dir=cache,
-                    seed=config.seed,
+                    seed=config.seed, architecture=architecture,
                 )  # fmt: skip
             else:
                 entries[name] = evidence_entry(unlearned, data, evidence, seed=config.seed)

@@ -266,6 +266,7 @@ def cached_evidence(
     weights_sha256: str,
     cache_dir: Path,
     seed: int = 0,
+    architecture: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """:func:`evidence_entry` of a checkpoint's model, from ``cache_dir/evidence`` when an
     entry for exactly these weights, data and settings is there, else computed and stored.
@@ -277,6 +278,8 @@ def cached_evidence(
         weights_sha256: :func:`file_sha256` of the checkpoint's weights file.
         cache_dir: the cache folder (``$BUNLEARN_CACHE``).
         seed: seeds the depth evidence.
+        architecture: what else defines the model besides its weights (its name, options,
+            a user architecture's source digest), JSON-able.
 
     Returns:
         ``(entry, reused)``.
@@ -285,7 +288,8 @@ def cached_evidence(
     if fingerprint is None:
         return evidence_entry(model, data, settings, seed=seed), False
     key = {"weights_sha256": weights_sha256, "data": fingerprint,
-           "settings": asdict(settings), "depth_seed": seed}  # fmt: skip
+           "settings": asdict(settings), "depth_seed": seed,
+           "architecture": architecture}  # fmt: skip
     return cached_json(
         cache_dir, "evidence", key, lambda: evidence_entry(model, data, settings, seed=seed)
     )
