@@ -103,6 +103,7 @@ def child_run(argv: list[str]) -> dict[str, Any]:
         "wall_minus_import_s": time.perf_counter() - imported,
         "stages_s": {k: round(v, 2) for k, v in seconds.items()},
         "peak_rss_mb": _peak_mb(),
+        "peak_rss_mb_by_stage_end": {k: round(v) for k, v in peaks.items()},
     }
 
 
@@ -276,8 +277,9 @@ def _print(result: dict[str, Any]) -> None:
         print(f"{'':8} peak MB at the end of: {peaks}")
     for name, run in (result.get("run") or {}).items():
         print(f"run ({name}): {run['wall_minus_import_s']:.1f} s, peak {run['peak_rss_mb']:.0f} MB")
+        peaks = run.get("peak_rss_mb_by_stage_end", {})
         for stage, value in run["stages_s"].items():
-            print(f"  {stage:28} {value:8.2f} s")
+            print(f"  {stage:28} {value:8.2f} s   peak at its end {peaks.get(stage, '?')} MB")
     for key, row in result["agreement"].items():
         print(f"  {key:24} sampled {row['sampled']} full {row['full']} "
               f"interval {row['interval']} inside {row['inside']}")  # fmt: skip
