@@ -159,18 +159,35 @@ def _cmd_unlearn(args: argparse.Namespace) -> int:
 
     report = unlearn_checkpoint(
         checkpoint=args.checkpoint, method=args.method, out=args.out,
-        given=unlearn_settings(args), overwrite=args.overwrite,
+        given=unlearn_settings(args), overwrite=args.overwrite, full_eval=args.full_eval,
     )  # fmt: skip
     if not args.quiet:
-        acc = report["results"][args.method]["acc"]
-        before = report["results"]["original"]["acc"]
+        entry, before = report["results"][args.method], report["results"]["original"]
         print(
-            f"{args.method}: forget accuracy {_percent(before['forget'])} -> "
-            f"{_percent(acc['forget'])}, test-retain accuracy {_percent(before['test_retain'])}"
-            f" -> {_percent(acc['test_retain'])}; wrote {args.out}"
+            f"{args.method}: forget accuracy {_percent(before['acc']['forget'])} -> "
+            f"{_percent(entry['acc']['forget'])}, test-retain accuracy "
+            f"{_percent(before['acc']['test_retain'])} -> {_percent(entry['acc']['test_retain'])}"
+            f"; wrote {args.out}"
         )
+        print(_evidence_line(report, args.method))
         print(_depth_line(report, args.method))
     return 0
+
+
+def _evidence_line(report: dict[str, Any], method: str) -> str:
+    """How ``unlearn``'s accuracies were read: each set's interval and images read."""
+    entry, evidence = report["results"][method], report.get("evidence") or {}
+    names = {"retain": "D_r", "forget": "D_f", "test_retain": "D_tr", "test_forget": "D_tf"}
+    parts = []
+    for key, name in names.items():
+        n, total = entry["acc_samples"][key], evidence["totals"][key]
+        low, high = entry["acc_interval"][key] or (None, None)
+        if n == total:
+            parts.append(f"{name} all {total:,}")
+        else:
+            parts.append(f"{name} {_percent(low)}-{_percent(high)} from {n:,} of {total:,}")
+    confidence = f"{100 * evidence.get('confidence', 0.95):.0f}%"
+    return f"evidence ({confidence} intervals, images read): {', '.join(parts)}"
 
 
 def _percent(value: float | None) -> str:

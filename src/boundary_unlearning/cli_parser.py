@@ -16,7 +16,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--download", action="store_true", help="fetch the data set (needs internet)")
     p.add_argument("--cache-dir", help="where trained originals/retrained models are cached")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or table")
+    p.add_argument("--quiet", action="store_true", help="no progress or table")
 
 
 def _add_normalization(p: argparse.ArgumentParser) -> None:
@@ -134,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="method hyperparameter, e.g. --set eps=0.05")  # fmt: skip
     un.add_argument("--out", required=True, help="folder for the unlearned model and report")
     un.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    un.add_argument("--full-eval", action="store_true",
+                    help="read every image of every set for the accuracies (default: seeded "
+                    "samples sized for a 95%% interval of about +-1 point; D_f and D_tf whole "
+                    "up to 2,000 images)")  # fmt: skip
     _add_common(un)
     _add_normalization(un)
 

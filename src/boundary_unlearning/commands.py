@@ -14,7 +14,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ._utils import atomic_write_bytes
-from .cache import data_source, model_metadata, original_metadata, train_original
+from .cache import (
+    data_source,
+    default_cache_dir,
+    model_metadata,
+    original_metadata,
+    train_original,
+    user_code_digest,
+)
 from .checkpoint import (
     check_matches_dataset,
     check_metadata,
@@ -30,11 +37,18 @@ from .data import DatasetInfo, UnlearningData
 from .data.datasets import dataset_key
 from .distributed import is_main_process
 from .errors import CheckpointError, DataError, OutputError
+from .evidence import (
+    EvidenceSettings,
+    cached_evidence,
+    evidence_entry,
+    evidence_summary,
+    file_sha256,
+)
 from .methods import get_method, unlearning_stats
-from .metrics import accuracy, depth_evidence
 from .models import is_user_model
 from .output_dir import check_writable, load_report
 from .pipeline import build_model, load_data, method_settings, split_data, timed_unlearn
+from .progress import progress_bar
 from .recording import record_path
 from .report import render_reports, write_reports
 
@@ -89,6 +103,7 @@ def unlearn_checkpoint(
     out: str | Path,
     given: Mapping[str, Any],
     overwrite: bool = False,
+    full_eval: bool = False,
 ) -> dict[str, Any]:
     """``bunlearn unlearn``: load a checkpoint, unlearn, write the new weights and a report
     into ``out``. The input checkpoint is only read.
@@ -109,6 +124,9 @@ def unlearn_checkpoint(
             ``model``, ``data_root``, ``download``, ``device``, ``progress``, ``mean``,
             ``std`` and ``hyperparameters`` (the method's; others keep their defaults).
         overwrite: replace an existing model in ``out``.
+        full_eval: read every image of every set (``--full-eval``); by default D_r and D_tr
+            (and D_f, D_tf beyond 2,000 images) are read on seeded samples sized for a 95%
+            interval of about ±1 point, which the report prints with each sample's size.
 
     Returns:
         The report (also written to ``out``).
@@ -130,13 +148,20 @@ def unlearn_checkpoint(
                   file=sys.stderr)  # fmt: skip
     net, meta = _load_model(checkpoint, meta, config, info, named=given.get("model") is not None)
     data = split_data(config, train_set, test_set, info)
+    del train_set, test_set  # the split holds what is needed: free the rest before the method
     net = net.to(resolve_device(config.device))
     check_writable(out)
     hparams = method_settings(method, config)
     if get_method(method).cost == "record" and "record" not in hparams:
         hparams["record"] = str(record_path(checkpoint))  # the record saved beside it
     unlearned, seconds = timed_unlearn(method, net, data, hparams, progress=config.progress)
-    report = _unlearn_report(method, config, info, data, (net, unlearned), seconds, hparams)
+    report = _unlearn_report(
+        method, config, info, data, (net, unlearned), seconds, hparams,
+        evidence=EvidenceSettings(full=full_eval, seed=config.seed),
+        weights_sha256=file_sha256(weights_in),
+        architecture={"model": config.model, "options": config.model_options,
+                      "code": user_code_digest(config.model)},
+    )  # fmt: skip
     report = {**report, "checkpoint": str(weights_in), "results": report.pop("results")}
     new_meta = {k: v for k, v in meta.items()
                 if k not in {"format", "cache_key", "train_seconds", "world_size"}}  # fmt: skip
@@ -244,16 +269,33 @@ def _unlearn_report(
     models: tuple[nn.Module, nn.Module],
     seconds: float,
     hparams: dict[str, Any],
+    *,
+    evidence: EvidenceSettings,
+    weights_sha256: str,
+    architecture: dict[str, Any],
 ) -> dict[str, Any]:
-    """``bunlearn unlearn``'s report: accuracies of the ``(original, unlearned)`` models,
-    the method's seconds, resolved hyperparameters and stats."""
+    """``bunlearn unlearn``'s report: accuracies (with their intervals and sample sizes) and
+    depth evidence of the ``(original, unlearned)`` models, the method's seconds, resolved
+    hyperparameters and stats. The original's evidence comes from the cache when these
+    weights, in this ``architecture`` (name, options, a user architecture's source digest),
+    were already evaluated on these data with these settings."""
     original, unlearned = models
-    models_by_name = {method: unlearned, "original": original}
-    scores = _evaluate_with_progress(models_by_name, data, config.progress)
-    depth = _depth_evidence(models_by_name, data, config.seed, config.progress)
+    cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    entries: dict[str, dict[str, Any]] = {}
+    reused = False
+    with progress_bar(["original", method], desc="evidence", unit="model",
+                      show=config.progress) as bar:  # fmt: skip
+        for name in bar:
+            bar.set_postfix_str(name)
+            if name == "original":
+                entries[name], reused = cached_evidence(
+                    original, data, evidence, weights_sha256=weights_sha256, cache_dir=cache,
+                    seed=config.seed, architecture=architecture,
+                )  # fmt: skip
+            else:
+                entries[name] = evidence_entry(unlearned, data, evidence, seed=config.seed)
     entry: dict[str, Any] = {
-        "acc": scores[method],
-        **depth[method],
+        **entries[method],
         "seconds": seconds,
         "hyperparameters": get_method(method).resolve(hparams),
     }
@@ -266,7 +308,8 @@ def _unlearn_report(
         "forget_classes": classes,
         "class_names": [info.classes[c] for c in classes],
         "seed": config.seed,
-        "results": {"original": {"acc": scores["original"], **depth["original"]}, method: entry},
+        "evidence": {**evidence_summary(data, evidence), "original_reused": reused},
+        "results": {"original": entries["original"], method: entry},
     }
 
 
@@ -304,36 +347,6 @@ def _check_same_data(
             f"the images in {root} changed since {checkpoint} was trained on them (fingerprint "
             f"{was} -> {now}); pass --data-root {root} to use them anyway, or restore them"
         )
-
-
-def _evaluate_with_progress(
-    models: dict[str, nn.Module], data: UnlearningData, progress: bool
-) -> dict[str, dict[str, float | None]]:
-    """:func:`evaluate` of each model, with one bar over every (model, set) pass."""
-    sets = {"retain": data.retain, "forget": data.forget_eval,
-            "test_retain": data.test_retain, "test_forget": data.test_forget}  # fmt: skip
-    scores: dict[str, dict[str, float | None]] = {name: {} for name in models}
-    passes = [(name, key) for name in models for key in sets]
-    disable = not progress or not is_main_process()
-    with tqdm(passes, desc="evaluating", unit="set", disable=disable) as bar:
-        for name, key in bar:
-            bar.set_postfix_str(f"{name} on {key}")
-            scores[name][key] = accuracy(models[name], sets[key])
-    return scores
-
-
-def _depth_evidence(
-    models: dict[str, nn.Module], data: UnlearningData, seed: int, progress: bool
-) -> dict[str, dict[str, Any]]:
-    """Relearn steps and the few-shot feature probe of each model (without a retrained
-    model they are shown beside the original's, not scored as a depth)."""
-    out: dict[str, dict[str, Any]] = {}
-    disable = not progress or not is_main_process()
-    with tqdm(list(models), desc="depth evidence", unit="model", disable=disable) as bar:
-        for name in bar:
-            bar.set_postfix_str(name)
-            out[name] = depth_evidence(models[name], data, seed=seed)
-    return out
 
 
 def rerender_reports(out_dir: str | Path) -> dict[str, Any]:

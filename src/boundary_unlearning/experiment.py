@@ -33,10 +33,12 @@ from .config import ExperimentConfig, resolve_device, write_resolved_config
 from .data import DatasetInfo, UnlearningData
 from .distributed import is_main_process, world_size
 from .errors import DivergenceError
+from .evidence import cached_json, data_fingerprint, state_sha256
 from .methods import get_method, unlearning_stats
 from .metrics import compute_metrics, depth_shares
 from .output_dir import check_output_dir, check_resume_matches, check_writable
 from .pipeline import check_methods, method_settings, prepare_data, timed_unlearn
+from .progress import LineProgress, progress_bar
 from .report import figure_data, format_table, render_reports
 
 __all__ = ["run_experiment"]
@@ -51,7 +53,8 @@ class _Progress:
 
     def __init__(self, config: ExperimentConfig, stages: int, echo: Echo | None) -> None:
         self.echo, self.progress = echo, config.progress
-        self.bar = tqdm(total=stages, desc="bunlearn run", unit="stage", disable=not self.progress)
+        self.bar = progress_bar(desc="bunlearn run", total=stages, unit="stage", show=self.progress)
+        self.lines = isinstance(self.bar, LineProgress)  # a file or log: a line per stage
 
     def say(self, msg: str) -> None:
         if self.echo is None:
@@ -69,6 +72,8 @@ class _Progress:
 
     def stage(self, msg: str) -> None:
         self.bar.set_postfix_str(msg)
+        if self.lines:
+            print(f"bunlearn: {msg}", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -201,10 +206,11 @@ def _run_seed(
         return compute_metrics(model, data, retrained=retrained, random_model=rand, seed=seed,
                                relearn=cfg.relearn, probe=cfg.probe, ulira=cfg.ulira)  # fmt: skip
 
+    shared = _reference_key(cfg, data, retrained, rand)
     for name, meta in (("original", orig_meta), ("retrain", rt_meta)):
         show.stage(f"seed {seed}: metrics of {name}")
         run.entries[name] = _reference_stage(name, cfg, run.models[name], meta, metrics_of,
-                                             stages, show)  # fmt: skip
+                                             stages, show, shared)  # fmt: skip
         show.bar.update(1)
     keep = {k: orig_meta[k] for k in model_metadata(cfg, info)} if first and cfg.figures else None
     for name in methods:
@@ -253,17 +259,40 @@ def _reference_stage(
     metrics_of: Callable[[nn.Module], dict[str, Any]],
     stages: StageStore,
     show: _Progress,
+    shared: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """The metrics of the original or the retrained model (reused when finished), with
-    its training seconds."""
+    its training seconds. With ``shared`` (what they depend on besides the model) they come
+    from ``$BUNLEARN_CACHE/metrics`` when another run computed them for the same weights."""
     key = stage_key(cfg, name)
     entry = stages.load(cfg.seed, name, key)
     if entry is not None:
         show.say(f"seed {cfg.seed}: {name}: reused finished stage")
         return entry
-    entry = {**metrics_of(model), "seconds": meta["train_seconds"]}
+    if shared is None:
+        metrics = metrics_of(model)
+    else:
+        cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+        metrics, reused = cached_json(cache, "metrics", {**shared, "model": state_sha256(model)},
+                                      lambda: metrics_of(model))  # fmt: skip
+        if reused:
+            show.say(f"seed {cfg.seed}: {name}: metrics reused from the cache (same weights)")
+    entry = {**metrics, "seconds": meta["train_seconds"]}
     stages.save(cfg.seed, name, key, entry)
     return entry
+
+
+def _reference_key(
+    cfg: ExperimentConfig, data: UnlearningData, retrained: nn.Module, rand: nn.Module
+) -> dict[str, Any] | None:
+    """What the original's and the retrained model's metrics depend on besides their own
+    weights (``None`` when the data cannot be fingerprinted: then they are not cached)."""
+    fingerprint = data_fingerprint(data)
+    if fingerprint is None:
+        return None
+    return {"data": fingerprint, "retrained": state_sha256(retrained),
+            "random": state_sha256(rand), "seed": cfg.seed, "relearn": cfg.relearn,
+            "probe": cfg.probe, "ulira": cfg.ulira}  # fmt: skip
 
 
 def _method_stage(

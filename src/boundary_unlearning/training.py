@@ -23,10 +23,10 @@ from tqdm.auto import tqdm
 
 from ._utils import model_device
 from .data.batches import Batch, TrainingBatches
-from .distributed import is_main_process
 from .distributed_training import distributed_fit
 from .errors import DivergenceError
 from .optim import make_optimizer, set_bn_mode
+from .progress import LineProgress, progress_bar
 from .recipe import OPTION_FIELDS, RECIPE_FIELDS, BNMode, OptimizerName, Recipe, RunOptions
 from .stopping import FitResult, FitRun, NeverStop, StoppingRule, record_fit
 
@@ -132,10 +132,10 @@ def _settings(
     return recipe, dataclasses.replace(options or RunOptions(), **flags)
 
 
-def _progress_bar(budget: int, desc: str, options: RunOptions) -> tqdm[Any]:
-    """A bar over the run's steps, on the main process when ``options.progress``."""
-    disable = not options.progress or not is_main_process()
-    return tqdm(total=budget, desc=desc, disable=disable, leave=False, unit="step")
+def _progress_bar(budget: int, desc: str, options: RunOptions) -> tqdm[Any] | LineProgress:
+    """A bar over the run's steps (plain lines off a terminal), on the main process when
+    ``options.progress``."""
+    return progress_bar(desc=desc, total=budget, unit="step", show=options.progress, leave=False)
 
 
 class TrainingStep:

@@ -202,7 +202,9 @@ def _load_fashion_mnist(
         _check_fashion_mnist(split, arrays[f"{split}_x"], arrays[f"{split}_y"])
 
     def images(a: np.ndarray[Any, Any]) -> torch.Tensor:
-        return torch.from_numpy(a.astype(np.float32) / 255.0).unsqueeze(1)
+        pixels = a.astype(np.float32)
+        pixels /= 255.0  # in place: one float copy of the images in memory, not two
+        return torch.from_numpy(pixels).unsqueeze(1)
 
     def labels(a: np.ndarray[Any, Any]) -> torch.Tensor:
         return torch.from_numpy(a.astype(np.int64))

@@ -11,12 +11,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from .._utils import eval_mode, model_device
 from ..checks import AtLeastOne, Positive, Seed
 from ..data.split import UnlearningData
 from ..data.streaming import input_batches, inputs_and_labels
+from ..progress import progress_bar
 from ..recipe import RunOptions
 from ._common import find_head, working_copy
 from ._registry import register_method
@@ -60,9 +60,9 @@ def diagonal_fisher(
     per_sample = vmap(grad(sample_loss), in_dims=(None, 0, 0))
     total = {n: torch.zeros_like(p) for n, p in params.items()}
     with eval_mode(model):
-        for xb in tqdm(
-            input_batches(x, chunk_size, device), desc="fisher", disable=not progress,
-            leave=False, total=math.ceil(len(x) / chunk_size),  # type: ignore[arg-type]
+        for xb in progress_bar(
+            input_batches(x, chunk_size, device), desc="fisher", show=progress, leave=False,
+            total=math.ceil(len(x) / chunk_size), unit="batch",  # type: ignore[arg-type]
         ):  # fmt: skip
             with torch.no_grad():
                 probs = F.softmax(functional_call(model, (params, buffers), (xb,)), dim=1)

@@ -6,6 +6,7 @@ number once: its label, which way is good and what it means.
 
 from .accuracy import accuracy, evaluate, predict_logits
 from .distances import activation_distance, entropy, js_divergence, zrf_score
+from .estimate import Estimate, estimate_accuracy
 from .mia import confidence_svc, entropy_attack, loss_lr, paper_asr, ulira
 from .probe import depth_shares, probe_forget_accuracy
 from .relearn import relearn_steps
@@ -13,6 +14,7 @@ from .suite import METRICS, Metric, compute_metrics, depth_evidence
 
 __all__ = [
     "METRICS",
+    "Estimate",
     "Metric",
     "accuracy",
     "activation_distance",
@@ -22,6 +24,7 @@ __all__ = [
     "depth_shares",
     "entropy",
     "entropy_attack",
+    "estimate_accuracy",
     "evaluate",
     "js_divergence",
     "loss_lr",

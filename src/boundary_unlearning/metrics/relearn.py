@@ -8,14 +8,16 @@ method's count with the retrained model's (Golatkar et al. CVPR 2020; Tarun et a
 from __future__ import annotations
 
 import copy
-import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import Subset
 
+from .._utils import model_device
 from ..data.split import UnlearningData, dataset_labels, to_tensors
-from ..data.streaming import inputs_and_labels
+from ..data.streaming import input_batches, inputs_and_labels
 from ..errors import DivergenceError
 from .accuracy import predict_logits
 
@@ -42,6 +44,12 @@ def relearn_steps(
     to the retrained model's value is better (fewer steps = the class was hidden, not
     forgotten). ``model`` is not modified. Accuracy is measured on at most ``max_eval``
     seeded forget samples, to bound the cost on large data sets.
+
+    The count is found without checking every step: the checks double (after 1, 2, 4, ...
+    steps) until one reaches the threshold, then bisect between the last two (retraining
+    from the last weights that did not), and each check stops reading as soon as its answer
+    is certain. Relearning only moves towards the class, so this is the count a check after
+    every step gives, at about 2 log2(count) checks instead of count + 1.
 
     The default ``lr=1e-3`` keeps the counts apart: on digits (class 3, small CNN) the
     retrained model needs 29 steps and Boundary Shrink / Expanding trained at the final layer
@@ -91,21 +99,79 @@ def relearn_steps(
     forget_x = inputs_and_labels(forget)[0]
     work = copy.deepcopy(model)
 
-    def forget_accuracy() -> float:
-        logits = predict_logits(work, forget_x)
-        if not bool(torch.isfinite(logits).all()):
-            return math.nan
-        return float((logits.argmax(1).cpu() == forget_y).float().mean())
+    def step_to(state: dict[str, torch.Tensor], start: int, stop: int) -> bool:
+        """``work`` = ``state`` (the weights after ``start`` steps) trained on to ``stop``;
+        False when the relearning loss diverged."""
+        work.load_state_dict(state)
+        for step in range(start, stop):
+            try:
+                fit(work, few, epochs=1, lr=lr, momentum=0.0, batch_size=len(pick),
+                    seed=seed + step, bn="freeze", desc="relearn")  # fmt: skip
+            except DivergenceError:
+                return False
+        return True
 
-    for step in range(max_steps):
-        acc = forget_accuracy()
-        if math.isnan(acc):
+    return _first_reached(
+        lambda: _reached(work, forget_x, forget_y, threshold), step_to,
+        lambda: copy.deepcopy(work.state_dict()), max_steps,
+    )  # fmt: skip
+
+
+def _reached(
+    model: nn.Module, x: torch.Tensor | Any, y: torch.Tensor, threshold: float
+) -> bool | None:
+    """Whether ``model``'s accuracy on ``(x, y)`` is at least ``threshold``, read batch by
+    batch and stopped as soon as the answer is certain (the same answer as reading all);
+    ``None`` when an output read is not finite."""
+    n, hits, seen = len(y), 0, 0
+    for x_batch in input_batches(x, 128, model_device(model)):
+        logits = predict_logits(model, x_batch)
+        if not bool(torch.isfinite(logits).all()):
             return None
-        if acc >= threshold:
-            return step
-        try:
-            fit(work, few, epochs=1, lr=lr, momentum=0.0, batch_size=len(pick),
-                seed=seed + step, bn="freeze", desc="relearn")  # fmt: skip
-        except DivergenceError:
+        hits += int((logits.argmax(1).cpu() == y[seen : seen + len(logits)]).sum())
+        seen += len(logits)
+        if hits / n >= threshold:
+            return True
+        if (hits + n - seen) / n < threshold:
+            return False
+    return hits / n >= threshold
+
+
+def _first_reached(
+    reached: Callable[[], bool | None],
+    step_to: Callable[[dict[str, torch.Tensor], int, int], bool],
+    snapshot: Callable[[], dict[str, torch.Tensor]],
+    max_steps: int,
+) -> int | None:
+    """The first step count at which ``reached()`` holds, searched by doubling (1, 2, 4, ...)
+    and then bisection between the last two counts checked, so that about 2 log2(steps)
+    checks are read instead of one per step; relearning only moves towards the class, so
+    once reached it stays reached. ``None`` when a check or a step cannot be computed."""
+    state = reached()
+    if state is None or state:
+        return None if state is None else 0
+    low, low_state, high = 0, snapshot(), 1  # not reached after `low` steps
+    while True:
+        high = min(high, max_steps)
+        if not step_to(low_state, low, high):
             return None
-    return max_steps
+        state = reached()
+        if state is None:
+            return None
+        if state:
+            break
+        if high == max_steps:
+            return max_steps
+        low, low_state, high = high, snapshot(), 2 * high
+    while high - low > 1:  # reached after `high` steps, not after `low`
+        mid = (low + high) // 2
+        if not step_to(low_state, low, mid):
+            return None
+        state = reached()
+        if state is None:
+            return None
+        if state:
+            high = mid
+        else:
+            low, low_state = mid, snapshot()
+    return high

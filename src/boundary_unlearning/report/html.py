@@ -20,7 +20,7 @@ from .tables import (
     verdict_notes,
 )
 from .tables import settings_line as _settings_md
-from .writers import stats_text
+from .writers import evidence_table, stats_text
 
 __all__ = ["build_html"]
 
@@ -214,6 +214,23 @@ def _figures(sections: Sequence[tuple[str, str, Sequence[Figure]]]) -> str:
     return "\n".join(out)
 
 
+def _evidence(report: Report) -> str:
+    """How the accuracies were read (a ``bunlearn unlearn`` report), as a note and a table.
+
+    Example:
+        >>> _evidence({"results": {}})
+        ''
+    """
+    read = evidence_table(report)
+    if read is None:
+        return ""
+    note, header, rows = read
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return (f"<h2>How the accuracies were read</h2><p class=note>{escape(note)}</p>"
+            f"<table><tr>{head}</tr>{body}</table>")  # fmt: skip
+
+
 def build_html(report: Report, sections: Sequence[tuple[str, str, Sequence[Figure]]] = ()) -> str:
     """The whole page as one string.
 
@@ -242,6 +259,7 @@ def build_html(report: Report, sections: Sequence[tuple[str, str, Sequence[Figur
             "the reference in the first column. Hover a metric for its meaning.</p>",
             _table(report),
             _verdict_notes(report),
+            _evidence(report),
             "<h2>What each metric means</h2>",
             _glossary(report),
             _failures(report),

@@ -93,6 +93,8 @@ class ModelEntry(TypedDict, total=False):
     """
 
     acc: Accuracies
+    acc_interval: dict[str, list[float] | None]  # unlearn: [low, high] per set (the evidence)
+    acc_samples: dict[str, int]  # unlearn: images read per set (the set's size: all of it)
     mia: Attacks
     js_to_retrain: float | None
     activation_distance: float | None
@@ -179,9 +181,9 @@ class _ReportResults(TypedDict):
 class Report(_ReportResults, total=False):
     """A run's ``report.json``. ``results`` is the only required key.
 
-    ``bunlearn run`` writes all but ``checkpoint``; ``bunlearn unlearn`` writes ``dataset``,
-    ``model``, ``forget_classes``, ``class_names``, ``seed``, ``checkpoint`` and
-    ``results``.
+    ``bunlearn run`` writes all but ``checkpoint`` and ``evidence`` (it reads every image);
+    ``bunlearn unlearn`` writes ``dataset``, ``model``, ``forget_classes``, ``class_names``,
+    ``seed``, ``evidence``, ``checkpoint`` and ``results``.
 
     Example:
         >>> report: Report = {"dataset": "digits", "forget_classes": [3], "results": {}}
@@ -205,6 +207,7 @@ class Report(_ReportResults, total=False):
     failed: dict[str, str]  # method -> why it failed on every seed
     config: dict[str, Any]  # the resolved ExperimentConfig
     checkpoint: str  # bunlearn unlearn: the model that was unlearned
+    evidence: dict[str, Any]  # bunlearn unlearn: how the accuracies were read (evidence.py)
     figures_data: FigureData
 
 

@@ -27,7 +27,66 @@ from .tables import (
     verdict_notes,
 )
 
-__all__ = ["format_markdown", "results_csv", "stats_text", "write_reports"]
+__all__ = ["evidence_table", "format_markdown", "results_csv", "stats_text", "write_reports"]
+
+_SET_NAMES = {"retain": "D_r", "forget": "D_f", "test_retain": "D_tr", "test_forget": "D_tf"}
+
+
+def _cell(entry: Mapping[str, Any], key: str, total: int) -> str:
+    value = (entry.get("acc") or {}).get(key)
+    interval = (entry.get("acc_interval") or {}).get(key)
+    read = (entry.get("acc_samples") or {}).get(key)
+    if value is None:
+        return "—"
+    if read is None or read == total or not interval:
+        return f"{100 * value:.2f}% (all)"
+    low, high = interval
+    return f"{100 * value:.2f}% [{100 * low:.2f}, {100 * high:.2f}] ({read:,} read)"
+
+
+def evidence_table(report: Mapping[str, Any]) -> tuple[str, list[str], list[list[str]]] | None:
+    """How a report's accuracies were read: a note, the header and one row per set (each
+    model's accuracy, its interval and the images read); ``None`` for a report without
+    ``evidence`` (every image was read).
+
+    Args:
+        report: a report of ``bunlearn unlearn``.
+
+    Returns:
+        ``(note, header, rows)`` or ``None``.
+
+    Example:
+        >>> report = {"evidence": {"confidence": 0.95, "margin": 0.005, "full": False,
+        ...           "whole_up_to": 10000, "totals": {"retain": 100}},
+        ...           "results": {"m": {"acc": {"retain": 0.9}, "acc_samples": {"retain": 50},
+        ...                              "acc_interval": {"retain": [0.85, 0.94]}}}}
+        >>> evidence_table(report)[2]
+        [['D_r', '100', '90.00% [85.00, 94.00] (50 read)']]
+    """
+    evidence = report.get("evidence")
+    if not isinstance(evidence, Mapping):
+        return None
+    confidence = f"{100 * evidence.get('confidence', 0.95):.0f}%"
+    if evidence.get("full"):
+        note = "Every image of every set was read (--full-eval): the accuracies are exact."
+    else:
+        note = (
+            f"Accuracies with their {confidence} intervals, read on seeded samples sized for "
+            f"about ±{100 * evidence.get('margin', 0.01):.1f} points (the whole set when it is "
+            f"small); D_f and D_tf, which decide the verdict, are read whole up to "
+            f"{evidence.get('whole_up_to', 0):,} images. --full-eval reads every image."
+        )
+    if evidence.get("original_reused"):
+        note += " The original's were computed by an earlier request (same weights, data and "
+        note += "settings) and reused."
+    names = [n for n, e in report["results"].items() if isinstance(e, Mapping) and "acc" in e]
+    totals = evidence.get("totals") or {}
+    rows = [
+        [_SET_NAMES.get(key, key), f"{total:,}",
+         *[_cell(report["results"][n], key, total) for n in names]]
+        for key, total in totals.items()
+    ]  # fmt: skip
+    return note, ["set", "images", *names], rows
 
 
 def format_markdown(report: Mapping[str, Any]) -> str:
@@ -63,6 +122,12 @@ def format_markdown(report: Mapping[str, Any]) -> str:
     notes = verdict_notes(report)
     if notes:
         out += ["", "## What the verdicts say", "", *[f"- {line}" for line in notes]]
+    read = evidence_table(report)
+    if read is not None:
+        note, header, cells = read
+        out += ["", "## How the accuracies were read", "", note, "",
+                "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1),
+                *["| " + " | ".join(row) + " |" for row in cells]]  # fmt: skip
     failed = failures(report)
     if failed:
         out += ["", "## Failures", "", *[f"- {line}" for line in failed]]

@@ -1,0 +1,295 @@
+"""The evidence of a ``bunlearn unlearn`` report: each model's accuracies (estimated on seeded
+samples, see :mod:`boundary_unlearning.metrics.estimate`, or read in full) and its depth
+evidence, and a small cache so that the original's are computed once per checkpoint and data.
+
+The cache lives in ``$BUNLEARN_CACHE/evidence/``: one JSON file per (weights, data, settings),
+named by a hash of all three and holding them in full; an entry is used only when the SHA-256
+of the checkpoint's weights, the fingerprint of the four sets and the evidence settings it
+records all equal the request's, so a stale, edited or colliding file is recomputed and
+replaced, never trusted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset, Subset, TensorDataset
+
+from ._utils import atomic_write_json
+from .data import UnlearningData
+from .metrics import depth_evidence
+from .metrics.estimate import Estimate, estimate_accuracy
+
+__all__ = [
+    "EVIDENCE_VERSION",
+    "EvidenceSettings",
+    "cached_evidence",
+    "cached_json",
+    "data_fingerprint",
+    "evidence_entry",
+    "evidence_summary",
+    "file_sha256",
+    "state_sha256",
+]
+
+EVIDENCE_VERSION = 1  # bump when what an entry holds or how it is computed changes
+SETS = ("retain", "forget", "test_retain", "test_forget")
+_DECIDING = {"forget", "test_forget"}  # decide the verdict: read whole when not too large
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvidenceSettings:
+    """How a report's accuracies are read.
+
+    Attributes:
+        full: read every image of every set (``--full-eval``).
+        margin: the half-width wanted of each sampled accuracy's interval (0.01 = ±1
+            point: on Fashion-MNIST's D_r about 3,500 images at 90% accuracy, where ±0.5
+            points would read about 12,000).
+        confidence: the intervals' coverage.
+        whole_up_to: D_f and D_tf (which decide the verdict) are read whole up to this many
+            images; larger ones are sampled like D_r and D_tr (a forgotten class is read
+            near 0% accuracy, where a sample's interval is far narrower than ±1 point).
+        seed: seeds the samples (the same images for the original and the unlearned model).
+
+    Example:
+        >>> EvidenceSettings().margin, EvidenceSettings(full=True).full
+        (0.01, True)
+    """
+
+    full: bool = False
+    margin: float = 0.01
+    confidence: float = 0.95
+    whole_up_to: int = 2_000
+    seed: int = 0
+
+
+def _estimates(
+    model: nn.Module, data: UnlearningData, settings: EvidenceSettings
+) -> dict[str, Estimate]:
+    sets: dict[str, Dataset[Any]] = {
+        "retain": data.retain, "forget": data.forget_eval,
+        "test_retain": data.test_retain, "test_forget": data.test_forget,
+    }  # fmt: skip
+    out = {}
+    for key, dataset in sets.items():
+        whole = settings.full or (
+            key in _DECIDING and len(dataset) <= settings.whole_up_to  # type: ignore[arg-type]
+        )
+        out[key] = estimate_accuracy(
+            model, dataset, margin=settings.margin, confidence=settings.confidence,
+            seed=settings.seed, full=whole,
+        )  # fmt: skip
+    return out
+
+
+def evidence_entry(
+    model: nn.Module,
+    data: UnlearningData,
+    settings: EvidenceSettings,
+    *,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """One model's entry of an ``unlearn`` report: ``acc`` (the estimates), ``acc_interval``
+    (``[low, high]`` per set), ``acc_samples`` (images read per set), ``relearn_steps`` and
+    ``probe_forget_acc``.
+
+    Args:
+        model: the model (not modified).
+        data: the split.
+        settings: how the accuracies are read.
+        seed: seeds the depth evidence.
+
+    Returns:
+        The entry (JSON-able; a value that cannot be computed is ``None``).
+
+    Example:
+        >>> from boundary_unlearning.data import toy_problem
+        >>> data, net = toy_problem()
+        >>> entry = evidence_entry(net, data, EvidenceSettings(full=True))
+        >>> sorted(entry["acc_samples"].items())[0]
+        ('forget', 10)
+    """
+    found = _estimates(model, data, settings)
+    return {
+        "acc": {k: e.value for k, e in found.items()},
+        "acc_interval": {k: e.as_dict()["interval"] for k, e in found.items()},
+        "acc_samples": {k: e.n for k, e in found.items()},
+        **depth_evidence(model, data, seed=seed),
+    }
+
+
+def evidence_summary(data: UnlearningData, settings: EvidenceSettings) -> dict[str, Any]:
+    """``report["evidence"]``: how the accuracies were read and how large each set is.
+
+    Example:
+        >>> from boundary_unlearning.data import toy_problem
+        >>> evidence_summary(toy_problem()[0], EvidenceSettings())["confidence"]
+        0.95
+    """
+    sizes = data.sizes()
+    return {
+        "full": settings.full,
+        "confidence": settings.confidence,
+        "margin": settings.margin,
+        "whole_up_to": settings.whole_up_to,
+        "seed": settings.seed,
+        "totals": {k: sizes["forget_full" if k == "forget" else k] for k in SETS},
+    }
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes (read in 1 MiB blocks).
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "w"
+        >>> _ = path.write_bytes(b"abc")
+        >>> file_sha256(path)[:12]
+        'ba7816bf8f01'
+    """
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _feed(digest: Any, dataset: Dataset[Any]) -> bool:
+    """Hash what ``dataset`` holds into ``digest``: a TensorDataset's tensors, a Subset's
+    indices and its base. ``False`` for a dataset that cannot be fingerprinted cheaply."""
+    if isinstance(dataset, TensorDataset):
+        for tensor in dataset.tensors:
+            t = tensor.detach().cpu().contiguous()
+            digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            digest.update(t.view(torch.uint8).numpy() if t.numel() else b"")
+        return True
+    if isinstance(dataset, Subset):
+        digest.update(torch.as_tensor(dataset.indices, dtype=torch.int64).numpy().tobytes())
+        return _feed(digest, dataset.dataset)
+    return False
+
+
+def data_fingerprint(data: UnlearningData) -> str | None:
+    """A SHA-256 over the images and labels of the four sets (and the split's classes), or
+    ``None`` when a set is not held in memory (its evidence is then not cached).
+
+    Example:
+        >>> from boundary_unlearning.data import toy_problem
+        >>> data = toy_problem()[0]
+        >>> data_fingerprint(data) == data_fingerprint(data)
+        True
+    """
+    digest = hashlib.sha256(f"{data.forget_classes}{data.num_classes}".encode())
+    seen: dict[int, bool] = {}
+    for dataset in (data.retain, data.forget_eval, data.test_retain, data.test_forget):
+        base = dataset.dataset if isinstance(dataset, Subset) else dataset
+        if id(base) in seen and isinstance(dataset, Subset):  # a base hashed once
+            digest.update(torch.as_tensor(dataset.indices, dtype=torch.int64).numpy().tobytes())
+            continue
+        if not _feed(digest, dataset):
+            return None
+        seen[id(base)] = True
+    return digest.hexdigest()
+
+
+def state_sha256(model: nn.Module) -> str:
+    """A SHA-256 of a model's state (every parameter's and buffer's name, dtype, shape and
+    bytes): the same weights give the same digest wherever they came from.
+
+    Example:
+        >>> a, b = nn.Linear(2, 2), nn.Linear(2, 2)
+        >>> _ = b.load_state_dict(a.state_dict())
+        >>> state_sha256(a) == state_sha256(b), state_sha256(a) == state_sha256(nn.Linear(2, 2))
+        (True, False)
+    """
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}{t.dtype}{tuple(t.shape)}".encode())
+        if t.numel():
+            digest.update(t.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def cached_json(
+    cache_dir: Path, kind: str, key: dict[str, Any], compute: Callable[[], dict[str, Any]]
+) -> tuple[dict[str, Any], bool]:
+    """``compute()``, kept in ``cache_dir/kind/`` under a hash of ``key`` and reused only
+    when the file records exactly ``key`` (anything else is recomputed and replaced).
+
+    Args:
+        cache_dir: the cache folder (``$BUNLEARN_CACHE``).
+        kind: the sub-folder (``evidence``, ``metrics``).
+        key: everything the value depends on (JSON-able).
+        compute: computes the value (a JSON-able dict).
+
+    Returns:
+        ``(value, reused)``.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> cached_json(folder, "x", {"a": 1}, lambda: {"v": 2})
+        ({'v': 2}, False)
+        >>> cached_json(folder, "x", {"a": 1}, lambda: {"v": 3})
+        ({'v': 2}, True)
+    """
+    key = {"version": EVIDENCE_VERSION, **key}
+    name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+    path = cache_dir / kind / f"{name}.json"
+    try:
+        stored = json.loads(path.read_text())
+        if isinstance(stored, dict) and stored.get("key") == key:
+            return dict(stored["entry"]), True
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # missing or unreadable: computed below
+    value = compute()
+    with contextlib.suppress(OSError):  # a read-only cache costs time later, not this result
+        atomic_write_json(path, {"key": key, "entry": value})
+    return value, False
+
+
+def cached_evidence(
+    model: nn.Module,
+    data: UnlearningData,
+    settings: EvidenceSettings,
+    *,
+    weights_sha256: str,
+    cache_dir: Path,
+    seed: int = 0,
+    architecture: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], bool]:
+    """:func:`evidence_entry` of a checkpoint's model, from ``cache_dir/evidence`` when an
+    entry for exactly these weights, data and settings is there, else computed and stored.
+
+    Args:
+        model: the model loaded from the checkpoint whose weights hash to ``weights_sha256``.
+        data: the split.
+        settings: how the accuracies are read.
+        weights_sha256: :func:`file_sha256` of the checkpoint's weights file.
+        cache_dir: the cache folder (``$BUNLEARN_CACHE``).
+        seed: seeds the depth evidence.
+        architecture: what else defines the model besides its weights (its name, options,
+            a user architecture's source digest), JSON-able.
+
+    Returns:
+        ``(entry, reused)``.
+    """
+    fingerprint = data_fingerprint(data)
+    if fingerprint is None:
+        return evidence_entry(model, data, settings, seed=seed), False
+    key = {"weights_sha256": weights_sha256, "data": fingerprint,
+           "settings": asdict(settings), "depth_seed": seed,
+           "architecture": architecture}  # fmt: skip
+    return cached_json(
+        cache_dir, "evidence", key, lambda: evidence_entry(model, data, settings, seed=seed)
+    )
