@@ -8,9 +8,15 @@ whatever the number of steps. ``recorder.record(model)`` freezes the sums into a
 
 Multiple forget classes: a batch that held samples of two forget classes is in both classes'
 sums, so adding the sums would subtract its update twice. The recorder therefore also counts,
-for every pair of classes, the batches that held both (a K x K integer matrix).
-:meth:`UpdateRecord.forget_update` adds the per-class sums only when no recorded batch held
-two of the requested classes (then the sum is exact); otherwise it raises a clear error rather
+for every pair of classes, the batches that held both (a K x K integer matrix), which tells
+how the classes' sets of batches relate: nested (every batch that held ``a`` also held ``b``:
+``co_batches[a, b] == batches[a]``) or disjoint (``co_batches[a, b] == 0``).
+:meth:`UpdateRecord.forget_update` adds the sums of the requested classes whose batches are
+not contained in another requested class's; when those are pairwise disjoint the result is
+exactly the summed update of every batch that held any requested class, each once (the usual
+case with random batches over few classes is that every batch held every class: all sets are
+equal and one class's sum is the whole update). Sets that overlap without nesting cannot be
+separated from per-class sums: :class:`~boundary_unlearning.errors.NotApplicableError`, rather
 than subtracting a wrong amount. With one forget class the record is always exact.
 
 What "the update of a batch" means: the change the optimiser made at that step, which with
@@ -31,7 +37,7 @@ import torch
 from torch import nn
 
 from ._utils import atomic_write_bytes
-from .errors import CheckpointError, DataError, ModelError, UnlearningError
+from .errors import CheckpointError, DataError, ModelError, NotApplicableError, UnlearningError
 
 __all__ = [
     "RECORD_FILE",
@@ -166,8 +172,9 @@ class UpdateRecord:
             Parameter name -> the update to subtract.
 
         Raises:
-            DataError: a class outside the record, or a recorded batch that held two of
-                ``classes`` (the sum would not be exact).
+            DataError: a class outside the record.
+            NotApplicableError: two classes whose batches overlap without one class's
+                containing the other's (the sum would not be exact).
 
         Example:
             >>> from boundary_unlearning.training import fit
@@ -178,10 +185,17 @@ class UpdateRecord:
             >>> record = recorder.record(net)
             >>> {name: tuple(u.shape) for name, u in record.forget_update([0]).items()}
             {'weight': (3, 2), 'bias': (3,)}
-            >>> record.forget_update([0, 1])  # doctest: +ELLIPSIS
+            >>> both = record.forget_update([0, 1])  # the one batch held both: counted once
+            >>> torch.equal(both["bias"], record.sums["bias"][0])
+            True
+            >>> recorder = UpdateRecorder(net, num_classes=3)
+            >>> for held in ([0, 1], [1, 2], [0, 2]):  # every pair overlaps, none nested
+            ...     recorder.before_step(0, (x[:2], torch.tensor(held)))
+            ...     recorder.after_step(0, (x[:2], torch.tensor(held)))
+            >>> recorder.record(net).forget_update([0, 1])  # doctest: +ELLIPSIS
             Traceback (most recent call last):
             ...
-            boundary_unlearning.errors.DataError: 1 recorded batches held both class 0 and ...
+            boundary_unlearning.errors.NotApplicableError: 1 recorded batches held both class 0 ...
         """
         wanted = sorted({int(c) for c in classes})
         bad = [c for c in wanted if not 0 <= c < self.num_classes]
@@ -190,16 +204,30 @@ class UpdateRecord:
                 f"the update record covers classes 0..{self.num_classes - 1}, not {bad}; use "
                 "the record of a model trained on this data set"
             )
-        for i, a in enumerate(wanted):
-            for b in wanted[i + 1 :]:
-                if int(self.co_batches[a, b]) > 0:
-                    raise DataError(
-                        f"{int(self.co_batches[a, b])} recorded batches held both class {a} "
-                        f"and class {b}, so their updates cannot be subtracted exactly once "
-                        "from per-class sums; forget these classes one at a time"
-                    )
-        index = torch.tensor(wanted, dtype=torch.long)
+        outer = self._outermost(wanted)
+        index = torch.tensor(outer, dtype=torch.long)
         return {name: s[index].sum(dim=0) for name, s in self.sums.items()}
+
+    def _outermost(self, wanted: list[int]) -> list[int]:
+        """The requested classes whose batches no other requested class's batches contain
+        (ties: the lowest index), after checking they are pairwise disjoint."""
+        co, count = self.co_batches, self.batches
+
+        def inside(a: int, b: int) -> bool:  # every batch that held a also held b
+            nested = int(co[a, b]) == int(count[a])
+            return nested and (int(count[b]) > int(count[a]) or b < a)
+
+        outer = [a for a in wanted if not any(inside(a, b) for b in wanted if b != a)]
+        for i, a in enumerate(outer):
+            for b in outer[i + 1 :]:
+                if int(co[a, b]) > 0:
+                    raise NotApplicableError(
+                        f"{int(co[a, b])} recorded batches held both class {a} and class {b} "
+                        "(and neither class's batches contain the other's), so their updates "
+                        "cannot be subtracted exactly once from per-class sums; forget these "
+                        "classes one at a time from the original"
+                    )
+        return outer
 
     def check_matches(self, model: nn.Module) -> None:
         """Raise unless the record was made for exactly ``model``'s parameters.

@@ -11,6 +11,7 @@ from torch import nn
 from .._utils import model_device
 from ..checks import AtLeastOne, NonNegative, Positive, Seed, Whole
 from ..data.split import UnlearningData
+from ..errors import NotApplicableError
 from ..recipe import BNMode, Recipe, RunOptions
 from ..recording import RecordMissingError, UpdateRecord, load_record
 from ..training import cross_entropy_loss, fit
@@ -69,7 +70,10 @@ def amnesiac(
         RecordMissingError: no record given, or no record file where one was named.
         CheckpointError: an unreadable record file.
         ModelError: the record was made for another architecture or other weights.
-        DataError: a class outside the record, or two forget classes that shared a batch.
+        DataError: a class outside the record.
+        NotApplicableError: forget classes whose recorded batches overlap without nesting
+            (see :mod:`~boundary_unlearning.recording`), or a model that already forgot
+            other classes (its record would subtract their shared batches twice).
 
     Example:
         >>> from boundary_unlearning import toy_problem, unlearning_stats
@@ -98,6 +102,12 @@ def amnesiac(
         raise RecordMissingError(
             f"record={type(record).__name__} is not an update record; pass the path of "
             "updates.safetensors or an UpdateRecord"
+        )
+    if data.forgotten_before:  # its record's batches held those classes too
+        raise NotApplicableError(
+            f"amnesiac: this model already forgot class(es) {list(data.forgotten_before)}; "
+            "subtracting recorded batches again would take away the batches they shared a "
+            "second time; run amnesiac on the original with every class to forget at once"
         )
     record.check_matches(model)
     update = record.forget_update(data.forget_classes)
