@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..metrics.forgotten import HOLD_MARGIN, class_holds
+from .schema import as_report
 from .tables import columns
 
 __all__ = ["class_verdict", "class_verdicts", "forgotten_class_lines"]
@@ -91,7 +92,7 @@ def forgotten_class_lines(report: Mapping[str, Any]) -> list[str]:
         >>> forgotten_class_lines(report)[-1]
         '| 3, this request | 0.0% / 1.0% held |'
     """
-    cols = [c for c in columns(report) if (report["results"][c] or {}).get("per_class")]
+    cols = [c for c in columns(as_report(report)) if (report["results"][c] or {}).get("per_class")]
     if not cols:
         return []
     classes = list(dict.fromkeys(k for c in cols for k in report["results"][c]["per_class"]))
