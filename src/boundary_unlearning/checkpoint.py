@@ -12,6 +12,7 @@ import json
 import math
 import pickle
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,13 @@ def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
     return p / "model.safetensors", p / "model.json"
 
 
-def save_checkpoint(model: nn.Module, path: str | Path, metadata: dict[str, Any]) -> Path:
+def save_checkpoint(
+    model: nn.Module,
+    path: str | Path,
+    metadata: dict[str, Any],
+    *,
+    seal: Callable[[str], Mapping[str, Any]] | None = None,
+) -> Path:
     """Write ``model``'s weights (safetensors) and ``metadata`` (JSON) atomically.
 
     ``path`` is a folder (``model.safetensors`` + ``model.json`` inside) or a
@@ -91,6 +98,8 @@ def save_checkpoint(model: nn.Module, path: str | Path, metadata: dict[str, Any]
         model: the model whose ``state_dict`` is saved.
         path: a folder or a ``.safetensors`` file (another suffix is replaced).
         metadata: JSON-able metadata; ``format`` is added.
+        seal: called with the SHA-256 (hex) of the weights file's bytes; the metadata it
+            returns is added (the deletion ledger names the weights it describes this way).
 
     Returns:
         The weights path.
@@ -114,9 +123,11 @@ def save_checkpoint(model: nn.Module, path: str | Path, metadata: dict[str, Any]
     if not is_main_process():
         return weights
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    blob = save(state)
+    extra = dict(seal(hashlib.sha256(blob).hexdigest())) if seal is not None else {}
     try:
-        atomic_write_bytes(weights, save(state))
-        atomic_write_json(meta, {"format": FORMAT, **metadata})
+        atomic_write_bytes(weights, blob)
+        atomic_write_json(meta, {"format": FORMAT, **metadata, **extra})
     except OSError as exc:
         from .errors import OutputError
 

@@ -170,7 +170,26 @@ def _cmd_unlearn(args: argparse.Namespace) -> int:
             f" -> {_percent(acc['test_retain'])}; wrote {args.out}"
         )
         print(_depth_line(report, args.method))
+        for line in _class_lines(report, args.method):
+            print(line)
     return 0
+
+
+def _class_lines(report: dict[str, Any], method: str) -> list[str]:
+    """One line per forgotten class (this request's and earlier ones) with its verdict."""
+    from .report.classes import class_verdict
+
+    names = report.get("class_names_all") or {}
+    lines = []
+    for cls, row in (report["results"][method].get("per_class") or {}).items():
+        when = "forgotten before" if row.get("earlier") else "this request"
+        judged = class_verdict(report, method, cls)
+        flag = "FAILED: the class came back" if judged == "failed" else judged
+        lines.append(
+            f"  class {cls} ({names.get(cls, cls)}, {when}): D_f {_percent(row.get('forget'))}, "
+            f"D_tf {_percent(row.get('test_forget'))} still predicted as it; {flag}"
+        )
+    return lines
 
 
 def _percent(value: float | None) -> str:
