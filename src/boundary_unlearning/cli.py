@@ -289,6 +289,17 @@ def _print_failures(report: dict[str, Any]) -> None:
                 print(message, file=sys.stderr)
 
 
+def _cmd_history(args: argparse.Namespace) -> int:
+    from .history import format_history, read_history, verify_history
+
+    if not args.verify:
+        print("\n".join(format_history(read_history(args.checkpoint))))
+        return 0
+    check = verify_history(args.checkpoint, search=args.search, data_root=args.data_root)
+    print("\n".join(format_history(read_history(args.checkpoint), check)))
+    return 0 if check.holds else 1
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from .commands import rerender_reports
 
@@ -352,6 +363,7 @@ COMMANDS = {
     "unlearn": _cmd_unlearn,
     "run": _cmd_run,
     "report": _cmd_report,
+    "history": _cmd_history,
     "methods": _cmd_methods,
     "models": _cmd_models,
     "reproduce": _cmd_reproduce,
