@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -96,13 +97,20 @@ def test_per_class_sums_equal_the_updates_of_batches_holding_the_class(
     both = sum(1 for classes, _ in log.steps if {0, 1} <= classes)
     assert int(record.co_batches[0, 1]) == both > 0
     assert 0 < int(record.batches[0]) < record.steps  # some batches held no class 0
-    # class 0 and 1 shared batches without either's batches containing the other's: their
-    # sums cannot be combined exactly
+    # class 0 and 1 shared batches without either's batches containing the other's, but
+    # every batch held one of them: the update is that of every step, each once
     only = [sum(1 for classes, _ in log.steps if c in classes and 1 - c not in classes)
             for c in (0, 1)]  # fmt: skip
     assert min(only) > 0
+    update = record.forget_update([0, 1])
+    for name in record.sums:
+        expected = sum((d[name] for _, d in log.steps), torch.zeros_like(update[name]))
+        torch.testing.assert_close(update[name], expected, rtol=0, atol=1e-6)
+    assert record.steps_held([0, 1]) == record.steps
+    # without the sum of every step (an older record) the same request is not applicable
+    older = dataclasses.replace(record, total=None)
     with pytest.raises(NotApplicableError, match="one at a time"):
-        record.forget_update([0, 1])
+        older.forget_update([0, 1])
     # classes 2 and 3 never occurred: combining them is exact (zero)
     assert all(float(u.abs().sum()) == 0 for u in record.forget_update([2, 3]).values())
 

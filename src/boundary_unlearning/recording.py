@@ -16,8 +16,11 @@ not contained in another requested class's; when those are pairwise disjoint the
 exactly the summed update of every batch that held any requested class, each once (the usual
 case with random batches over few classes is that every batch held every class: all sets are
 equal and one class's sum is the whole update). Sets that overlap without nesting cannot be
-separated from per-class sums: :class:`~boundary_unlearning.errors.NotApplicableError`, rather
-than subtracting a wrong amount. With one forget class the record is always exact.
+separated from per-class sums, unless every recorded batch held at least one of the requested
+classes (no batch missed a pair of them, which the counts also tell): then the update is that
+of every step, which the recorder sums too (one more copy of the parameters). Otherwise:
+:class:`~boundary_unlearning.errors.NotApplicableError`, rather than subtracting a wrong
+amount. With one forget class the record is always exact.
 
 What "the update of a batch" means: the change the optimiser made at that step, which with
 momentum or weight decay also carries a share of earlier batches' gradients; this is the
@@ -129,6 +132,8 @@ class UpdateRecord:
         co_batches: ``(K, K)`` steps whose batch held both classes.
         steps: all recorded steps.
         fingerprint: :func:`parameter_fingerprint` of the final weights.
+        total: parameter name -> the summed update of every step (``None`` in a record
+            written before it was kept).
 
     Example:
         >>> from boundary_unlearning.training import fit
@@ -146,6 +151,7 @@ class UpdateRecord:
     co_batches: torch.Tensor
     steps: int
     fingerprint: str
+    total: dict[str, torch.Tensor] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -189,7 +195,7 @@ class UpdateRecord:
             >>> torch.equal(both["bias"], record.sums["bias"][0])
             True
             >>> recorder = UpdateRecorder(net, num_classes=3)
-            >>> for held in ([0, 1], [1, 2], [0, 2]):  # every pair overlaps, none nested
+            >>> for held in ([0, 1], [1, 2], [0, 2], [2]):  # 0 and 1 overlap, neither nested
             ...     recorder.before_step(0, (x[:2], torch.tensor(held)))
             ...     recorder.after_step(0, (x[:2], torch.tensor(held)))
             >>> recorder.record(net).forget_update([0, 1])  # doctest: +ELLIPSIS
@@ -204,9 +210,40 @@ class UpdateRecord:
                 f"the update record covers classes 0..{self.num_classes - 1}, not {bad}; use "
                 "the record of a model trained on this data set"
             )
+        if self.total is not None and self._every_step_held_one(wanted):
+            return {name: t.clone() for name, t in self.total.items()}
         outer = self._outermost(wanted)
         index = torch.tensor(outer, dtype=torch.long)
         return {name: s[index].sum(dim=0) for name, s in self.sums.items()}
+
+    def steps_held(self, classes: Iterable[int]) -> int:
+        """How many recorded steps :meth:`forget_update` subtracts for ``classes``: those
+        whose batch held any of them.
+
+        Args:
+            classes: the forget classes (checked by :meth:`forget_update`).
+
+        Returns:
+            The number of steps.
+        """
+        wanted = sorted({int(c) for c in classes})
+        if self.total is not None and self._every_step_held_one(wanted):
+            return self.steps
+        return sum(int(self.batches[c]) for c in self._outermost(wanted))
+
+    def _every_step_held_one(self, wanted: list[int]) -> bool:
+        """Whether every recorded batch held at least one of ``wanted`` (two or more
+        classes): then no batch missed any pair of them, which the counts tell
+        (``steps - batches[a] - batches[b] + co_batches[a, b]`` batches missed both), and
+        the update to subtract is that of every step."""
+        if len(wanted) < 2:
+            return False
+        count, co = self.batches, self.co_batches
+        return all(
+            self.steps - int(count[a]) - int(count[b]) + int(co[a, b]) == 0
+            for i, a in enumerate(wanted)
+            for b in wanted[i + 1 :]
+        )
 
     def _outermost(self, wanted: list[int]) -> list[int]:
         """The requested classes whose batches no other requested class's batches contain
@@ -301,6 +338,8 @@ class UpdateRecorder:
             for name, p in self._params
         }
         device = self._params[0][1].device if self._params else torch.device("cpu")
+        self.total = {name: torch.zeros_like(p, memory_format=torch.contiguous_format)
+                      for name, p in self._params}  # fmt: skip
         self.batches = torch.zeros(num_classes, dtype=torch.long, device=device)
         self.co_batches = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
         self.steps = 0
@@ -350,6 +389,7 @@ class UpdateRecorder:
             delta = param.detach() - before
             weights = present.to(delta.dtype).view(-1, *([1] * delta.dim()))
             self.sums[name].add_(weights * delta.unsqueeze(0))
+            self.total[name].add_(delta)
         self._before = []
         self.steps += 1
 
@@ -373,6 +413,7 @@ class UpdateRecorder:
         """
         return UpdateRecord(
             sums={n: s.detach().clone() for n, s in self.sums.items()},
+            total={n: t.detach().clone() for n, t in self.total.items()},
             batches=self.batches.detach().cpu().clone(),
             co_batches=self.co_batches.detach().cpu().clone(),
             steps=self.steps,
@@ -413,6 +454,8 @@ def save_record(record: UpdateRecord, path: str | Path) -> Path:
     tensors = {f"sum.{n}": s.detach().cpu().contiguous() for n, s in record.sums.items()}
     tensors["batches"] = record.batches.cpu().contiguous()
     tensors["co_batches"] = record.co_batches.cpu().contiguous()
+    for n, t in (record.total or {}).items():
+        tensors[f"total.{n}"] = t.detach().cpu().contiguous()
     meta = {
         "format": RECORD_FORMAT,
         "steps": str(record.steps),
@@ -468,6 +511,9 @@ def load_record(path: str | Path, device: torch.device | str = "cpu") -> UpdateR
             sums = {n: fh.get_tensor(f"sum.{n}") for n in names}
             batches = fh.get_tensor("batches").cpu()
             co_batches = fh.get_tensor("co_batches").cpu()
+            keys = set(fh.keys())
+            total = ({n: fh.get_tensor(f"total.{n}") for n in names}
+                     if all(f"total.{n}" in keys for n in names) else None)  # fmt: skip
     except UnlearningError:
         raise
     except Exception as exc:  # safetensors raises its own error types
@@ -475,4 +521,6 @@ def load_record(path: str | Path, device: torch.device | str = "cpu") -> UpdateR
             f"{target} is not a readable update record ({str(exc).splitlines()[0][:120]}); "
             "delete it and train again with --record-updates"
         ) from None
-    return UpdateRecord(sums, batches, co_batches, int(meta["steps"]), meta["fingerprint"])
+    return UpdateRecord(
+        sums, batches, co_batches, int(meta["steps"]), meta["fingerprint"], total=total
+    )

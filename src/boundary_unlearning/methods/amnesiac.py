@@ -123,6 +123,6 @@ def amnesiac(
         fit(unlearned, data.retain, cross_entropy_loss, recipe=repair, options=options,
             desc="amnesiac repair")  # fmt: skip
     unlearned.eval()
-    steps = sum(int(record.batches[c]) for c in data.forget_classes)
+    steps = record.steps_held(data.forget_classes)
     set_unlearning_stats(unlearned, {"subtracted_steps": steps, "recorded_steps": record.steps})
     return unlearned
