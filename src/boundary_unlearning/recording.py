@@ -39,8 +39,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ._record_sets import every_step_held_one, outermost
 from ._utils import atomic_write_bytes
-from .errors import CheckpointError, DataError, ModelError, NotApplicableError, UnlearningError
+from .errors import CheckpointError, DataError, ModelError, UnlearningError
 
 __all__ = [
     "RECORD_FILE",
@@ -210,9 +211,9 @@ class UpdateRecord:
                 f"the update record covers classes 0..{self.num_classes - 1}, not {bad}; use "
                 "the record of a model trained on this data set"
             )
-        if self.total is not None and self._every_step_held_one(wanted):
+        if self.total is not None and every_step_held_one(self, wanted):
             return {name: t.clone() for name, t in self.total.items()}
-        outer = self._outermost(wanted)
+        outer = outermost(self, wanted)
         index = torch.tensor(outer, dtype=torch.long)
         return {name: s[index].sum(dim=0) for name, s in self.sums.items()}
 
@@ -227,44 +228,9 @@ class UpdateRecord:
             The number of steps.
         """
         wanted = sorted({int(c) for c in classes})
-        if self.total is not None and self._every_step_held_one(wanted):
+        if self.total is not None and every_step_held_one(self, wanted):
             return self.steps
-        return sum(int(self.batches[c]) for c in self._outermost(wanted))
-
-    def _every_step_held_one(self, wanted: list[int]) -> bool:
-        """Whether every recorded batch held at least one of ``wanted`` (two or more
-        classes): then no batch missed any pair of them, which the counts tell
-        (``steps - batches[a] - batches[b] + co_batches[a, b]`` batches missed both), and
-        the update to subtract is that of every step."""
-        if len(wanted) < 2:
-            return False
-        count, co = self.batches, self.co_batches
-        return all(
-            self.steps - int(count[a]) - int(count[b]) + int(co[a, b]) == 0
-            for i, a in enumerate(wanted)
-            for b in wanted[i + 1 :]
-        )
-
-    def _outermost(self, wanted: list[int]) -> list[int]:
-        """The requested classes whose batches no other requested class's batches contain
-        (ties: the lowest index), after checking they are pairwise disjoint."""
-        co, count = self.co_batches, self.batches
-
-        def inside(a: int, b: int) -> bool:  # every batch that held a also held b
-            nested = int(co[a, b]) == int(count[a])
-            return nested and (int(count[b]) > int(count[a]) or b < a)
-
-        outer = [a for a in wanted if not any(inside(a, b) for b in wanted if b != a)]
-        for i, a in enumerate(outer):
-            for b in outer[i + 1 :]:
-                if int(co[a, b]) > 0:
-                    raise NotApplicableError(
-                        f"{int(co[a, b])} recorded batches held both class {a} and class {b} "
-                        "(and neither class's batches contain the other's), so their updates "
-                        "cannot be subtracted exactly once from per-class sums; forget these "
-                        "classes one at a time from the original"
-                    )
-        return outer
+        return sum(int(self.batches[c]) for c in outermost(self, wanted))
 
     def check_matches(self, model: nn.Module) -> None:
         """Raise unless the record was made for exactly ``model``'s parameters.
