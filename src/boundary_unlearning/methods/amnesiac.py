@@ -90,6 +90,12 @@ def amnesiac(
         >>> stats["recorded_steps"], 1 <= stats["subtracted_steps"] <= 5
         (5, True)
     """
+    if data.forgotten_before:  # its record's batches held those classes too
+        raise NotApplicableError(
+            f"amnesiac: this model already forgot class(es) {list(data.forgotten_before)}; "
+            "subtracting recorded batches again would take away the batches they shared a "
+            "second time; run amnesiac on the original with every class to forget at once"
+        )
     if record is None:
         raise RecordMissingError(
             "amnesiac needs the parameter updates recorded while training the original; "
@@ -102,12 +108,6 @@ def amnesiac(
         raise RecordMissingError(
             f"record={type(record).__name__} is not an update record; pass the path of "
             "updates.safetensors or an UpdateRecord"
-        )
-    if data.forgotten_before:  # its record's batches held those classes too
-        raise NotApplicableError(
-            f"amnesiac: this model already forgot class(es) {list(data.forgotten_before)}; "
-            "subtracting recorded batches again would take away the batches they shared a "
-            "second time; run amnesiac on the original with every class to forget at once"
         )
     record.check_matches(model)
     update = record.forget_update(data.forget_classes)
