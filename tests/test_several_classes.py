@@ -70,3 +70,24 @@ def test_amnesiac_refuses_a_model_that_already_forgot(
     data = class_split(*tiny_sets, 1, forgotten=[2])
     with pytest.raises(NotApplicableError, match="second time"):
         unlearn("amnesiac", tiny_model, data, record=record)
+
+
+def test_run_reports_a_method_that_is_not_applicable_and_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from boundary_unlearning import experiment, toy_problem
+    from boundary_unlearning.cache import StageStore
+    from boundary_unlearning.config import ExperimentConfig
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise NotApplicableError("batches overlap")
+
+    monkeypatch.setattr(experiment, "timed_unlearn", refuse)
+    data, net = toy_problem()
+    cfg = ExperimentConfig(methods=["amnesiac"])
+    show = experiment._Progress(cfg, 1, None)
+    entry, model = experiment._method_stage(
+        "amnesiac", cfg, data, net, lambda m: {}, StageStore(None), weights_meta=None, show=show
+    )
+    show.bar.close()
+    assert model is None and entry["failed"] == "not applicable: batches overlap"
