@@ -171,3 +171,22 @@ def test_ledger_entries_refuse_a_dropped_entry() -> None:
 def _entry(cls: int) -> dict[str, object]:
     return new_entry(classes=[cls], class_names=[str(cls)], method="m", hyperparameters={},
                      evidence={}, input_sha256="a" * 64, input_path="p", date="d")  # fmt: skip
+
+
+def test_a_checkpoint_unlearned_before_the_ledger_keeps_its_deletion(
+    chain: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = tmp_path / "old"
+    shutil.copytree(chain / "f1", old)
+    meta = json.loads((old / "model.json").read_text())
+    del meta["ledger"]  # as the version before the ledger wrote it: "unlearned" only
+    (old / "model.json").write_text(json.dumps(meta))
+    code = main(["unlearn", "--checkpoint", str(old), "--method", "boundary_shrink",
+                 "--set", "depth=outputs", "--forget-class", "5", "--out",
+                 str(tmp_path / "next"), "--quiet"])  # fmt: skip
+    assert code == 0 and "before the deletion ledger existed" in capsys.readouterr().err
+    entries = read_history(tmp_path / "next")
+    assert [e["classes"] for e in entries] == [[3], [5]] and entries[0]["legacy"]
+    assert entries[1]["evidence"]["3"]["verdict"] == "held"
+    assert main(["history", str(tmp_path / "next"), "--verify"]) == 0
+    assert "rebuilt from a checkpoint unlearned before the ledger" in capsys.readouterr().out

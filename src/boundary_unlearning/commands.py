@@ -28,7 +28,7 @@ from .checkpoint import (
 from .config import ExperimentConfig, input_normalization, resolve_device
 from .data import DatasetInfo, UnlearningData
 from .data.datasets import dataset_key
-from .deletions import earlier_classes, new_classes, request_entry
+from .deletions import earlier_classes, legacy_entries, new_classes, request_entry
 from .distributed import is_main_process
 from .errors import CheckpointError, DataError, OutputError
 from .ledger import ledger_entries, sealed_ledger
@@ -123,7 +123,9 @@ def unlearn_checkpoint(
     out = Path(out)
     weights_in = _check_paths(checkpoint, out, overwrite=overwrite)
     meta, config = _from_checkpoint(checkpoint, config, given)
-    entries = ledger_entries(meta, str(checkpoint_paths(checkpoint)[1]))
+    entries = ledger_entries(meta, str(checkpoint_paths(checkpoint)[1])) or legacy_entries(
+        meta, weights_in, say=is_main_process()
+    )
     train_set, test_set, info = load_data(config)
     if config.data_root is not None and given.get("data_root") is None:
         _check_same_data(checkpoint, meta, info, config.data_root)

@@ -11,10 +11,10 @@ from typing import Any
 
 from .data import DatasetInfo, UnlearningData
 from .errors import CheckpointError, DataError
-from .ledger import file_sha256, forgotten_classes, new_entry
+from .ledger import entry_hash, file_sha256, forgotten_classes, new_entry
 from .report.classes import class_verdict
 
-__all__ = ["earlier_classes", "new_classes", "request_entry"]
+__all__ = ["earlier_classes", "legacy_entries", "new_classes", "request_entry"]
 
 
 def earlier_classes(
@@ -139,3 +139,50 @@ def request_entry(
         method=method, hyperparameters=entry.get("hyperparameters", {}), evidence=evidence,
         input_sha256=file_sha256(weights_in), input_path=str(weights_in.resolve()),
     )  # fmt: skip
+
+
+def legacy_entries(
+    meta: Mapping[str, Any], weights: Path, *, say: bool = True
+) -> list[dict[str, Any]]:
+    """For a checkpoint unlearned before the ledger existed (its ``model.json`` has an
+    ``unlearned`` record and no ledger): one entry rebuilt from that record, marked
+    ``legacy`` (its parent was named by path only, so no hash of it can be checked), whose
+    output is this checkpoint's weights; ``[]`` otherwise. Said in one line on stderr.
+
+    Args:
+        meta: the checkpoint's metadata.
+        weights: its weights file.
+        say: print the line.
+
+    Returns:
+        ``[]`` or the one rebuilt entry.
+
+    Example:
+        >>> legacy_entries({"ledger": {"format": 1, "entries": []}}, Path("w"))
+        []
+    """
+    old = meta.get("unlearned")
+    classes = old.get("forget_classes") if isinstance(old, Mapping) else None
+    if (
+        "ledger" in meta
+        or not isinstance(old, Mapping)
+        or not isinstance(classes, list)
+        or not classes
+    ):
+        return []
+    if not all(isinstance(c, int) and not isinstance(c, bool) for c in classes):
+        raise CheckpointError(f"{weights}: its 'unlearned' metadata has bad forget_classes")
+    names = meta.get("classes") if isinstance(meta.get("classes"), list) else None
+    entry = new_entry(
+        classes=classes, class_names=[str(names[c]) for c in classes] if names else [],
+        method=str(old.get("method")), hyperparameters=old.get("hyperparameters") or {},
+        evidence={}, input_sha256="", input_path=str(old.get("from")), date="unknown",
+    )  # fmt: skip
+    entry.update(legacy=True, version="before the ledger", previous=None,
+                 output={"sha256": file_sha256(weights)})  # fmt: skip
+    entry["hash"] = entry_hash(entry)
+    if say:
+        print(f"bunlearn: {weights} was unlearned before the deletion ledger existed: class(es) "
+              f"{classes} are treated as forgotten and the ledger starts from these weights",
+              file=sys.stderr)  # fmt: skip
+    return [entry]

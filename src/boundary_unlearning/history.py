@@ -182,8 +182,10 @@ def verify_chain(
     paths = [Path(s) for s in search]
     child = weights
     for i in range(len(entries) - 1, -1, -1):
+        if entries[i].get("legacy"):  # rebuilt from a pre-ledger checkpoint: no parent hash
+            break
         parent = _find_parent(entries[i], child, paths, hashes)
-        if i > 0:
+        if i > 0 and not entries[i - 1].get("legacy"):  # a legacy parent has no ledger
             _check_parent_ledger(parent, entries[:i], child)
         chain.insert(0, ChainLink(parent, hashes[parent.resolve()], i))
         child = parent
@@ -275,6 +277,11 @@ def format_history(
         )
     if check is None:
         return out
+    if entries and entries[0].get("legacy"):
+        out.append(
+            f"entry 1 was rebuilt from a checkpoint unlearned before the ledger existed "
+            f"({entries[0]['input'].get('path')}): the chain is verified from its output on"
+        )
     out.append("verified chain (every SHA-256 matches its ledger entry):")
     out += [f"  {link.deletions}: {link.weights} {link.sha256[:12]}..." for link in check.chain]
     out.append("each forgotten class measured again (share still predicted as the class):")
