@@ -61,7 +61,8 @@ def format_markdown(report: Mapping[str, Any]) -> str:
         "|---|" + "---:|" * len(cols),
     ]
     out += ["| " + " | ".join([metric_label(key), *cells]) + " |" for key, cells in rows]
-    out += ["", *forgotten_class_lines(report)] if forgotten_class_lines(report) else []
+    by_class = forgotten_class_lines(report)
+    out += ["", *by_class] if by_class else []
     notes = verdict_notes(report)
     if notes:
         out += ["", "## What the verdicts say", "", *[f"- {line}" for line in notes]]
