@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from boundary_unlearning import UnlearningData, class_split, evaluate, train, unlearn
-from boundary_unlearning.errors import DataError, ModelError, UnlearningError
+from boundary_unlearning.errors import DataError, ModelError, NotApplicableError, UnlearningError
 from boundary_unlearning.recording import (
     UpdateRecord,
     UpdateRecorder,
@@ -96,9 +97,20 @@ def test_per_class_sums_equal_the_updates_of_batches_holding_the_class(
     both = sum(1 for classes, _ in log.steps if {0, 1} <= classes)
     assert int(record.co_batches[0, 1]) == both > 0
     assert 0 < int(record.batches[0]) < record.steps  # some batches held no class 0
-    # class 0 and 1 shared batches: their sums cannot be combined exactly
-    with pytest.raises(DataError, match="one at a time"):
-        record.forget_update([0, 1])
+    # class 0 and 1 shared batches without either's batches containing the other's, but
+    # every batch held one of them: the update is that of every step, each once
+    only = [sum(1 for classes, _ in log.steps if c in classes and 1 - c not in classes)
+            for c in (0, 1)]  # fmt: skip
+    assert min(only) > 0
+    update = record.forget_update([0, 1])
+    for name in record.sums:
+        expected = sum((d[name] for _, d in log.steps), torch.zeros_like(update[name]))
+        torch.testing.assert_close(update[name], expected, rtol=0, atol=1e-6)
+    assert record.steps_held([0, 1]) == record.steps
+    # without the sum of every step (an older record) the same request is not applicable
+    older = dataclasses.replace(record, total=None)
+    with pytest.raises(NotApplicableError, match="one at a time"):
+        older.forget_update([0, 1])
     # classes 2 and 3 never occurred: combining them is exact (zero)
     assert all(float(u.abs().sum()) == 0 for u in record.forget_update([2, 3]).values())
 
@@ -212,3 +224,22 @@ def test_cli_train_records_and_unlearn_uses_the_record(tmp_path: Path) -> None:
     assert not (plain / "updates.safetensors").exists()
     assert main(["unlearn", "--checkpoint", str(plain), "--method", "amnesiac",
                  "--forget-class", "3", "--out", str(tmp_path / "v"), *common]) == 2  # fmt: skip
+
+
+def test_nested_and_disjoint_batches_are_subtracted_exactly_once() -> None:
+    # batches {0,1}, {1}, {2}: class 0's batches lie inside class 1's, class 2's apart; the
+    # update of forgetting 0, 1 and 2 is every batch once
+    model = nn.Linear(2, 3)
+    recorder = UpdateRecorder(model, 3)
+    deltas = []
+    for step, held in enumerate(([0, 1], [1], [2])):
+        batch = (torch.zeros(len(held), 2), torch.tensor(held))
+        recorder.before_step(step, batch)
+        with torch.no_grad():
+            model.bias.add_(torch.tensor([1.0, 10.0, 100.0]) * (step + 1))
+        deltas.append(torch.tensor([1.0, 10.0, 100.0]) * (step + 1))
+        recorder.after_step(step, batch)
+    record = recorder.record(model)
+    torch.testing.assert_close(record.forget_update([0, 1, 2])["bias"], sum(deltas))
+    torch.testing.assert_close(record.forget_update([0, 1])["bias"], deltas[0] + deltas[1])
+    torch.testing.assert_close(record.forget_update([0, 2])["bias"], deltas[0] + deltas[2])

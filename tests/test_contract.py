@@ -209,3 +209,23 @@ def test_the_adding_a_method_example_in_the_docs_registers_and_forgets() -> None
         assert accuracy(new, data.forget) <= 0.05
     finally:
         _registry._REGISTRY.pop("runner_up", None)
+
+
+@pytest.mark.parametrize("method", list_methods())
+def test_every_method_takes_two_classes_and_an_earlier_one(
+    method: str,
+    tiny_model: nn.Module,
+    tiny_sets: tuple[TensorDataset, TensorDataset],
+    recorded: Any,
+) -> None:
+    # two classes in one request: every method runs (amnesiac with its record)
+    data = class_split(*tiny_sets, [1, 3])
+    model, extra = tiny_model, _fast(method)
+    if method in NEEDS_RECORD:
+        model, record = recorded
+        extra = {**extra, "record": record}
+    out = unlearn(method, model, data, seed=0, **extra)
+    assert out(torch.rand(2, 1, 8, 8)).shape == (2, NUM_CLASSES)
+    # a class an earlier request forgot is in no retained set the method sees
+    earlier = class_split(*tiny_sets, 1, forgotten=[3])
+    assert 3 not in set(earlier.retain.tensors[1].tolist())  # type: ignore[attr-defined]

@@ -14,6 +14,7 @@ from .data import (
     toy_problem,
 )
 from .errors import UnlearningError
+from .history import read_history, verify_history
 from .methods import (
     ForgettingWarning,
     boundary_expanding,
@@ -50,10 +51,12 @@ __all__ = [
     "list_models",
     "load_checkpoint",
     "load_dataset",
+    "read_history",
     "retrain",
     "save_checkpoint",
     "toy_problem",
     "train",
     "unlearn",
     "unlearning_stats",
+    "verify_history",
 ]

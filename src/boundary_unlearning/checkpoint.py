@@ -12,6 +12,7 @@ import json
 import math
 import pickle
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -80,17 +81,22 @@ def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
     return p / "model.safetensors", p / "model.json"
 
 
-def save_checkpoint(model: nn.Module, path: str | Path, metadata: dict[str, Any]) -> Path:
+Seal = Callable[[str], Mapping[str, Any]]  # the SHA-256 of the weights -> metadata to add
+
+
+def save_checkpoint(
+    model: nn.Module, path: str | Path, metadata: dict[str, Any], *, seal: Seal | None = None
+) -> Path:
     """Write ``model``'s weights (safetensors) and ``metadata`` (JSON) atomically.
 
     ``path`` is a folder (``model.safetensors`` + ``model.json`` inside) or a
-    ``.safetensors`` file (metadata beside it). Returns the weights path. Under torchrun
-    only rank 0 writes (the others return the path at once).
+    ``.safetensors`` file (metadata beside it). Under torchrun only rank 0 writes.
 
     Args:
         model: the model whose ``state_dict`` is saved.
         path: a folder or a ``.safetensors`` file (another suffix is replaced).
         metadata: JSON-able metadata; ``format`` is added.
+        seal: given the weights' SHA-256 (hex), returns metadata to add (the ledger).
 
     Returns:
         The weights path.
@@ -113,10 +119,11 @@ def save_checkpoint(model: nn.Module, path: str | Path, metadata: dict[str, Any]
         weights = weights.with_suffix(".safetensors")
     if not is_main_process():
         return weights
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    blob = save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
+    extra = dict(seal(hashlib.sha256(blob).hexdigest())) if seal is not None else {}
     try:
-        atomic_write_bytes(weights, save(state))
-        atomic_write_json(meta, {"format": FORMAT, **metadata})
+        atomic_write_bytes(weights, blob)
+        atomic_write_json(meta, {"format": FORMAT, **metadata, **extra})
     except OSError as exc:
         from .errors import OutputError
 

@@ -171,6 +171,8 @@ def _cmd_unlearn(args: argparse.Namespace) -> int:
         )
         print(_evidence_line(report, args.method))
         print(_depth_line(report, args.method))
+        for line in _class_lines(report, args.method):
+            print(line)
     return 0
 
 
@@ -188,6 +190,23 @@ def _evidence_line(report: dict[str, Any], method: str) -> str:
             parts.append(f"{name} {_percent(low)}-{_percent(high)} from {n:,} of {total:,}")
     confidence = f"{100 * evidence.get('confidence', 0.95):.0f}%"
     return f"evidence ({confidence} intervals, images read): {', '.join(parts)}"
+
+
+def _class_lines(report: dict[str, Any], method: str) -> list[str]:
+    """One line per forgotten class (this request's and earlier ones) with its verdict."""
+    from .report.classes import class_verdict
+
+    names = report.get("class_names_all") or {}
+    lines = []
+    for cls, row in (report["results"][method].get("per_class") or {}).items():
+        when = "forgotten before" if row.get("earlier") else "this request"
+        judged = class_verdict(report, method, cls)
+        flag = "FAILED: the class came back" if judged == "failed" else judged
+        lines.append(
+            f"  class {cls} ({names.get(cls, cls)}, {when}): D_f {_percent(row.get('forget'))}, "
+            f"D_tf {_percent(row.get('test_forget'))} still predicted as it; {flag}"
+        )
+    return lines
 
 
 def _percent(value: float | None) -> str:
@@ -287,6 +306,17 @@ def _print_failures(report: dict[str, Any]) -> None:
                 print(message, file=sys.stderr)
 
 
+def _cmd_history(args: argparse.Namespace) -> int:
+    from .history import format_history, read_history, verify_history
+
+    if not args.verify:
+        print("\n".join(format_history(read_history(args.checkpoint))))
+        return 0
+    check = verify_history(args.checkpoint, search=args.search, data_root=args.data_root)
+    print("\n".join(format_history(read_history(args.checkpoint), check)))
+    return 0 if check.holds else 1
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from .commands import rerender_reports
 
@@ -350,6 +380,7 @@ COMMANDS = {
     "unlearn": _cmd_unlearn,
     "run": _cmd_run,
     "report": _cmd_report,
+    "history": _cmd_history,
     "methods": _cmd_methods,
     "models": _cmd_models,
     "reproduce": _cmd_reproduce,

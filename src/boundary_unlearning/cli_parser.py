@@ -201,6 +201,22 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--list", action="store_true", help="list the shipped suites and exit")
     _add_common(rep)
 
+    hist = sub.add_parser("history", help="list the deletions a checkpoint records; --verify "
+                          "checks them")  # fmt: skip
+    hist.add_argument("checkpoint", help="a folder or weights file written by 'bunlearn unlearn'")
+    hist.add_argument("--verify", action="store_true",
+                      help="check every hash along the chain and measure each forgotten class "
+                           "again on the data (exit 0: every deletion holds; 1: a class came "
+                           "back; 2: a file changed or is missing)")  # fmt: skip
+    hist.add_argument(
+        "--search",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="another folder where the chain's checkpoints may be (repeatable)",
+    )
+    hist.add_argument("--data-root", help="the data set's folder (default: the recorded one)")
+
     sub.add_parser("methods", help="list the registered unlearning methods")
     sub.add_parser("models", help="list the registered models")
     return parser

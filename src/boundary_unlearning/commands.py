@@ -35,6 +35,7 @@ from .checkpoint import (
 from .config import ExperimentConfig, input_normalization, resolve_device
 from .data import DatasetInfo, UnlearningData
 from .data.datasets import dataset_key
+from .deletions import earlier_classes, legacy_entries, new_classes, request_entry
 from .distributed import is_main_process
 from .errors import CheckpointError, DataError, OutputError
 from .evidence import (
@@ -44,7 +45,9 @@ from .evidence import (
     evidence_summary,
     file_sha256,
 )
+from .ledger import ledger_entries, sealed_ledger
 from .methods import get_method, unlearning_stats
+from .metrics import class_evidence
 from .models import is_user_model
 from .output_dir import check_writable, load_report
 from .pipeline import build_model, load_data, method_settings, split_data, timed_unlearn
@@ -139,6 +142,9 @@ def unlearn_checkpoint(
     out = Path(out)
     weights_in = _check_paths(checkpoint, out, overwrite=overwrite)
     meta, config = _from_checkpoint(checkpoint, config, given)
+    entries = ledger_entries(meta, str(checkpoint_paths(checkpoint)[1])) or legacy_entries(
+        meta, weights_in, say=is_main_process()
+    )
     train_set, test_set, info = load_data(config)
     if config.data_root is not None and given.get("data_root") is None:
         _check_same_data(checkpoint, meta, info, config.data_root)
@@ -147,7 +153,11 @@ def unlearn_checkpoint(
                   f"folder {checkpoint} was trained on (pass --data-root to use another)",
                   file=sys.stderr)  # fmt: skip
     net, meta = _load_model(checkpoint, meta, config, info, named=given.get("model") is not None)
-    data = split_data(config, train_set, test_set, info)
+    earlier = earlier_classes(entries, info, str(checkpoint_paths(checkpoint)[1]))
+    asked = [info.class_index(c) for c in config.forget_classes]
+    fresh = new_classes(asked, earlier, entries, info, say=is_main_process())
+    config = dataclasses.replace(config, forget_classes=list(fresh))
+    data = split_data(config, train_set, test_set, info, forgotten=earlier)
     del train_set, test_set  # the split holds what is needed: free the rest before the method
     net = net.to(resolve_device(config.device))
     check_writable(out)
@@ -163,18 +173,35 @@ def unlearn_checkpoint(
                       "code": user_code_digest(config.model)},
     )  # fmt: skip
     report = {**report, "checkpoint": str(weights_in), "results": report.pop("results")}
-    new_meta = {k: v for k, v in meta.items()
-                if k not in {"format", "cache_key", "train_seconds", "world_size"}}  # fmt: skip
+    entry = request_entry(report, method, data, info, weights_in)
+    if config.progress and is_main_process():
+        tqdm.write(f"bunlearn: writing the unlearned model and report to {out}", file=sys.stderr)
+    save_checkpoint(
+        unlearned, out, _unlearned_metadata(meta, report, method, info, config, weights_in),
+        seal=lambda sha: {"ledger": sealed_ledger(entries, entry, output_sha256=sha)},
+    )  # fmt: skip
+    write_reports(report, out)
+    return report
+
+
+def _unlearned_metadata(
+    meta: dict[str, Any],
+    report: dict[str, Any],
+    method: str,
+    info: DatasetInfo,
+    config: ExperimentConfig,
+    weights_in: Path,
+) -> dict[str, Any]:
+    """The unlearned checkpoint's metadata (the ledger is added as it is written): the
+    input's architecture and data, and this request (``unlearned``)."""
+    dropped = {"format", "cache_key", "train_seconds", "world_size", "ledger"}
+    new_meta = {k: v for k, v in meta.items() if k not in dropped}
     new_meta["data"] = data_source(info.name, config.data_root)
     new_meta["unlearned"] = {
         "method": method, "forget_classes": report["forget_classes"], "from": str(weights_in),
         "hyperparameters": report["results"][method]["hyperparameters"],
     }  # fmt: skip
-    if config.progress and is_main_process():
-        tqdm.write(f"bunlearn: writing the unlearned model and report to {out}", file=sys.stderr)
-    save_checkpoint(unlearned, out, new_meta)
-    write_reports(report, out)
-    return report
+    return new_meta
 
 
 def _check_paths(checkpoint: str | Path, out: Path, *, overwrite: bool) -> Path:
@@ -296,20 +323,24 @@ def _unlearn_report(
                 entries[name] = evidence_entry(unlearned, data, evidence, seed=config.seed)
     entry: dict[str, Any] = {
         **entries[method],
+        "per_class": class_evidence(unlearned, data),
         "seconds": seconds,
         "hyperparameters": get_method(method).resolve(hparams),
     }
     if unlearning_stats(unlearned):
         entry["stats"] = unlearning_stats(unlearned)
     classes = list(data.forget_classes)
+    before = {**entries["original"], "per_class": class_evidence(original, data)}
     return {
         "dataset": info.name,
         "model": config.model,
         "forget_classes": classes,
         "class_names": [info.classes[c] for c in classes],
+        "forgotten_before": list(data.forgotten_before),
+        "class_names_all": {str(c): info.classes[c] for c in data.all_forgotten},
         "seed": config.seed,
         "evidence": {**evidence_summary(data, evidence), "original_reused": reused},
-        "results": {"original": entries["original"], method: entry},
+        "results": {"original": before, method: entry},
     }
 
 

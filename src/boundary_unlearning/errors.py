@@ -15,6 +15,7 @@ __all__ = [
     "DivergenceError",
     "HyperparameterError",
     "ModelError",
+    "NotApplicableError",
     "OutputError",
     "UnknownNameError",
     "UnlearningError",
@@ -153,6 +154,17 @@ class DivergenceError(UnlearningError, FloatingPointError):
         Traceback (most recent call last):
         ...
         boundary_unlearning.errors.DivergenceError: ...
+    """
+
+
+class NotApplicableError(DataError):
+    """A method that cannot do this request exactly (e.g. Amnesiac unlearning asked to forget
+    several classes whose recorded batches overlap without nesting). ``bunlearn run`` reports
+    that method as not applicable, with the reason, and the study goes on.
+
+    Example:
+        >>> issubclass(NotApplicableError, DataError)
+        True
     """
 
 

@@ -32,10 +32,10 @@ from .cache import (
 from .config import ExperimentConfig, resolve_device, write_resolved_config
 from .data import DatasetInfo, UnlearningData
 from .distributed import is_main_process, world_size
-from .errors import DivergenceError
+from .errors import DivergenceError, NotApplicableError
 from .evidence import cached_json, data_fingerprint, state_sha256
 from .methods import get_method, unlearning_stats
-from .metrics import compute_metrics, depth_shares
+from .metrics import class_evidence, compute_metrics, depth_shares
 from .output_dir import check_output_dir, check_resume_matches, check_writable
 from .pipeline import check_methods, method_settings, prepare_data, timed_unlearn
 from .progress import LineProgress, progress_bar
@@ -106,7 +106,9 @@ def run_experiment(
     run every method (timed), compute every metric of every model. ``results`` holds the
     mean over seeds, ``std`` the sample standard deviation, ``per_seed`` each seed's values.
     A method whose loss diverges (:class:`DivergenceError`) is marked
-    ``{"failed": message}`` and the others still run. Each finished stage is saved under
+    ``{"failed": message}``, one that cannot do the request exactly
+    (:class:`~boundary_unlearning.errors.NotApplicableError`) ``{"failed": "not applicable:
+    <reason>"}``, and the others still run. Each finished stage is saved under
     ``out_dir/stages/``; ``resume=True`` reuses them after an interruption. An ``out_dir``
     that already holds a run needs ``resume`` (with the same settings: other settings are
     refused, naming each changed key) or ``overwrite``. ``reuse_stages`` (a sweep's working
@@ -203,8 +205,10 @@ def _run_seed(
     rand = random_model(cfg, info)
 
     def metrics_of(model: nn.Module) -> dict[str, Any]:
-        return compute_metrics(model, data, retrained=retrained, random_model=rand, seed=seed,
-                               relearn=cfg.relearn, probe=cfg.probe, ulira=cfg.ulira)  # fmt: skip
+        metrics = compute_metrics(model, data, retrained=retrained, random_model=rand,
+                                  seed=seed, relearn=cfg.relearn, probe=cfg.probe,
+                                  ulira=cfg.ulira)  # fmt: skip
+        return {**metrics, "per_class": class_evidence(model, data)}
 
     shared = _reference_key(cfg, data, retrained, rand)
     for name, meta in (("original", orig_meta), ("retrain", rt_meta)):
@@ -323,8 +327,9 @@ def _method_stage(
             return entry, model
     try:
         model, seconds = timed_unlearn(name, original, data, hparams, progress=cfg.progress)
-    except DivergenceError as exc:
-        entry = {"failed": str(exc), "hyperparameters": spec.resolve(hparams)}
+    except (DivergenceError, NotApplicableError) as exc:
+        why = f"not applicable: {exc}" if isinstance(exc, NotApplicableError) else str(exc)
+        entry = {"failed": why, "hyperparameters": spec.resolve(hparams)}
         stages.save(cfg.seed, name, key, entry)
         return entry, None
     show.say(f"seed {cfg.seed}: {name}: {seconds:.2f} s")
@@ -372,6 +377,7 @@ def _report(
         "model": config.model,
         "forget_classes": classes,
         "class_names": [info.classes[c] for c in classes],
+        "class_names_all": {str(c): info.classes[c] for c in data.all_forgotten},
         "seed": seeds[0],
         "seeds": seeds,
         "sizes": data.sizes(),

@@ -9,6 +9,7 @@ method then runs timed the same way everywhere.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
@@ -63,7 +64,12 @@ def load_data(config: ExperimentConfig) -> tuple[Dataset[Any], Dataset[Any], Dat
 
 
 def split_data(
-    config: ExperimentConfig, train_set: Dataset[Any], test_set: Dataset[Any], info: DatasetInfo
+    config: ExperimentConfig,
+    train_set: Dataset[Any],
+    test_set: Dataset[Any],
+    info: DatasetInfo,
+    *,
+    forgotten: Sequence[int] = (),
 ) -> UnlearningData:
     """The class split of ``config.forget_classes`` (indices or names), with the run's
     forget fraction and seed and the normalisation the data carry.
@@ -73,6 +79,8 @@ def split_data(
         train_set: the training set (from :func:`load_data`).
         test_set: the test set.
         info: the data set's description (class names, class count).
+        forgotten: classes an earlier request made the model forget (kept out of every
+            retained set).
 
     Returns:
         The :class:`~boundary_unlearning.data.UnlearningData`.
@@ -85,6 +93,7 @@ def split_data(
         seed=config.seed,
         num_classes=info.num_classes,
         normalization=input_normalization(config.model, config.mean, config.std),
+        forgotten=forgotten,
     )
 
 

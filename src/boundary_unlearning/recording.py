@@ -8,10 +8,19 @@ whatever the number of steps. ``recorder.record(model)`` freezes the sums into a
 
 Multiple forget classes: a batch that held samples of two forget classes is in both classes'
 sums, so adding the sums would subtract its update twice. The recorder therefore also counts,
-for every pair of classes, the batches that held both (a K x K integer matrix).
-:meth:`UpdateRecord.forget_update` adds the per-class sums only when no recorded batch held
-two of the requested classes (then the sum is exact); otherwise it raises a clear error rather
-than subtracting a wrong amount. With one forget class the record is always exact.
+for every pair of classes, the batches that held both (a K x K integer matrix), which tells
+how the classes' sets of batches relate: nested (every batch that held ``a`` also held ``b``:
+``co_batches[a, b] == batches[a]``) or disjoint (``co_batches[a, b] == 0``).
+:meth:`UpdateRecord.forget_update` adds the sums of the requested classes whose batches are
+not contained in another requested class's; when those are pairwise disjoint the result is
+exactly the summed update of every batch that held any requested class, each once (the usual
+case with random batches over few classes is that every batch held every class: all sets are
+equal and one class's sum is the whole update). Sets that overlap without nesting cannot be
+separated from per-class sums, unless every recorded batch held at least one of the requested
+classes (no batch missed a pair of them, which the counts also tell): then the update is that
+of every step, which the recorder sums too (one more copy of the parameters). Otherwise:
+:class:`~boundary_unlearning.errors.NotApplicableError`, rather than subtracting a wrong
+amount. With one forget class the record is always exact.
 
 What "the update of a batch" means: the change the optimiser made at that step, which with
 momentum or weight decay also carries a share of earlier batches' gradients; this is the
@@ -30,6 +39,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ._record_sets import every_step_held_one, outermost
 from ._utils import atomic_write_bytes
 from .errors import CheckpointError, DataError, ModelError, UnlearningError
 
@@ -123,6 +133,8 @@ class UpdateRecord:
         co_batches: ``(K, K)`` steps whose batch held both classes.
         steps: all recorded steps.
         fingerprint: :func:`parameter_fingerprint` of the final weights.
+        total: parameter name -> the summed update of every step (``None`` in a record
+            written before it was kept).
 
     Example:
         >>> from boundary_unlearning.training import fit
@@ -140,6 +152,7 @@ class UpdateRecord:
     co_batches: torch.Tensor
     steps: int
     fingerprint: str
+    total: dict[str, torch.Tensor] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -166,8 +179,9 @@ class UpdateRecord:
             Parameter name -> the update to subtract.
 
         Raises:
-            DataError: a class outside the record, or a recorded batch that held two of
-                ``classes`` (the sum would not be exact).
+            DataError: a class outside the record.
+            NotApplicableError: two classes whose batches overlap without one class's
+                containing the other's (the sum would not be exact).
 
         Example:
             >>> from boundary_unlearning.training import fit
@@ -178,10 +192,17 @@ class UpdateRecord:
             >>> record = recorder.record(net)
             >>> {name: tuple(u.shape) for name, u in record.forget_update([0]).items()}
             {'weight': (3, 2), 'bias': (3,)}
-            >>> record.forget_update([0, 1])  # doctest: +ELLIPSIS
+            >>> both = record.forget_update([0, 1])  # the one batch held both: counted once
+            >>> torch.equal(both["bias"], record.sums["bias"][0])
+            True
+            >>> recorder = UpdateRecorder(net, num_classes=3)
+            >>> for held in ([0, 1], [1, 2], [0, 2], [2]):  # 0 and 1 overlap, neither nested
+            ...     recorder.before_step(0, (x[:2], torch.tensor(held)))
+            ...     recorder.after_step(0, (x[:2], torch.tensor(held)))
+            >>> recorder.record(net).forget_update([0, 1])  # doctest: +ELLIPSIS
             Traceback (most recent call last):
             ...
-            boundary_unlearning.errors.DataError: 1 recorded batches held both class 0 and ...
+            boundary_unlearning.errors.NotApplicableError: 1 recorded batches held both class 0 ...
         """
         wanted = sorted({int(c) for c in classes})
         bad = [c for c in wanted if not 0 <= c < self.num_classes]
@@ -190,16 +211,26 @@ class UpdateRecord:
                 f"the update record covers classes 0..{self.num_classes - 1}, not {bad}; use "
                 "the record of a model trained on this data set"
             )
-        for i, a in enumerate(wanted):
-            for b in wanted[i + 1 :]:
-                if int(self.co_batches[a, b]) > 0:
-                    raise DataError(
-                        f"{int(self.co_batches[a, b])} recorded batches held both class {a} "
-                        f"and class {b}, so their updates cannot be subtracted exactly once "
-                        "from per-class sums; forget these classes one at a time"
-                    )
-        index = torch.tensor(wanted, dtype=torch.long)
+        if self.total is not None and every_step_held_one(self, wanted):
+            return {name: t.clone() for name, t in self.total.items()}
+        outer = outermost(self, wanted)
+        index = torch.tensor(outer, dtype=torch.long)
         return {name: s[index].sum(dim=0) for name, s in self.sums.items()}
+
+    def steps_held(self, classes: Iterable[int]) -> int:
+        """How many recorded steps :meth:`forget_update` subtracts for ``classes``: those
+        whose batch held any of them.
+
+        Args:
+            classes: the forget classes (checked by :meth:`forget_update`).
+
+        Returns:
+            The number of steps.
+        """
+        wanted = sorted({int(c) for c in classes})
+        if self.total is not None and every_step_held_one(self, wanted):
+            return self.steps
+        return sum(int(self.batches[c]) for c in outermost(self, wanted))
 
     def check_matches(self, model: nn.Module) -> None:
         """Raise unless the record was made for exactly ``model``'s parameters.
@@ -273,6 +304,8 @@ class UpdateRecorder:
             for name, p in self._params
         }
         device = self._params[0][1].device if self._params else torch.device("cpu")
+        self.total = {name: torch.zeros_like(p, memory_format=torch.contiguous_format)
+                      for name, p in self._params}  # fmt: skip
         self.batches = torch.zeros(num_classes, dtype=torch.long, device=device)
         self.co_batches = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
         self.steps = 0
@@ -322,6 +355,7 @@ class UpdateRecorder:
             delta = param.detach() - before
             weights = present.to(delta.dtype).view(-1, *([1] * delta.dim()))
             self.sums[name].add_(weights * delta.unsqueeze(0))
+            self.total[name].add_(delta)
         self._before = []
         self.steps += 1
 
@@ -345,6 +379,7 @@ class UpdateRecorder:
         """
         return UpdateRecord(
             sums={n: s.detach().clone() for n, s in self.sums.items()},
+            total={n: t.detach().clone() for n, t in self.total.items()},
             batches=self.batches.detach().cpu().clone(),
             co_batches=self.co_batches.detach().cpu().clone(),
             steps=self.steps,
@@ -385,6 +420,8 @@ def save_record(record: UpdateRecord, path: str | Path) -> Path:
     tensors = {f"sum.{n}": s.detach().cpu().contiguous() for n, s in record.sums.items()}
     tensors["batches"] = record.batches.cpu().contiguous()
     tensors["co_batches"] = record.co_batches.cpu().contiguous()
+    for n, t in (record.total or {}).items():
+        tensors[f"total.{n}"] = t.detach().cpu().contiguous()
     meta = {
         "format": RECORD_FORMAT,
         "steps": str(record.steps),
@@ -440,6 +477,9 @@ def load_record(path: str | Path, device: torch.device | str = "cpu") -> UpdateR
             sums = {n: fh.get_tensor(f"sum.{n}") for n in names}
             batches = fh.get_tensor("batches").cpu()
             co_batches = fh.get_tensor("co_batches").cpu()
+            keys = set(fh.keys())
+            total = ({n: fh.get_tensor(f"total.{n}") for n in names}
+                     if all(f"total.{n}" in keys for n in names) else None)  # fmt: skip
     except UnlearningError:
         raise
     except Exception as exc:  # safetensors raises its own error types
@@ -447,4 +487,6 @@ def load_record(path: str | Path, device: torch.device | str = "cpu") -> UpdateR
             f"{target} is not a readable update record ({str(exc).splitlines()[0][:120]}); "
             "delete it and train again with --record-updates"
         ) from None
-    return UpdateRecord(sums, batches, co_batches, int(meta["steps"]), meta["fingerprint"])
+    return UpdateRecord(
+        sums, batches, co_batches, int(meta["steps"]), meta["fingerprint"], total=total
+    )

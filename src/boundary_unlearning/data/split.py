@@ -180,7 +180,9 @@ class UnlearningData:
     which forget accuracy is still reported. ``retain`` is D_r, ``test_forget`` D_tf,
     ``test_retain`` D_tr. The datasets yield exactly what the model consumes;
     ``normalization`` (``None``: pixels in [0, 1]) says how that maps to pixels, for the
-    methods that work in pixel space (Boundary Shrink's neighbour search).
+    methods that work in pixel space (Boundary Shrink's neighbour search). Classes the model
+    was made to forget by earlier requests (``forgotten_before``) are in no retained set:
+    see :attr:`all_forgotten`.
 
     Build one with :func:`class_split`.
 
@@ -200,6 +202,24 @@ class UnlearningData:
     num_classes: int
     forget_full: Dataset[Any] | None = None
     normalization: Normalization | None = None
+    forgotten_before: tuple[int, ...] = ()
+    earlier: Dataset[Any] | None = None
+    test_earlier: Dataset[Any] | None = None
+
+    @property
+    def all_forgotten(self) -> tuple[int, ...]:
+        """Every class the model must not know: this request's and those forgotten before
+        (``forgotten_before``, whose training and test samples ``earlier`` and
+        ``test_earlier`` hold for evidence only; no method trains on them).
+
+        Example:
+            >>> from torch.utils.data import TensorDataset
+            >>> ds = TensorDataset(torch.rand(6, 1), torch.tensor([0, 1, 2, 0, 1, 2]))
+            >>> data = class_split(ds, ds, 2, forgotten=[0])
+            >>> data.all_forgotten, len(data.retain), len(data.earlier)
+            ((0, 2), 2, 2)
+        """
+        return tuple(sorted({*self.forget_classes, *self.forgotten_before}))
 
     @property
     def forget_eval(self) -> Dataset[Any]:
@@ -248,6 +268,7 @@ def class_split(
     *,
     num_classes: int | None = None,
     normalization: NormalizationLike | None = None,
+    forgotten: Iterable[int] = (),
 ) -> UnlearningData:
     """Split ``train``/``test`` into the paper's D_f, D_r, D_tf and D_tr.
 
@@ -273,6 +294,9 @@ def class_split(
         normalization: ``(mean, std)`` of the normalisation the data already carry, as
             numbers or per-channel sequences (those of the ``transforms.Normalize`` the
             dataset applies).
+        forgotten: classes an earlier request already made the model forget: they join
+            no retained set (D_r, D_tr) and are kept apart for evidence (``earlier``,
+            ``test_earlier``); a class also in ``forget_classes`` counts as this request's.
 
     Returns:
         The :class:`UnlearningData`.
@@ -303,8 +327,11 @@ def class_split(
     test_y = dataset_labels(test)
     if num_classes is None:
         num_classes = int(max(int(train_y.max()), int(test_y.max()) if len(test_y) else 0)) + 1
-    unique = _checked_classes(classes, num_classes)
+    before = tuple(c for c in _checked_classes(list(forgotten), num_classes, every=True)
+                   if c not in classes)  # fmt: skip
+    unique = _checked_classes(classes, num_classes, also=before)
     cls_t = torch.tensor(unique, dtype=torch.long)
+    before_t = torch.tensor(before, dtype=torch.long)
     forget_mask = torch.isin(train_y, cls_t)
     forget_idx = torch.nonzero(forget_mask).flatten()
     if len(forget_idx) == 0:
@@ -314,21 +341,28 @@ def class_split(
         )
     chosen = _fraction_of(forget_idx, forget_fraction, seed)
     test_forget_mask = torch.isin(test_y, cls_t)
+    earlier, test_earlier = torch.isin(train_y, before_t), torch.isin(test_y, before_t)
     return UnlearningData(
         forget=_subset(train, chosen),
-        retain=_subset(train, torch.nonzero(~forget_mask).flatten()),
+        retain=_subset(train, torch.nonzero(~(forget_mask | earlier)).flatten()),
         test_forget=_subset(test, torch.nonzero(test_forget_mask).flatten()),
-        test_retain=_subset(test, torch.nonzero(~test_forget_mask).flatten()),
+        test_retain=_subset(test, torch.nonzero(~(test_forget_mask | test_earlier)).flatten()),
         forget_classes=unique,
         num_classes=num_classes,
         forget_full=_subset(train, forget_idx) if forget_fraction < 1.0 else None,
         normalization=_checked_against(train, norm),
+        forgotten_before=before,
+        earlier=_subset(train, torch.nonzero(earlier).flatten()) if before else None,
+        test_earlier=_subset(test, torch.nonzero(test_earlier).flatten()) if before else None,
     )
 
 
-def _checked_classes(classes: Sequence[int], num_classes: int) -> tuple[int, ...]:
-    """The forget classes, sorted and unique, after checking each is a class of the data
-    and at least one class is retained."""
+def _checked_classes(
+    classes: Sequence[int], num_classes: int, *, also: Sequence[int] = (), every: bool = False
+) -> tuple[int, ...]:
+    """The classes, sorted and unique, after checking each is a class of the data and (unless
+    ``every``, which checks the classes alone) that with ``also`` (the classes forgotten
+    before) at least one class is retained."""
     for cls in classes:
         if not isinstance(cls, int) or isinstance(cls, bool) or not 0 <= cls < num_classes:
             raise DataError(
@@ -336,9 +370,11 @@ def _checked_classes(classes: Sequence[int], num_classes: int) -> tuple[int, ...
                 f"pick one of 0..{num_classes - 1}"
             )
     unique = tuple(sorted(set(classes)))
-    if len(unique) >= num_classes:
+    if not every and len(set(unique) | set(also)) >= num_classes:
+        earlier = f" ({len(also)} of them forgotten before)" if also else ""
         raise DataError(
-            f"all {num_classes} classes would be forgotten; keep at least one class to retain"
+            f"all {num_classes} classes would be forgotten{earlier}; keep at least one class "
+            "to retain"
         )
     return unique
 

@@ -319,7 +319,7 @@ def _retained_labels(
     """``labels`` with any forgotten class (several classes forgotten at once, or a sample
     the output stage left in its class) replaced by the retained class whose centroid the
     sample's original features are nearest."""
-    forgotten = torch.tensor(data.forget_classes)
+    forgotten = torch.tensor(data.all_forgotten)  # an earlier request's classes too
     wrong = torch.isin(labels, forgotten)
     if not bool(wrong.any()):
         return labels

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -24,14 +25,22 @@ __all__ = [
 
 
 def random_wrong_labels(
-    y: torch.Tensor, num_classes: int, generator: torch.Generator
+    y: torch.Tensor,
+    num_classes: int,
+    generator: torch.Generator,
+    *,
+    forgotten: Sequence[int] = (),
 ) -> torch.Tensor:
-    """Uniformly random labels, each different from the true one (seeded).
+    """Uniformly random labels, each different from the true one (seeded); with two or more
+    ``forgotten`` classes, drawn among the classes that are not forgotten (no sample is
+    trained into a class that must stay gone).
 
     Args:
         y: the true labels.
         num_classes: the number of classes.
         generator: draws the labels.
+        forgotten: every forgotten class (``UnlearningData.all_forgotten``); with one, the
+            draw is the plain wrong-label draw.
 
     Returns:
         The new labels, on the CPU.
@@ -43,9 +52,15 @@ def random_wrong_labels(
         >>> y = torch.tensor([0, 1, 2, 0])
         >>> random_wrong_labels(y, 3, torch.Generator().manual_seed(0)).tolist()
         [1, 0, 1, 1]
+        >>> gen = torch.Generator().manual_seed(0)
+        >>> set(random_wrong_labels(y, 4, gen, forgotten=(0, 2)).tolist()) <= {1, 3}
+        True
     """
     if num_classes < 2:
         raise DataError("random wrong labels need at least two classes")
+    if len(forgotten) > 1:
+        allowed = torch.tensor([c for c in range(num_classes) if c not in set(forgotten)])
+        return allowed[torch.randint(len(allowed), y.shape, generator=generator)]
     shift = torch.randint(1, num_classes, y.shape, generator=generator)
     return (y.cpu() + shift) % num_classes
 

@@ -11,6 +11,7 @@ from torch import nn
 from .._utils import model_device
 from ..checks import AtLeastOne, NonNegative, Positive, Seed, Whole
 from ..data.split import UnlearningData
+from ..errors import NotApplicableError
 from ..recipe import BNMode, Recipe, RunOptions
 from ..recording import RecordMissingError, UpdateRecord, load_record
 from ..training import cross_entropy_loss, fit
@@ -69,7 +70,10 @@ def amnesiac(
         RecordMissingError: no record given, or no record file where one was named.
         CheckpointError: an unreadable record file.
         ModelError: the record was made for another architecture or other weights.
-        DataError: a class outside the record, or two forget classes that shared a batch.
+        DataError: a class outside the record.
+        NotApplicableError: forget classes whose recorded batches overlap without nesting
+            (see :mod:`~boundary_unlearning.recording`), or a model that already forgot
+            other classes (its record would subtract their shared batches twice).
 
     Example:
         >>> from boundary_unlearning import toy_problem, unlearning_stats
@@ -86,6 +90,12 @@ def amnesiac(
         >>> stats["recorded_steps"], 1 <= stats["subtracted_steps"] <= 5
         (5, True)
     """
+    if data.forgotten_before:  # its record's batches held those classes too
+        raise NotApplicableError(
+            f"amnesiac: this model already forgot class(es) {list(data.forgotten_before)}; "
+            "subtracting recorded batches again would take away the batches they shared a "
+            "second time; run amnesiac on the original with every class to forget at once"
+        )
     if record is None:
         raise RecordMissingError(
             "amnesiac needs the parameter updates recorded while training the original; "
@@ -113,6 +123,6 @@ def amnesiac(
         fit(unlearned, data.retain, cross_entropy_loss, recipe=repair, options=options,
             desc="amnesiac repair")  # fmt: skip
     unlearned.eval()
-    steps = sum(int(record.batches[c]) for c in data.forget_classes)
+    steps = record.steps_held(data.forget_classes)
     set_unlearning_stats(unlearned, {"subtracted_steps": steps, "recorded_steps": record.steps})
     return unlearned

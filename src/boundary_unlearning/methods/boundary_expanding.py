@@ -24,28 +24,32 @@ from ._stats import set_unlearning_stats
 __all__ = ["boundary_expanding", "prune_head", "widen_head"]
 
 
-def widen_head(head: nn.Linear, generator: torch.Generator) -> nn.Linear:
-    """A copy of ``head`` with one extra (shadow) output: rows 0..K-1 copied, the shadow row
-    Xavier-normal initialised (over the whole K+1 matrix, as in the authors' code), bias 0.
+def widen_head(head: nn.Linear, generator: torch.Generator, *, shadows: int = 1) -> nn.Linear:
+    """A copy of ``head`` with ``shadows`` extra (shadow) outputs: rows 0..K-1 copied, the
+    shadow rows Xavier-normal initialised (over the whole K+shadows matrix, as in the
+    authors' code for one), biases 0.
 
     Args:
         head: the K-way final layer (not modified).
-        generator: draws the shadow row.
+        generator: draws the shadow rows.
+        shadows: how many shadow outputs (one per forget class).
 
     Returns:
-        A (K+1)-way ``nn.Linear`` on the head's device and dtype.
+        A (K+shadows)-way ``nn.Linear`` on the head's device and dtype.
 
     Example:
         >>> head = nn.Linear(3, 2)
         >>> wide = widen_head(head, torch.Generator().manual_seed(0))
         >>> wide.out_features, torch.equal(wide.weight[:2], head.weight), wide.bias[2].item()
         (3, True, 0.0)
+        >>> widen_head(head, torch.Generator().manual_seed(0), shadows=2).out_features
+        4
     """
     k, d = head.out_features, head.in_features
-    wide = nn.Linear(d, k + 1, bias=head.bias is not None)
+    wide = nn.Linear(d, k + shadows, bias=head.bias is not None)
     wide = wide.to(device=head.weight.device, dtype=head.weight.dtype)
     with torch.no_grad():
-        init = torch.empty(k + 1, d, dtype=head.weight.dtype)
+        init = torch.empty(k + shadows, d, dtype=head.weight.dtype)
         nn.init.xavier_normal_(init, generator=generator)
         wide.weight.copy_(init.to(head.weight.device))
         wide.weight[:k] = head.weight
@@ -55,11 +59,12 @@ def widen_head(head: nn.Linear, generator: torch.Generator) -> nn.Linear:
     return wide
 
 
-def prune_head(wide: nn.Linear) -> nn.Linear:
-    """Drop the shadow output: a K-way layer holding the (trained) first K rows.
+def prune_head(wide: nn.Linear, *, shadows: int = 1) -> nn.Linear:
+    """Drop the shadow outputs: a K-way layer holding the (trained) first K rows.
 
     Args:
-        wide: the (K+1)-way layer :func:`widen_head` made.
+        wide: the (K+shadows)-way layer :func:`widen_head` made.
+        shadows: how many shadow outputs it has.
 
     Returns:
         A new K-way ``nn.Linear``.
@@ -70,7 +75,7 @@ def prune_head(wide: nn.Linear) -> nn.Linear:
         >>> back.out_features, torch.equal(back.weight, head.weight)
         (2, True)
     """
-    k = wide.out_features - 1
+    k = wide.out_features - shadows
     head = nn.Linear(wide.in_features, k, bias=wide.bias is not None)
     head = head.to(device=wide.weight.device, dtype=wide.weight.dtype)
     with torch.no_grad():
@@ -89,7 +94,9 @@ def boundary_expanding(
     recipe: FeatureRecipe = FEATURE_RECIPE, options: RunOptions = RunOptions(),
 ) -> nn.Module:  # fmt: skip
     """Boundary Expanding: add a shadow output neuron, fine-tune the forget data into it,
-    then prune it, leaving a K-way model.
+    then prune it, leaving a K-way model. Several forget classes get one shadow output each
+    (a class's samples are fine-tuned into its own), so no two classes are merged into one
+    new class before pruning.
 
     Chen et al., "Boundary Unlearning", CVPR 2023. The widened model is fine-tuned on D_f
     with every label set to the shadow class: by default its widened final layer alone
@@ -135,15 +142,16 @@ def boundary_expanding(
     unlearned = working_copy(model)
     name, original_head = find_head(unlearned, k, head)
     generator = torch.Generator().manual_seed(recipe.seed)
-    replace_module(unlearned, name, widen_head(original_head, generator))
-    shadow = torch.full((len(y),), k, dtype=torch.long)
+    classes = data.forget_classes
+    replace_module(unlearned, name, widen_head(original_head, generator, shadows=len(classes)))
+    shadow = k + torch.searchsorted(torch.tensor(classes), y.cpu())  # class i -> output k + i
     fit_forget(
         unlearned, data, with_columns(x, shadow), forget=(x, y), layers=layers, head=name,
-        recipe=recipe, options=options, desc="boundary_expanding", outputs=k + 1,
+        recipe=recipe, options=options, desc="boundary_expanding", outputs=k + len(classes),
     )  # fmt: skip
     wide = unlearned.get_submodule(name)
     assert isinstance(wide, nn.Linear)
-    replace_module(unlearned, name, prune_head(wide))
+    replace_module(unlearned, name, prune_head(wide, shadows=len(classes)))
     unlearned.eval()
     if depth == "features":  # each forget sample's features go where the pruning left it
         landed = predict_logits(unlearned, x).argmax(1)

@@ -20,7 +20,7 @@ from ._features import FEATURE_RECIPE, Depth, FeatureRecipe, forget_in_features
 from ._registry import register_method
 from ._stats import set_unlearning_stats
 
-__all__ = ["boundary_shrink", "input_curvature", "margin_weights"]
+__all__ = ["away_from_forgotten", "boundary_shrink", "input_curvature", "margin_weights"]
 
 
 def margin_weights(probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -49,6 +49,40 @@ def margin_weights(probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 def _weighted_ce(model: nn.Module, batch: Batch) -> torch.Tensor:
     x, y, w = batch
     return (F.cross_entropy(model(x), y, reduction="none") * w).mean()
+
+
+def away_from_forgotten(
+    labels: torch.Tensor, probs: torch.Tensor, y: torch.Tensor, forgotten: tuple[int, ...]
+) -> torch.Tensor:
+    """The neighbour labels with any *other* forgotten class (another class of the request,
+    or one an earlier request forgot) replaced by the most probable class that is not
+    forgotten, so no forget sample is trained into a class that must stay gone. A sample's
+    own class (the paper's argmax rule where the step did not cross) is kept; with one
+    class forgotten nothing changes.
+
+    Args:
+        labels: ``(n,)`` the neighbour labels.
+        probs: ``(n, K)`` the model's softmax at the neighbours.
+        y: ``(n,)`` the samples' own classes.
+        forgotten: every forgotten class (``UnlearningData.all_forgotten``).
+
+    Returns:
+        The labels, on ``labels``' device.
+
+    Example:
+        >>> probs = torch.tensor([[0.1, 0.2, 0.5, 0.2], [0.1, 0.7, 0.1, 0.1]])
+        >>> away_from_forgotten(probs.argmax(1), probs, torch.tensor([1, 2]), (1, 2))
+        tensor([3, 0])
+    """
+    if len(forgotten) < 2:
+        return labels
+    gone = torch.tensor(forgotten, device=labels.device)
+    other = torch.isin(labels, gone) & (labels != y.to(labels.device))
+    if not bool(other.any()):
+        return labels
+    allowed = probs.clone()
+    allowed[:, gone] = -1.0
+    return torch.where(other, allowed.argmax(1), labels)
 
 
 def input_curvature(
@@ -199,12 +233,13 @@ def boundary_shrink(
         model, x, y, eps=eps, attack=attack, pgd_steps=pgd_steps, pgd_step_size=pgd_step_size,
         normalization=data.normalization, label_rule=label_rule, keep_inputs=False,
     )  # fmt: skip
+    labels = away_from_forgotten(neighbours.labels, neighbours.probs, y, data.all_forgotten)
     unlearned = working_copy(model)
     if curvature_weight > 0:
         weights = (
-            margin_weights(neighbours.probs, neighbours.labels)
+            margin_weights(neighbours.probs, labels)
             if loss_weighting
-            else torch.ones(len(y), device=neighbours.labels.device)
+            else torch.ones(len(y), device=labels.device)
         )
         device = model_device(model)
         with eval_mode(model):  # the frozen original, as in the neighbour search
@@ -215,16 +250,14 @@ def boundary_shrink(
                                      strict=True)
                 ]
             ).detach()  # fmt: skip
-        tensors = with_columns(x, neighbours.labels, weights, y, original_curvature)
+        tensors = with_columns(x, labels, weights, y, original_curvature)
         loss_fn: LossFn = _curvature_matched_ce(curvature_weight)
         shard = False  # the curvature distance is a norm over the whole batch
     elif loss_weighting:
-        tensors = with_columns(
-            x, neighbours.labels, margin_weights(neighbours.probs, neighbours.labels)
-        )
+        tensors = with_columns(x, labels, margin_weights(neighbours.probs, labels))
         loss_fn, shard = _weighted_ce, True
     else:
-        tensors, loss_fn, shard = with_columns(x, neighbours.labels), cross_entropy_loss, True
+        tensors, loss_fn, shard = with_columns(x, labels), cross_entropy_loss, True
     fit_forget(
         unlearned, data, tensors, loss_fn, forget=(x, y), layers=layers, head=head,
         recipe=recipe, options=options, desc="boundary_shrink", shard=shard,
@@ -232,7 +265,7 @@ def boundary_shrink(
     stats: dict[str, float] = {"attack_success_ratio": neighbours.success_ratio}
     if depth == "features":
         stats["feature_lr"] = forget_in_features(
-            unlearned, model, data, neighbours.labels, recipe=recipe, head=head,
+            unlearned, model, data, labels, recipe=recipe, head=head,
             options=options, desc="boundary_shrink",
         )  # fmt: skip
     set_unlearning_stats(unlearned, stats)

@@ -52,7 +52,8 @@ def random_labels(
         0.0
     """
     x, y = inputs_and_labels(data.forget)
-    labels = random_wrong_labels(y, data.num_classes, torch.Generator().manual_seed(recipe.seed))
+    gen = torch.Generator().manual_seed(recipe.seed)
+    labels = random_wrong_labels(y, data.num_classes, gen, forgotten=data.all_forgotten)
     return fit_forget(
         working_copy(model), data, with_columns(x, labels), forget=(x, y), layers=layers,
         head=head, recipe=recipe, options=options, desc="random_labels",

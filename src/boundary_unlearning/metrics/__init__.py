@@ -7,6 +7,7 @@ number once: its label, which way is good and what it means.
 from .accuracy import accuracy, evaluate, predict_logits
 from .distances import activation_distance, entropy, js_divergence, zrf_score
 from .estimate import Estimate, estimate_accuracy
+from .forgotten import class_evidence, class_holds
 from .mia import confidence_svc, entropy_attack, loss_lr, paper_asr, ulira
 from .probe import depth_shares, probe_forget_accuracy
 from .relearn import relearn_steps
@@ -18,6 +19,8 @@ __all__ = [
     "Metric",
     "accuracy",
     "activation_distance",
+    "class_evidence",
+    "class_holds",
     "compute_metrics",
     "confidence_svc",
     "depth_evidence",

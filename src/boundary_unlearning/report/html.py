@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from html import escape
 
 from ..metrics.suite import METRIC_BY_KEY
+from .classes import forgotten_class_lines
 from .schema import Report
 from .tables import (
     ARROW_LEGEND,
@@ -179,6 +180,31 @@ def _verdict_notes(report: Report) -> str:
     return f"<h2>What the verdicts say</h2><ul>{items}</ul>"
 
 
+def _forgotten_classes(report: Report) -> str:
+    """The per-class evidence table of ``report.md``
+    (:func:`~boundary_unlearning.report.classes.forgotten_class_lines`) as HTML.
+
+    Returns:
+        The HTML section, or ``""`` without per-class evidence.
+
+    Example:
+        >>> report = {"results": {"m": {"per_class": {"3": {"forget": 0.0}}}}}
+        >>> "<td>3, this request</td>" in _forgotten_classes(report)
+        True
+    """
+    lines = forgotten_class_lines(report)
+    if not lines:
+        return ""
+    rows = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines if ln.startswith("| ")]
+    head, body = rows[0], rows[1:]
+    cells = "".join(f"<th>{escape(c)}</th>" for c in head)
+    out = [f"<h2>Every forgotten class</h2><p class=note>{escape(lines[2])}</p>",
+           f"<table><tr>{cells}</tr>"]  # fmt: skip
+    for row in body:
+        out.append("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>")
+    return "".join(out) + "</table>"
+
+
 def _failures(report: Report) -> str:
     """The report's failures as an HTML list.
 
@@ -258,6 +284,7 @@ def build_html(report: Report, sections: Sequence[tuple[str, str, Sequence[Figur
             "The retrained model (R), trained from scratch without the forgotten class, is "
             "the reference in the first column. Hover a metric for its meaning.</p>",
             _table(report),
+            _forgotten_classes(report),
             _verdict_notes(report),
             _evidence(report),
             "<h2>What each metric means</h2>",

@@ -107,6 +107,7 @@ class ModelEntry(TypedDict, total=False):
     speedup: float | None  # retrain's seconds / this method's seconds
     hyperparameters: dict[str, Any]  # the method's resolved hyperparameters
     stats: Stats
+    per_class: dict[str, dict[str, Any]]  # forgotten class -> forget, test_forget, earlier
     failed: str  # why the method failed (on every seed)
     failed_seeds: dict[str, str]  # seed -> why, for the seeds left out of the mean
 
@@ -195,6 +196,8 @@ class Report(_ReportResults, total=False):
     model: str | None
     forget_classes: list[int]
     class_names: list[str]
+    forgotten_before: list[int]  # bunlearn unlearn: classes an earlier request forgot
+    class_names_all: dict[str, str]  # every forgotten class (index as text) -> its name
     seed: int  # the first seed
     seeds: list[int]
     sizes: Sizes

@@ -13,6 +13,7 @@ from typing import Any
 
 from .._utils import atomic_write_json, atomic_write_text
 from ..metrics.suite import METRIC_BY_KEY
+from .classes import forgotten_class_lines
 from .schema import ModelEntry, Report, as_report
 from .tables import (
     ARROW_LEGEND,
@@ -119,6 +120,8 @@ def format_markdown(report: Mapping[str, Any]) -> str:
         "|---|" + "---:|" * len(cols),
     ]
     out += ["| " + " | ".join([metric_label(key), *cells]) + " |" for key, cells in rows]
+    by_class = forgotten_class_lines(report)
+    out += ["", *by_class] if by_class else []
     notes = verdict_notes(report)
     if notes:
         out += ["", "## What the verdicts say", "", *[f"- {line}" for line in notes]]
