@@ -612,7 +612,9 @@ def add_depth_shares(rows: list[Row]) -> None:
         return
     for row in rows:
         if row.depth and row.name not in ("original", "retrain"):
-            row.depth.update(depth_shares(row.depth, original, retrain))
+            shares = depth_shares(row.depth, original, retrain)
+            row.depth["depth"] = shares.pop("depth")
+            row.depth["depth_shares"] = shares  # beside the raw values, not over them
 
 
 def _depth_cells(row: Row) -> str:

@@ -98,3 +98,15 @@ def test_zero_repeats_or_epochs_is_refused_in_one_line(
     assert exit_info.value.code == 2
     assert f"argument {flag}: '0' is not a whole number >= 1" in capsys.readouterr().err
     assert getattr(bench.parse_args([flag, "2"]), flag[2:]) == 2
+
+
+def test_depth_shares_sit_beside_the_raw_depth_values(bench: ModuleType) -> None:
+    rows = [bench.Row(name, name, "-") for name in ("original", "retrain", "boundary_shrink")]
+    for row, (relearn, probe) in zip(rows, [(0, 0.9), (30, 0.5), (15, 0.8)], strict=True):
+        row.depth = {"relearn_steps": relearn, "probe_forget_acc": probe}
+    bench.add_depth_shares(rows)
+    bs = rows[2].depth
+    assert bs["relearn_steps"] == 15 and bs["probe_forget_acc"] == 0.8  # the raw values stay
+    assert bs["depth_shares"] == {"relearn_steps": 0.5, "probe_forget_acc": pytest.approx(0.25)}
+    assert bs["depth"] == pytest.approx(0.25)
+    assert "15 | 80.0 | 0.25" in bench._depth_cells(rows[2])
