@@ -36,6 +36,7 @@ def _digest(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
 
+@pytest.mark.slow  # end to end, 20-60 s: .ci/run runs it by name
 def test_train_then_unlearn(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ckpt = tmp_path / "orig"
     args = ["train", "--dataset", "digits", "--model", "mlp", "--epochs", "3", "--out", str(ckpt)]
@@ -65,6 +66,7 @@ def test_train_then_unlearn(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert (out / "model.safetensors").is_file() and (out / "report.md").is_file()
 
 
+@pytest.mark.slow  # end to end, 20-60 s: .ci/run runs it by name
 def test_run_writes_report(tmp_path: Path) -> None:
     out = tmp_path / "run"
     code = main([
@@ -82,6 +84,7 @@ def test_run_writes_report(tmp_path: Path) -> None:
     assert report["results"]["retrain"]["acc"]["forget"] == 0.0
 
 
+@pytest.mark.slow  # end to end, 20-60 s: .ci/run runs it by name
 def test_demo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out)]) == 0

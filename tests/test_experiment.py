@@ -145,6 +145,7 @@ def test_aggregate_seeds_handles_failures_and_missing_values() -> None:
     assert mean["c"] == {"failed": "boom"}
 
 
+@pytest.mark.slow  # end to end, 20-60 s: .ci/run runs it by name
 def test_a_diverging_method_fails_alone(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
     code = main([

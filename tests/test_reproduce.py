@@ -280,6 +280,7 @@ def test_vggface2_suite_with_resnet50_on_an_image_folder(tmp_path: Path) -> None
     assert json.loads((out / "main" / "report.json").read_text())["model"] == "resnet50"
 
 
+@pytest.mark.slow  # end to end, 20-60 s: .ci/run runs it by name
 def test_digits_quick_suite_end_to_end(tmp_path: Path) -> None:
     """``--quick`` on real digits: every study, fewer settings (about 30 s on two idle cores,
     from an empty cache). Checks the runner's output, that Boundary Shrink forgets with the

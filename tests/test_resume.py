@@ -90,6 +90,7 @@ def _kill_after(out: Path, marker: Path, sig: int, env: dict[str, str]) -> int:
     return proc.returncode
 
 
+@pytest.mark.slow  # end to end, 20-60 s: .ci/run runs it by name
 def test_killed_run_resumes_to_the_same_report(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
