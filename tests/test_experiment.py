@@ -166,6 +166,7 @@ def test_a_diverging_method_fails_alone(tmp_path: Path, capsys: pytest.CaptureFi
     assert "boundary_shrink" in (out / "report.md").read_text()
 
 
+@pytest.mark.slow  # end to end, 10-20 s: .ci/run runs it by name
 def test_existing_output_needs_overwrite(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -211,6 +212,7 @@ def test_report_command_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "not a bunlearn report" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # end to end, 10-20 s: .ci/run runs it by name
 def test_forget_fraction_reuses_the_retrained_model(tmp_path: Path) -> None:
     # D_r is the same whatever fraction of D_f a method sees, so a fraction sweep must not
     # retrain (and must report the cached model's real training time, not a load time).
