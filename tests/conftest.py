@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from boundary_unlearning import UnlearningData, class_split, create_model, train
+from boundary_unlearning import UnlearningData, class_split, create_model, load_dataset, train
 
 # One intra-op thread count for this process and every subprocess a test starts (a killed
 # `bunlearn run`, torchrun ranks that do not set their own): training results depend on it, so
@@ -100,3 +100,14 @@ class EatsNormalised(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.head(self.body(z))
         return out
+
+
+@pytest.fixture(scope="session")
+def digits_cnn() -> tuple[nn.Module, UnlearningData]:
+    """The zoo CNN trained 20 epochs on scikit-learn's digits, and the split forgetting 3
+    (the demo's setting; shared by the tests on real digits, which never modify it)."""
+    train_set, test_set, info = load_dataset("digits")
+    data = class_split(train_set, test_set, [3])
+    model = create_model("cnn", 10, 1, 8, info.mean, info.std, seed=0)
+    train(model, train_set, epochs=20, lr=0.01, seed=0)
+    return model, data

@@ -7,15 +7,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from boundary_unlearning import (
-    UnlearningData,
-    class_split,
-    create_model,
     evaluate,
-    load_dataset,
-    train,
     unlearn,
     unlearning_stats,
 )
@@ -23,18 +17,9 @@ from boundary_unlearning import (
 MAX_DROP = {"boundary_shrink": 0.02, "boundary_expanding": 0.04}
 
 
-@pytest.fixture(scope="module")
-def digits_setup() -> tuple[nn.Module, UnlearningData]:
-    train_set, test_set, info = load_dataset("digits")
-    data = class_split(train_set, test_set, [3])
-    model = create_model("cnn", 10, 1, 8, info.mean, info.std, seed=0)
-    train(model, train_set, epochs=20, lr=0.01, seed=0)
-    return model, data
-
-
 @pytest.mark.parametrize("method", ["boundary_shrink", "boundary_expanding"])
-def test_defaults_forget_digit_3(method: str, digits_setup) -> None:
-    model, data = digits_setup
+def test_defaults_forget_digit_3(method: str, digits_cnn) -> None:
+    model, data = digits_cnn
     before = evaluate(model, data)
     out = unlearn(method, model, data)
     after = evaluate(out, data)
@@ -48,10 +33,10 @@ def test_defaults_forget_digit_3(method: str, digits_setup) -> None:
     assert stats["forget_acc_trace"][-1][1] <= 0.05
 
 
-def test_paper_defaults_barely_move_a_digits_model(digits_setup) -> None:
+def test_paper_defaults_barely_move_a_digits_model(digits_cnn) -> None:
     """Documents why the defaults depart from the paper's loop: 30 steps at lr 1e-5 do not
     forget digits' 146 forget images."""
-    model, data = digits_setup
+    model, data = digits_cnn
     out = unlearn("boundary_shrink", model, data, preset="paper", seed=0)
     assert evaluate(out, data)["forget"] > 0.5
     torch.testing.assert_close(out.head.weight, model.head.weight, atol=1e-2, rtol=0.0)

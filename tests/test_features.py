@@ -14,10 +14,7 @@ from torch import nn
 from boundary_unlearning import (
     UnlearningData,
     class_split,
-    create_model,
     evaluate,
-    load_dataset,
-    train,
     unlearn,
     unlearning_stats,
 )
@@ -156,11 +153,10 @@ def test_the_paper_preset_has_no_feature_stage(
 
 
 @pytest.fixture(scope="module")
-def digits_models() -> tuple[nn.Module, nn.Module, UnlearningData]:
-    train_set, test_set, info = load_dataset("digits")
-    data = class_split(train_set, test_set, [3])
-    model = create_model("cnn", 10, 1, 8, info.mean, info.std, seed=0)
-    train(model, train_set, epochs=20, lr=0.01, seed=0)
+def digits_models(
+    digits_cnn: tuple[nn.Module, UnlearningData],
+) -> tuple[nn.Module, nn.Module, UnlearningData]:
+    model, data = digits_cnn
     retrained = unlearn("retrain", model, data, epochs=20, lr=0.01, weight_decay=5e-4, seed=0)
     return model, retrained, data
 
