@@ -20,9 +20,14 @@ from boundary_unlearning import (
 )
 from boundary_unlearning.data import to_tensors
 from boundary_unlearning.errors import DivergenceError, ModelError
-from boundary_unlearning.heads import head_inputs
+from boundary_unlearning.heads import head_inputs, layers_in_order
 from boundary_unlearning.methods import _features
-from boundary_unlearning.methods._features import FEATURE_RECIPE, RetainPool, _retained_labels
+from boundary_unlearning.methods._features import (
+    FEATURE_RECIPE,
+    RetainPool,
+    _retained_labels,
+    frozen_below,
+)
 from boundary_unlearning.metrics import depth_evidence, depth_shares
 from boundary_unlearning.report.tables import verdict
 from conftest import same_state, state_snapshot
@@ -53,9 +58,14 @@ def test_the_feature_stage_moves_the_forgotten_class_and_resets_its_row(
     assert float(cos(old[1], new[1], dim=0)) < 0.5
     for c in (0, 2, 3):
         assert float(cos(old[c], new[c], dim=0)) > 0.9
-    # only the deep model's body moved, and its forget features went towards their targets
-    assert torch.equal(shallow.body[0][0].weight, tiny_model.body[0][0].weight)  # type: ignore[index]
-    assert not torch.equal(deep.body[0][0].weight, tiny_model.body[0][0].weight)  # type: ignore[index]
+    # only the deep model's body moved, its upper half only (feature_layers 0.5; 1.0 moves
+    # the first layer too), and its forget features went towards their targets
+    first = [m.body[0][0].weight for m in (tiny_model, shallow, deep)]  # type: ignore[index]
+    assert torch.equal(first[0], first[1]) and torch.equal(first[0], first[2])
+    assert not torch.equal(deep.body[-2].weight, tiny_model.body[-2].weight)  # type: ignore[index]
+    whole = unlearn("boundary_shrink", tiny_model, tiny_data, feature_layers=1.0, **FAST)
+    assert not torch.equal(whole.body[0][0].weight, first[0])  # type: ignore[index]
+    assert all(p.requires_grad for p in deep.parameters())  # nothing stays frozen
     x, y = to_tensors(tiny_data.forget)
     from boundary_unlearning.neighbours import neighbour_search
 
@@ -180,3 +190,37 @@ def test_the_defaults_forget_digit_3_in_the_features(method: str, digits_models)
         assert acc["forget"] <= 0.05 and acc["test_forget"] <= 0.05
         drop = {"boundary_shrink": 0.02, "boundary_expanding": 0.04}[method]
         assert acc["test_retain"] >= before - drop
+
+
+class _HeadFirst(nn.Module):
+    """A user network registered out of order: its head first, a parameter of its own (as
+    a vision transformer's class token) used before every layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(8, 4)
+        self.shift = nn.Parameter(torch.zeros(1, 1, 8, 8))
+        self.low = nn.Conv2d(1, 4, 3, padding=1)
+        self.mid = nn.Linear(4 * 64, 16)
+        self.top = nn.Linear(16, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.low(x + self.shift).flatten(1)
+        return self.head(torch.relu(self.top(torch.relu(self.mid(z)))))
+
+
+def test_the_upper_layers_are_found_in_forward_order_whatever_the_registration() -> None:
+    net = _HeadFirst()
+    x = torch.randn(2, 1, 8, 8)
+    assert [id(m) for m in layers_in_order(net, x)] == [
+        id(m) for m in (net, net.low, net.mid, net.top, net.head)
+    ]
+    with frozen_below(net, x, 0.4):  # 2 of 5 layers: top and head train
+        trains = {n for n, p in net.named_parameters() if p.requires_grad}
+    assert trains == {"top.weight", "top.bias", "head.weight", "head.bias"}
+    assert all(p.requires_grad for p in net.parameters())
+    with frozen_below(net, x, 0.01):  # the head at least
+        assert {n for n, p in net.named_parameters() if p.requires_grad} == {
+            "head.weight",
+            "head.bias",
+        }

@@ -1,8 +1,10 @@
-"""The classification head of any classifier, and the features it reads.
+"""The classification head of any classifier, the features it reads, and the layers below it.
 
 Every method that trains or widens "the final layer", and every metric that looks below it
 (the feature probe), finds that layer the same way: the last registered ``nn.Linear`` with
-one output per class, or the one the user names.
+one output per class, or the one the user names. :func:`layers_in_order` lists the layers
+that hold parameters in the order a forward pass runs them, whatever order they were
+registered in, so "the upper half of the network" means the same for any architecture.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from ._utils import eval_mode, model_device
 from .data.streaming import input_batches
 from .errors import ModelError
 
-__all__ = ["find_head", "head_inputs"]
+__all__ = ["find_head", "head_inputs", "layers_in_order"]
 
 
 def find_head(model: nn.Module, num_classes: int, head: str | None = None) -> tuple[str, nn.Linear]:
@@ -116,3 +118,47 @@ def head_inputs(
     if not grabbed:
         return torch.zeros((0, layer.in_features))
     return torch.cat(grabbed)
+
+
+def layers_in_order(model: nn.Module, sample: torch.Tensor) -> list[nn.Module]:
+    """The modules that hold parameters of their own, in the order one forward pass of
+    ``sample`` first calls them (eval mode, no gradients; modes restored). A module the pass
+    never calls is left out; a module that owns a parameter its children read (a vision
+    transformer's class token) comes first, as its forward begins before theirs.
+
+    Args:
+        model: the network.
+        sample: a batch it accepts (one or two samples are enough).
+
+    Returns:
+        The modules, input side first.
+
+    Example:
+        >>> class Late(nn.Module):  # the head is registered first but runs last
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.head, self.body = nn.Linear(4, 3), nn.Linear(2, 4)
+        ...     def forward(self, x):
+        ...         return self.head(self.body(x))
+        >>> net = Late()
+        >>> [type(m).__name__ for m in layers_in_order(net, torch.zeros(1, 2))]
+        ['Linear', 'Linear']
+        >>> layers_in_order(net, torch.zeros(1, 2))[0] is net.body
+        True
+    """
+    owners = {
+        id(m): m for m in model.modules() if next(m.parameters(recurse=False), None) is not None
+    }
+    order: dict[int, nn.Module] = {}
+
+    def seen(module: nn.Module, _inputs: Any) -> None:
+        order.setdefault(id(module), module)
+
+    hooks = [m.register_forward_pre_hook(seen) for m in owners.values()]
+    try:
+        with eval_mode(model), torch.inference_mode():
+            model(sample.to(model_device(model)))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return list(order.values())

@@ -7,8 +7,8 @@ probe on the features still recognises it (:mod:`boundary_unlearning.metrics.pro
 feature stage applies the Boundary idea below the head. After the output stage has sent each
 forget sample across its nearest boundary (Boundary Shrink: to its adversarial neighbour's
 class; Boundary Expanding: to the class it falls into once the shadow output is pruned),
-the whole network (BatchNorm statistics frozen) is trained for ``feature_steps`` steps so
-that each forget sample's *features* (the head's inputs) move to where the original model
+the upper half of the network (its layers in forward order; BatchNorm statistics frozen) is
+trained for ``feature_steps`` steps so that each forget sample's *features* (the head's inputs) move to where the original model
 puts that class: the class's centroid over a sample of retained images. Each step pairs the
 forget batch with an equally large batch of retained images whose features and labels are
 held where the original had them, so the other classes stay put; the head's rows of the
@@ -20,9 +20,10 @@ features the original computes once (docs/methods.md has the measurements).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import torch
@@ -31,11 +32,11 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from .._utils import model_device
-from ..checks import AtLeastOne, Growth, NonNegative, Positive
+from ..checks import AtLeastOne, Growth, NonNegative, Positive, UnitFraction
 from ..data.split import UnlearningData, dataset_labels
 from ..data.streaming import inputs_and_labels, iterate_batches, with_columns
 from ..errors import DivergenceError, ModelError
-from ..heads import find_head, head_inputs
+from ..heads import find_head, head_inputs, layers_in_order
 from ..recipe import ForgetRecipe, Recipe, RunOptions
 from ..stopping import ForgetTarget, NotBefore
 from ..training import Batch, fit
@@ -49,6 +50,7 @@ __all__ = [
     "FeatureRecipe",
     "RetainPool",
     "forget_in_features",
+    "frozen_below",
     "reset_rows",
 ]
 
@@ -81,6 +83,12 @@ class FeatureRecipe(ForgetRecipe):
             cross-entropy is added too.
         reset_rows: start the head's rows of the forgotten classes from a fresh
             initialisation (bias 0), as a model that never learnt them has.
+        feature_layers: the share of the network's parameterised layers, counted down from
+            the head in the order the forward pass runs them, that the feature stage trains
+            (:func:`frozen_below`; 1.0: the whole network). The layers below keep the
+            original's weights, which held ResNet-18's retained classes where training the
+            whole network lost 4.6 points of D_tr, and makes each step cheaper.
+        retain_batch_size: retained images per feature step (the anchor's batch).
         feature_clip: clip each feature step's gradient norm to this multiple of the first
             step's (``None``: no clipping). The pull steepens as the features move; without
             the clip a rate large enough to go deep in 50 steps overshoots and costs the
@@ -89,16 +97,18 @@ class FeatureRecipe(ForgetRecipe):
 
     Example:
         >>> FEATURE_RECIPE.feature_steps, FEATURE_RECIPE.stage().lr
-        (50, 0.0015)
+        (50, 0.003)
     """
 
     feature_steps: AtLeastOne = 50
     feature_batch_size: AtLeastOne = 64
-    feature_lr: Positive = 1.5e-3
+    feature_lr: Positive = 3e-3
     feature_weight: NonNegative = 30.0
     retain_weight: NonNegative = 60.0
     reset_rows: bool = True
     feature_clip: Growth | None = 1.0
+    feature_layers: UnitFraction = 0.5
+    retain_batch_size: AtLeastOne = 64
 
     def stage(self) -> Recipe:
         """The feature stage's optimisation: constant ``feature_lr``, at most
@@ -175,7 +185,7 @@ def forget_in_features(
         >>> forget_in_features(new, net, data, labels,
         ...                    recipe=FEATURE_RECIPE.replace(feature_steps=3),
         ...                    head=None, options=RunOptions(), desc="demo")
-        0.0015
+        0.003
         >>> bool(new[1].weight[1].ne(net[1].weight[1]).all())  # class 1's row started afresh
         True
     """
@@ -194,6 +204,26 @@ def forget_in_features(
     _, trained = find_head(model, k, head)
     if recipe.reset_rows:
         reset_rows(trained, data.forget_classes, seed=recipe.seed)
+    with frozen_below(model, x, recipe.feature_layers):
+        return _run_stage(model, x, y, labels, pool, centroids, spread, recipe, head, options, desc)
+
+
+def _run_stage(
+    model: nn.Module,
+    x: torch.Tensor | Dataset[Any],
+    y: torch.Tensor,
+    labels: torch.Tensor,
+    pool: RetainPool,
+    centroids: torch.Tensor,
+    spread: float,
+    recipe: FeatureRecipe,
+    head: str | None,
+    options: RunOptions,
+    desc: str,
+) -> float:
+    """The feature stage's training with its restarts at half the rate (see
+    :func:`forget_in_features`); returns the rate it ran at."""
+    k = pool.num_classes
     start = {name: t.detach().clone() for name, t in model.state_dict().items()}
     for attempt in range(LR_HALVINGS + 1):
         pool.generator.manual_seed(recipe.seed + 1)  # every attempt draws the same batches
@@ -285,6 +315,48 @@ class RetainPool:
             x = next(iterate_batches(self.inputs, size, order=idx))[0]
         return (x.to(self.device), self.labels[idx].to(self.device),
                 self.features[idx].to(self.device))  # fmt: skip
+
+
+@contextlib.contextmanager
+def frozen_below(
+    model: nn.Module, inputs: torch.Tensor | Dataset[Any], share: float
+) -> Iterator[None]:
+    """Within the block only the upper ``share`` of ``model``'s parameterised layers train:
+    the layers are ordered by a forward pass of the first input
+    (:func:`~boundary_unlearning.heads.layers_in_order`), the top ``ceil(share * n)`` of
+    them (the head at least) keep ``requires_grad``, the others are frozen and restored
+    after. Backward passes then stop at the lowest trained layer.
+
+    Args:
+        model: the network (changed for the block's duration only).
+        inputs: the samples; the first one runs the ordering pass.
+        share: the share of the layers, counted from the head down, that train (1: all).
+
+    Returns:
+        A context manager.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 4), nn.Linear(4, 3))
+        >>> with frozen_below(net, torch.zeros(1, 2), 0.5):
+        ...     [p.requires_grad for p in net.parameters()]
+        [False, False, True, True, True, True]
+        >>> all(p.requires_grad for p in net.parameters())
+        True
+    """
+    first = inputs[:1] if isinstance(inputs, torch.Tensor) else next(iterate_batches(inputs, 1))[0]
+    layers = layers_in_order(model, first)
+    keep = max(1, math.ceil(share * len(layers)))
+    frozen = [
+        p for layer in layers[: len(layers) - keep]
+        for p in layer.parameters(recurse=False) if p.requires_grad
+    ]  # fmt: skip
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
 
 
 def _way_to_go(
@@ -391,7 +463,7 @@ class _FeatureLoss:
         self.pool, self.spread = pool, spread
         self.centroids = centroids.to(model_device(model))
         self.weights = (recipe.feature_weight, recipe.retain_weight)
-        self.batch_size = recipe.feature_batch_size
+        self.batch_size = recipe.retain_batch_size
         self.new = _HeadInput(find_head(model, pool.num_classes, head)[1])
 
     def __call__(self, net: nn.Module, batch: Batch) -> torch.Tensor:
