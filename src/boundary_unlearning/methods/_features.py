@@ -8,12 +8,12 @@ feature stage applies the Boundary idea below the head. After the output stage h
 forget sample across its nearest boundary (Boundary Shrink: to its adversarial neighbour's
 class; Boundary Expanding: to the class it falls into once the shadow output is pruned),
 the upper half of the network (its layers in forward order; BatchNorm statistics frozen) is
-trained for ``feature_steps`` steps so that each forget sample's *features* (the head's inputs) move to where the original model
-puts that class: the class's centroid over a sample of retained images. Each step pairs the
-forget batch with an equally large batch of retained images whose features and labels are
-held where the original had them, so the other classes stay put; the head's rows of the
-forgotten classes start again from a fresh initialisation, as in a model that never learnt
-them. Cost: D_f, plus a bounded sample of D_r: one seeded sample of at most
+trained for ``feature_steps`` steps so that each forget sample's *features* (the head's
+inputs) move to where the original model puts that class: the class's centroid over a
+sample of retained images. Each step pairs the forget batch with a batch of retained images
+(as large, by default) whose features and labels are held where the original had them, so
+the other classes stay put; the head's rows of the forgotten classes start again from a
+fresh initialisation, as in a model that never learnt them. Cost: D_f, plus a bounded sample of D_r: one seeded sample of at most
 :data:`RETAIN_SAMPLES` retained images, whatever the size of D_r (:class:`RetainPool`), whose
 features the original computes once (docs/methods.md has the measurements).
 """
