@@ -13,9 +13,10 @@ inputs) move to where the original model puts that class: the class's centroid o
 sample of retained images. Each step pairs the forget batch with a batch of retained images
 (as large, by default) whose features and labels are held where the original had them, so
 the other classes stay put; the head's rows of the forgotten classes start again from a
-fresh initialisation, as in a model that never learnt them. Cost: D_f, plus a bounded sample of D_r: one seeded sample of at most
-:data:`RETAIN_SAMPLES` retained images, whatever the size of D_r (:class:`RetainPool`), whose
-features the original computes once (docs/methods.md has the measurements).
+fresh initialisation, as in a model that never learnt them. Cost: D_f, plus a bounded
+sample of D_r: one seeded sample of at most :data:`RETAIN_SAMPLES` retained images, whatever
+the size of D_r (:class:`RetainPool`), whose features the original computes once
+(docs/methods.md has the measurements).
 """
 
 from __future__ import annotations
