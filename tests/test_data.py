@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from boundary_unlearning import class_split, load_dataset
+from boundary_unlearning.data import to_tensors
 from boundary_unlearning.data.datasets import FASHION_MNIST_SYSTEM_DIR
 from boundary_unlearning.errors import DataError, UnknownNameError
 
@@ -54,7 +55,12 @@ def test_fashion_mnist_idx_files(tmp_path: Path, gz: bool) -> None:
     assert len(train) == 30 and len(test) == 10
     assert info.image_shape == (1, 28, 28) and info.classes[0] == "t-shirt/top"
     assert train.tensors[1].tolist()[:3] == [0, 1, 2]
-    assert float(train.tensors[0].max()) <= 1.0
+    # held as the file's bytes, read as pixels in [0, 1]: bit for bit byte / 255 in float32
+    assert train.tensors[0].dtype == torch.uint8
+    pixels = to_tensors(train)[0]
+    expected = torch.from_numpy(train.tensors[0].numpy().astype(np.float32) / np.float32(255))
+    assert pixels.dtype == torch.float32 and torch.equal(pixels, expected)
+    assert torch.equal(train[4][0], expected[4])
 
 
 def test_fashion_mnist_truncated_file_is_a_clear_error(tmp_path: Path) -> None:
