@@ -75,7 +75,9 @@ def evidence_table(report: Mapping[str, Any]) -> tuple[str, list[str], list[list
             f"Accuracies with their {confidence} intervals, read on seeded samples sized for "
             f"about ±{100 * evidence.get('margin', 0.01):.1f} points (the whole set when it is "
             f"small); D_f and D_tf, which decide the verdict, are read whole up to "
-            f"{evidence.get('whole_up_to', 0):,} images. --full-eval reads every image."
+            f"{evidence.get('whole_up_to', 0):,} images. Every other number of a model that "
+            "is computed from its outputs (membership attacks, distances, per-class rows) "
+            "reads the same images. --full-eval reads every image."
         )
     if evidence.get("original_reused"):
         note += " The original's were computed by an earlier request (same weights, data and "
