@@ -207,16 +207,24 @@ class Readout:
 def _logits(
     model: nn.Module, dataset: Dataset[Any], rows: torch.Tensor, batch: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits and labels of ``rows``, written into one buffer each: a small result kept
+    per batch would pin the batch's freed memory in the C heap, and the resident set would
+    grow by about a batch's activations per batch (600 MB over Fashion-MNIST's D_r)."""
     device = model_device(model)
-    outs: list[torch.Tensor] = []
-    labels: list[torch.Tensor] = []
+    labels = torch.empty(len(rows), dtype=torch.long)
+    logits = torch.zeros((0, 0), dtype=torch.float64)
     if len(rows) == 0:
-        return torch.zeros((0, 0), dtype=torch.float64), torch.zeros(0, dtype=torch.long)
+        return logits, labels
+    start = 0
     with eval_mode(model), torch.inference_mode():
         for x, y, *_ in iterate_batches(dataset, batch, order=rows, device=device):
-            outs.append(model(x).double().cpu())
-            labels.append(y.cpu().long())
-    return torch.cat(outs), torch.cat(labels)
+            out = model(x)
+            if not len(logits):
+                logits = torch.empty((len(rows), out.shape[1]), dtype=torch.float64)
+            logits[start : start + len(out)] = out.double().cpu()
+            labels[start : start + len(out)] = y.cpu()
+            start += len(out)
+    return logits, labels
 
 
 def _hits(logits: torch.Tensor, labels: torch.Tensor) -> float:

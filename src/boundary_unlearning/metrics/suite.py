@@ -289,10 +289,9 @@ def _outputs(model: nn.Module, data: UnlearningData, evidence: EvidenceSettings 
 def _forget_logits(model: nn.Module, data: UnlearningData, read: Readout) -> torch.Tensor:
     """Logits of a reference model on the D_f images ``read`` holds, in its order."""
     dataset: Dataset[Any] = data.forget_eval
-    if not torch.equal(read.rows, torch.arange(len(read.rows))) or len(read.rows) != len(
-        dataset  # type: ignore[arg-type]
-    ):
-        dataset = Subset(dataset, read.rows.tolist())
+    total = len(dataset)  # type: ignore[arg-type]
+    if len(read.rows) != total or not torch.equal(read.rows, torch.arange(total)):
+        dataset = Subset(dataset, read.rows.tolist())  # a sample, or the set in its order
     return predict_logits(model, dataset).double().cpu()
 
 
