@@ -13,9 +13,9 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 
 from boundary_unlearning import class_split, create_model, load_dataset, unlearn
-from boundary_unlearning.data import streaming, to_tensors
+from boundary_unlearning.data import pixels, streaming, to_tensors
 from boundary_unlearning.data.datasets import FASHION_MNIST_SYSTEM_DIR, _stats
-from boundary_unlearning.data.pixels import ByteImages
+from boundary_unlearning.data.pixels import ByteImages, decode_inputs
 from boundary_unlearning.data.streaming import inputs_and_labels, iterate_batches, with_columns
 from boundary_unlearning.errors import DataError, UnknownNameError
 from boundary_unlearning.training import fit
@@ -248,6 +248,13 @@ def test_a_method_on_byte_images_gives_the_same_model(monkeypatch: pytest.Monkey
     for (name, wb), wf in zip(out[0].state_dict().items(), out[1].state_dict().values(),
                               strict=True):  # fmt: skip
         assert torch.equal(wb, wf), name
+
+
+def test_accelerators_decode_bytes_to_the_same_bits() -> None:
+    """Off the CPU a batch is decoded by a table the CPU computed (no device division)."""
+    every = torch.arange(256, dtype=torch.uint8)
+    assert torch.equal(pixels._table(torch.device("cpu"))[every.long()], decode_inputs(every))
+    assert decode_inputs(every).dtype == torch.float32
 
 
 def test_byte_stats_match_the_float_statistics() -> None:
