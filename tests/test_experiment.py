@@ -259,6 +259,8 @@ def test_run_reads_bounded_evidence_and_says_so(
             for key, (low, high) in entry["acc_interval"].items():
                 assert low <= entry["acc"][key] <= high
     assert "## How the accuracies were read" in (out / "report.md").read_text()
+    # the mean over seeds carries no interval (each is one seed's; per_seed has them)
+    assert all("acc_interval" not in entry for entry in report["results"].values())
 
 
 def test_full_eval_flag_reaches_the_run() -> None:

@@ -402,6 +402,9 @@ def _report(
 ) -> dict[str, Any]:
     """The run's report: every seed's entries, their mean and std, and what was run."""
     results, std = aggregate_seeds(per_seed)
+    if len(seeds) > 1:  # an interval is one seed's: per_seed has each, the mean has none
+        for entry in [*results.values(), *std.values()]:
+            entry.pop("acc_interval", None)
     info, data = first.info, first.data
     classes = list(data.forget_classes)
     hyperparameters = first.original_meta.get("hyperparameters", {})

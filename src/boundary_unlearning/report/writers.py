@@ -39,8 +39,10 @@ def _cell(entry: Mapping[str, Any], key: str, total: int) -> str:
     read = (entry.get("acc_samples") or {}).get(key)
     if value is None:
         return "—"
-    if read is None or read == total or not interval:
+    if read is None or read >= total:
         return f"{100 * value:.2f}% (all)"
+    if not interval:  # a mean over seeds: each seed's interval is in per_seed
+        return f"{100 * value:.2f}% (mean of seeds, {read:,.0f} read)"
     low, high = interval
     return f"{100 * value:.2f}% [{100 * low:.2f}, {100 * high:.2f}] ({read:,} read)"
 
