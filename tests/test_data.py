@@ -10,11 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, TensorDataset
 
-from boundary_unlearning import class_split, load_dataset
-from boundary_unlearning.data.datasets import FASHION_MNIST_SYSTEM_DIR
+from boundary_unlearning import class_split, create_model, load_dataset, unlearn
+from boundary_unlearning.data import pixels, streaming, to_tensors
+from boundary_unlearning.data.datasets import FASHION_MNIST_SYSTEM_DIR, _stats
+from boundary_unlearning.data.pixels import ByteImages, decode_inputs
+from boundary_unlearning.data.streaming import inputs_and_labels, iterate_batches, with_columns
 from boundary_unlearning.errors import DataError, UnknownNameError
+from boundary_unlearning.training import fit
 
 
 def test_digits_is_embedded_and_in_unit_range() -> None:
@@ -54,7 +58,12 @@ def test_fashion_mnist_idx_files(tmp_path: Path, gz: bool) -> None:
     assert len(train) == 30 and len(test) == 10
     assert info.image_shape == (1, 28, 28) and info.classes[0] == "t-shirt/top"
     assert train.tensors[1].tolist()[:3] == [0, 1, 2]
-    assert float(train.tensors[0].max()) <= 1.0
+    # held as the file's bytes, read as pixels in [0, 1]: bit for bit byte / 255 in float32
+    assert train.tensors[0].dtype == torch.uint8
+    pixels = to_tensors(train)[0]
+    expected = torch.from_numpy(train.tensors[0].numpy().astype(np.float32) / np.float32(255))
+    assert pixels.dtype == torch.float32 and torch.equal(pixels, expected)
+    assert torch.equal(train[4][0], expected[4])
 
 
 def test_fashion_mnist_truncated_file_is_a_clear_error(tmp_path: Path) -> None:
@@ -186,3 +195,68 @@ def test_class_split_errors() -> None:
         class_split(_PairsOnly(30), _PairsOnly(9), forget_classes=[5])
     with pytest.raises(DataError, match="all 3 classes"):
         class_split(_PairsOnly(30), _PairsOnly(9), forget_classes=[0, 1, 2])
+
+
+def _bytes_and_floats() -> tuple[TensorDataset, TensorDataset]:
+    """The same images as pixel bytes and as the float32 pixels a loader made before."""
+    gen = torch.Generator().manual_seed(0)
+    base = torch.zeros(4, 1, 8, 8)
+    for c in range(4):
+        r, q = divmod(c, 2)
+        base[c, :, 4 * r : 4 * r + 4, 4 * q : 4 * q + 4] = 0.8
+    noise = torch.rand(160, 1, 8, 8, generator=gen) * 0.3
+    y = torch.arange(160) % 4
+    raw = ((base[y] + noise).clamp(0, 1) * 255).round().to(torch.uint8)
+    floats = torch.from_numpy(raw.numpy().astype(np.float32) / np.float32(255))
+    return ByteImages(raw, y), TensorDataset(floats, y)
+
+
+def test_byte_images_read_as_the_float_pixels_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    as_bytes, as_floats = _bytes_and_floats()
+    b, f = class_split(as_bytes, as_bytes, 1), class_split(as_floats, as_floats, 1)
+    assert b.retain.tensors[0].dtype == torch.uint8  # type: ignore[attr-defined]
+    assert torch.equal(to_tensors(b.retain)[0], to_tensors(f.retain)[0])
+    assert torch.equal(b.forget[3][0], f.forget[3][0])  # item access decodes too
+    order = torch.randperm(len(f.retain), generator=torch.Generator().manual_seed(1))
+    pairs = zip(iterate_batches(b.retain, 7, order=order),
+                iterate_batches(f.retain, 7, order=order), strict=True)  # fmt: skip
+    assert all(torch.equal(xb, xf) and torch.equal(yb, yf) for (xb, yb), (xf, yf) in pairs)
+    # a byte set whose float copy exceeds the budget reaches consumers as the dataset
+    monkeypatch.setattr(streaming, "DECODE_BUDGET", 1000)
+    x, labels = inputs_and_labels(b.retain)
+    assert x is b.retain and torch.equal(labels, f.retain.tensors[1])  # type: ignore[attr-defined]
+    training = with_columns(x, labels)
+    assert training.tensors[0].dtype == torch.uint8  # type: ignore[union-attr]
+    models = []
+    for data in (training, to_tensors(f.retain)):
+        model = create_model("cnn", 4, in_channels=1, image_size=8, width=4, seed=0)
+        models.append(fit(model, data, epochs=2, lr=0.05, batch_size=16, seed=3))
+    for (name, wb), wf in zip(models[0].state_dict().items(), models[1].state_dict().values(),
+                              strict=True):  # fmt: skip
+        assert torch.equal(wb, wf), name
+
+
+def test_a_method_on_byte_images_gives_the_same_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    as_bytes, as_floats = _bytes_and_floats()
+    monkeypatch.setattr(streaming, "DECODE_BUDGET", 1000)  # D_r read batch by batch
+    model = create_model("cnn", 4, in_channels=1, image_size=8, width=4, seed=0)
+    model = fit(model, to_tensors(as_floats), epochs=8, lr=0.05, batch_size=16, seed=0)
+    out = [
+        unlearn("boundary_shrink", model, class_split(ds, ds, 1), feature_steps=3, seed=0)
+        for ds in (as_bytes, as_floats)
+    ]
+    for (name, wb), wf in zip(out[0].state_dict().items(), out[1].state_dict().values(),
+                              strict=True):  # fmt: skip
+        assert torch.equal(wb, wf), name
+
+
+def test_accelerators_decode_bytes_to_the_same_bits() -> None:
+    """Off the CPU a batch is decoded by a table the CPU computed (no device division)."""
+    every = torch.arange(256, dtype=torch.uint8)
+    assert torch.equal(pixels._table(torch.device("cpu"))[every.long()], decode_inputs(every))
+    assert decode_inputs(every).dtype == torch.float32
+
+
+def test_byte_stats_match_the_float_statistics() -> None:
+    as_bytes, as_floats = _bytes_and_floats()
+    assert _stats(as_bytes.tensors[0]) == _stats(as_floats.tensors[0])

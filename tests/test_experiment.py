@@ -245,3 +245,29 @@ def test_report_matches_its_typed_schema(two_seed_report: tuple[dict[str, Any], 
         assert set(entry) <= keys(schema.ModelEntry)
         assert set(entry["acc"]) == keys(schema.Accuracies)
         assert set(entry["mia"]) <= keys(schema.Attacks)
+
+
+def test_run_reads_bounded_evidence_and_says_so(
+    two_seed_report: tuple[dict[str, Any], Path],
+) -> None:
+    report, out = two_seed_report
+    assert report["evidence"]["full"] is False and report["evidence"]["confidence"] == 0.95
+    assert report["evidence"]["totals"]["retain"] == report["sizes"]["retain"]
+    for seed_entries in report["per_seed"].values():
+        for entry in seed_entries.values():
+            assert set(entry["acc_samples"]) == set(entry["acc"]) == set(entry["acc_interval"])
+            for key, (low, high) in entry["acc_interval"].items():
+                assert low <= entry["acc"][key] <= high
+    assert "## How the accuracies were read" in (out / "report.md").read_text()
+    # the mean over seeds carries no interval (each is one seed's; per_seed has them)
+    assert all("acc_interval" not in entry for entry in report["results"].values())
+
+
+def test_full_eval_flag_reaches_the_run() -> None:
+    from boundary_unlearning.cli import run_settings
+    from boundary_unlearning.cli_parser import build_parser
+
+    args = build_parser().parse_args(["run", "--out", "x", "--full-eval"])
+    assert run_settings(args)["full_eval"] is True
+    assert "full_eval" not in run_settings(build_parser().parse_args(["run", "--out", "x"]))
+    assert ExperimentConfig().full_eval is False

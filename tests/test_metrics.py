@@ -26,6 +26,7 @@ from boundary_unlearning import UnlearningData, unlearn
 from boundary_unlearning.data import to_tensors
 from boundary_unlearning.metrics import (
     activation_distance,
+    class_evidence,
     compute_metrics,
     confidence_svc,
     entropy,
@@ -39,6 +40,7 @@ from boundary_unlearning.metrics import (
     zrf_score,
 )
 from boundary_unlearning.metrics.distances import js_divergence_per_sample
+from boundary_unlearning.metrics.estimate import EvidenceSettings
 from boundary_unlearning.metrics.mia import (
     gaussian_log_likelihood_ratio,
     logit_confidence,
@@ -46,7 +48,7 @@ from boundary_unlearning.metrics.mia import (
     ulira,
 )
 from boundary_unlearning.metrics.suite import DIRECTIONS, METRIC_BY_KEY
-from conftest import build_tiny, same_state, state_snapshot
+from conftest import build_tiny, make_blobs, same_state, state_snapshot
 
 LN2 = math.log(2)
 
@@ -367,3 +369,46 @@ def test_each_metric_is_declared_once_and_the_views_derive_from_it() -> None:
     assert by_key["acc.retain"].higher_is_better is True
     assert by_key["seconds"].higher_is_better is False
     assert by_key["mia.loss_lr"].higher_is_better is None
+
+
+def _count_images(model: nn.Module) -> list[int]:
+    seen = [0]
+    model.register_forward_pre_hook(lambda _, args: seen.__setitem__(0, seen[0] + len(args[0])))
+    return seen
+
+
+def test_compute_metrics_reads_each_image_once(
+    tiny_model: nn.Module, retrained: nn.Module, tiny_data: UnlearningData
+) -> None:
+    """One forward pass per set for accuracy, attacks, distances and the per-class rows; the
+    references read only the D_f images the model read."""
+    model, reference = copy.deepcopy(tiny_model), copy.deepcopy(retrained)
+    seen, seen_reference = _count_images(model), _count_images(reference)
+    entry = compute_metrics(model, tiny_data, retrained=reference, relearn=False, probe=False,
+                            per_class=True)  # fmt: skip
+    sizes = tiny_data.sizes()
+    assert (
+        seen[0]
+        == sizes["retain"] + sizes["forget_full"] + sizes["test_retain"] + sizes["test_forget"]
+    )
+    assert seen_reference[0] == sizes["forget_full"]
+    assert entry["per_class"] == class_evidence(tiny_model, tiny_data)
+    assert "acc_interval" not in entry  # every image: exact
+
+
+def test_compute_metrics_on_a_sample_states_it(tiny_model: nn.Module) -> None:
+    from boundary_unlearning import class_split
+
+    big = make_blobs(700, seed=5)  # D_r 2,100 images: more than the pilot
+    data = class_split(big, make_blobs(40, seed=6), 1)
+    full = compute_metrics(tiny_model, data, relearn=False, probe=False)
+    sampled = compute_metrics(tiny_model, data, relearn=False, probe=False,
+                              evidence=EvidenceSettings(), per_class=True)  # fmt: skip
+    assert sampled["acc_samples"]["retain"] < len(data.retain)  # type: ignore[arg-type]
+    assert sampled["acc_samples"]["test_forget"] == len(data.test_forget)  # type: ignore[arg-type]
+    for key, (low, high) in sampled["acc_interval"].items():
+        assert low <= full["acc"][key] <= high, key
+    exact = compute_metrics(tiny_model, data, relearn=False, probe=False,
+                            evidence=EvidenceSettings(full=True))  # fmt: skip
+    assert exact["acc"] == full["acc"] and exact["mia"] == full["mia"]
+    assert exact["acc_samples"] == {k: v for k, v in data.sizes().items() if k != "forget_full"}

@@ -243,7 +243,7 @@ def _depth_line(report: dict[str, Any], method: str) -> str:
 def run_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The ``ExperimentConfig`` fields the user gave as ``bunlearn run`` flags."""
     flags = "dataset model forget_fraction seed epochs lr batch_size subset data_root download "
-    flags += "cache_dir device ulira relearn probe figures"
+    flags += "cache_dir device ulira relearn probe figures full_eval"
     given = _given(args, flags, forget_classes=args.forget_class,
                    progress=False if args.quiet else None)  # fmt: skip
     if args.methods is not None:
@@ -336,7 +336,10 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         return 0
     if not args.suite or not args.out:
         raise HyperparameterError("reproduce needs --suite NAME and --out DIR (or --list)")
-    suite = load_suite(args.suite, quick=args.quick, overrides=_parse_sets(args.set, False))
+    overrides = _parse_sets(args.set, False)
+    if args.full_eval:  # every study reads every image (exact accuracies)
+        overrides["experiment.full_eval"] = True
+    suite = load_suite(args.suite, quick=args.quick, overrides=overrides)
     record = run_suite(
         suite,
         args.out,

@@ -173,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="skip the relearn-time metric")  # fmt: skip
     run.add_argument("--no-probe", dest="probe", action="store_false", default=None,
                      help="skip the few-shot feature probe")  # fmt: skip
+    run.add_argument("--full-eval", action="store_true", default=None,
+                     help="read every image of every set for the metrics (default: D_r and "
+                     "D_tr on seeded samples, each accuracy with its 95%% interval)")  # fmt: skip
     run.add_argument("--no-figures", dest="figures", action="store_false", default=None,
                      help="skip the figures (t-SNE, entropy, confusion)")  # fmt: skip
     run.add_argument("--out", required=True, help="output folder")
@@ -198,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override the suite, e.g. --set experiment.epochs=5 or "
                           "--set studies.main.seeds=[0]")  # fmt: skip
     rep.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
+    rep.add_argument("--full-eval", action="store_true",
+                     help="every study reads every image for its metrics (default: seeded "
+                     "samples, each accuracy with its 95%% interval)")  # fmt: skip
     rep.add_argument("--list", action="store_true", help="list the shipped suites and exit")
     _add_common(rep)
 

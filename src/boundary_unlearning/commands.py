@@ -47,7 +47,6 @@ from .evidence import (
 )
 from .ledger import ledger_entries, sealed_ledger
 from .methods import get_method, unlearning_stats
-from .metrics import class_evidence
 from .models import is_user_model
 from .output_dir import check_writable, load_report
 from .pipeline import build_model, load_data, method_settings, split_data, timed_unlearn
@@ -323,14 +322,13 @@ def _unlearn_report(
                 entries[name] = evidence_entry(unlearned, data, evidence, seed=config.seed)
     entry: dict[str, Any] = {
         **entries[method],
-        "per_class": class_evidence(unlearned, data),
         "seconds": seconds,
         "hyperparameters": get_method(method).resolve(hparams),
     }
     if unlearning_stats(unlearned):
         entry["stats"] = unlearning_stats(unlearned)
     classes = list(data.forget_classes)
-    before = {**entries["original"], "per_class": class_evidence(original, data)}
+    before = entries["original"]
     return {
         "dataset": info.name,
         "model": config.model,

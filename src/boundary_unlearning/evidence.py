@@ -15,7 +15,7 @@ import contextlib
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,8 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 
 from ._utils import atomic_write_json
 from .data import UnlearningData
-from .metrics import depth_evidence
-from .metrics.estimate import Estimate, estimate_accuracy
+from .metrics import class_evidence, depth_evidence
+from .metrics.estimate import SETS, EvidenceSettings, read_sets
 
 __all__ = [
     "EVIDENCE_VERSION",
@@ -40,55 +40,7 @@ __all__ = [
     "state_sha256",
 ]
 
-EVIDENCE_VERSION = 1  # bump when what an entry holds or how it is computed changes
-SETS = ("retain", "forget", "test_retain", "test_forget")
-_DECIDING = {"forget", "test_forget"}  # decide the verdict: read whole when not too large
-
-
-@dataclass(frozen=True, kw_only=True)
-class EvidenceSettings:
-    """How a report's accuracies are read.
-
-    Attributes:
-        full: read every image of every set (``--full-eval``).
-        margin: the half-width wanted of each sampled accuracy's interval (0.01 = ±1
-            point: on Fashion-MNIST's D_r about 3,500 images at 90% accuracy, where ±0.5
-            points would read about 12,000).
-        confidence: the intervals' coverage.
-        whole_up_to: D_f and D_tf (which decide the verdict) are read whole up to this many
-            images; larger ones are sampled like D_r and D_tr (a forgotten class is read
-            near 0% accuracy, where a sample's interval is far narrower than ±1 point).
-        seed: seeds the samples (the same images for the original and the unlearned model).
-
-    Example:
-        >>> EvidenceSettings().margin, EvidenceSettings(full=True).full
-        (0.01, True)
-    """
-
-    full: bool = False
-    margin: float = 0.01
-    confidence: float = 0.95
-    whole_up_to: int = 2_000
-    seed: int = 0
-
-
-def _estimates(
-    model: nn.Module, data: UnlearningData, settings: EvidenceSettings
-) -> dict[str, Estimate]:
-    sets: dict[str, Dataset[Any]] = {
-        "retain": data.retain, "forget": data.forget_eval,
-        "test_retain": data.test_retain, "test_forget": data.test_forget,
-    }  # fmt: skip
-    out = {}
-    for key, dataset in sets.items():
-        whole = settings.full or (
-            key in _DECIDING and len(dataset) <= settings.whole_up_to  # type: ignore[arg-type]
-        )
-        out[key] = estimate_accuracy(
-            model, dataset, margin=settings.margin, confidence=settings.confidence,
-            seed=settings.seed, full=whole,
-        )  # fmt: skip
-    return out
+EVIDENCE_VERSION = 2  # bump when what an entry holds or how it is computed changes
 
 
 def evidence_entry(
@@ -99,8 +51,9 @@ def evidence_entry(
     seed: int = 0,
 ) -> dict[str, Any]:
     """One model's entry of an ``unlearn`` report: ``acc`` (the estimates), ``acc_interval``
-    (``[low, high]`` per set), ``acc_samples`` (images read per set), ``relearn_steps`` and
-    ``probe_forget_acc``.
+    (``[low, high]`` per set), ``acc_samples`` (images read per set), ``relearn_steps``,
+    ``probe_forget_acc`` and ``per_class`` (each forgotten class, from the same images the
+    accuracies read: one pass per set).
 
     Args:
         model: the model (not modified).
@@ -118,12 +71,14 @@ def evidence_entry(
         >>> sorted(entry["acc_samples"].items())[0]
         ('forget', 10)
     """
-    found = _estimates(model, data, settings)
+    readouts = read_sets(model, data, settings)
+    found = {k: r.estimate for k, r in readouts.items()}
     return {
         "acc": {k: e.value for k, e in found.items()},
         "acc_interval": {k: e.as_dict()["interval"] for k, e in found.items()},
         "acc_samples": {k: e.n for k, e in found.items()},
         **depth_evidence(model, data, seed=seed),
+        "per_class": class_evidence(model, data, readouts=readouts),
     }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,17 +33,19 @@ from .config import ExperimentConfig, resolve_device, write_resolved_config
 from .data import DatasetInfo, UnlearningData
 from .distributed import is_main_process, world_size
 from .errors import DivergenceError, NotApplicableError
-from .evidence import cached_json, data_fingerprint, state_sha256
+from .evidence import cached_json, data_fingerprint, evidence_summary, state_sha256
 from .methods import get_method, unlearning_stats
-from .metrics import class_evidence, compute_metrics, depth_shares
+from .metrics import compute_metrics, depth_shares
+from .metrics.estimate import EvidenceSettings
 from .output_dir import check_output_dir, check_resume_matches, check_writable
 from .pipeline import check_methods, method_settings, prepare_data, timed_unlearn
 from .progress import LineProgress, progress_bar
 from .report import figure_data, format_table, render_reports
 
-__all__ = ["run_experiment"]
+__all__ = ["evidence_settings", "run_experiment"]
 
 Echo = Callable[[str], None]
+_SET_NAMES = {"retain": "D_r", "forget": "D_f", "test_retain": "D_tr", "test_forget": "D_tf"}
 
 
 class _Progress:
@@ -158,7 +160,27 @@ def run_experiment(
         atomic_write_json(out / "report.json", report)
         render_reports(report, out)
     show.say(format_table(report))
+    show.say(_read_line(report))
     return report
+
+
+def _read_line(report: dict[str, Any]) -> str:
+    """What the printed table was computed on: every image, or the seeded samples.
+
+    Example:
+        >>> _read_line({"evidence": {"full": True}, "results": {}})
+        'metrics on every image of every set (--full-eval): accuracies exact'
+    """
+    if report["evidence"]["full"]:
+        return "metrics on every image of every set (--full-eval): accuracies exact"
+    totals = report["evidence"]["totals"]
+    samples = [e.get("acc_samples") or {} for e in report["results"].values()]
+    read = {k: int(max((s.get(k, 0) for s in samples), default=0)) for k in totals}
+    sets = ", ".join(f"{_SET_NAMES[k]} {read[k]:,} of {totals[k]:,}" for k in totals)
+    return (
+        f"metrics on seeded samples (at most {sets} images read per model); each accuracy's "
+        "95% interval is in report.md; --full-eval reads every image"
+    )
 
 
 def _open_output(
@@ -205,10 +227,9 @@ def _run_seed(
     rand = random_model(cfg, info)
 
     def metrics_of(model: nn.Module) -> dict[str, Any]:
-        metrics = compute_metrics(model, data, retrained=retrained, random_model=rand,
-                                  seed=seed, relearn=cfg.relearn, probe=cfg.probe,
-                                  ulira=cfg.ulira)  # fmt: skip
-        return {**metrics, "per_class": class_evidence(model, data)}
+        return compute_metrics(model, data, retrained=retrained, random_model=rand, seed=seed,
+                               relearn=cfg.relearn, probe=cfg.probe, ulira=cfg.ulira,
+                               evidence=evidence_settings(cfg), per_class=True)  # fmt: skip
 
     shared = _reference_key(cfg, data, retrained, rand)
     for name, meta in (("original", orig_meta), ("retrain", rt_meta)):
@@ -243,6 +264,17 @@ def _add_depth(entries: dict[str, dict[str, Any]], methods: list[str]) -> None:
             shares = depth_shares(entry, entries["original"], entries["retrain"])
             entry["depth"] = shares.pop("depth")
             entry["depth_shares"] = shares
+
+
+def evidence_settings(config: ExperimentConfig) -> EvidenceSettings:
+    """How a run reads the sets for its metrics: as ``bunlearn unlearn`` does (seeded
+    samples, seeded by the run's seed), every image with ``full_eval``.
+
+    Example:
+        >>> evidence_settings(ExperimentConfig(full_eval=True, seed=2))
+        EvidenceSettings(full=True, margin=0.01, confidence=0.95, whole_up_to=2000, seed=2)
+    """
+    return EvidenceSettings(full=config.full_eval, seed=config.seed)
 
 
 def _describe(info: DatasetInfo, data: UnlearningData) -> str:
@@ -296,7 +328,8 @@ def _reference_key(
         return None
     return {"data": fingerprint, "retrained": state_sha256(retrained),
             "random": state_sha256(rand), "seed": cfg.seed, "relearn": cfg.relearn,
-            "probe": cfg.probe, "ulira": cfg.ulira}  # fmt: skip
+            "probe": cfg.probe, "ulira": cfg.ulira,
+            "evidence": asdict(evidence_settings(cfg))}  # fmt: skip
 
 
 def _method_stage(
@@ -369,6 +402,9 @@ def _report(
 ) -> dict[str, Any]:
     """The run's report: every seed's entries, their mean and std, and what was run."""
     results, std = aggregate_seeds(per_seed)
+    if len(seeds) > 1:  # an interval is one seed's: per_seed has each, the mean has none
+        for entry in [*results.values(), *std.values()]:
+            entry.pop("acc_interval", None)
     info, data = first.info, first.data
     classes = list(data.forget_classes)
     hyperparameters = first.original_meta.get("hyperparameters", {})
@@ -390,6 +426,7 @@ def _report(
         "speedup": {m: results[m].get("speedup") for m in methods},
         "failed": {m: results[m]["failed"] for m in methods if "failed" in results[m]},
         "config": config.to_dict(),
+        "evidence": evidence_summary(data, evidence_settings(config)),
     }
     if figures is not None:
         report["figures_data"] = figures

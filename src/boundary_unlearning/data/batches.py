@@ -11,7 +11,8 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import DataError
-from .streaming import iterate_batches, tensor_backed
+from .pixels import decode_inputs
+from .streaming import iterate_batches, stored_tensors, tensor_backed
 
 __all__ = ["Batch", "TrainingBatches"]
 
@@ -21,7 +22,8 @@ Batch = tuple[torch.Tensor, ...]
 class TrainingBatches:
     """The training data of one run, in one place whatever form it came in: tensors
     indexed together (held on the model's device), a tensor-backed dataset within the memory
-    budget (loaded as such tensors), or any other dataset (read batch by batch through a
+    budget (loaded as such tensors, as stored: pixel bytes are decoded batch by batch), or
+    any other dataset (read batch by batch through a
     ``DataLoader``, in the same seeded order). Every epoch visits a permutation drawn from a
     ``torch.Generator`` seeded with ``seed``.
 
@@ -55,7 +57,7 @@ class TrainingBatches:
     ) -> None:
         self.stream: Dataset[Any] | None = None
         if isinstance(data, Dataset) and tensor_backed(data):
-            data = next(iterate_batches(data, max(len(data), 1)))  # type: ignore[arg-type]
+            data = stored_tensors(data)
         elif isinstance(data, Dataset):
             self.stream = data
         self.tensors: Batch = (
@@ -89,7 +91,8 @@ class TrainingBatches:
         for start in range(0, self.n, size)[:limit]:
             idx = order[start : start + size]
             if loaded is None:
-                yield idx, tuple(t[idx] for t in self.tensors)
+                x, *rest = (t[idx] for t in self.tensors)
+                yield idx, (decode_inputs(x), *rest)
             else:  # the same rows, read from the dataset
                 yield idx, tuple(_memory_format(t, self.channels_last) for t in next(loaded))
 

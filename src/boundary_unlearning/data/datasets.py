@@ -1,4 +1,6 @@
-"""Dataset loaders. Every loader returns in-memory ``TensorDataset``s of pixel values in [0, 1].
+"""Dataset loaders. Every loader returns in-memory ``TensorDataset``s of pixel values in [0, 1]:
+read from files of bytes (Fashion-MNIST, CIFAR-10, image folders), the images stay bytes
+(:class:`~boundary_unlearning.data.pixels.ByteImages`, decoded when a batch is read).
 
 Nothing is ever fetched from the network unless ``download=True`` is passed explicitly; a
 missing file raises :class:`~boundary_unlearning.errors.DataError` with one line that says
@@ -26,6 +28,7 @@ from .formats import (
     _read_folder,
     _read_idx,
 )
+from .pixels import is_bytes, tensor_dataset
 
 __all__ = ["DatasetInfo", "dataset_key", "list_datasets", "load_dataset"]
 
@@ -135,9 +138,32 @@ class DatasetInfo:
 
 
 def _stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    if is_bytes(images):
+        return _byte_stats(images)
     mean = images.mean(dim=(0, 2, 3))
     std = images.std(dim=(0, 2, 3)).clamp_min(1e-3)
     return tuple(round(float(m), 4) for m in mean), tuple(round(float(s), 4) for s in std)
+
+
+def _byte_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and (unbiased) std of the pixels ``byte / 255``, from each channel's
+    histogram of byte values: exact sums, no float copy of the images.
+
+    Example:
+        >>> _byte_stats(torch.tensor([[[[0, 255]]], [[[255, 255]]]], dtype=torch.uint8))
+        ((0.75,), (0.5,))
+    """
+    values = torch.arange(256, dtype=torch.float64)
+    means, stds = [], []
+    for c in range(images.shape[1]):
+        counts = torch.bincount(images[:, c].reshape(-1), minlength=256).double()
+        n = float(counts.sum())
+        total, squares = float(counts @ values), float(counts @ values.square())
+        mean = total / n / 255.0
+        var = (squares - total * total / n) / max(n - 1.0, 1.0) / 255.0**2
+        means.append(round(mean, 4))
+        stds.append(round(max(var, 0.0) ** 0.5, 4) if n > 1 else float("nan"))
+    return tuple(means), tuple(max(s, 1e-3) for s in stds)
 
 
 def _finish(
@@ -156,7 +182,7 @@ def _finish(
             )
     mean, std = mean_std if mean_std is not None else _stats(train_x)
     info = DatasetInfo(name, classes, tuple(train_x.shape[1:]), mean, std)  # type: ignore[arg-type]
-    return TensorDataset(train_x, train_y), TensorDataset(test_x, test_y), info
+    return tensor_dataset(train_x, train_y), tensor_dataset(test_x, test_y), info
 
 
 # --------------------------------------------------------------------------- digits
@@ -201,10 +227,8 @@ def _load_fashion_mnist(
     for split in ("train", "test"):
         _check_fashion_mnist(split, arrays[f"{split}_x"], arrays[f"{split}_y"])
 
-    def images(a: np.ndarray[Any, Any]) -> torch.Tensor:
-        pixels = a.astype(np.float32)
-        pixels /= 255.0  # in place: one float copy of the images in memory, not two
-        return torch.from_numpy(pixels).unsqueeze(1)
+    def images(a: np.ndarray[Any, Any]) -> torch.Tensor:  # the bytes: decoded per batch
+        return torch.from_numpy(a).unsqueeze(1)
 
     def labels(a: np.ndarray[Any, Any]) -> torch.Tensor:
         return torch.from_numpy(a.astype(np.int64))
@@ -304,8 +328,8 @@ def _load_cifar10(root: Path | None, download: bool, **_: Any) -> tuple[Any, Any
         if arr.size and (arr.min() < 0 or arr.max() > 9):
             raise DataError(f"CIFAR-10 labels in {folder} are outside 0..9; the files are corrupt")
 
-    def images(a: np.ndarray[Any, Any]) -> torch.Tensor:
-        return torch.from_numpy(a.astype(np.float32) / 255.0)
+    def images(a: np.ndarray[Any, Any]) -> torch.Tensor:  # the bytes: decoded per batch
+        return torch.from_numpy(np.require(a, np.uint8, ["C", "W"]))
 
     return _finish(
         "cifar10",
@@ -360,8 +384,10 @@ def _load_imagefolder(
     if empty:
         raise DataError(f"class folder '{empty[0]}' in {root} has no readable training images")
 
-    def images(a: np.ndarray[Any, Any]) -> torch.Tensor:
-        return torch.from_numpy(a.astype(np.float32) / 255.0).permute(0, 3, 1, 2).contiguous()
+    def images(a: np.ndarray[Any, Any]) -> torch.Tensor:  # the bytes: decoded per batch
+        return (
+            torch.from_numpy(np.require(a, np.uint8, ["C", "W"])).permute(0, 3, 1, 2).contiguous()
+        )
 
     return _finish(
         "imagefolder",
@@ -419,7 +445,8 @@ def load_dataset(
     download: bool = False,
     **options: Any,
 ) -> tuple[TensorDataset, TensorDataset, DatasetInfo]:
-    """Load ``name`` as ``(train, test, info)``; images are float tensors in [0, 1].
+    """Load ``name`` as ``(train, test, info)``; images are pixels in [0, 1] (held as bytes
+    where the files hold bytes, decoded to float32 when read: ``train[i]``, a batch).
 
     ``root`` is the local folder to read from (``fashion-mnist`` also looks in
     ``/usr/share/datasets/fashion-mnist``). ``download=True`` fetches the data set with

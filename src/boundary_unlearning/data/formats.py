@@ -43,14 +43,14 @@ def _read_idx(path: Path, expected_dims: int) -> np.ndarray[Any, Any]:
             "re-download it"
         )
     dims = struct.unpack(">" + "I" * ndim, raw[4 : 4 + 4 * ndim])
-    count = int(np.prod(dims))
-    body = raw[4 + 4 * ndim :]
-    if len(body) != count:
+    count, offset = int(np.prod(dims)), 4 + 4 * ndim
+    if len(raw) - offset != count:
         raise DataError(
-            f"{path} holds {len(body)} bytes of data but its header promises {count}; "
+            f"{path} holds {len(raw) - offset} bytes of data but its header promises {count}; "
             "the file is truncated or corrupt, re-download it"
         )
-    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
+    # one writable copy of the body (not a slice of the file's bytes, then a copy of that)
+    return np.frombuffer(raw, dtype=np.uint8, count=count, offset=offset).reshape(dims).copy()
 
 
 def _find_idx(stem: str, dirs: list[Path]) -> Path | None:

@@ -12,6 +12,7 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 from ..checks import AtLeastOne, Seed, UnitFraction, check_setting
 from ..errors import DataError
 from .normalization import Normalization, NormalizationLike, check_normalization, implied_pixels
+from .pixels import decode_inputs, is_bytes, tensor_dataset
 
 __all__ = [
     "UnlearningData",
@@ -32,13 +33,16 @@ _RANGE_SAMPLE = 16
 def to_tensors(dataset: Dataset[Any]) -> tuple[torch.Tensor, torch.Tensor]:
     """All ``(input, label)`` pairs of a map-style dataset as two tensors ``(x, y)``.
 
-    ``TensorDataset`` and ``Subset`` of one are sliced without iterating.
+    ``TensorDataset`` and ``Subset`` of one are sliced without iterating; pixel bytes are
+    decoded (:func:`~boundary_unlearning.data.pixels.decode_inputs`), so this is a float copy
+    of them: to read a large set, iterate over its batches instead.
 
     Args:
         dataset: a map-style dataset of ``(input, int label)`` pairs.
 
     Returns:
-        ``(x, y)``: the stacked inputs and the labels as a ``long`` tensor.
+        ``(x, y)``: the stacked inputs (float32 for pixel bytes) and the labels as a
+        ``long`` tensor.
 
     Raises:
         DataError: the dataset is empty, or an item is not an ``(input, label)`` pair.
@@ -52,10 +56,12 @@ def to_tensors(dataset: Dataset[Any]) -> tuple[torch.Tensor, torch.Tensor]:
     """
     if isinstance(dataset, TensorDataset):
         x, y = dataset.tensors[0], dataset.tensors[1]
-        return x, y.long()
+        return decode_inputs(x), y.long()
     if isinstance(dataset, Subset):
-        x, y = to_tensors(dataset.dataset)
-        idx = torch.as_tensor(list(dataset.indices), dtype=torch.long)
+        base, idx = dataset.dataset, torch.as_tensor(list(dataset.indices), dtype=torch.long)
+        if isinstance(base, TensorDataset):  # the rows first: only they are decoded
+            return decode_inputs(base.tensors[0][idx]), base.tensors[1][idx].long()
+        x, y = to_tensors(base)
         return x[idx], y[idx]
     n = len(dataset)  # type: ignore[arg-type]
     if n == 0:
@@ -70,7 +76,8 @@ def to_tensors(dataset: Dataset[Any]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def read_item(dataset: Dataset[Any], index: int) -> tuple[torch.Tensor, int]:
-    """Item ``index`` of ``dataset`` as ``(float32 input, int label)``.
+    """Item ``index`` of ``dataset`` as ``(float32 input, int label)`` (pixel bytes
+    decoded to [0, 1]).
 
     Raises:
         DataError: the item is not an ``(input, label)`` pair.
@@ -78,13 +85,16 @@ def read_item(dataset: Dataset[Any], index: int) -> tuple[torch.Tensor, int]:
     Example:
         >>> read_item([(0, 3)], 0)
         (tensor(0.), 3)
+        >>> read_item([(torch.tensor([255], dtype=torch.uint8), 1)], 0)
+        (tensor([1.]), 1)
     """
     item = dataset[index]
     if not isinstance(item, (tuple, list)) or len(item) < 2:
         raise DataError(
             f"dataset item {index} is {type(item).__name__}, not an (image tensor, int label) pair"
         )
-    return torch.as_tensor(item[0], dtype=torch.float32), int(item[1])
+    x = torch.as_tensor(item[0])
+    return decode_inputs(x) if is_bytes(x) else x.to(torch.float32), int(item[1])
 
 
 def dataset_labels(dataset: Dataset[Any]) -> torch.Tensor:
@@ -166,8 +176,8 @@ def balanced_subset(dataset: Dataset[Any], size: AtLeastOne, *, seed: Seed = 0) 
 
 
 def _subset(dataset: Dataset[Any], index: torch.Tensor) -> Dataset[Any]:
-    if isinstance(dataset, TensorDataset):
-        return TensorDataset(*(t[index] for t in dataset.tensors))
+    if isinstance(dataset, TensorDataset):  # a copy of the rows, as stored (bytes stay bytes)
+        return tensor_dataset(*(t[index] for t in dataset.tensors))
     return Subset(dataset, index.tolist())
 
 
@@ -394,13 +404,17 @@ def _fraction_of(forget_idx: torch.Tensor, fraction: float, seed: int) -> torch.
 
 
 def _range_sample(dataset: Dataset[Any]) -> torch.Tensor:
-    """The inputs the range check looks at: all of a tensor-backed set, else a few items
-    spread over the set (loading them one by one)."""
+    """The inputs the range check looks at: all of a tensor-backed set (for pixel bytes, the
+    decoded per-position minimum and maximum over the set: the same extremes, no float
+    copy), else a few items spread over the set (loading them one by one)."""
     base: Any = dataset
     while isinstance(base, Subset):
         base = base.dataset
     if isinstance(base, TensorDataset):
-        return base.tensors[0]
+        x = base.tensors[0]
+        if is_bytes(x) and len(x):
+            return decode_inputs(torch.stack([x.amin(0), x.amax(0)]))
+        return x
     n = len(dataset)  # type: ignore[arg-type]
     picks = sorted({(i * n) // _RANGE_SAMPLE for i in range(min(n, _RANGE_SAMPLE))})
     return torch.stack([read_item(dataset, i)[0] for i in picks])

@@ -22,9 +22,11 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset, TensorD
 
 from ..errors import DataError
 from .normalization import Normalization, channel_view
+from .pixels import decode_inputs, decoded_nbytes, is_bytes, tensor_dataset
 from .split import dataset_labels, to_tensors
 
 __all__ = [
+    "DECODE_BUDGET",
     "MEMORY_BUDGET",
     "Columns",
     "NormalizedDataset",
@@ -35,6 +37,7 @@ __all__ = [
     "loader_workers",
     "normalized",
     "release_free_memory",
+    "stored_tensors",
     "tensor_backed",
     "with_columns",
 ]
@@ -42,6 +45,10 @@ __all__ = [
 # Bytes of inputs a tensor-backed dataset may have and still be sliced as tensors (and
 # moved to the model's device whole); larger ones are batched like any other dataset.
 MEMORY_BUDGET = int(os.environ.get("BUNLEARN_MEMORY_BUDGET", str(2 * 1024**3)))
+# Bytes a tensor-backed set held as pixel bytes may take once decoded to float32 and still be
+# handed to a consumer whole (inputs_and_labels); a larger one is handed over as the dataset
+# and decoded batch by batch (Fashion-MNIST's D_r: 169 MB decoded, 42 MB as bytes).
+DECODE_BUDGET = int(os.environ.get("BUNLEARN_DECODE_BUDGET", str(64 * 1024**2)))
 
 
 def _base(dataset: Dataset[Any]) -> tuple[Dataset[Any], int]:
@@ -82,17 +89,39 @@ def inputs_and_labels(
     dataset: Dataset[Any],
 ) -> tuple[torch.Tensor | Dataset[Any], torch.Tensor]:
     """A dataset's inputs and labels: the inputs as a tensor when it is tensor-backed within
-    the budget, else the dataset itself (to be read batch by batch); the labels always as a
-    tensor, read without loading an input where the dataset allows.
+    the budget (and, held as pixel bytes, within :data:`DECODE_BUDGET` once decoded), else
+    the dataset itself (to be read batch by batch); the labels always as a tensor, read
+    without loading an input where the dataset allows.
 
     Example:
         >>> x, y = inputs_and_labels(TensorDataset(torch.zeros(2, 3), torch.tensor([1, 0])))
         >>> type(x).__name__, y.tolist()
         ('Tensor', [1, 0])
     """
-    if tensor_backed(dataset):
+    if tensor_backed(dataset) and _decoded_within_budget(dataset):
         return to_tensors(dataset)
     return dataset, dataset_labels(dataset)
+
+
+def _decoded_within_budget(dataset: Dataset[Any]) -> bool:
+    base, n = _base(dataset)
+    x = base.tensors[0]  # type: ignore[attr-defined]
+    return not is_bytes(x) or not len(x) or n * decoded_nbytes(x[0]) <= DECODE_BUDGET
+
+
+def stored_tensors(dataset: Dataset[Any]) -> tuple[torch.Tensor, ...]:
+    """The tensors of a tensor-backed dataset's rows as stored (pixel bytes stay bytes: a
+    quarter of the float copy :func:`~boundary_unlearning.data.split.to_tensors` makes).
+
+    Example:
+        >>> base = TensorDataset(torch.tensor([[7], [8], [9]], dtype=torch.uint8), torch.arange(3))
+        >>> [t.tolist() for t in stored_tensors(Subset(base, [2, 0]))]
+        [[[9], [7]], [2, 0]]
+    """
+    base, rows = _tensor_rows(dataset)
+    if isinstance(dataset, TensorDataset):
+        return tuple(base.tensors)
+    return tuple(t[rows] for t in base.tensors)
 
 
 def concat(*datasets: Dataset[Any]) -> Dataset[Any]:
@@ -118,8 +147,10 @@ def concat(*datasets: Dataset[Any]) -> Dataset[Any]:
             rows = torch.cat([_tensor_rows(d)[1] for d in datasets])
             return Subset(bases[0], rows.tolist())
         if all(tensor_backed(d) for d in datasets):
-            parts = [to_tensors(d) for d in datasets]
-            return TensorDataset(*(torch.cat(column) for column in zip(*parts, strict=True)))
+            stored = [stored_tensors(d) for d in datasets]
+            same = len({part[0].dtype for part in stored}) == 1  # bytes stay bytes
+            parts = stored if same else [to_tensors(d) for d in datasets]
+            return tensor_dataset(*(torch.cat(column) for column in zip(*parts, strict=True)))
     return ConcatDataset(datasets)
 
 
@@ -152,7 +183,8 @@ _COLLATED = [0]
 
 
 def _collate(items: Sequence[Any]) -> tuple[torch.Tensor, ...]:
-    """Stack each position of the items: inputs as float32, labels and extras as given
+    """Stack each position of the items: inputs as float32 (pixel bytes decoded), labels and
+    extras as given
     (in a loader worker: hand its free heap pages back every few batches, see
     :func:`release_free_memory`)."""
     _COLLATED[0] += 1
@@ -164,7 +196,8 @@ def _collate(items: Sequence[Any]) -> tuple[torch.Tensor, ...]:
             f"a dataset item is {type(first).__name__}, not an (image tensor, int label) pair"
         )
     columns = list(zip(*items, strict=True))
-    x = torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in columns[0]])
+    inputs = [torch.as_tensor(v) for v in columns[0]]
+    x = torch.stack([decode_inputs(v) if is_bytes(v) else v.to(torch.float32) for v in inputs])
     rest = [
         torch.stack([torch.as_tensor(v) for v in col]) if isinstance(col[0], torch.Tensor)
         else torch.as_tensor(col)
@@ -186,7 +219,8 @@ def iterate_batches(
     """``(x, y, ...)`` batches of ``dataset`` in ``order`` (default: as stored), on
     ``device``.
 
-    Tensor-backed data are sliced; anything else goes through a ``DataLoader`` with
+    Tensor-backed data are sliced (pixel bytes decoded batch by batch, on ``device``);
+    anything else goes through a ``DataLoader`` with
     ``workers`` processes (default :func:`loader_workers`) and ``pin_memory`` on CUDA, so at
     most a few batches are in memory at a time.
 
@@ -215,7 +249,8 @@ def iterate_batches(
         base, rows = _tensor_rows(dataset)
         for start in range(0, len(index), batch_size):
             idx = rows[index[start : start + batch_size]]
-            yield tuple(t[idx].to(target) for t in base.tensors)
+            x, *rest = (t[idx].to(target) for t in base.tensors)
+            yield (decode_inputs(x), *rest)
         return
     chunks = [index[s : s + batch_size].tolist() for s in range(0, len(index), batch_size)]
     workers = loader_workers() if workers is None else workers
@@ -291,7 +326,7 @@ def input_batches(
     """
     if isinstance(inputs, torch.Tensor):
         for start in range(0, len(inputs), batch_size):
-            yield inputs[start : start + batch_size].to(device)
+            yield decode_inputs(inputs[start : start + batch_size].to(device))
         return
     for batch in iterate_batches(inputs, batch_size, device=device):
         yield batch[0]
@@ -331,7 +366,9 @@ def with_columns(
     inputs: torch.Tensor | Dataset[Any], *columns: torch.Tensor
 ) -> tuple[torch.Tensor, ...] | Dataset[Any]:
     """Training data for ``fit``: ``(inputs, *columns)`` as tensors when ``inputs`` is a
-    tensor, else a :class:`Columns` dataset that loads the inputs batch by batch.
+    tensor, a tensor dataset of the stored inputs and the columns when ``inputs`` is a
+    tensor-backed dataset (pixel bytes stay bytes until a batch is read), else a
+    :class:`Columns` dataset that loads the inputs batch by batch.
 
     Args:
         inputs: a tensor of inputs, or a dataset whose items start with the input.
@@ -352,6 +389,10 @@ def with_columns(
     """
     if isinstance(inputs, torch.Tensor):
         return (inputs, *columns)
+    if tensor_backed(inputs):
+        if any(len(c) != len(inputs) for c in columns):  # type: ignore[arg-type]
+            raise DataError("the columns differ in length from the dataset")
+        return tensor_dataset(stored_tensors(inputs)[0], *(c.cpu() for c in columns))
     return Columns(inputs, *columns)
 
 
@@ -383,7 +424,8 @@ class NormalizedDataset(Dataset[tuple[torch.Tensor, int]]):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         x, y = self.dataset[index][:2]
-        x = torch.as_tensor(x, dtype=torch.float32)
+        x = torch.as_tensor(x)
+        x = decode_inputs(x) if is_bytes(x) else x.to(torch.float32)
         mean, std = (
             (self.mean, self.std) if x.dim() == 3 else (self.mean.flatten(), self.std.flatten())
         )

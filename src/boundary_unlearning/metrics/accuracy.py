@@ -38,13 +38,17 @@ def predict_logits(
     device = model_device(model)
     if batch_size is None:
         batch_size = 128 if device.type == "cpu" else 1024
-    outs: list[torch.Tensor] = []
+    n = len(inputs)  # type: ignore[arg-type]
+    logits = torch.zeros((0, 0), device=device)
+    start = 0
     with eval_mode(model), torch.inference_mode():
         for x in input_batches(inputs, batch_size, device):
-            outs.append(model(x))
-    if not outs:
-        return torch.zeros((0, 0), device=device)
-    return torch.cat(outs)
+            out = model(x)
+            if not len(logits):  # one buffer: no small result pinned between batches
+                logits = out.new_empty((n, *out.shape[1:]))
+            logits[start : start + len(out)] = out
+            start += len(out)
+    return logits
 
 
 def accuracy(

@@ -3,6 +3,7 @@ earlier request made the model forget (which must stay forgotten)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -11,6 +12,7 @@ from torch.utils.data import Dataset, Subset
 
 from ..data.split import UnlearningData, dataset_labels
 from .accuracy import accuracy
+from .estimate import Readout
 
 __all__ = ["class_evidence", "class_holds"]
 
@@ -27,7 +29,9 @@ def _of_class(dataset: Dataset[Any] | None, cls: int) -> Dataset[Any] | None:
     return Subset(dataset, rows)
 
 
-def class_evidence(model: nn.Module, data: UnlearningData) -> dict[str, dict[str, Any]]:
+def class_evidence(
+    model: nn.Module, data: UnlearningData, *, readouts: Mapping[str, Readout] | None = None
+) -> dict[str, dict[str, Any]]:
     """Per forgotten class (index as text): the share of its training samples (``forget``)
     and of its test samples (``test_forget``) the model still predicts as the class, and
     whether an earlier request forgot it (``earlier``).
@@ -36,6 +40,10 @@ def class_evidence(model: nn.Module, data: UnlearningData) -> dict[str, dict[str
         model: the classifier.
         data: the split; ``forget_eval``/``test_forget`` give this request's classes,
             ``earlier``/``test_earlier`` the classes forgotten before.
+        readouts: the model's pass over ``forget`` and ``test_forget``
+            (:func:`~boundary_unlearning.metrics.estimate.read_sets`): this request's classes
+            are read from those logits (the images that pass read, all or a sample) instead
+            of another pass over the data.
 
     Returns:
         ``{"3": {"forget": 0.0, "test_forget": 0.01, "earlier": False}, ...}`` (``None`` for
@@ -52,6 +60,11 @@ def class_evidence(model: nn.Module, data: UnlearningData) -> dict[str, dict[str
     out: dict[str, dict[str, Any]] = {}
     for cls in data.all_forgotten:
         earlier = cls not in data.forget_classes
+        if readouts is not None and not earlier:
+            read = {key: readouts[key] for key in ("forget", "test_forget")}
+            out[str(cls)] = {key: _share(r, cls) for key, r in read.items()}
+            out[str(cls)]["earlier"] = False
+            continue
         train = data.earlier if earlier else data.forget_eval
         test = data.test_earlier if earlier else data.test_forget
         sets = {"forget": _of_class(train, cls), "test_forget": _of_class(test, cls)}
@@ -61,6 +74,14 @@ def class_evidence(model: nn.Module, data: UnlearningData) -> dict[str, dict[str
         }
         out[str(cls)]["earlier"] = earlier
     return out
+
+
+def _share(readout: Readout, cls: int) -> float | None:
+    """The share of the read images of class ``cls`` predicted as ``cls`` (``None``: none)."""
+    mine = readout.labels == cls
+    if not bool(mine.any()):
+        return None
+    return float((readout.logits[mine].argmax(1) == cls).double().mean())
 
 
 def class_holds(value: float | None, reference: float | None = None) -> bool | None:

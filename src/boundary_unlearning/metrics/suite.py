@@ -1,4 +1,7 @@
-"""Every metric of one model in one call, from one batched forward pass per model and set.
+"""Every metric of one model in one call, from one batched forward pass per model and set
+(over every image, or the seeded samples of :class:`~boundary_unlearning.metrics.estimate.
+EvidenceSettings`): accuracy, the membership attacks, the distances and the per-class rows
+all read the same logits.
 
 :data:`METRICS` declares each reported key once: its label, which direction is good, how it is
 shown and what the number means; the report tables derive from it. Reports print the
@@ -14,14 +17,15 @@ from typing import Any, Literal, get_args
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from ..data.split import UnlearningData
-from ..data.streaming import inputs_and_labels
 from ..errors import ModelError
 from . import mia as _mia
 from .accuracy import predict_logits
 from .distances import activation_distance, entropy, js_divergence, zrf_score
+from .estimate import EvidenceSettings, Readout, read_sets
+from .forgotten import class_evidence
 from .mia import confidence_svc, entropy_attack, loss_lr, paper_asr
 from .probe import probe_forget_accuracy
 from .relearn import relearn_steps
@@ -270,48 +274,35 @@ METRIC_BY_KEY: dict[str, Metric] = {m.key: m for m in METRICS}
 
 @dataclass(frozen=True)
 class _Outputs:
-    """Logits of one model on the four sets (one batched forward pass each)."""
+    """One model's pass over the four sets (one batched forward pass each)."""
 
-    retain: torch.Tensor
-    forget: torch.Tensor
-    test_retain: torch.Tensor
-    test_forget: torch.Tensor
-
-
-_Set = tuple[torch.Tensor | Dataset[Any], torch.Tensor]
+    retain: Readout
+    forget: Readout
+    test_retain: Readout
+    test_forget: Readout
 
 
-@dataclass(frozen=True)
-class _Sets:
-    """Inputs (a tensor, or the dataset when it is read batch by batch) and labels."""
-
-    retain: _Set
-    forget: _Set
-    test_retain: _Set
-    test_forget: _Set
+def _outputs(model: nn.Module, data: UnlearningData, evidence: EvidenceSettings | None) -> _Outputs:
+    return _Outputs(**read_sets(model, data, evidence))
 
 
-def _sets(data: UnlearningData) -> _Sets:
-    return _Sets(
-        retain=inputs_and_labels(data.retain),
-        forget=inputs_and_labels(data.forget_eval),
-        test_retain=inputs_and_labels(data.test_retain),
-        test_forget=inputs_and_labels(data.test_forget),
-    )
+def _forget_logits(model: nn.Module, data: UnlearningData, read: Readout) -> torch.Tensor:
+    """Logits of a reference model on the D_f images ``read`` holds, in its order."""
+    dataset: Dataset[Any] = data.forget_eval
+    total = len(dataset)  # type: ignore[arg-type]
+    if len(read.rows) != total or not torch.equal(read.rows, torch.arange(total)):
+        dataset = Subset(dataset, read.rows.tolist())  # a sample, or the set in its order
+    return predict_logits(model, dataset).double().cpu()
 
 
-def _outputs(model: nn.Module, sets: _Sets) -> _Outputs:
-    def run(xy: _Set) -> torch.Tensor:
-        return predict_logits(model, xy[0]).double().cpu()
-
-    return _Outputs(run(sets.retain), run(sets.forget), run(sets.test_retain),
-                    run(sets.test_forget))  # fmt: skip
-
-
-def _acc(logits: torch.Tensor, labels: torch.Tensor) -> float | None:
-    if len(labels) == 0:
+def _acc(read: Readout) -> float | None:
+    """The accuracy: on a set read whole as it always was (a float32 mean), on a sample the
+    estimate (hits / images read)."""
+    if len(read.labels) == 0:
         return None  # an empty set has no accuracy
-    return float((logits.argmax(1) == labels).float().mean())
+    if not read.estimate.whole:
+        return read.estimate.value
+    return float((read.logits.argmax(1) == read.labels).float().mean())
 
 
 def _clean(value: float) -> float | None:
@@ -407,8 +398,11 @@ def compute_metrics(
     relearn: bool = True,
     probe: bool = True,
     ulira: bool = False,
+    evidence: EvidenceSettings | None = None,
+    per_class: bool = False,
 ) -> dict[str, Any]:
-    """All metrics of ``model`` on ``data`` as a JSON-able dict (see :data:`METRICS`).
+    """All metrics of ``model`` on ``data`` as a JSON-able dict (see :data:`METRICS`), from
+    one forward pass per set.
 
     Keys: ``acc`` (``retain``, ``forget``, ``test_retain``, ``test_forget`` as in
     :func:`evaluate`), ``mia`` (``paper_asr``, ``confidence_svc``, ``loss_lr``, ``entropy``,
@@ -417,6 +411,11 @@ def compute_metrics(
     ``relearn``), ``probe_forget_acc`` (when ``probe``). A metric whose reference model is
     not given is ``None``; so is one that cannot be computed (an empty set): never NaN. Every
     attack is seeded with ``seed``.
+
+    With ``evidence`` the sets are read as it says (by default D_r and D_tr on seeded
+    samples, D_f and D_tf whole up to 2,000 images): every number above is computed on the
+    images read, and the entry also holds ``acc_interval`` (``[low, high]`` per set) and
+    ``acc_samples`` (images read per set). Without it every image is read.
 
     Args:
         model: the model to score.
@@ -427,6 +426,10 @@ def compute_metrics(
         relearn: compute ``relearn_steps`` (a few SGD steps on a copy).
         probe: compute ``probe_forget_acc`` (a linear probe on the frozen features).
         ulira: run the slow shadow-model attack ``mia.ulira``.
+        evidence: how the four sets are read (``None``: every image).
+        per_class: add ``per_class``
+            (:func:`~boundary_unlearning.metrics.forgotten.class_evidence`, this request's
+            classes read from the same pass).
 
     Returns:
         The metrics nested as a report entry holds them (``entry["mia"]["loss_lr"]``).
@@ -447,19 +450,18 @@ def compute_metrics(
         >>> metrics["mia"]["loss_lr"], metrics["zrf"], metrics["relearn_steps"]
         (0.5, None, None)
     """
-    sets = _sets(data)
-    out = _outputs(model, sets)
-    y_r, y_f = sets.retain[1], sets.forget[1]
-    y_tr, y_tf = sets.test_retain[1], sets.test_forget[1]
-    p_r, p_f = out.retain.softmax(1), out.forget.softmax(1)
-    p_tr = out.test_retain.softmax(1)
-    losses_f = _losses(out.forget, y_f)
-    losses_tf = _losses(out.test_forget, y_tf)
+    out = _outputs(model, data, evidence)
+    y_r, y_f = out.retain.labels, out.forget.labels
+    y_tr, y_tf = out.test_retain.labels, out.test_forget.labels
+    p_r, p_f = out.retain.logits.softmax(1), out.forget.logits.softmax(1)
+    p_tr = out.test_retain.logits.softmax(1)
+    losses_f = _losses(out.forget.logits, y_f)
+    losses_tf = _losses(out.test_forget.logits, y_tf)
     values: dict[str, float | None] = {
-        "acc.retain": _acc(out.retain, y_r),
-        "acc.forget": _acc(out.forget, y_f),
-        "acc.test_retain": _acc(out.test_retain, y_tr),
-        "acc.test_forget": _acc(out.test_forget, y_tf),
+        "acc.retain": _acc(out.retain),
+        "acc.forget": _acc(out.forget),
+        "acc.test_retain": _acc(out.test_retain),
+        "acc.test_forget": _acc(out.test_forget),
         "mia.paper_asr": _clean(paper_asr(p_r, p_tr, p_f, seed=seed)),
         "mia.confidence_svc": _clean(
             confidence_svc(_p_y(p_r, y_r), _p_y(p_tr, y_tr), _p_y(p_f, y_f), seed=seed)
@@ -471,11 +473,22 @@ def compute_metrics(
         values["mia.ulira"] = _clean(_mia.ulira(model, data, seed=seed))
     values["js_to_retrain"] = values["activation_distance"] = values["zrf"] = None
     if retrained is not None:
-        q_f = predict_logits(retrained, sets.forget[0]).double().cpu().softmax(1)
+        q_f = _forget_logits(retrained, data, out.forget).softmax(1)
         values["js_to_retrain"] = _clean(js_divergence(p_f, q_f))
         values["activation_distance"] = _clean(activation_distance(p_f, q_f))
     if random_model is not None:
-        r_f = predict_logits(random_model, sets.forget[0]).double().cpu().softmax(1)
+        r_f = _forget_logits(random_model, data, out.forget).softmax(1)
         values["zrf"] = _clean(zrf_score(p_f, r_f))
     values.update(depth_evidence(model, data, seed=seed, relearn=relearn, probe=probe))
-    return _nested(values)
+    entry = _nested(values)
+    if evidence is not None:
+        read = {k: getattr(out, k).estimate for k in ("retain", "forget", "test_retain",
+                                                      "test_forget")}  # fmt: skip
+        entry["acc_interval"] = {
+            k: [entry["acc"][k]] * 2 if e.whole and e.n else e.as_dict()["interval"]
+            for k, e in read.items()
+        }  # a set read whole: the value itself, as reported
+        entry["acc_samples"] = {k: e.n for k, e in read.items()}
+    if per_class:
+        entry["per_class"] = class_evidence(model, data, readouts=vars(out))
+    return entry

@@ -93,8 +93,8 @@ class ModelEntry(TypedDict, total=False):
     """
 
     acc: Accuracies
-    acc_interval: dict[str, list[float] | None]  # unlearn: [low, high] per set (the evidence)
-    acc_samples: dict[str, int]  # unlearn: images read per set (the set's size: all of it)
+    acc_interval: dict[str, list[float] | None]  # [low, high] per set (the evidence)
+    acc_samples: dict[str, int]  # images read per set (the set's size: all of it)
     mia: Attacks
     js_to_retrain: float | None
     activation_distance: float | None
@@ -182,7 +182,7 @@ class _ReportResults(TypedDict):
 class Report(_ReportResults, total=False):
     """A run's ``report.json``. ``results`` is the only required key.
 
-    ``bunlearn run`` writes all but ``checkpoint`` and ``evidence`` (it reads every image);
+    ``bunlearn run`` writes all but ``checkpoint``;
     ``bunlearn unlearn`` writes ``dataset``, ``model``, ``forget_classes``, ``class_names``,
     ``seed``, ``evidence``, ``checkpoint`` and ``results``.
 
@@ -210,7 +210,7 @@ class Report(_ReportResults, total=False):
     failed: dict[str, str]  # method -> why it failed on every seed
     config: dict[str, Any]  # the resolved ExperimentConfig
     checkpoint: str  # bunlearn unlearn: the model that was unlearned
-    evidence: dict[str, Any]  # bunlearn unlearn: how the accuracies were read (evidence.py)
+    evidence: dict[str, Any]  # how the accuracies were read (evidence.evidence_summary)
     figures_data: FigureData
 
 

@@ -39,8 +39,10 @@ def _cell(entry: Mapping[str, Any], key: str, total: int) -> str:
     read = (entry.get("acc_samples") or {}).get(key)
     if value is None:
         return "—"
-    if read is None or read == total or not interval:
+    if read is None or read >= total:
         return f"{100 * value:.2f}% (all)"
+    if not interval:  # a mean over seeds: each seed's interval is in per_seed
+        return f"{100 * value:.2f}% (mean of seeds, {read:,.0f} read)"
     low, high = interval
     return f"{100 * value:.2f}% [{100 * low:.2f}, {100 * high:.2f}] ({read:,} read)"
 
@@ -75,7 +77,9 @@ def evidence_table(report: Mapping[str, Any]) -> tuple[str, list[str], list[list
             f"Accuracies with their {confidence} intervals, read on seeded samples sized for "
             f"about ±{100 * evidence.get('margin', 0.01):.1f} points (the whole set when it is "
             f"small); D_f and D_tf, which decide the verdict, are read whole up to "
-            f"{evidence.get('whole_up_to', 0):,} images. --full-eval reads every image."
+            f"{evidence.get('whole_up_to', 0):,} images. Every other number of a model that "
+            "is computed from its outputs (membership attacks, distances, per-class rows) "
+            "reads the same images. --full-eval reads every image."
         )
     if evidence.get("original_reused"):
         note += " The original's were computed by an earlier request (same weights, data and "
