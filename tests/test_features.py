@@ -224,3 +224,29 @@ def test_the_upper_layers_are_found_in_forward_order_whatever_the_registration()
             "head.weight",
             "head.bias",
         }
+
+
+class _Attends(nn.Module):
+    """Attention reads its output projection's weight itself: that Linear is never called."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(4, 8)
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.embed(x)
+        return self.head(self.attn(z, z, z, need_weights=False)[0].mean(1))
+
+
+def test_a_layer_its_parent_reads_takes_the_parents_place() -> None:
+    net = _Attends()
+    x = torch.randn(2, 5, 4)
+    order = layers_in_order(net, x)
+    assert [id(m) for m in order] == [
+        id(m) for m in (net.embed, net.attn, net.attn.out_proj, net.head)
+    ]
+    with frozen_below(net, x, 0.5):  # the upper two: out_proj and the head
+        trains = {n for n, p in net.named_parameters() if p.requires_grad}
+    assert trains == {"attn.out_proj.weight", "attn.out_proj.bias", "head.weight", "head.bias"}

@@ -122,9 +122,11 @@ def head_inputs(
 
 def layers_in_order(model: nn.Module, sample: torch.Tensor) -> list[nn.Module]:
     """The modules that hold parameters of their own, in the order one forward pass of
-    ``sample`` first calls them (eval mode, no gradients; modes restored). A module the pass
-    never calls is left out; a module that owns a parameter its children read (a vision
-    transformer's class token) comes first, as its forward begins before theirs.
+    ``sample`` first calls them (eval mode, no gradients; modes restored). A module that
+    owns a parameter its children read (a vision transformer's class token) comes first, as
+    its forward begins before theirs; a module the pass does not call itself (attention's
+    output projection, whose weight its parent reads) takes its nearest called ancestor's
+    place, after it.
 
     Args:
         model: the network.
@@ -146,19 +148,26 @@ def layers_in_order(model: nn.Module, sample: torch.Tensor) -> list[nn.Module]:
         >>> layers_in_order(net, torch.zeros(1, 2))[0] is net.body
         True
     """
-    owners = {
-        id(m): m for m in model.modules() if next(m.parameters(recurse=False), None) is not None
-    }
-    order: dict[int, nn.Module] = {}
+    named = list(model.named_modules())
+    called: dict[int, int] = {}
 
     def seen(module: nn.Module, _inputs: Any) -> None:
-        order.setdefault(id(module), module)
+        called.setdefault(id(module), len(called))
 
-    hooks = [m.register_forward_pre_hook(seen) for m in owners.values()]
+    hooks = [m.register_forward_pre_hook(seen) for _, m in named]
     try:
         with eval_mode(model), torch.inference_mode():
             model(sample.to(model_device(model)))
     finally:
         for hook in hooks:
             hook.remove()
-    return list(order.values())
+    by_name = dict(named)
+    place: list[tuple[int, int, nn.Module]] = []
+    for rank, (name, module) in enumerate(named):
+        if next(module.parameters(recurse=False), None) is None:
+            continue
+        parts = name.split(".") if name else []
+        while id(by_name[".".join(parts)]) not in called:  # the root is always called
+            parts.pop()
+        place.append((called[id(by_name[".".join(parts)])], rank, module))
+    return [module for *_, module in sorted(place, key=lambda t: (t[0], t[1]))]
