@@ -142,13 +142,14 @@ def test_a_diverging_feature_stage_starts_again_at_half_the_rate(
     monkeypatch.setattr(_features._FeatureLoss, "__call__", nan_above(0.4e-3))
     before = state_snapshot(tiny_model)
     new = unlearn("boundary_shrink", tiny_model, tiny_data, **FAST)
-    assert rates == [1.5e-3, 0.75e-3, 0.375e-3]
-    assert unlearning_stats(new)["feature_lr"] == 0.375e-3
+    lr = FEATURE_RECIPE.feature_lr  # 3e-3: three halvings reach 0.375e-3, under the limit
+    assert rates == [lr, lr / 2, lr / 4, lr / 8] and lr / 8 < 0.4e-3 < lr / 4
+    assert unlearning_stats(new)["feature_lr"] == lr / 8
     assert same_state(before, state_snapshot(tiny_model))
     monkeypatch.setattr(_features._FeatureLoss, "__call__", nan_above(0.0))
     with pytest.raises(DivergenceError):
         unlearn("boundary_shrink", tiny_model, tiny_data, **FAST)
-    assert len(rates) == 3 + _features.LR_HALVINGS + 1
+    assert len(rates) == 4 + _features.LR_HALVINGS + 1
 
 
 def test_the_paper_preset_has_no_feature_stage(
