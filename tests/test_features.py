@@ -20,13 +20,12 @@ from boundary_unlearning import (
 )
 from boundary_unlearning.data import to_tensors
 from boundary_unlearning.errors import DivergenceError, ModelError
-from boundary_unlearning.heads import head_inputs, layers_in_order
+from boundary_unlearning.heads import frozen_below, head_inputs, layers_in_order
 from boundary_unlearning.methods import _features
 from boundary_unlearning.methods._features import (
     FEATURE_RECIPE,
     RetainPool,
     _retained_labels,
-    frozen_below,
 )
 from boundary_unlearning.metrics import depth_evidence, depth_shares
 from boundary_unlearning.report.tables import verdict
@@ -251,3 +250,25 @@ def test_a_layer_its_parent_reads_takes_the_parents_place() -> None:
     with frozen_below(net, x, 0.5):  # the upper two: out_proj and the head
         trains = {n for n, p in net.named_parameters() if p.requires_grad}
     assert trains == {"attn.out_proj.weight", "attn.out_proj.bias", "head.weight", "head.bias"}
+
+
+def test_a_feature_stage_that_breaks_the_retained_classes_is_undone(
+    tiny_model: nn.Module, tiny_data: UnlearningData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the retained images' accuracy in the stage's last steps falls far below the
+    original's (an Adam-trained EfficientNet-B0 went from 68% to 11%), the stage is undone:
+    the body keeps the original's weights and a ForgettingWarning says why."""
+    import warnings
+
+    from boundary_unlearning import ForgettingWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ForgettingWarning)  # a healthy stage is kept, silently
+        kept = unlearn("boundary_shrink", tiny_model, tiny_data, **FAST)
+    assert not torch.equal(kept.body[-2].weight, tiny_model.body[-2].weight)  # type: ignore[index]
+    monkeypatch.setattr(_features, "COLLAPSE", -1.0)  # any accuracy now counts as broken
+    with pytest.warns(ForgettingWarning, match="feature stage broke the retained classes"):
+        undone = unlearn("boundary_shrink", tiny_model, tiny_data, **FAST)
+    for new, old in zip(undone.body.parameters(), tiny_model.body.parameters(), strict=True):  # type: ignore[union-attr]
+        assert torch.equal(new, old)
+    assert evaluate(undone, tiny_data)["forget"] <= 0.05

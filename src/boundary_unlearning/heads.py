@@ -9,6 +9,9 @@ registered in, so "the upper half of the network" means the same for any archite
 
 from __future__ import annotations
 
+import contextlib
+import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -16,10 +19,10 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ._utils import eval_mode, model_device
-from .data.streaming import input_batches
+from .data.streaming import input_batches, iterate_batches
 from .errors import ModelError
 
-__all__ = ["find_head", "head_inputs", "layers_in_order"]
+__all__ = ["find_head", "frozen_below", "head_inputs", "layers_in_order"]
 
 
 def find_head(model: nn.Module, num_classes: int, head: str | None = None) -> tuple[str, nn.Linear]:
@@ -171,3 +174,45 @@ def layers_in_order(model: nn.Module, sample: torch.Tensor) -> list[nn.Module]:
             parts.pop()
         place.append((called[id(by_name[".".join(parts)])], rank, module))
     return [module for *_, module in sorted(place, key=lambda t: (t[0], t[1]))]
+
+
+@contextlib.contextmanager
+def frozen_below(
+    model: nn.Module, inputs: torch.Tensor | Dataset[Any], share: float
+) -> Iterator[None]:
+    """Within the block only the upper ``share`` of ``model``'s parameterised layers train:
+    the layers are ordered by a forward pass of the first input
+    (:func:`~boundary_unlearning.heads.layers_in_order`), the top ``ceil(share * n)`` of
+    them (the head at least) keep ``requires_grad``, the others are frozen and restored
+    after. Backward passes then stop at the lowest trained layer.
+
+    Args:
+        model: the network (changed for the block's duration only).
+        inputs: the samples; the first one runs the ordering pass.
+        share: the share of the layers, counted from the head down, that train (1: all).
+
+    Returns:
+        A context manager.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 4), nn.Linear(4, 3))
+        >>> with frozen_below(net, torch.zeros(1, 2), 0.5):
+        ...     [p.requires_grad for p in net.parameters()]
+        [False, False, True, True, True, True]
+        >>> all(p.requires_grad for p in net.parameters())
+        True
+    """
+    first = inputs[:1] if isinstance(inputs, torch.Tensor) else next(iterate_batches(inputs, 1))[0]
+    layers = layers_in_order(model, first)
+    keep = max(1, math.ceil(share * len(layers)))
+    frozen = [
+        p for layer in layers[: len(layers) - keep]
+        for p in layer.parameters(recurse=False) if p.requires_grad
+    ]  # fmt: skip
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)

@@ -21,10 +21,10 @@ the size of D_r (:class:`RetainPool`), whose features the original computes once
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
@@ -37,13 +37,15 @@ from ..checks import AtLeastOne, Growth, NonNegative, Positive, UnitFraction
 from ..data.split import UnlearningData, dataset_labels
 from ..data.streaming import inputs_and_labels, iterate_batches, with_columns
 from ..errors import DivergenceError, ModelError
-from ..heads import find_head, head_inputs, layers_in_order
+from ..heads import find_head, frozen_below, head_inputs
 from ..recipe import ForgetRecipe, Recipe, RunOptions
 from ..stopping import ForgetTarget, NotBefore
 from ..training import Batch, fit
 from ._common import FORGET_RECIPE, require_retain
+from ._stats import ForgettingWarning
 
 __all__ = [
+    "COLLAPSE",
     "FEATURE_RECIPE",
     "LR_HALVINGS",
     "RETAIN_SAMPLES",
@@ -51,7 +53,6 @@ __all__ = [
     "FeatureRecipe",
     "RetainPool",
     "forget_in_features",
-    "frozen_below",
     "reset_rows",
 ]
 
@@ -61,6 +62,9 @@ Depth = Literal["features", "outputs"]
 RETAIN_SAMPLES = 1024
 # How often the feature stage may start again at half its learning rate after a divergence.
 LR_HALVINGS = 3
+# The feature stage is undone (the final-layer result kept, with a ForgettingWarning) when the
+# retained images' accuracy in its last steps falls this far below the original's on them.
+COLLAPSE = 0.2
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -239,6 +243,7 @@ def _run_stage(
                 model, with_columns(x, labels), loss_fn, recipe=recipe.stage(), options=options,
                 stop=stop, desc=f"{desc} (features)", shard=False,
             )  # fmt: skip
+            _undo_a_collapse(model, start, pool, loss_fn, desc)
             return recipe.feature_lr
         except DivergenceError:
             if attempt == LR_HALVINGS:
@@ -283,6 +288,11 @@ class RetainPool:
         self.inputs = x[rows] if isinstance(x, torch.Tensor) else Subset(x, rows.tolist())
         self.labels = labels[rows]
         self.features = head_inputs(original, self.inputs, num_classes=data.num_classes, head=head)
+        head_layer = find_head(original, data.num_classes, head)[1]
+        with torch.no_grad():
+            logits = head_layer(self.features.to(model_device(original))).cpu()
+        # the original's accuracy on the pool (its own head on these features)
+        self.accuracy = float((logits.argmax(1) == self.labels).float().mean())
         self.num_classes = data.num_classes
         self.device = model_device(original)
         self.generator = torch.Generator().manual_seed(seed + 1)
@@ -318,46 +328,29 @@ class RetainPool:
                 self.features[idx].to(self.device))  # fmt: skip
 
 
-@contextlib.contextmanager
-def frozen_below(
-    model: nn.Module, inputs: torch.Tensor | Dataset[Any], share: float
-) -> Iterator[None]:
-    """Within the block only the upper ``share`` of ``model``'s parameterised layers train:
-    the layers are ordered by a forward pass of the first input
-    (:func:`~boundary_unlearning.heads.layers_in_order`), the top ``ceil(share * n)`` of
-    them (the head at least) keep ``requires_grad``, the others are frozen and restored
-    after. Backward passes then stop at the lowest trained layer.
-
-    Args:
-        model: the network (changed for the block's duration only).
-        inputs: the samples; the first one runs the ordering pass.
-        share: the share of the layers, counted from the head down, that train (1: all).
-
-    Returns:
-        A context manager.
-
-    Example:
-        >>> net = nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 4), nn.Linear(4, 3))
-        >>> with frozen_below(net, torch.zeros(1, 2), 0.5):
-        ...     [p.requires_grad for p in net.parameters()]
-        [False, False, True, True, True, True]
-        >>> all(p.requires_grad for p in net.parameters())
-        True
-    """
-    first = inputs[:1] if isinstance(inputs, torch.Tensor) else next(iterate_batches(inputs, 1))[0]
-    layers = layers_in_order(model, first)
-    keep = max(1, math.ceil(share * len(layers)))
-    frozen = [
-        p for layer in layers[: len(layers) - keep]
-        for p in layer.parameters(recurse=False) if p.requires_grad
-    ]  # fmt: skip
-    for p in frozen:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in frozen:
-            p.requires_grad_(True)
+def _undo_a_collapse(
+    model: nn.Module,
+    start: dict[str, torch.Tensor],
+    pool: RetainPool,
+    loss_fn: _FeatureLoss,
+    desc: str,
+) -> None:
+    """Put ``model`` back to ``start`` (the output stage's result) with a
+    :class:`ForgettingWarning` when the retained images' accuracy over the stage's last 10
+    steps fell more than :data:`COLLAPSE` below the original's on the pool: the stage then
+    broke the network (seen on an Adam-trained EfficientNet-B0) rather than forgot."""
+    kept = float(torch.stack(loss_fn.right[-10:]).mean()) if loss_fn.right else 1.0
+    if kept >= pool.accuracy - COLLAPSE:
+        return
+    model.load_state_dict(start)
+    warnings.warn(
+        f"{desc}: the feature stage broke the retained classes (their accuracy in its last "
+        f"steps {kept:.0%}, the original's {pool.accuracy:.0%} on the same images), so it was "
+        "undone and the final-layer result kept, which may only hide the class; try a lower "
+        "feature_lr or feature_layers, or depth='outputs'",
+        ForgettingWarning,
+        stacklevel=2,
+    )
 
 
 def _way_to_go(
@@ -466,6 +459,7 @@ class _FeatureLoss:
         self.weights = (recipe.feature_weight, recipe.retain_weight)
         self.batch_size = recipe.retain_batch_size
         self.new = _HeadInput(find_head(model, pool.num_classes, head)[1])
+        self.right: list[torch.Tensor] = []  # retained images predicted right, per step
 
     def __call__(self, net: nn.Module, batch: Batch) -> torch.Tensor:
         x, labels = batch[0], batch[1]
@@ -477,6 +471,7 @@ class _FeatureLoss:
         pull = ((feats[:n] - self.centroids[labels]) ** 2).sum(1).mean()
         anchor = ((feats[n:] - kept) ** 2).sum(1).mean()
         out, out_r = out[:n], out[n:]
+        self.right.append((out_r.detach().argmax(1) == y_r).float().mean())
         w_f, w_r = self.weights
         loss = (
             F.cross_entropy(out, labels) + w_f * pull / self.spread
