@@ -207,27 +207,30 @@ def forget_in_features(
     labels = _retained_labels(labels.cpu(), original, x, centroids, data, head)
     spread = _way_to_go(original, x, labels, centroids, data, head, recipe.seed)
     _, trained = find_head(model, k, head)
+    before = {name: t.detach().clone() for name, t in model.state_dict().items()}
     if recipe.reset_rows:
         reset_rows(trained, data.forget_classes, seed=recipe.seed)
     with frozen_below(model, x, recipe.feature_layers):
-        return _run_stage(model, x, y, labels, pool, centroids, spread, recipe, head, options, desc)
+        stage = (x, y, labels, pool, centroids, spread)
+        return _run_stage(model, stage, before, recipe, head, options, desc)
 
 
 def _run_stage(
     model: nn.Module,
-    x: torch.Tensor | Dataset[Any],
-    y: torch.Tensor,
-    labels: torch.Tensor,
-    pool: RetainPool,
-    centroids: torch.Tensor,
-    spread: float,
+    stage: tuple[
+        torch.Tensor | Dataset[Any], torch.Tensor, torch.Tensor, RetainPool, torch.Tensor, float
+    ],
+    before: dict[str, torch.Tensor],
     recipe: FeatureRecipe,
     head: str | None,
     options: RunOptions,
     desc: str,
 ) -> float:
-    """The feature stage's training with its restarts at half the rate (see
+    """The feature stage's training (``stage``: the forget inputs, their labels and new
+    labels, the pool, the centroids and the unit of distance) with its restarts at half the
+    rate, undone back to ``before`` should it break the retained classes (see
     :func:`forget_in_features`); returns the rate it ran at."""
+    x, y, labels, pool, centroids, spread = stage
     k = pool.num_classes
     start = {name: t.detach().clone() for name, t in model.state_dict().items()}
     for attempt in range(LR_HALVINGS + 1):
@@ -243,7 +246,7 @@ def _run_stage(
                 model, with_columns(x, labels), loss_fn, recipe=recipe.stage(), options=options,
                 stop=stop, desc=f"{desc} (features)", shard=False,
             )  # fmt: skip
-            _undo_a_collapse(model, start, pool, loss_fn, desc)
+            _undo_a_collapse(model, before, loss_fn, desc)
             return recipe.feature_lr
         except DivergenceError:
             if attempt == LR_HALVINGS:
@@ -288,11 +291,6 @@ class RetainPool:
         self.inputs = x[rows] if isinstance(x, torch.Tensor) else Subset(x, rows.tolist())
         self.labels = labels[rows]
         self.features = head_inputs(original, self.inputs, num_classes=data.num_classes, head=head)
-        head_layer = find_head(original, data.num_classes, head)[1]
-        with torch.no_grad():
-            logits = head_layer(self.features.to(model_device(original))).cpu()
-        # the original's accuracy on the pool (its own head on these features)
-        self.accuracy = float((logits.argmax(1) == self.labels).float().mean())
         self.num_classes = data.num_classes
         self.device = model_device(original)
         self.generator = torch.Generator().manual_seed(seed + 1)
@@ -329,25 +327,24 @@ class RetainPool:
 
 
 def _undo_a_collapse(
-    model: nn.Module,
-    start: dict[str, torch.Tensor],
-    pool: RetainPool,
-    loss_fn: _FeatureLoss,
-    desc: str,
+    model: nn.Module, before: dict[str, torch.Tensor], loss_fn: _FeatureLoss, desc: str
 ) -> None:
-    """Put ``model`` back to ``start`` (the output stage's result) with a
+    """Put ``model`` back to ``before`` (the output stage's result) with a
     :class:`ForgettingWarning` when the retained images' accuracy over the stage's last 10
-    steps fell more than :data:`COLLAPSE` below the original's on the pool: the stage then
-    broke the network (seen on an Adam-trained EfficientNet-B0) rather than forgot."""
-    kept = float(torch.stack(loss_fn.right[-10:]).mean()) if loss_fn.right else 1.0
-    if kept >= pool.accuracy - COLLAPSE:
+    steps ended more than :data:`COLLAPSE` below their accuracy at its first step (both in
+    the stage's own train mode): the stage then broke the network (seen on an Adam-trained
+    EfficientNet-B0) rather than forgot."""
+    if len(loss_fn.right) < 2:
         return
-    model.load_state_dict(start)
+    first, last = float(loss_fn.right[0]), float(torch.stack(loss_fn.right[-10:]).mean())
+    if last >= first - COLLAPSE:
+        return
+    model.load_state_dict(before)
     warnings.warn(
-        f"{desc}: the feature stage broke the retained classes (their accuracy in its last "
-        f"steps {kept:.0%}, the original's {pool.accuracy:.0%} on the same images), so it was "
-        "undone and the final-layer result kept, which may only hide the class; try a lower "
-        "feature_lr or feature_layers, or depth='outputs'",
+        f"{desc}: the feature stage broke the retained classes (their accuracy fell from "
+        f"{first:.0%} at its start to {last:.0%} in its last steps), so it was undone and the "
+        "final-layer result kept, which may only hide the class; try a lower feature_lr or "
+        "feature_layers, or depth='outputs'",
         ForgettingWarning,
         stacklevel=2,
     )
