@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ._utils import eval_mode, model_device
-from .data.streaming import input_batches, iterate_batches
+from .data.streaming import input_batches
 from .errors import ModelError
 
 __all__ = ["find_head", "frozen_below", "head_inputs", "layers_in_order"]
@@ -202,7 +202,7 @@ def frozen_below(
         >>> all(p.requires_grad for p in net.parameters())
         True
     """
-    first = inputs[:1] if isinstance(inputs, torch.Tensor) else next(iterate_batches(inputs, 1))[0]
+    first = next(input_batches(inputs, 1, model_device(model)))
     layers = layers_in_order(model, first)
     keep = max(1, math.ceil(share * len(layers)))
     frozen = [
