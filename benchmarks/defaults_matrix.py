@@ -16,6 +16,11 @@ argument; where the model eats normalised data the split says so
   the whole class;
 - without ``--quick`` also ``fmnist-full``: ``cnn`` on all 60,000 images, forget 7.
 
+``--beyond`` runs the models users bring from model libraries instead, on 300 / 100
+Fashion-MNIST images per class, forget 7: ``cnn-1-epoch`` (a weakly trained original),
+``vit-tiny`` (torchvision's ``VisionTransformer``, 4 layers of width 64) and
+``efficientnet-b0`` (torchvision's, depthwise convolutions and SiLU, trained with Adam).
+
     python benchmarks/defaults_matrix.py --quick --json out.json
 
 Originals and retrained models (the original's recipe on D_r) are trained once and cached
@@ -101,6 +106,8 @@ class Setting:
     normalised: bool = False  # data normalised in the pipeline (the model eats it)
     forget_fraction: float = 1.0
     cache_as: str | None = None  # reuse another setting's original
+    optimizer: str = "sgd"  # the original's and the retrained model's training
+    lr: float = 0.01
 
 
 def _zoo(info: Any) -> nn.Module:
@@ -120,6 +127,41 @@ SETTINGS: tuple[Setting, ...] = (
             cache_as="fmnist-6k"),
 )  # fmt: skip
 FULL = Setting("fmnist-full", "fashion-mnist", None, _zoo, 10, 7)
+
+
+def vit_tiny(num_classes: int = 10) -> nn.Module:
+    """torchvision's ``VisionTransformer``, small (4 layers, width 64, 7x7 patches of 28x28
+    one-channel images)."""
+    from torchvision.models import VisionTransformer
+
+    net = VisionTransformer(
+        image_size=28, patch_size=7, num_layers=4, num_heads=4, hidden_dim=64, mlp_dim=128,
+        num_classes=num_classes,
+    )  # fmt: skip
+    net.conv_proj = nn.Conv2d(1, 64, 7, 7)
+    return net
+
+
+def efficientnet_b0_one_channel(num_classes: int = 10) -> nn.Module:
+    """torchvision's ``efficientnet_b0`` (depthwise convolutions, SiLU, squeeze-excitation,
+    stochastic depth), its first convolution for one channel."""
+    from torchvision.models import efficientnet_b0
+
+    net = efficientnet_b0(num_classes=num_classes)
+    net.features[0][0] = nn.Conv2d(1, 32, 3, 2, 1, bias=False)
+    return net
+
+
+# Models users bring from popular model libraries, and a weakly trained original (``--beyond``):
+# Fashion-MNIST, 300 training / 100 test images per class, class 7.
+BEYOND: tuple[Setting, ...] = (
+    Setting("cnn-1-epoch", "fashion-mnist", (300, 100), _zoo, 1, 7),
+    Setting("vit-tiny", "fashion-mnist", (300, 100), lambda i: vit_tiny(), 10, 7,
+            normalised=True),
+    Setting("efficientnet-b0", "fashion-mnist", (300, 100),
+            lambda i: efficientnet_b0_one_channel(), 5, 7, normalised=True, optimizer="adam",
+            lr=1e-3),
+)  # fmt: skip
 
 
 def balanced_subset(dataset: TensorDataset, per_class: int) -> TensorDataset:
@@ -169,8 +211,8 @@ def prepare(
         torch.manual_seed(0)  # the user models initialise from the global RNG
         start = time.perf_counter()
         bu.train(
-            model.to(device), train_set, epochs=setting.epochs, lr=0.01,
-            weight_decay=setting.weight_decay, seed=0,
+            model.to(device), train_set, epochs=setting.epochs, lr=setting.lr,
+            weight_decay=setting.weight_decay, seed=0, optimizer=setting.optimizer,
         )  # fmt: skip
         print(f"trained {setting.name} in {time.perf_counter() - start:.0f} s", flush=True)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -195,8 +237,9 @@ def retrained(
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        new = bu.unlearn("retrain", model, data, epochs=epochs, lr=0.01,
-                         weight_decay=setting.weight_decay, seed=0)  # fmt: skip
+        new = bu.unlearn("retrain", model, data, epochs=epochs, lr=setting.lr,
+                         weight_decay=setting.weight_decay, seed=0,
+                         optimizer=setting.optimizer)  # fmt: skip
     seconds = time.perf_counter() - start
     print(f"retrained {setting.name} ({epochs} epochs) in {seconds:.0f} s", flush=True)
     tmp = path.with_suffix(".tmp")
@@ -316,6 +359,11 @@ def format_table(cells: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip the full Fashion-MNIST cell")
+    parser.add_argument(
+        "--beyond", action="store_true",
+        help="the models beyond the matrix instead (a weakly trained cnn, a small vision "
+        "transformer, EfficientNet-B0)",
+    )  # fmt: skip
     parser.add_argument("--json", help="write the cells to this file")
     parser.add_argument("--cache-dir", help="where the trained originals are kept")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
@@ -334,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     hparams = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.set)}
     device = torch.device(args.device)
-    settings = list(SETTINGS) + ([] if args.quick else [FULL])
+    settings = list(BEYOND) if args.beyond else list(SETTINGS) + ([] if args.quick else [FULL])
     if args.settings:
         wanted = set(args.settings.split(","))
         settings = [s for s in settings if s.name in wanted]
