@@ -32,6 +32,7 @@ def _train(net: nn.Module, opt: object, steps: int = 6) -> list[torch.Tensor]:
     return [p.detach().clone() for p in net.parameters()]
 
 
+@pytest.mark.parametrize("foreach", [False, True])  # torch.optim's CPU and accelerator paths
 @pytest.mark.parametrize(
     ("name", "settings", "reference"),
     [
@@ -41,11 +42,11 @@ def _train(net: nn.Module, opt: object, steps: int = 6) -> list[torch.Tensor]:
         ("adam", {"momentum": 0.0, "weight_decay": 0.0}, torch.optim.Adam),
     ],
 )
-def test_updates_match_torch_optim_bit_for_bit(name, settings, reference) -> None:
+def test_updates_match_torch_optim_bit_for_bit(name, settings, reference, foreach) -> None:
     ours_net, ref_net = _net(), _net()
     ours = make_optimizer(ours_net.parameters(), name, lr=0.01, **settings)
     kwargs = dict(settings) if name == "sgd" else {"weight_decay": settings["weight_decay"]}
-    ref = reference(ref_net.parameters(), lr=0.01, **kwargs)
+    ref = reference(ref_net.parameters(), lr=0.01, foreach=foreach, **kwargs)
     for mine, theirs in zip(_train(ours_net, ours), _train(ref_net, ref), strict=True):
         assert torch.equal(mine, theirs)
 

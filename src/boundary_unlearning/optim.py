@@ -4,11 +4,12 @@ model in train mode with BatchNorm training or frozen as the recipe says. (A rec
 are checked by :meth:`~boundary_unlearning.recipe.Recipe.check`.)
 
 The two optimisers, :class:`SGD` and :class:`Adam`, are the update rules of
-``torch.optim.SGD`` and ``torch.optim.Adam`` (their defaults, one tensor at a time: the
-same weights, bit for bit, tested against them). They are written here because every
-``torch.optim.Optimizer`` imports ``torch._dynamo`` on its first use (its methods are
-wrapped to keep the compiler out), with sympy and triton: +151 MB resident in each process
-that trains, a sixth of an unlearning request's memory, for a compiler it never runs.
+``torch.optim.SGD`` and ``torch.optim.Adam`` with their defaults, in the same
+``torch._foreach`` kernels (the same weights, bit for bit, tested against both of
+torch.optim's paths). They are written here because every ``torch.optim.Optimizer``
+imports ``torch._dynamo`` on its first use (its methods are wrapped to keep the compiler
+out), with sympy and triton: +151 MB resident in each process that trains, a sixth of an
+unlearning request's memory, for a compiler it never runs.
 """
 
 from __future__ import annotations
@@ -46,14 +47,21 @@ class _Rule:
 
     @torch.no_grad()
     def step(self) -> None:
-        """One update of every parameter that has a gradient."""
+        """One update of every parameter that has a gradient (all at once, in the
+        ``torch._foreach`` kernels torch.optim uses on accelerators; on CPU these run tensor
+        by tensor, the arithmetic of torch.optim's CPU path)."""
         group = self.param_groups[0]
-        for param in group["params"]:
-            if param.grad is not None:
-                self._update(param, param.grad, self.state.setdefault(param, {}), group)
+        params = [p for p in group["params"] if p.grad is not None]
+        if params:
+            states = [self.state.setdefault(p, {}) for p in params]
+            self._update(params, [p.grad for p in params], states, group)
 
     def _update(
-        self, param: torch.Tensor, grad: torch.Tensor, state: dict[str, Any], group: dict[str, Any]
+        self,
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        states: list[dict[str, Any]],
+        group: dict[str, Any],
     ) -> None:
         raise NotImplementedError
 
@@ -81,18 +89,28 @@ class SGD(_Rule):
         super().__init__(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
     def _update(
-        self, param: torch.Tensor, grad: torch.Tensor, state: dict[str, Any], group: dict[str, Any]
+        self,
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        states: list[dict[str, Any]],
+        group: dict[str, Any],
     ) -> None:
         if group["weight_decay"] != 0:
-            grad = grad.add(param, alpha=group["weight_decay"])
+            grads = list(torch._foreach_add(grads, params, alpha=group["weight_decay"]))
         if group["momentum"] != 0:
-            buf = state.get("momentum_buffer")
-            if buf is None:
-                buf = state["momentum_buffer"] = grad.detach().clone()
+            if any("momentum_buffer" not in state for state in states):  # a first step
+                for grad, state in zip(grads, states, strict=True):
+                    if "momentum_buffer" not in state:  # the buffer starts as the gradient
+                        state["momentum_buffer"] = grad.detach().clone()
+                    else:
+                        state["momentum_buffer"].mul_(group["momentum"]).add_(grad)
+                grads = [state["momentum_buffer"] for state in states]
             else:
-                buf.mul_(group["momentum"]).add_(grad)
-            grad = buf
-        param.add_(grad, alpha=-group["lr"])
+                bufs: list[torch.Tensor] = [state["momentum_buffer"] for state in states]
+                torch._foreach_mul_(bufs, group["momentum"])
+                torch._foreach_add_(bufs, grads, alpha=1)
+                grads = bufs
+        torch._foreach_add_(params, grads, alpha=-group["lr"])
 
 
 class Adam(_Rule):
@@ -112,23 +130,32 @@ class Adam(_Rule):
         self.betas, self.eps = (0.9, 0.999), 1e-8
 
     def _update(
-        self, param: torch.Tensor, grad: torch.Tensor, state: dict[str, Any], group: dict[str, Any]
+        self,
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        states: list[dict[str, Any]],
+        group: dict[str, Any],
     ) -> None:
         beta1, beta2 = self.betas
-        if not state:
-            state["step"] = 0
-            state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-        state["step"] += 1
-        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        for param, state in zip(params, states, strict=True):
+            if not state:
+                state["step"] = 0
+                state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            state["step"] += 1
+        exp_avgs = [state["exp_avg"] for state in states]
+        exp_avg_sqs = [state["exp_avg_sq"] for state in states]
         if group["weight_decay"] != 0:
-            grad = grad.add(param, alpha=group["weight_decay"])
-        exp_avg.lerp_(grad, 1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        step = float(state["step"])
-        step_size = group["lr"] / (1 - beta1**step)
-        denom = (exp_avg_sq.sqrt() / (1 - beta2**step) ** 0.5).add_(self.eps)
-        param.addcdiv_(exp_avg, denom, value=-step_size)
+            grads = list(torch._foreach_add(grads, params, alpha=group["weight_decay"]))
+        torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+        steps = [float(state["step"]) for state in states]
+        step_sizes = [-group["lr"] / (1 - beta1**step) for step in steps]
+        denom = torch._foreach_sqrt(exp_avg_sqs)
+        torch._foreach_div_(denom, [(1 - beta2**step) ** 0.5 for step in steps])
+        torch._foreach_add_(denom, self.eps)
+        torch._foreach_addcdiv_(params, exp_avgs, denom, step_sizes)
 
 
 def set_bn_mode(model: nn.Module, bn: BNMode) -> None:
