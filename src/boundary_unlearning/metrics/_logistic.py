@@ -67,7 +67,7 @@ class LogisticProbe:
             loss = loss + 0.5 * penalty * (weight * weight).sum()
             return loss, torch.cat([grad_w.flatten(), residual.sum(1)])
 
-        theta0 = torch.zeros(k * d + k, dtype=x.dtype)
+        theta0 = torch.zeros(k * d + k, dtype=x.dtype, device=x.device)
         theta, self.iterations = _lbfgs(objective, theta0, self.tol, self.max_iter, self.history)
         self.weight, self.bias = theta[: k * d].view(k, d), theta[k * d :]
         return self
@@ -88,7 +88,7 @@ def _lbfgs(
     iterations taken; stops when the largest gradient entry is at most ``tol`` or the value
     stops falling (relative change below 64 machine epsilons, scipy's default)."""
     loss, grad = objective(theta)
-    pairs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (s, y, 1 / y.s)
+    pairs: list[tuple[torch.Tensor, torch.Tensor, float]] = []  # (s, y, 1 / y.s)
     ftol = 64 * torch.finfo(theta.dtype).eps
     for iteration in range(max_iter):
         if float(grad.abs().max()) <= tol:
@@ -108,7 +108,7 @@ def _lbfgs(
         s, y = new_theta - theta, new_grad - grad
         curvature = float(y @ s)
         if curvature > 1e-12:
-            pairs.append((s, y, torch.tensor(1.0 / curvature, dtype=theta.dtype)))
+            pairs.append((s, y, 1.0 / curvature))
             del pairs[:-history]
         drop = float(loss - new_loss) / max(abs(float(loss)), abs(float(new_loss)), 1.0)
         theta, loss, grad = new_theta, new_loss, new_grad
@@ -118,7 +118,7 @@ def _lbfgs(
 
 
 def _two_loop(
-    grad: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    grad: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor, float]]
 ) -> torch.Tensor:
     """The inverse-Hessian approximation of the kept pairs applied to ``grad`` (the first
     step, with none kept, is the gradient scaled to unit length)."""
