@@ -306,6 +306,52 @@ def test_the_probe_needs_more_test_images_than_it_is_shown(tiny_data: Unlearning
     assert probe_forget_accuracy(net, tiny_data, forget_samples=9) is not None
 
 
+def test_the_probe_solver_matches_scikit_learn() -> None:
+    """The probe's logistic regression against scikit-learn's, the same objective
+    (class-balanced, L2 with ``C=1``, unpenalised intercept): the same optimum when both
+    converge tightly (to 1e-4; the intercepts are ~6), and the same predictions at the
+    default tolerance, with classes that are not 0..k-1 and one class of eight images (as
+    the probe's forgotten class)."""
+    from boundary_unlearning.metrics._logistic import LogisticProbe
+
+    gen = torch.Generator().manual_seed(0)
+    centers = torch.randn(4, 32, generator=gen, dtype=torch.float64)
+    y = torch.tensor([0] * 400 + [2] * 300 + [5] * 200 + [7] * 8)
+    index = torch.tensor([0] * 400 + [1] * 300 + [2] * 200 + [3] * 8)
+    x = centers[index] * 0.4 + torch.randn(len(y), 32, generator=gen, dtype=torch.float64)
+    x = (x - x.mean(0)) / x.std(0, correction=0)
+    tight = LogisticProbe(tol=1e-9).fit(x, y)
+    reference = LogisticRegression(C=1.0, class_weight="balanced", max_iter=5000, tol=1e-10)
+    reference.fit(x.numpy(), y.numpy())
+    assert tight.classes.tolist() == reference.classes_.tolist()
+    assert np.abs(tight.weight.numpy() - reference.coef_).max() < 1e-4
+    assert np.abs(tight.bias.numpy() - reference.intercept_).max() < 1e-4
+    held_out = centers[torch.arange(400) % 4] * 0.4 + torch.randn(400, 32, generator=gen,
+                                                                  dtype=torch.float64)  # fmt: skip
+    default = LogisticProbe().fit(x, y).predict(held_out).numpy()
+    sklearn_default = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000)
+    agree = default == sklearn_default.fit(x.numpy(), y.numpy()).predict(held_out.numpy())
+    assert agree.mean() >= 0.99
+
+
+def test_the_probe_imports_no_scikit_learn() -> None:
+    """An unlearning request fits the probe and nothing else of scikit-learn, whose import
+    alone is ~79 MB resident: the probe is fitted in torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from boundary_unlearning.data import toy_problem\n"
+        "from boundary_unlearning.metrics import probe_forget_accuracy\n"
+        "data, net = toy_problem(n=120)\n"
+        "assert probe_forget_accuracy(net, data, retain_samples=90) is not None\n"
+        "print('sklearn' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"
+
+
 def test_depth_shares_cap_and_ignore_a_gap_too_small_to_measure() -> None:
     from boundary_unlearning.metrics import depth_shares
 

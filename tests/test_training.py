@@ -7,6 +7,7 @@ import torch
 
 from boundary_unlearning import train
 from boundary_unlearning.errors import DivergenceError, HyperparameterError
+from boundary_unlearning.optim import SGD
 from boundary_unlearning.training import fit
 from conftest import build_tiny, same_state, state_snapshot
 
@@ -67,7 +68,7 @@ def test_clip_to_first_bounds_every_step_by_the_first(tiny_sets) -> None:
     """With ``clip_to_first`` no step's gradient is longer than the first step's (times the
     factor), even when the loss steepens six-fold; without it the steps grow with it."""
     x, y = tiny_sets[0].tensors
-    real_step = torch.optim.SGD.step
+    real_step = SGD.step
 
     def run(clip: float | None) -> list[float]:
         norms: list[float] = []
@@ -75,13 +76,13 @@ def test_clip_to_first_bounds_every_step_by_the_first(tiny_sets) -> None:
         def loss(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
             return torch.nn.functional.cross_entropy(model(batch[0]), batch[1]) * (1 + len(norms))
 
-        def spy(self: torch.optim.SGD, *args: object, **kwargs: object) -> object:
+        def spy(self: SGD, *args: object, **kwargs: object) -> object:
             grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
             norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
             return real_step(self, *args, **kwargs)
 
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(torch.optim.SGD, "step", spy)
+            mp.setattr(SGD, "step", spy)
             fit(build_tiny("mlp"), (x, y), loss, max_steps=6, lr=1e-3, clip_to_first=clip,
                 batch_size=16)  # fmt: skip
         return norms

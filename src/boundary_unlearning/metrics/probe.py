@@ -21,13 +21,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from ..data.split import UnlearningData, dataset_labels
 from ..heads import head_inputs
+from ._logistic import LogisticProbe
 
 __all__ = ["MIN_GAP", "depth_shares", "probe_forget_accuracy"]
 
@@ -58,10 +58,12 @@ def probe_forget_accuracy(
 
     The network is frozen (eval mode); its features are the inputs of its final
     ``nn.Linear`` (:func:`~boundary_unlearning.heads.find_head`), standardised. A
-    class-balanced, L2-regularised multinomial logistic regression (scikit-learn, ``C=1``)
-    is fitted on ``retain_samples`` seeded images of D_r plus ``forget_samples`` images of
-    each forgotten class drawn from D_tf, and scored on the rest of D_tf (at most
-    ``max_eval`` images); the result is the mean over ``draws`` draws of those few images,
+    class-balanced, L2-regularised multinomial logistic regression (``C=1``: scikit-learn's
+    objective and default tolerance, solved in torch by
+    :class:`~boundary_unlearning.metrics._logistic.LogisticProbe`) is fitted on
+    ``retain_samples`` seeded images of D_r plus ``forget_samples`` images of each
+    forgotten class drawn from D_tf, and scored on the rest of D_tf (at most ``max_eval``
+    images); the result is the mean over ``draws`` draws of those few images,
     as one draw of eight images varies by several points.
 
     The few forget images come from the test set on purpose: a method could make the images
@@ -96,8 +98,6 @@ def probe_forget_accuracy(
         >>> 0.0 <= score <= 1.0
         True
     """
-    from sklearn.linear_model import LogisticRegression
-
     test_y = dataset_labels(data.test_forget)
     retain_y = dataset_labels(data.retain)
     gen = torch.Generator().manual_seed(seed)
@@ -108,30 +108,30 @@ def probe_forget_accuracy(
     retain_rows = _pick(len(retain_y), retain_samples, gen)
     k = data.num_classes
 
-    def features(dataset: Dataset[Any], rows: list[int]) -> np.ndarray:
+    def features(dataset: Dataset[Any], rows: list[int]) -> torch.Tensor:
         subset: Dataset[Any] = Subset(dataset, rows)
-        return head_inputs(model, subset, num_classes=k, head=head).double().numpy()
+        return head_inputs(model, subset, num_classes=k, head=head).double()
 
     x_retain = features(data.retain, retain_rows)
-    y_retain = retain_y[retain_rows].numpy()
+    y_retain = retain_y[retain_rows]
     x_test = features(data.test_forget, test_rows.tolist())
-    y_test = test_y[test_rows].numpy()
-    if not np.isfinite(x_retain).all() or not np.isfinite(x_test).all():
+    y_test = test_y[test_rows]
+    if not torch.isfinite(x_retain).all() or not torch.isfinite(x_test).all():
         return None
     scores = []
     for _ in range(draws):
         shown = torch.cat([rows[torch.randperm(len(rows), generator=gen)[:forget_samples]]
-                           for rows in by_class]).numpy()  # fmt: skip
-        hidden = np.setdiff1d(np.arange(len(y_test)), shown)
-        x_fit = np.concatenate([x_retain, x_test[shown]])
-        y_fit = np.concatenate([y_retain, y_test[shown]])
-        mean, std = x_fit.mean(0), x_fit.std(0)
+                           for rows in by_class])  # fmt: skip
+        hidden = torch.ones(len(y_test), dtype=torch.bool)
+        hidden[shown] = False
+        x_fit = torch.cat([x_retain, x_test[shown]])
+        y_fit = torch.cat([y_retain, y_test[shown]])
+        mean, std = x_fit.mean(0), x_fit.std(0, correction=0)
         std[std < 1e-8] = 1.0
-        probe = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000)
-        probe.fit((x_fit - mean) / std, y_fit)
+        probe = LogisticProbe(c=1.0, max_iter=2000).fit((x_fit - mean) / std, y_fit)
         predicted = probe.predict((x_test[hidden] - mean) / std)
-        scores.append(float(np.mean(predicted == y_test[hidden])))
-    return float(np.mean(scores))
+        scores.append(float((predicted == y_test[hidden]).double().mean()))
+    return sum(scores) / len(scores)
 
 
 def depth_shares(
