@@ -47,7 +47,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -106,7 +106,7 @@ class Setting:
     normalised: bool = False  # data normalised in the pipeline (the model eats it)
     forget_fraction: float = 1.0
     cache_as: str | None = None  # reuse another setting's original
-    optimizer: str = "sgd"  # the original's and the retrained model's training
+    optimizer: Literal["sgd", "adam"] = "sgd"  # the original's and the retrained model's training
     lr: float = 0.01
 
 
