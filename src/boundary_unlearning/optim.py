@@ -52,9 +52,13 @@ class _Rule:
         by tensor, the arithmetic of torch.optim's CPU path)."""
         group = self.param_groups[0]
         params = [p for p in group["params"] if p.grad is not None]
-        if params:
-            states = [self.state.setdefault(p, {}) for p in params]
-            self._update(params, [p.grad for p in params], states, group)
+        if not params:
+            return
+        states = [self.state.setdefault(p, {}) for p in params]
+        grads = [p.grad for p in params]
+        if group["weight_decay"] != 0:  # the L2 penalty, added to the gradient by both rules
+            grads = list(torch._foreach_add(grads, params, alpha=group["weight_decay"]))
+        self._update(params, grads, states, group)
 
     def _update(
         self,
@@ -95,8 +99,6 @@ class SGD(_Rule):
         states: list[dict[str, Any]],
         group: dict[str, Any],
     ) -> None:
-        if group["weight_decay"] != 0:
-            grads = list(torch._foreach_add(grads, params, alpha=group["weight_decay"]))
         if group["momentum"] != 0:
             if any("momentum_buffer" not in state for state in states):  # a first step
                 for grad, state in zip(grads, states, strict=True):
@@ -145,8 +147,6 @@ class Adam(_Rule):
             state["step"] += 1
         exp_avgs = [state["exp_avg"] for state in states]
         exp_avg_sqs = [state["exp_avg_sq"] for state in states]
-        if group["weight_decay"] != 0:
-            grads = list(torch._foreach_add(grads, params, alpha=group["weight_decay"]))
         torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
         torch._foreach_mul_(exp_avg_sqs, beta2)
         torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
