@@ -72,6 +72,30 @@ def test_intervals_cover_at_about_their_level() -> None:
     assert hits >= 52  # P(fewer than 52 of 60 | 95% coverage) < 1%
 
 
+def test_a_reports_eight_intervals_hold_together_at_the_stated_confidence() -> None:
+    """A report prints eight intervals. Read at 95% each, one of them misses in about a third
+    of the reports (1 - 0.95^8); read at ``EvidenceSettings().each``, all eight hold in at
+    least 95% of them. 80 seeded reports of eight sets of known accuracy."""
+    sets = [(_known(12000, int(12000 * p), seed=1000 + i), p)  # layouts unlike any sample
+            for i, p in enumerate((0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.97))]  # fmt: skip
+    settings = EvidenceSettings()
+
+    def reports_with_a_miss(confidence: float) -> int:
+        missed = 0
+        for seed in range(80):
+            for ds, p in sets:
+                e = estimate_accuracy(nn.Identity(), ds, margin=settings.margin,
+                                      confidence=confidence, seed=seed)  # fmt: skip
+                if not e.low <= p <= e.high:  # type: ignore[operator]
+                    missed += 1
+                    break
+        return missed
+
+    # P(at least 9 of 80 | 5% family-wise) < 1%; P(at most 12 of 80 | 34%) < 1e-4
+    assert reports_with_a_miss(settings.each) <= 8
+    assert reports_with_a_miss(0.95) >= 13
+
+
 def test_empty_sets_have_no_accuracy_not_nan() -> None:
     empty = TensorDataset(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long))
     est = estimate_accuracy(nn.Identity(), empty)
@@ -136,7 +160,8 @@ def test_unlearn_reports_intervals_and_full_eval_reads_everything(
             "finetune", "--set", "epochs=1"]  # fmt: skip
     assert main([*base, "--out", str(tmp_path / "s")]) == 0
     out = capsys.readouterr().out
-    assert "evidence (95% intervals, images read): D_r " in out
+    line = "evidence (95% simultaneous intervals (8 together; each 99.4%), images read): D_r "
+    assert line in out
     report = json.loads((tmp_path / "s" / "report.json").read_text())
     totals = report["evidence"]["totals"]
     assert report["evidence"]["full"] is False and report["evidence"]["confidence"] == 0.95
@@ -144,7 +169,7 @@ def test_unlearn_reports_intervals_and_full_eval_reads_everything(
         entry = report["results"][name]
         assert entry["acc_samples"]["forget"] == totals["forget"]  # decides: read whole
         assert set(entry["acc_interval"]) == set(entry["acc"])
-    assert "95% interval" in (tmp_path / "s" / "report.md").read_text()
+    assert "95% simultaneous intervals" in (tmp_path / "s" / "report.md").read_text()
     assert main([*base, "--out", str(tmp_path / "f"), "--full-eval", "--quiet"]) == 0
     full = json.loads((tmp_path / "f" / "report.json").read_text())
     assert full["evidence"]["full"] is True

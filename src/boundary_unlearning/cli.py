@@ -178,6 +178,8 @@ def _cmd_unlearn(args: argparse.Namespace) -> int:
 
 def _evidence_line(report: dict[str, Any], method: str) -> str:
     """How ``unlearn``'s accuracies were read: each set's interval and images read."""
+    from .report.writers import coverage
+
     entry, evidence = report["results"][method], report.get("evidence") or {}
     names = {"retain": "D_r", "forget": "D_f", "test_retain": "D_tr", "test_forget": "D_tf"}
     parts = []
@@ -188,8 +190,7 @@ def _evidence_line(report: dict[str, Any], method: str) -> str:
             parts.append(f"{name} all {total:,}")
         else:
             parts.append(f"{name} {_percent(low)}-{_percent(high)} from {n:,} of {total:,}")
-    confidence = f"{100 * evidence.get('confidence', 0.95):.0f}%"
-    return f"evidence ({confidence} intervals, images read): {', '.join(parts)}"
+    return f"evidence ({coverage(evidence)}, images read): {', '.join(parts)}"
 
 
 def _class_lines(report: dict[str, Any], method: str) -> list[str]:

@@ -136,8 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     un.add_argument("--overwrite", action="store_true", help="replace an existing output")
     un.add_argument("--full-eval", action="store_true",
                     help="read every image of every set for the accuracies (default: seeded "
-                    "samples sized for a 95%% interval of about +-1 point; D_f and D_tf whole "
-                    "up to 2,000 images)")  # fmt: skip
+                    "samples sized for intervals of about +-1.5 points that hold together at "
+                    "95%%; D_f and D_tf whole up to 2,000 images)")  # fmt: skip
     _add_common(un)
     _add_normalization(un)
 

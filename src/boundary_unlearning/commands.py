@@ -127,8 +127,9 @@ def unlearn_checkpoint(
             ``std`` and ``hyperparameters`` (the method's; others keep their defaults).
         overwrite: replace an existing model in ``out``.
         full_eval: read every image of every set (``--full-eval``); by default D_r and D_tr
-            (and D_f, D_tf beyond 2,000 images) are read on seeded samples sized for a 95%
-            interval of about ±1 point, which the report prints with each sample's size.
+            (and D_f, D_tf beyond 2,000 images) are read on seeded samples sized for
+            intervals of about ±1.5 points that all hold together at 95% (Bonferroni over
+            the report's eight), which the report prints with each sample's size.
 
     Returns:
         The report (also written to ``out``).

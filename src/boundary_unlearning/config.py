@@ -83,8 +83,9 @@ class ExperimentConfig:
     probe: bool = True
     ulira: bool = False
     # Read every image of every set for the metrics (exact accuracies). False: D_r and D_tr
-    # on seeded samples sized for a 95% interval of about ±1 point, D_f and D_tf whole up to
-    # 2,000 images; the reports print each interval and sample size (as `bunlearn unlearn`).
+    # on seeded samples sized for intervals of about ±1.5 points that hold together at 95%,
+    # D_f and D_tf whole up to 2,000 images; the reports print each interval and sample
+    # size (as `bunlearn unlearn`).
     full_eval: bool = False
     # Figure data (entropy histograms, t-SNE, confusion matrices) of the first seed's models.
     figures: bool = True

@@ -94,6 +94,8 @@ def evidence_summary(data: UnlearningData, settings: EvidenceSettings) -> dict[s
     return {
         "full": settings.full,
         "confidence": settings.confidence,
+        "family": settings.family,
+        "each": settings.each,
         "margin": settings.margin,
         "whole_up_to": settings.whole_up_to,
         "seed": settings.seed,

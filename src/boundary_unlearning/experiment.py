@@ -179,7 +179,8 @@ def _read_line(report: dict[str, Any]) -> str:
     sets = ", ".join(f"{_SET_NAMES[k]} {read[k]:,} of {totals[k]:,}" for k in totals)
     return (
         f"metrics on seeded samples (at most {sets} images read per model); each accuracy's "
-        "95% interval is in report.md; --full-eval reads every image"
+        "interval (all of them holding together at 95%) is in report.md; --full-eval reads "
+        "every image"
     )
 
 
@@ -268,13 +269,16 @@ def _add_depth(entries: dict[str, dict[str, Any]], methods: list[str]) -> None:
 
 def evidence_settings(config: ExperimentConfig) -> EvidenceSettings:
     """How a run reads the sets for its metrics: as ``bunlearn unlearn`` does (seeded
-    samples, seeded by the run's seed), every image with ``full_eval``.
+    samples, seeded by the run's seed), every image with ``full_eval``. Its intervals hold
+    together over the four sets of every model it reports (the original, the retrained
+    model and each method).
 
     Example:
-        >>> evidence_settings(ExperimentConfig(full_eval=True, seed=2))
-        EvidenceSettings(full=True, margin=0.01, confidence=0.95, whole_up_to=2000, seed=2)
+        >>> evidence_settings(ExperimentConfig(full_eval=True, seed=2)).family  # 4 sets x 4
+        16
     """
-    return EvidenceSettings(full=config.full_eval, seed=config.seed)
+    models = 2 + len([m for m in dict.fromkeys(config.methods) if m != "retrain"])
+    return EvidenceSettings(full=config.full_eval, family=4 * models, seed=config.seed)
 
 
 def _describe(info: DatasetInfo, data: UnlearningData) -> str:

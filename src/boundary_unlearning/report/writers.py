@@ -28,7 +28,14 @@ from .tables import (
     verdict_notes,
 )
 
-__all__ = ["evidence_table", "format_markdown", "results_csv", "stats_text", "write_reports"]
+__all__ = [
+    "coverage",
+    "evidence_table",
+    "format_markdown",
+    "results_csv",
+    "stats_text",
+    "write_reports",
+]
 
 _SET_NAMES = {"retain": "D_r", "forget": "D_f", "test_retain": "D_tr", "test_forget": "D_tf"}
 
@@ -45,6 +52,24 @@ def _cell(entry: Mapping[str, Any], key: str, total: int) -> str:
         return f"{100 * value:.2f}% (mean of seeds, {read:,.0f} read)"
     low, high = interval
     return f"{100 * value:.2f}% [{100 * low:.2f}, {100 * high:.2f}] ({read:,} read)"
+
+
+def coverage(evidence: Mapping[str, Any]) -> str:
+    """What a report's intervals promise, in words: ``"95% intervals"`` for one interval at
+    a time, or the confidence that all of them hold together and each one's own level.
+
+    Example:
+        >>> coverage({"confidence": 0.95, "family": 8, "each": 0.99375})
+        '95% simultaneous intervals (8 together; each 99.4%)'
+        >>> coverage({"confidence": 0.95})
+        '95% intervals'
+    """
+    confidence = f"{100 * evidence.get('confidence', 0.95):.0f}%"
+    family = int(evidence.get("family", 1))
+    if family <= 1:
+        return f"{confidence} intervals"
+    each = 100 * float(evidence.get("each", evidence.get("confidence", 0.95)))
+    return f"{confidence} simultaneous intervals ({family} together; each {each:.1f}%)"
 
 
 def evidence_table(report: Mapping[str, Any]) -> tuple[str, list[str], list[list[str]]] | None:
@@ -69,12 +94,11 @@ def evidence_table(report: Mapping[str, Any]) -> tuple[str, list[str], list[list
     evidence = report.get("evidence")
     if not isinstance(evidence, Mapping):
         return None
-    confidence = f"{100 * evidence.get('confidence', 0.95):.0f}%"
     if evidence.get("full"):
         note = "Every image of every set was read (--full-eval): the accuracies are exact."
     else:
         note = (
-            f"Accuracies with their {confidence} intervals, read on seeded samples sized for "
+            f"Accuracies with their {coverage(evidence)}, read on seeded samples sized for "
             f"about ±{100 * evidence.get('margin', 0.01):.1f} points (the whole set when it is "
             f"small); D_f and D_tf, which decide the verdict, are read whole up to "
             f"{evidence.get('whole_up_to', 0):,} images. Every other number of a model that "
