@@ -85,6 +85,17 @@ def state_snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def imported_after(code: str, module: str) -> bool:
+    """Whether running ``code`` in a fresh interpreter leaves ``module`` imported (a test
+    of what a request loads, which the test process itself may already hold)."""
+    import subprocess
+    import sys
+
+    probe = f"{code}\nimport sys\nprint({module!r} in sys.modules)\n"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return out.stdout.strip().splitlines()[-1] == "True"
+
+
 def same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 

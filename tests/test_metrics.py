@@ -337,19 +337,15 @@ def test_the_probe_solver_matches_scikit_learn() -> None:
 def test_the_probe_imports_no_scikit_learn() -> None:
     """An unlearning request fits the probe and nothing else of scikit-learn, whose import
     alone is ~79 MB resident: the probe is fitted in torch."""
-    import subprocess
-    import sys
+    from conftest import imported_after
 
     code = (
-        "import sys\n"
         "from boundary_unlearning.data import toy_problem\n"
         "from boundary_unlearning.metrics import probe_forget_accuracy\n"
         "data, net = toy_problem(n=120)\n"
         "assert probe_forget_accuracy(net, data, retain_samples=90) is not None\n"
-        "print('sklearn' in sys.modules)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip().splitlines()[-1] == "False"
+    assert not imported_after(code, "sklearn")
 
 
 def test_depth_shares_cap_and_ignore_a_gap_too_small_to_measure() -> None:
