@@ -159,7 +159,36 @@ def test_the_paper_preset_has_no_feature_stage(
         "boundary_shrink", tiny_model, tiny_data, preset="paper", epochs=1, depth="outputs"
     )
     assert same_state(state_snapshot(paper), state_snapshot(outputs))
-    assert FEATURE_RECIPE.feature_steps == 50
+    assert FEATURE_RECIPE.feature_steps == 100 and FEATURE_RECIPE.feature_settle == 0.25
+
+
+def test_the_feature_stage_ends_once_the_forget_features_have_settled(
+    tiny_model: nn.Module, tiny_data: UnlearningData
+) -> None:
+    """The stage runs at least ``min_feature_steps`` and at most ``feature_steps``; in
+    between it ends as soon as the running mean of the remaining way is at most
+    ``feature_settle`` (here: 1.0, met as soon as it is measured; None: never)."""
+    outputs = unlearning_stats(unlearn("boundary_shrink", tiny_model, tiny_data,
+                                       depth="outputs"))["steps"]  # fmt: skip
+    steps = {"min_feature_steps": 6, "feature_steps": 30}
+    seen: list[list[float]] = []
+    real = _features._FeatureLoss.close
+
+    def keep(self: _features._FeatureLoss) -> None:
+        seen.append([float(v) for v in self.way])
+        real(self)
+
+    _features._FeatureLoss.close = keep  # type: ignore[method-assign]
+    try:
+        early = unlearn("boundary_shrink", tiny_model, tiny_data, feature_settle=1.0, **steps)
+        full = unlearn("boundary_shrink", tiny_model, tiny_data, feature_settle=None, **steps)
+    finally:
+        _features._FeatureLoss.close = real  # type: ignore[method-assign]
+    assert unlearning_stats(early)["steps"] == outputs + 6
+    assert unlearning_stats(full)["steps"] == outputs + 30
+    # the remaining way is recorded each step: it starts near 1 (the way at the start) and
+    # the stage takes most of it
+    assert len(seen[-1]) == 30 and 0.5 < seen[-1][0] < 1.5 and seen[-1][-1] < 0.8 * seen[-1][0]
 
 
 @pytest.fixture(scope="module")

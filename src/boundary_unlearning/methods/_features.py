@@ -6,17 +6,17 @@ below it still single the class out: a few labelled images bring it back, and a 
 probe on the features still recognises it (:mod:`boundary_unlearning.metrics.probe`). The
 feature stage applies the Boundary idea below the head. After the output stage has sent each
 forget sample across its nearest boundary (Boundary Shrink: to its adversarial neighbour's
-class; Boundary Expanding: to the class it falls into once the shadow output is pruned),
-the upper half of the network (its layers in forward order; BatchNorm statistics frozen) is
-trained for ``feature_steps`` steps so that each forget sample's *features* (the head's
-inputs) move to where the original model puts that class: the class's centroid over a
-sample of retained images. Each step pairs the forget batch with a batch of retained images
-(as large, by default) whose features and labels are held where the original had them, so
-the other classes stay put; the head's rows of the forgotten classes start again from a
-fresh initialisation, as in a model that never learnt them. Cost: D_f, plus a bounded
-sample of D_r: one seeded sample of at most :data:`RETAIN_SAMPLES` retained images, whatever
-the size of D_r (:class:`RetainPool`), whose features the original computes once
-(docs/methods.md has the measurements).
+class; Boundary Expanding: to the class it falls into once the shadow output is pruned), the
+upper half of the network (its layers in forward order; BatchNorm statistics frozen) is
+trained so that each forget sample's *features* (the head's inputs) move towards where the
+original model puts that class: the class's centroid over a sample of retained images, until
+most of the way is gone (``feature_settle``: 10 to 100 steps). Each step pairs the forget
+batch with a batch of retained images (as large, by default) whose features and labels are
+held where the original had them, so the other classes stay put; the head's rows of the
+forgotten classes start again from a fresh initialisation, as in a model that never learnt
+them. Cost: D_f, plus a bounded sample of D_r: one seeded sample of at most
+:data:`RETAIN_SAMPLES` retained images, whatever the size of D_r (:class:`RetainPool`),
+whose features the original computes once (docs/methods.md has the measurements).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from ..data.streaming import inputs_and_labels, iterate_batches, with_columns
 from ..errors import DivergenceError, ModelError
 from ..heads import find_head, frozen_below, head_inputs
 from ..recipe import ForgetRecipe, Recipe, RunOptions
-from ..stopping import ForgetTarget, NotBefore
+from ..stopping import AllOf, ForgetTarget, NotBefore, Settled, StoppingRule
 from ..training import Batch, fit
 from ._common import FORGET_RECIPE, require_retain
 from ._stats import ForgettingWarning
@@ -49,6 +49,8 @@ __all__ = [
     "FEATURE_RECIPE",
     "LR_HALVINGS",
     "RETAIN_SAMPLES",
+    "SETTLE_WINDOW",
+    "WATCHED",
     "Depth",
     "FeatureRecipe",
     "RetainPool",
@@ -60,6 +62,10 @@ Depth = Literal["features", "outputs"]
 # The feature stage's sample of D_r: the original's features of these images give each class's
 # centroid, and every step's retained batch is drawn from them.
 RETAIN_SAMPLES = 1024
+# The feature stage's steps whose remaining way is averaged to decide that it has settled.
+SETTLE_WINDOW = 5
+# The most forget samples held out of the feature stage to watch how far the class has gone.
+WATCHED = 32
 # How often the feature stage may start again at half its learning rate after a divergence.
 LR_HALVINGS = 3
 # The feature stage is undone (the final-layer result kept, with a ForgettingWarning) when the
@@ -73,9 +79,17 @@ class FeatureRecipe(ForgetRecipe):
     (the final layer, until the forgetting target) and the feature stage's settings.
 
     Args:
-        feature_steps: steps of the feature stage (each a forget batch and a retained batch
-            of ``batch_size``); it goes on past them only while the forget set is above the
-            target, for at most ``max_steps`` more.
+        feature_steps: the most steps of the feature stage (each a forget batch and a
+            retained batch) before it ends whether settled or not; it goes on past them only
+            while the forget set is above the target, for at most ``max_steps`` more.
+        min_feature_steps: the fewest steps of the feature stage.
+        feature_settle: the stage ends (from ``min_feature_steps`` on, once the forget set
+            is at the target) when the forget samples' remaining way to their new classes'
+            centroids, averaged over the last :data:`SETTLE_WINDOW` steps, is at most this
+            share of the way at the start (:class:`~boundary_unlearning.stopping.Settled`).
+            Going further gathers the features on the centroid, where a fresh probe finds
+            the class again on some networks (docs/methods.md). ``None``: run
+            ``feature_steps``.
         feature_batch_size: forget images, and retained images, per feature step.
         feature_lr: the feature stage's SGD learning rate (``momentum``, ``weight_decay``,
             ``bn`` and ``seed`` as the recipe's).
@@ -102,10 +116,12 @@ class FeatureRecipe(ForgetRecipe):
 
     Example:
         >>> FEATURE_RECIPE.feature_steps, FEATURE_RECIPE.stage().lr
-        (50, 0.003)
+        (100, 0.003)
     """
 
-    feature_steps: AtLeastOne = 50
+    feature_steps: AtLeastOne = 100
+    min_feature_steps: AtLeastOne = 10
+    feature_settle: UnitFraction | None = 0.25
     feature_batch_size: AtLeastOne = 64
     feature_lr: Positive = 3e-3
     feature_weight: NonNegative = 30.0
@@ -138,7 +154,8 @@ class FeatureRecipe(ForgetRecipe):
 
 
 # The default of Boundary Shrink / Expanding: the forget recipe for the output stage, then
-# 50 feature steps (docs/methods.md: "Forgetting in the features").
+# the feature stage until it settles (10 to 100 steps; docs/methods.md: "Forgetting in the
+# features").
 FEATURE_RECIPE = FeatureRecipe(**dataclasses.asdict(FORGET_RECIPE))
 
 
@@ -152,7 +169,7 @@ def forget_in_features(
     head: str | None,
     options: RunOptions,
     desc: str,
-) -> float:
+) -> dict[str, float]:
     """The feature stage (see the module docstring): train ``model`` (the method's working
     copy, after its output stage) in place so that each forget sample's features move to the
     centroid of the class ``labels`` gives it, with a retained batch per step holding the
@@ -173,7 +190,10 @@ def forget_in_features(
         desc: the method's name, for the progress bar and errors.
 
     Returns:
-        The learning rate the stage ran at (``feature_lr``, or a halving of it).
+        What the stage did, for :func:`~boundary_unlearning.unlearning_stats`:
+        ``feature_lr`` (the rate it ran at: ``feature_lr`` or a halving of it),
+        ``feature_stage_steps`` (its steps) and ``feature_stage_undone`` (1.0 when it
+        broke the retained classes and was undone, else 0.0).
 
     Raises:
         DataError: D_r is empty.
@@ -190,7 +210,7 @@ def forget_in_features(
         >>> forget_in_features(new, net, data, labels,
         ...                    recipe=FEATURE_RECIPE.replace(feature_steps=3),
         ...                    head=None, options=RunOptions(), desc="demo")
-        0.003
+        {'feature_lr': 0.003, 'feature_stage_steps': 3.0, 'feature_stage_undone': 0.0}
         >>> bool(new[1].weight[1].ne(net[1].weight[1]).all())  # class 1's row started afresh
         True
     """
@@ -215,6 +235,29 @@ def forget_in_features(
         return _run_stage(model, stage, before, recipe, head, options, desc)
 
 
+def _watched(
+    x: torch.Tensor | Dataset[Any], labels: torch.Tensor, seed: int, device: torch.device
+) -> tuple[torch.Tensor | Dataset[Any], torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+    """Split the forget set for the feature stage: a seeded eighth of it (at most
+    :data:`WATCHED`, none below 2 samples) is held out of the stage's training and watched:
+    how far these unseen samples' features have gone tells whether the class moved, not only
+    the samples the stage pulls. Returns the trained inputs and new labels, and the watched
+    inputs (on ``device``) with their new labels, or ``None``."""
+    n = len(labels)
+    size = min(WATCHED, n // 8)
+    if size == 0:
+        return x, labels, None
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 2))
+    held, kept = order[:size].sort().values, order[size:].sort().values
+    trained: torch.Tensor | Dataset[Any]
+    if isinstance(x, torch.Tensor):
+        trained, seen = x[kept], x[held]
+    else:
+        trained = Subset(x, kept.tolist())
+        seen = next(iterate_batches(Subset(x, held.tolist()), size))[0]
+    return trained, labels[kept], (seen.to(device), labels[held].to(device))
+
+
 def _run_stage(
     model: nn.Module,
     stage: tuple[
@@ -225,29 +268,27 @@ def _run_stage(
     head: str | None,
     options: RunOptions,
     desc: str,
-) -> float:
+) -> dict[str, float]:
     """The feature stage's training (``stage``: the forget inputs, their labels and new
     labels, the pool, the centroids and the unit of distance) with its restarts at half the
     rate, undone back to ``before`` should it break the retained classes (see
-    :func:`forget_in_features`); returns the rate it ran at."""
+    :func:`forget_in_features`, which returns what this returns)."""
     x, y, labels, pool, centroids, spread = stage
     k = pool.num_classes
+    trained, new_labels, watched = _watched(x, labels, recipe.seed, model_device(model))
     start = {name: t.detach().clone() for name, t in model.state_dict().items()}
     for attempt in range(LR_HALVINGS + 1):
         pool.generator.manual_seed(recipe.seed + 1)  # every attempt draws the same batches
-        loss_fn = _FeatureLoss(model, pool, centroids, spread, recipe, head)
-        target = recipe.target_forget_acc
-        stop = (
-            None if target is None
-            else NotBefore(recipe.feature_steps, ForgetTarget(x, y, k, target, seed=recipe.seed))
-        )  # fmt: skip
+        loss_fn = _FeatureLoss(model, pool, centroids, spread, recipe, head, watched)
+        stop = _stage_rule(recipe, loss_fn, x, y, k)
         try:
             fit(
-                model, with_columns(x, labels), loss_fn, recipe=recipe.stage(), options=options,
-                stop=stop, desc=f"{desc} (features)", shard=False,
+                model, with_columns(trained, new_labels), loss_fn, recipe=recipe.stage(),
+                options=options, stop=stop, desc=f"{desc} (features)", shard=False,
             )  # fmt: skip
-            _undo_a_collapse(model, before, loss_fn, desc)
-            return recipe.feature_lr
+            undone = _undo_a_collapse(model, before, loss_fn, desc)
+            return {"feature_lr": recipe.feature_lr, "feature_stage_steps": float(len(loss_fn.way)),
+                    "feature_stage_undone": float(undone)}  # fmt: skip
         except DivergenceError:
             if attempt == LR_HALVINGS:
                 raise
@@ -256,6 +297,25 @@ def _run_stage(
         finally:
             loss_fn.close()
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _stage_rule(
+    recipe: FeatureRecipe,
+    loss_fn: _FeatureLoss,
+    x: torch.Tensor | Dataset[Any],
+    y: torch.Tensor,
+    k: int,
+) -> StoppingRule:
+    """When the feature stage ends: from ``min_feature_steps`` on, once it has settled
+    (or at ``feature_steps``) and the forget set is at the target (when there is one)."""
+    settle = -math.inf if recipe.feature_settle is None else recipe.feature_settle
+    rule: StoppingRule = Settled(
+        loss_fn.way, below=settle, by=recipe.feature_steps, window=SETTLE_WINDOW
+    )
+    if recipe.target_forget_acc is not None:
+        target = ForgetTarget(x, y, k, recipe.target_forget_acc, seed=recipe.seed)
+        rule = AllOf(rule, target)
+    return NotBefore(min(recipe.min_feature_steps, recipe.feature_steps), rule)
 
 
 class RetainPool:
@@ -328,17 +388,17 @@ class RetainPool:
 
 def _undo_a_collapse(
     model: nn.Module, before: dict[str, torch.Tensor], loss_fn: _FeatureLoss, desc: str
-) -> None:
+) -> bool:
     """Put ``model`` back to ``before`` (the output stage's result) with a
     :class:`ForgettingWarning` when the retained images' accuracy over the stage's last 10
     steps ended more than :data:`COLLAPSE` below their accuracy at its first step (both in
     the stage's own train mode): the stage then broke the network (seen on an Adam-trained
-    EfficientNet-B0) rather than forgot."""
+    EfficientNet-B0) rather than forgot. Returns whether it did."""
     if len(loss_fn.right) < 2:
-        return
+        return False
     first, last = float(loss_fn.right[0]), float(torch.stack(loss_fn.right[-10:]).mean())
     if last >= first - COLLAPSE:
-        return
+        return False
     model.load_state_dict(before)
     warnings.warn(
         f"{desc}: the feature stage broke the retained classes (their accuracy fell from "
@@ -348,6 +408,7 @@ def _undo_a_collapse(
         ForgettingWarning,
         stacklevel=2,
     )
+    return True
 
 
 def _way_to_go(
@@ -450,25 +511,36 @@ class _FeatureLoss:
         spread: float,
         recipe: FeatureRecipe,
         head: str | None,
+        watched: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
-        self.pool, self.spread = pool, spread
+        self.pool, self.spread, self.watched = pool, spread, watched
         self.centroids = centroids.to(model_device(model))
         self.weights = (recipe.feature_weight, recipe.retain_weight)
         self.batch_size = recipe.retain_batch_size
         self.new = _HeadInput(find_head(model, pool.num_classes, head)[1])
         self.right: list[torch.Tensor] = []  # retained images predicted right, per step
+        # the remaining way of the watched forget samples (else the forget batch's), per step
+        self.way: list[torch.Tensor] = []
 
     def __call__(self, net: nn.Module, batch: Batch) -> torch.Tensor:
         x, labels = batch[0], batch[1]
         x_r, y_r, kept = self.pool.batch(self.batch_size)
         n = len(x)  # one forward pass over both batches, the forget rows first (the
         # stopping rule reads the first rows of the step's first forward pass)
-        out = net(torch.cat([x, x_r.to(dtype=x.dtype)]))
+        parts = [x, x_r.to(dtype=x.dtype)]
+        if self.watched is not None:  # read in the same pass; no loss on them
+            parts.append(self.watched[0].to(dtype=x.dtype))
+        out = net(torch.cat(parts))
         feats = self.new.take("feature stage")
+        m = n + len(x_r)
         pull = ((feats[:n] - self.centroids[labels]) ** 2).sum(1).mean()
-        anchor = ((feats[n:] - kept) ** 2).sum(1).mean()
-        out, out_r = out[:n], out[n:]
+        anchor = ((feats[n:m] - kept) ** 2).sum(1).mean()
+        out, out_r = out[:n], out[n:m]
         self.right.append((out_r.detach().argmax(1) == y_r).float().mean())
+        way = pull
+        if self.watched is not None:
+            way = ((feats[m:] - self.centroids[self.watched[1]]) ** 2).sum(1).mean()
+        self.way.append((way / self.spread).detach())
         w_f, w_r = self.weights
         loss = (
             F.cross_entropy(out, labels) + w_f * pull / self.spread

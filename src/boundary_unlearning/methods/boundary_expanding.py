@@ -127,7 +127,8 @@ def boundary_expanding(
     Returns:
         A new K-way model in eval mode; :func:`unlearning_stats` holds ``steps``, with a
         target ``reached_target`` and ``forget_acc_trace``, and with the feature stage the
-        ``feature_lr`` it ran at (halved after a divergence,
+        ``feature_lr`` it ran at (halved after a divergence), its steps
+        (``feature_stage_steps``) and whether it was undone (``feature_stage_undone``;
         :func:`~._features.forget_in_features`).
 
     Example:
@@ -155,9 +156,9 @@ def boundary_expanding(
     unlearned.eval()
     if depth == "features":  # each forget sample's features go where the pruning left it
         landed = predict_logits(unlearned, x).argmax(1)
-        lr = forget_in_features(
+        stage = forget_in_features(
             unlearned, model, data, landed, recipe=recipe, head=name, options=options,
             desc="boundary_expanding",
         )  # fmt: skip
-        set_unlearning_stats(unlearned, {"feature_lr": lr})
+        set_unlearning_stats(unlearned, stage)
     return unlearned

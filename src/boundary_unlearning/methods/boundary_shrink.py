@@ -215,7 +215,8 @@ def boundary_shrink(
         A new model in eval mode. :func:`unlearning_stats` holds ``attack_success_ratio``
         (the share of neighbours that crossed into another class), ``steps``, with a target
         ``reached_target`` and ``forget_acc_trace``, and with the feature stage the
-        ``feature_lr`` it ran at (halved after a divergence,
+        ``feature_lr`` it ran at (halved after a divergence), its steps
+        (``feature_stage_steps``) and whether it was undone (``feature_stage_undone``;
         :func:`~._features.forget_in_features`).
 
     Example:
@@ -264,7 +265,7 @@ def boundary_shrink(
     )  # fmt: skip
     stats: dict[str, float] = {"attack_success_ratio": neighbours.success_ratio}
     if depth == "features":
-        stats["feature_lr"] = forget_in_features(
+        stats |= forget_in_features(
             unlearned, model, data, labels, recipe=recipe, head=head,
             options=options, desc="boundary_shrink",
         )  # fmt: skip

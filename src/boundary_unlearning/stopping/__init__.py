@@ -7,7 +7,9 @@ knows nothing else about the rule, so a new criterion is a new class (a module o
 package), not an edit of the loop. :class:`ForgetTarget` is the rule of the forget-only
 methods: stop as soon as at most ``target`` of the forget set is still predicted as its own
 class. :class:`AllOf` stops when every one of several rules would (an additional criterion
-on top of the forget target); :class:`NotBefore` gives a rule a minimum number of steps.
+on top of the forget target); :class:`NotBefore` gives a rule a minimum number of steps;
+:class:`Settled` stops once a value the loss records each step has come down to a threshold
+(the feature stage's remaining way).
 
 :class:`FitResult` is what one ``fit`` did (steps, and the rule's target, verdict and
 trace); :func:`collect_fits` gathers the results of every ``fit`` inside a block.
@@ -24,6 +26,7 @@ from .rule import (
     collect_fits,
     record_fit,
 )
+from .settled import Settled
 
 __all__ = [
     "AllOf",
@@ -32,6 +35,7 @@ __all__ = [
     "ForgetTarget",
     "NeverStop",
     "NotBefore",
+    "Settled",
     "StoppingRule",
     "collect_fits",
     "record_fit",

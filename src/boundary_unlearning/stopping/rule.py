@@ -141,8 +141,11 @@ class NeverStop:
 
 
 class AllOf:
-    """Stop only when every rule would: each is checked whenever one is due, and the run
-    reached its target when all of them did.
+    """Stop only when every rule would: a check is due when every rule says so, the rules
+    are checked in order and the first that does not pass ends the check (put the cheap
+    ones first: a forgetting target reads the forget set), and the run reached its target
+    when all of the rules that give a verdict did (a rule whose ``finish`` returns ``None``
+    has none).
 
     Args:
         *rules: the rules (e.g. a :class:`ForgetTarget` and a feature criterion).
@@ -166,15 +169,15 @@ class AllOf:
 
     def after_step(self, step: int, rows: torch.Tensor) -> bool:
         due = [rule.after_step(step, rows) for rule in self.rules]  # every rule sees the step
-        return any(due)
+        return all(due)
 
     def check(self, model: nn.Module, step: int) -> bool:
-        passed = [rule.check(model, step) for rule in self.rules]  # each records its check
-        return all(passed)
+        return all(rule.check(model, step) for rule in self.rules)
 
     def finish(self, model: nn.Module, step: int, stopped: bool) -> bool | None:
         reached = [rule.finish(model, step, stopped) for rule in self.rules]
-        return None if all(r is None for r in reached) else all(bool(r) for r in reached)
+        verdicts = [r for r in reached if r is not None]
+        return all(verdicts) if verdicts else None
 
     def close(self) -> None:
         for rule in self.rules:
