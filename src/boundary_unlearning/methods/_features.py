@@ -10,7 +10,7 @@ class; Boundary Expanding: to the class it falls into once the shadow output is 
 upper half of the network (its layers in forward order; BatchNorm statistics frozen) is
 trained so that each forget sample's *features* (the head's inputs) move towards where the
 original model puts that class: the class's centroid over a sample of retained images, until
-most of the way is gone (``feature_settle``: 10 to 100 steps). Each step pairs the forget
+most of the way is gone (``feature_settle``: 10 to 60 steps). Each step pairs the forget
 batch with a batch of retained images (as large, by default) whose features and labels are
 held where the original had them, so the other classes stay put; the head's rows of the
 forgotten classes start again from a fresh initialisation, as in a model that never learnt
@@ -30,18 +30,26 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
 from .._utils import model_device
 from ..checks import AtLeastOne, Growth, NonNegative, Positive, UnitFraction
-from ..data.split import UnlearningData, dataset_labels
-from ..data.streaming import inputs_and_labels, iterate_batches, with_columns
+from ..data.split import UnlearningData
+from ..data.streaming import inputs_and_labels, with_columns
 from ..errors import DivergenceError, ModelError
-from ..heads import find_head, frozen_below, head_inputs
+from ..heads import find_head, frozen_below
 from ..recipe import ForgetRecipe, Recipe, RunOptions
 from ..stopping import AllOf, ForgetTarget, NotBefore, Settled, StoppingRule
 from ..training import Batch, fit
 from ._common import FORGET_RECIPE, require_retain
+from ._feature_data import (
+    RETAIN_SAMPLES,
+    WATCHED,
+    RetainPool,
+    _retained_labels,
+    _watched,
+    _way_to_go,
+)
 from ._stats import ForgettingWarning
 
 __all__ = [
@@ -59,13 +67,8 @@ __all__ = [
 ]
 
 Depth = Literal["features", "outputs"]
-# The feature stage's sample of D_r: the original's features of these images give each class's
-# centroid, and every step's retained batch is drawn from them.
-RETAIN_SAMPLES = 1024
 # The feature stage's steps whose remaining way is averaged to decide that it has settled.
 SETTLE_WINDOW = 5
-# The most forget samples held out of the feature stage to watch how far the class has gone.
-WATCHED = 32
 # How often the feature stage may start again at half its learning rate after a divergence.
 LR_HALVINGS = 3
 # The feature stage is undone (the final-layer result kept, with a ForgettingWarning) when the
@@ -116,10 +119,10 @@ class FeatureRecipe(ForgetRecipe):
 
     Example:
         >>> FEATURE_RECIPE.feature_steps, FEATURE_RECIPE.stage().lr
-        (100, 0.003)
+        (60, 0.003)
     """
 
-    feature_steps: AtLeastOne = 100
+    feature_steps: AtLeastOne = 60
     min_feature_steps: AtLeastOne = 10
     feature_settle: UnitFraction | None = 0.25
     feature_batch_size: AtLeastOne = 64
@@ -154,7 +157,7 @@ class FeatureRecipe(ForgetRecipe):
 
 
 # The default of Boundary Shrink / Expanding: the forget recipe for the output stage, then
-# the feature stage until it settles (10 to 100 steps; docs/methods.md: "Forgetting in the
+# the feature stage until it settles (10 to 60 steps; docs/methods.md: "Forgetting in the
 # features").
 FEATURE_RECIPE = FeatureRecipe(**dataclasses.asdict(FORGET_RECIPE))
 
@@ -175,7 +178,9 @@ def forget_in_features(
     centroid of the class ``labels`` gives it, with a retained batch per step holding the
     other classes where ``original`` had them. Should the loss stop being finite (a weakly
     trained original can make ``feature_lr`` too large), the stage starts again from where
-    it began at half the learning rate, at most :data:`LR_HALVINGS` times.
+    it began at half the learning rate, at most :data:`LR_HALVINGS` times; past the last
+    halving the stage is undone (the output stage's result kept) with a
+    :class:`ForgettingWarning`, as when it breaks the retained classes.
 
     Args:
         model: the working copy, trained in place.
@@ -197,7 +202,6 @@ def forget_in_features(
 
     Raises:
         DataError: D_r is empty.
-        DivergenceError: the loss was not finite even at the last halving.
         ModelError: no head is found, or the head's inputs cannot be read
             (``compile_model``).
 
@@ -235,29 +239,6 @@ def forget_in_features(
         return _run_stage(model, stage, before, recipe, head, options, desc)
 
 
-def _watched(
-    x: torch.Tensor | Dataset[Any], labels: torch.Tensor, seed: int, device: torch.device
-) -> tuple[torch.Tensor | Dataset[Any], torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
-    """Split the forget set for the feature stage: a seeded eighth of it (at most
-    :data:`WATCHED`, none below 2 samples) is held out of the stage's training and watched:
-    how far these unseen samples' features have gone tells whether the class moved, not only
-    the samples the stage pulls. Returns the trained inputs and new labels, and the watched
-    inputs (on ``device``) with their new labels, or ``None``."""
-    n = len(labels)
-    size = min(WATCHED, n // 8)
-    if size == 0:
-        return x, labels, None
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 2))
-    held, kept = order[:size].sort().values, order[size:].sort().values
-    trained: torch.Tensor | Dataset[Any]
-    if isinstance(x, torch.Tensor):
-        trained, seen = x[kept], x[held]
-    else:
-        trained = Subset(x, kept.tolist())
-        seen = next(iterate_batches(Subset(x, held.tolist()), size))[0]
-    return trained, labels[kept], (seen.to(device), labels[held].to(device))
-
-
 def _run_stage(
     model: nn.Module,
     stage: tuple[
@@ -289,9 +270,12 @@ def _run_stage(
             undone = _undo_a_collapse(model, before, loss_fn, desc)
             return {"feature_lr": recipe.feature_lr, "feature_stage_steps": float(len(loss_fn.way)),
                     "feature_stage_undone": float(undone)}  # fmt: skip
-        except DivergenceError:
+        except DivergenceError as error:
             if attempt == LR_HALVINGS:
-                raise
+                _undo(model, before, desc, f"its loss stopped being finite at every rate down "
+                      f"to {recipe.feature_lr:.3g} ({error})")  # fmt: skip
+                return {"feature_lr": recipe.feature_lr, "feature_stage_steps": 0.0,
+                        "feature_stage_undone": 1.0}  # fmt: skip
             model.load_state_dict(start)  # start the stage again, at half the rate
             recipe = dataclasses.replace(recipe, feature_lr=recipe.feature_lr / 2)
         finally:
@@ -318,74 +302,6 @@ def _stage_rule(
     return NotBefore(min(recipe.min_feature_steps, recipe.feature_steps), rule)
 
 
-class RetainPool:
-    """The feature stage's bounded use of D_r: a seeded sample of at most
-    :data:`RETAIN_SAMPLES` retained images, with the original's features of each (the
-    head's inputs), computed once. It gives the classes' centroids (the pull's targets) and
-    the retained batches of every step, whose features the anchor holds at these values.
-
-    Args:
-        original: the original model.
-        data: the class split (D_r is sampled).
-        head: the head's dotted name, or ``None`` to search.
-        seed: draws the sample and, afterwards, the batches.
-
-    Example:
-        >>> from boundary_unlearning.data import toy_problem
-        >>> data, net = toy_problem()
-        >>> pool = RetainPool(net, data, head=None, seed=0)
-        >>> len(pool.labels), tuple(pool.centroids().shape)  # the toy's 30 retained images
-        (30, (4, 16))
-        >>> x, y, feats = pool.batch(8)
-        >>> tuple(x.shape), tuple(feats.shape)
-        ((8, 1, 4, 4), (8, 16))
-    """
-
-    def __init__(
-        self, original: nn.Module, data: UnlearningData, *, head: str | None, seed: int
-    ) -> None:
-        labels = dataset_labels(data.retain)
-        gen = torch.Generator().manual_seed(seed)
-        rows = torch.randperm(len(labels), generator=gen)[:RETAIN_SAMPLES].sort().values
-        x, _ = inputs_and_labels(data.retain)
-        self.inputs = x[rows] if isinstance(x, torch.Tensor) else Subset(x, rows.tolist())
-        self.labels = labels[rows]
-        self.features = head_inputs(original, self.inputs, num_classes=data.num_classes, head=head)
-        self.num_classes = data.num_classes
-        self.device = model_device(original)
-        self.generator = torch.Generator().manual_seed(seed + 1)
-
-    def centroids(self) -> torch.Tensor:
-        """Each class's mean feature over the pool; a class without a pooled image (a
-        forgotten one) gets the mean of all of them.
-
-        Returns:
-            ``(K, d)`` on the CPU.
-        """
-        centroids = self.features.mean(0).repeat(self.num_classes, 1)
-        for c in torch.unique(self.labels).tolist():
-            centroids[c] = self.features[self.labels == c].mean(0)
-        return centroids
-
-    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """A seeded random batch (with replacement): inputs, labels and original features, on
-        the original's device.
-
-        Args:
-            size: images in the batch.
-
-        Returns:
-            ``(x, y, features)``.
-        """
-        idx = torch.randint(len(self.labels), (size,), generator=self.generator)
-        if isinstance(self.inputs, torch.Tensor):
-            x = self.inputs[idx]
-        else:
-            x = next(iterate_batches(self.inputs, size, order=idx))[0]
-        return (x.to(self.device), self.labels[idx].to(self.device),
-                self.features[idx].to(self.device))  # fmt: skip
-
-
 def _undo_a_collapse(
     model: nn.Module, before: dict[str, torch.Tensor], loss_fn: _FeatureLoss, desc: str
 ) -> bool:
@@ -399,58 +315,22 @@ def _undo_a_collapse(
     first, last = float(loss_fn.right[0]), float(torch.stack(loss_fn.right[-10:]).mean())
     if last >= first - COLLAPSE:
         return False
-    model.load_state_dict(before)
-    warnings.warn(
-        f"{desc}: the feature stage broke the retained classes (their accuracy fell from "
-        f"{first:.0%} at its start to {last:.0%} in its last steps), so it was undone and the "
-        "final-layer result kept, which may only hide the class; try a lower feature_lr or "
-        "feature_layers, or depth='outputs'",
-        ForgettingWarning,
-        stacklevel=2,
-    )
+    _undo(model, before, desc, f"it broke the retained classes (their accuracy fell from "
+          f"{first:.0%} at its start to {last:.0%} in its last steps)")  # fmt: skip
     return True
 
 
-def _way_to_go(
-    original: nn.Module,
-    x: torch.Tensor | Dataset[Any],
-    labels: torch.Tensor,
-    centroids: torch.Tensor,
-    data: UnlearningData,
-    head: str | None,
-    seed: int,
-) -> float:
-    """The mean squared distance from the original's features of (a seeded sample of at
-    most :data:`RETAIN_SAMPLES`) forget samples to their new classes' centroids: the
-    feature stage's unit of distance."""
-    n = len(labels)
-    rows = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:RETAIN_SAMPLES]
-    rows = rows.sort().values
-    sample = x[rows] if isinstance(x, torch.Tensor) else Subset(x, rows.tolist())
-    feats = head_inputs(original, sample, num_classes=data.num_classes, head=head)
-    way = float(((feats - centroids[labels[rows]]) ** 2).sum(1).mean())
-    return way if way > 1e-12 else 1.0
-
-
-def _retained_labels(
-    labels: torch.Tensor,
-    original: nn.Module,
-    x: torch.Tensor | Dataset[Any],
-    centroids: torch.Tensor,
-    data: UnlearningData,
-    head: str | None,
-) -> torch.Tensor:
-    """``labels`` with any forgotten class (several classes forgotten at once, or a sample
-    the output stage left in its class) replaced by the retained class whose centroid the
-    sample's original features are nearest."""
-    forgotten = torch.tensor(data.all_forgotten)  # an earlier request's classes too
-    wrong = torch.isin(labels, forgotten)
-    if not bool(wrong.any()):
-        return labels
-    feats = head_inputs(original, x, num_classes=data.num_classes, head=head)
-    dist = torch.cdist(feats, centroids)
-    dist[:, forgotten] = math.inf
-    return torch.where(wrong, dist.argmin(1), labels)
+def _undo(model: nn.Module, before: dict[str, torch.Tensor], desc: str, why: str) -> None:
+    """Put ``model`` back to the output stage's result with a :class:`ForgettingWarning`
+    saying ``why`` the feature stage was undone."""
+    model.load_state_dict(before)
+    warnings.warn(
+        f"{desc}: the feature stage was undone because {why}; the final-layer result is "
+        "kept, which may only hide the class; try a lower feature_lr or feature_layers, or "
+        "depth='outputs'",
+        ForgettingWarning,
+        stacklevel=3,
+    )
 
 
 def reset_rows(head: nn.Linear, classes: Sequence[int], *, seed: int) -> None:
