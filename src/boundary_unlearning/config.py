@@ -113,6 +113,11 @@ class ExperimentConfig:
             raise ConfigError(f"seeds {seeds} repeat a seed; give each seed once")
         return seeds
 
+    def method_list(self) -> list[str]:
+        """The methods a run compares with the original and the retrained model: ``methods``
+        in order, each once, without ``retrain`` (which every run trains anyway)."""
+        return [m for m in dict.fromkeys(self.methods) if m != "retrain"]
+
     def for_seed(self, seed: int) -> ExperimentConfig:
         """This config with a single ``seed`` (what one seed of a multi-seed run uses)."""
         return dataclasses.replace(self, seed=seed, seeds=None)

@@ -130,7 +130,7 @@ def run_experiment(
     seeds = config.seed_list()
     config.check_training("original/retrain recipe")
     check_methods(config)
-    methods = [m for m in dict.fromkeys(config.methods) if m != "retrain"]
+    methods = config.method_list()
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         _open_output(config, out, resume=resume, overwrite=overwrite, reuse=reuse_stages)
@@ -277,7 +277,7 @@ def evidence_settings(config: ExperimentConfig) -> EvidenceSettings:
         >>> evidence_settings(ExperimentConfig(full_eval=True, seed=2)).family  # 4 sets x 4
         16
     """
-    models = 2 + len([m for m in dict.fromkeys(config.methods) if m != "retrain"])
+    models = 2 + len(config.method_list())
     return EvidenceSettings(full=config.full_eval, family=4 * models, seed=config.seed)
 
 

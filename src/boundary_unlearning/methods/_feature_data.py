@@ -98,7 +98,7 @@ def _watched(
     x: torch.Tensor | Dataset[Any], labels: torch.Tensor, seed: int, device: torch.device
 ) -> tuple[torch.Tensor | Dataset[Any], torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
     """Split the forget set for the feature stage: a seeded eighth of it (at most
-    :data:`WATCHED`, none below 2 samples) is held out of the stage's training and watched:
+    :data:`WATCHED`, none below 8 samples) is held out of the stage's training and watched:
     how far these unseen samples' features have gone tells whether the class moved, not only
     the samples the stage pulls. Returns the trained inputs and new labels, and the watched
     inputs (on ``device``) with their new labels, or ``None``."""

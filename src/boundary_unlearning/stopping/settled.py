@@ -24,8 +24,9 @@ __all__ = ["Settled"]
 class Settled:
     """Stop once the mean of the last ``window`` entries of ``values`` is at most
     ``below``, or from step ``by`` on, whichever comes first. ``values`` is a list the loss
-    appends to once per step (0-d tensors or floats); it is read only when the rule is
-    asked, so a step does not wait on the device for it. It gives no verdict of its own.
+    appends to once per step (0-d tensors or floats); once ``window`` of them are in, every
+    step reads their mean (on an accelerator, one wait for the device per step, as the
+    forgetting target's monitor already has). It gives no verdict of its own.
 
     Args:
         values: the per-step values (appended to by the loss as the run goes).
@@ -48,7 +49,6 @@ class Settled:
         self, values: Sequence[torch.Tensor | float], *, below: float, by: int, window: int = 5
     ) -> None:
         self.values, self.below, self.by, self.window = values, below, by, window
-        self.stopped_at: int | None = None
 
     def _settled(self, step: int) -> bool:
         if step >= self.by:
@@ -71,7 +71,6 @@ class Settled:
         return self._settled(step)
 
     def finish(self, model: nn.Module, step: int, stopped: bool) -> bool | None:
-        self.stopped_at = step
         return None
 
     def close(self) -> None:
