@@ -454,3 +454,31 @@ def test_compute_metrics_on_a_sample_states_it(tiny_model: nn.Module) -> None:
                             evidence=EvidenceSettings(full=True))  # fmt: skip
     assert exact["acc"] == full["acc"] and exact["mia"] == full["mia"]
     assert exact["acc_samples"] == {k: v for k, v in data.sizes().items() if k != "forget_full"}
+
+
+def test_the_probe_reuses_the_features_of_the_accuracy_pass() -> None:
+    """A report's pass over the sets keeps the head's inputs; the probe's retained images are
+    the first of the same seeded order, so it takes their features instead of reading them
+    again, and scores what it scores on its own."""
+    from torch.utils.data import Subset
+
+    from boundary_unlearning import class_split
+    from boundary_unlearning.heads import head_inputs
+    from boundary_unlearning.metrics import probe_forget_accuracy
+    from boundary_unlearning.metrics.estimate import read_sets
+
+    data = class_split(make_blobs(1500, seed=1), make_blobs(40, seed=2), forget_classes=[1])
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Flatten(), nn.Linear(64, 4))  # fmt: skip
+    settings = EvidenceSettings(margin=0.05)  # D_r: a sample of 1,000 (the pilot) of 4,500
+    read = read_sets(net, data, settings, features=True)
+    retain = read["retain"]
+    assert retain.features is not None and len(retain.rows) < len(data.retain)  # type: ignore[arg-type]
+    again = head_inputs(net, Subset(data.retain, retain.rows.tolist()), num_classes=4)
+    torch.testing.assert_close(retain.features, again)
+    assert read_sets(net, data, settings)["retain"].features is None  # only when asked
+    for size in (200, 2000):  # all from the pass / its 1,000 and 1,000 read now
+        alone = probe_forget_accuracy(net, data, retain_samples=size)
+        shared = probe_forget_accuracy(net, data, retain_samples=size, readouts=read)
+        assert alone is not None and shared == pytest.approx(alone, abs=0.01)

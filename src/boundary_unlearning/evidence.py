@@ -71,13 +71,13 @@ def evidence_entry(
         >>> sorted(entry["acc_samples"].items())[0]
         ('forget', 10)
     """
-    readouts = read_sets(model, data, settings)
+    readouts = read_sets(model, data, settings, features=True)  # the probe reads them too
     found = {k: r.estimate for k, r in readouts.items()}
     return {
         "acc": {k: e.value for k, e in found.items()},
         "acc_interval": {k: e.as_dict()["interval"] for k, e in found.items()},
         "acc_samples": {k: e.n for k, e in found.items()},
-        **depth_evidence(model, data, seed=seed),
+        **depth_evidence(model, data, seed=seed, readouts=readouts),
         "per_class": class_evidence(model, data, readouts=readouts),
     }
 

@@ -48,8 +48,12 @@ class LogisticProbe:
         self.bias = torch.empty(0, dtype=torch.float64)
         self.iterations = 0
 
-    def fit(self, x: torch.Tensor, y: torch.Tensor) -> LogisticProbe:
-        """Fit on features ``x`` (n x d, float64) and integer labels ``y`` (n)."""
+    def fit(
+        self, x: torch.Tensor, y: torch.Tensor, *, start: LogisticProbe | None = None
+    ) -> LogisticProbe:
+        """Fit on features ``x`` (n x d, float64) and integer labels ``y`` (n), from zero or
+        from the solution of ``start`` (a probe fitted on the same classes and features of
+        the same width: a nearby problem then takes far fewer iterations to the tolerance)."""
         self.classes, codes = torch.unique(y, return_inverse=True)
         n, d, k = x.shape[0], x.shape[1], len(self.classes)
         counts = torch.bincount(codes, minlength=k).to(x.dtype)
@@ -68,6 +72,12 @@ class LogisticProbe:
             return loss, torch.cat([grad_w.flatten(), residual.sum(1)])
 
         theta0 = torch.zeros(k * d + k, dtype=x.dtype, device=x.device)
+        if (
+            start is not None
+            and torch.equal(start.classes, self.classes)
+            and start.weight.shape == (k, d)
+        ):
+            theta0 = torch.cat([start.weight.flatten(), start.bias]).to(theta0)
         theta, self.iterations = _lbfgs(objective, theta0, self.tol, self.max_iter, self.history)
         self.weight, self.bias = theta[: k * d].view(k, d), theta[k * d :]
         return self

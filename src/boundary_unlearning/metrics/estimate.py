@@ -32,9 +32,11 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from .._utils import eval_mode, model_device
+from .._utils import eval_mode, inference_view, model_device
 from ..data.split import UnlearningData
 from ..data.streaming import iterate_batches
+from ..errors import ModelError
+from ..heads import find_head
 
 __all__ = [
     "Estimate",
@@ -215,42 +217,65 @@ def inference_batch_size(device: torch.device) -> int:
 @dataclass(frozen=True)
 class Readout:
     """One pass of a model over (a seeded sample of) one set: everything a report computes
-    from it (accuracy, membership attacks, distances, per-class rows) reads these logits.
+    from it (accuracy, membership attacks, distances, per-class rows, the feature probe)
+    reads these logits and features.
 
     Attributes:
         logits: ``(n, K)`` float64 logits of the rows read, on the CPU.
         labels: their labels.
         rows: which rows of the set were read, in reading order.
         estimate: the accuracy with its interval.
+        features: ``(n, d)`` float32 inputs of the head on those rows, on the CPU, when the
+            pass was asked to keep them (else ``None``).
     """
 
     logits: torch.Tensor
     labels: torch.Tensor
     rows: torch.Tensor
     estimate: Estimate
+    features: torch.Tensor | None = None
 
 
 def _logits(
-    model: nn.Module, dataset: Dataset[Any], rows: torch.Tensor, batch: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The logits and labels of ``rows``, written into one buffer each: a small result kept
-    per batch would pin the batch's freed memory in the C heap, and the resident set would
-    grow by about a batch's activations per batch (600 MB over Fashion-MNIST's D_r)."""
+    model: nn.Module,
+    dataset: Dataset[Any],
+    rows: torch.Tensor,
+    batch: int,
+    head: nn.Module | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The logits, labels and (with ``head``) the head's inputs of ``rows``, written into one
+    buffer each: a small result kept per batch would pin the batch's freed memory in the C
+    heap, and the resident set would grow by about a batch's activations per batch (600 MB
+    over Fashion-MNIST's D_r)."""
     device = model_device(model)
     labels = torch.empty(len(rows), dtype=torch.long)
     logits = torch.zeros((0, 0), dtype=torch.float64)
+    kept: list[torch.Tensor] = []  # the head's input of the batch being read
+    features = None if head is None else torch.zeros((0, 0))
     if len(rows) == 0:
-        return logits, labels
+        return logits, labels, features
+    hook = None if head is None else head.register_forward_hook(
+        lambda _m, i, _o: kept.append(i[0].detach().flatten(1))
+    )  # fmt: skip
     start = 0
-    with eval_mode(model), torch.inference_mode():
-        for x, y, *_ in iterate_batches(dataset, batch, order=rows, device=device):
-            out = model(x)
-            if not len(logits):
-                logits = torch.empty((len(rows), out.shape[1]), dtype=torch.float64)
-            logits[start : start + len(out)] = out.double().cpu()
-            labels[start : start + len(out)] = y.cpu()
-            start += len(out)
-    return logits, labels
+    try:
+        with eval_mode(model), torch.inference_mode():
+            for x, y, *_ in iterate_batches(dataset, batch, order=rows, device=device):
+                out = model(x)
+                if not len(logits):
+                    logits = torch.empty((len(rows), out.shape[1]), dtype=torch.float64)
+                logits[start : start + len(out)] = out.double().cpu()
+                labels[start : start + len(out)] = y.cpu()
+                if kept:
+                    if features is None or not len(features):
+                        features = torch.empty((len(rows), kept[-1].shape[1]))
+                    features[start : start + len(out)] = kept[-1].float().cpu()
+                    kept.clear()
+                start += len(out)
+    finally:
+        if hook is not None:
+            hook.remove()
+    return logits, labels, features
 
 
 def _hits(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -267,6 +292,7 @@ def read_set(
     seed: int = 0,
     full: bool = False,
     batch_size: int | None = None,
+    head: nn.Module | None = None,
 ) -> Readout:
     """The logits of ``model`` on a seeded sample of ``dataset`` just large enough for a
     ``confidence`` interval of about ±``margin`` on its accuracy (the whole set, in order,
@@ -286,6 +312,8 @@ def read_set(
         seed: seeds the sample.
         full: read every image.
         batch_size: inference batch (default: :func:`inference_batch_size`).
+        head: a layer of ``model`` (its head) whose inputs the readout keeps as
+            ``features``.
 
     Returns:
         The :class:`Readout` (an empty set: no rows, estimate value ``None``).
@@ -298,6 +326,8 @@ def read_set(
         (True, (2,))
     """
     total = len(dataset)  # type: ignore[arg-type]
+    if head is None:
+        model = inference_view(model)  # (a head belongs to the model it is given with)
     if total == 0:
         empty = torch.zeros(0, dtype=torch.long)
         return Readout(torch.zeros((0, 0), dtype=torch.float64), empty, empty,
@@ -305,24 +335,27 @@ def read_set(
     batch = batch_size or inference_batch_size(model_device(model))
     if full or total <= pilot:
         rows = torch.arange(total)
-        logits, labels = _logits(model, dataset, rows, batch)
+        logits, labels, features = _logits(model, dataset, rows, batch, head)
         value = _hits(logits, labels) / total
         return Readout(logits, labels, rows, Estimate(value, value, value, total, total,
-                                                      confidence))  # fmt: skip
+                                                      confidence), features)  # fmt: skip
     order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
-    logits, labels = _logits(model, dataset, order[:pilot], batch)
+    logits, labels, features = _logits(model, dataset, order[:pilot], batch, head)
     low, high = wilson(_hits(logits, labels), pilot, confidence=confidence)
     widest = min(max(0.5, low), high)  # the value in the pilot's interval closest to 0.5
     n = max(pilot, sample_size(total, widest, margin=margin, confidence=confidence))
     if 2 * n > total:  # most of the set: read it all, and the value is exact
         n = total
-    more, more_labels = _logits(model, dataset, order[pilot:n], batch)
+    more, more_labels, more_features = _logits(model, dataset, order[pilot:n], batch, head)
     if len(more):
         logits, labels = torch.cat([logits, more]), torch.cat([labels, more_labels])
+        if features is not None and more_features is not None:
+            features = torch.cat([features, more_features])
     hits = _hits(logits, labels)
     low, high = wilson(hits, n, total=total, confidence=confidence)
     rows = order[:n]
-    return Readout(logits, labels, rows, Estimate(hits / n, low, high, n, total, confidence))
+    estimate = Estimate(hits / n, low, high, n, total, confidence)
+    return Readout(logits, labels, rows, estimate, features)
 
 
 def estimate_accuracy(
@@ -369,7 +402,11 @@ def estimate_accuracy(
 
 
 def read_sets(
-    model: nn.Module, data: UnlearningData, settings: EvidenceSettings | None = None
+    model: nn.Module,
+    data: UnlearningData,
+    settings: EvidenceSettings | None = None,
+    *,
+    features: bool = False,
 ) -> dict[str, Readout]:
     """One pass of ``model`` over each of the four sets (``retain``, ``forget`` = the
     whole forgotten class, ``test_retain``, ``test_forget``), read as ``settings`` says:
@@ -381,6 +418,9 @@ def read_sets(
         model: the classifier (not modified).
         data: the class split.
         settings: how to read; ``None`` reads every image, in order.
+        features: keep the head's inputs of every row read (``Readout.features``, for
+            :func:`~boundary_unlearning.metrics.probe_forget_accuracy`); ``None`` there
+            when the model has no head :func:`~boundary_unlearning.heads.find_head` finds.
 
     Returns:
         Set name -> :class:`Readout`.
@@ -392,6 +432,13 @@ def read_sets(
         {'retain': 30, 'forget': 10, 'test_retain': 30, 'test_forget': 10}
     """
     settings = settings if settings is not None else EvidenceSettings(full=True)
+    model = inference_view(model)  # laid out once for the four sets
+    head = None
+    if features:
+        try:
+            head = find_head(model, data.num_classes)[1]
+        except ModelError:
+            head = None
     datasets: dict[str, Dataset[Any]] = {
         "retain": data.retain, "forget": data.forget_eval,
         "test_retain": data.test_retain, "test_forget": data.test_forget,
@@ -403,6 +450,6 @@ def read_sets(
         )
         out[key] = read_set(
             model, dataset, margin=settings.margin, confidence=settings.each,
-            seed=settings.seed, full=whole,
+            seed=settings.seed, full=whole, head=head,
         )  # fmt: skip
     return out

@@ -19,15 +19,18 @@ closed; ``depth`` is the smaller share.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
+from .._utils import inference_view
 from ..data.split import UnlearningData, dataset_labels
 from ..heads import head_inputs
 from ._logistic import LogisticProbe
+from .estimate import Readout
 
 __all__ = ["MIN_GAP", "depth_shares", "probe_forget_accuracy"]
 
@@ -51,6 +54,7 @@ def probe_forget_accuracy(
     max_eval: int = 2000,
     head: str | None = None,
     seed: int = 0,
+    readouts: Mapping[str, Readout] | None = None,
 ) -> float | None:
     """Few-shot linear probe: the share of the forgotten class's test images that a fresh
     classifier on the model's features recognises after seeing only ``forget_samples`` of
@@ -61,7 +65,9 @@ def probe_forget_accuracy(
     class-balanced, L2-regularised multinomial logistic regression (``C=1``: scikit-learn's
     objective and default tolerance, solved in torch by
     :class:`~boundary_unlearning.metrics._logistic.LogisticProbe`) is fitted on
-    ``retain_samples`` seeded images of D_r plus ``forget_samples`` images of each
+    ``retain_samples`` seeded images of D_r (the first of the seeded order in which
+    :func:`~boundary_unlearning.metrics.estimate.read_set` samples a set, so that a report's
+    sample of D_r holds them) plus ``forget_samples`` images of each
     forgotten class drawn from D_tf, and scored on the rest of D_tf (at most ``max_eval``
     images); the result is the mean over ``draws`` draws of those few images,
     as one draw of eight images varies by several points.
@@ -83,6 +89,10 @@ def probe_forget_accuracy(
         max_eval: the most D_tf images used (drawn once, seeded).
         head: the head's dotted name, or ``None`` to search.
         seed: which images are drawn.
+        readouts: the model's passes over ``retain`` and ``test_forget``
+            (:func:`~boundary_unlearning.metrics.estimate.read_sets` with ``features=True``):
+            the features of the images they read are taken from them instead of read again
+            (with ``head=None`` only; the same features up to rounding: the batches differ).
 
     Returns:
         The mean accuracy in [0, 1], or ``None`` when D_r is empty or a forgotten class has
@@ -105,20 +115,22 @@ def probe_forget_accuracy(
     by_class = [torch.nonzero(test_y[test_rows] == c).flatten() for c in data.forget_classes]
     if len(retain_y) == 0 or any(len(rows) <= forget_samples for rows in by_class):
         return None
-    retain_rows = _pick(len(retain_y), retain_samples, gen)
+    order = torch.randperm(len(retain_y), generator=torch.Generator().manual_seed(seed))
+    retain_rows = order[:retain_samples]
     k = data.num_classes
+    model = inference_view(model)
+    known = dict(readouts or {}) if head is None else {}
 
-    def features(dataset: Dataset[Any], rows: list[int]) -> torch.Tensor:
-        subset: Dataset[Any] = Subset(dataset, rows)
-        return head_inputs(model, subset, num_classes=k, head=head).double()
+    def features(key: str, dataset: Dataset[Any], rows: torch.Tensor) -> torch.Tensor:
+        return _features(model, dataset, rows, known.get(key), num_classes=k, head=head)
 
-    x_retain = features(data.retain, retain_rows)
+    x_retain = features("retain", data.retain, retain_rows)
     y_retain = retain_y[retain_rows]
-    x_test = features(data.test_forget, test_rows.tolist())
+    x_test = features("test_forget", data.test_forget, test_rows)
     y_test = test_y[test_rows]
     if not torch.isfinite(x_retain).all() or not torch.isfinite(x_test).all():
         return None
-    scores = []
+    scores, first = [], None
     for _ in range(draws):
         shown = torch.cat([rows[torch.randperm(len(rows), generator=gen)[:forget_samples]]
                            for rows in by_class])  # fmt: skip
@@ -128,10 +140,41 @@ def probe_forget_accuracy(
         y_fit = torch.cat([y_retain, y_test[shown]])
         mean, std = x_fit.mean(0), x_fit.std(0, correction=0)
         std[std < 1e-8] = 1.0
-        probe = LogisticProbe(c=1.0, max_iter=2000).fit((x_fit - mean) / std, y_fit)
+        probe = LogisticProbe(c=1.0, max_iter=2000).fit((x_fit - mean) / std, y_fit,
+                                                        start=first)  # fmt: skip
+        first = first or probe  # the draws differ in a few images: start from the first
         predicted = probe.predict((x_test[hidden] - mean) / std)
         scores.append(float((predicted == y_test[hidden]).double().mean()))
     return sum(scores) / len(scores)
+
+
+def _features(
+    model: nn.Module,
+    dataset: Dataset[Any],
+    rows: torch.Tensor,
+    read: Readout | None,
+    *,
+    num_classes: int,
+    head: str | None,
+) -> torch.Tensor:
+    """The head's inputs on ``rows`` of ``dataset`` (float64): those ``read`` holds taken
+    from it, the rest read now."""
+
+    def read_now(wanted: torch.Tensor) -> torch.Tensor:
+        subset: Dataset[Any] = Subset(dataset, wanted.tolist())
+        return head_inputs(model, subset, num_classes=num_classes, head=head).double()
+
+    if read is None or read.features is None or not len(read.rows):
+        return read_now(rows)
+    at = torch.full((len(dataset),), -1, dtype=torch.long)  # type: ignore[arg-type]
+    at[read.rows] = torch.arange(len(read.rows))
+    found = at[rows]
+    missing = found < 0
+    out = torch.empty((len(rows), read.features.shape[1]), dtype=torch.float64)
+    out[~missing] = read.features[found[~missing]].double()
+    if bool(missing.any()):
+        out[missing] = read_now(rows[missing])
+    return out
 
 
 def depth_shares(

@@ -11,6 +11,7 @@ retrained model's value beside every metric.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
+from .._utils import inference_view
 from ..data.split import UnlearningData
 from ..errors import ModelError
 from . import mia as _mia
@@ -282,17 +284,20 @@ class _Outputs:
     test_forget: Readout
 
 
-def _outputs(model: nn.Module, data: UnlearningData, evidence: EvidenceSettings | None) -> _Outputs:
-    return _Outputs(**read_sets(model, data, evidence))
+def _outputs(
+    model: nn.Module, data: UnlearningData, evidence: EvidenceSettings | None, *, features: bool
+) -> _Outputs:
+    return _Outputs(**read_sets(model, data, evidence, features=features))
 
 
 def _forget_logits(model: nn.Module, data: UnlearningData, read: Readout) -> torch.Tensor:
-    """Logits of a reference model on the D_f images ``read`` holds, in its order."""
+    """Logits of a reference model on the D_f images ``read`` holds, in its order (laid out
+    as read_sets lays a model out: a model compared with itself gives the same logits)."""
     dataset: Dataset[Any] = data.forget_eval
     total = len(dataset)  # type: ignore[arg-type]
     if len(read.rows) != total or not torch.equal(read.rows, torch.arange(total)):
         dataset = Subset(dataset, read.rows.tolist())  # a sample, or the set in its order
-    return predict_logits(model, dataset).double().cpu()
+    return predict_logits(inference_view(model), dataset).double().cpu()
 
 
 def _acc(read: Readout) -> float | None:
@@ -326,6 +331,7 @@ def depth_evidence(
     seed: int = 0,
     relearn: bool = True,
     probe: bool = True,
+    readouts: Mapping[str, Readout] | None = None,
 ) -> dict[str, Any]:
     """The two measurements below the head, as the reports hold them: ``relearn_steps``
     (:func:`~boundary_unlearning.metrics.relearn_steps`) and ``probe_forget_acc``
@@ -338,6 +344,7 @@ def depth_evidence(
         seed: seeds both.
         relearn: measure relearn steps (else ``None``).
         probe: fit the probe (else ``None``).
+        readouts: the model's pass over the four sets, with the features the probe reuses.
 
     Returns:
         ``{"relearn_steps": int | None, "probe_forget_acc": float | None}``.
@@ -348,12 +355,10 @@ def depth_evidence(
         >>> depth_evidence(net, data, probe=False)  # an untrained net: the class is far off
         {'relearn_steps': 32, 'probe_forget_acc': None}
     """
-    score = None
-    if probe:
-        try:
-            score = probe_forget_accuracy(model, data, seed=seed)
-        except ModelError:
-            score = None
+    try:
+        score = probe_forget_accuracy(model, data, seed=seed, readouts=readouts) if probe else None
+    except ModelError:  # no head to probe
+        score = None
     return {
         "relearn_steps": relearn_steps(model, data, seed=seed) if relearn else None,
         "probe_forget_acc": score,
@@ -450,7 +455,7 @@ def compute_metrics(
         >>> metrics["mia"]["loss_lr"], metrics["zrf"], metrics["relearn_steps"]
         (0.5, None, None)
     """
-    out = _outputs(model, data, evidence)
+    out = _outputs(model, data, evidence, features=probe)
     y_r, y_f = out.retain.labels, out.forget.labels
     y_tr, y_tf = out.test_retain.labels, out.test_forget.labels
     p_r, p_f = out.retain.logits.softmax(1), out.forget.logits.softmax(1)
@@ -479,7 +484,8 @@ def compute_metrics(
     if random_model is not None:
         r_f = _forget_logits(random_model, data, out.forget).softmax(1)
         values["zrf"] = _clean(zrf_score(p_f, r_f))
-    values.update(depth_evidence(model, data, seed=seed, relearn=relearn, probe=probe))
+    values.update(depth_evidence(model, data, seed=seed, relearn=relearn, probe=probe,
+                                 readouts=vars(out)))  # fmt: skip
     entry = _nested(values)
     if evidence is not None:
         read = {k: getattr(out, k).estimate for k in ("retain", "forget", "test_retain",
