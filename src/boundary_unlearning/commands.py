@@ -35,6 +35,7 @@ from .checkpoint import (
 from .config import ExperimentConfig, input_normalization, resolve_device
 from .data import DatasetInfo, UnlearningData
 from .data.datasets import dataset_key
+from .data.streaming import release_free_memory
 from .deletions import earlier_classes, legacy_entries, new_classes, request_entry
 from .distributed import is_main_process
 from .errors import CheckpointError, DataError, OutputError
@@ -165,6 +166,7 @@ def unlearn_checkpoint(
     if get_method(method).cost == "record" and "record" not in hparams:
         hparams["record"] = str(record_path(checkpoint))  # the record saved beside it
     unlearned, seconds = timed_unlearn(method, net, data, hparams, progress=config.progress)
+    release_free_memory()  # the method's freed heap: evaluating on top of it raised the peak
     report = _unlearn_report(
         method, config, info, data, (net, unlearned), seconds, hparams,
         evidence=EvidenceSettings(full=full_eval, seed=config.seed),
