@@ -482,3 +482,23 @@ def test_the_probe_reuses_the_features_of_the_accuracy_pass() -> None:
         alone = probe_forget_accuracy(net, data, retain_samples=size)
         shared = probe_forget_accuracy(net, data, retain_samples=size, readouts=read)
         assert alone is not None and shared == pytest.approx(alone, abs=0.01)
+
+
+def test_a_pass_keeps_no_features_when_the_head_it_found_did_not_run() -> None:
+    from boundary_unlearning import class_split
+    from boundary_unlearning.metrics.estimate import read_sets
+
+    class Detour(nn.Module):  # its last 4-output Linear (the head found) is never called
+        def __init__(self) -> None:
+            super().__init__()
+            self.used = nn.Sequential(nn.Flatten(), nn.Linear(64, 4))
+            self.spare = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out: torch.Tensor = self.used(x)
+            return out
+
+    data = class_split(make_blobs(20, seed=1), make_blobs(10, seed=2), forget_classes=[1])
+    read = read_sets(Detour(), data, features=True)
+    assert all(r.features is None for r in read.values())
+    assert read["retain"].estimate.n == len(data.retain)  # type: ignore[arg-type]

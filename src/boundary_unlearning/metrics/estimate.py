@@ -251,13 +251,13 @@ def _logits(
     labels = torch.empty(len(rows), dtype=torch.long)
     logits = torch.zeros((0, 0), dtype=torch.float64)
     kept: list[torch.Tensor] = []  # the head's input of the batch being read
-    features = None if head is None else torch.zeros((0, 0))
+    features = None
     if len(rows) == 0:
-        return logits, labels, features
+        return logits, labels, None if head is None else torch.zeros((0, 0))
     hook = None if head is None else head.register_forward_hook(
         lambda _m, i, _o: kept.append(i[0].detach().flatten(1))
     )  # fmt: skip
-    start = 0
+    start = filled = 0
     try:
         with eval_mode(model), torch.inference_mode():
             for x, y, *_ in iterate_batches(dataset, batch, order=rows, device=device):
@@ -267,15 +267,16 @@ def _logits(
                 logits[start : start + len(out)] = out.double().cpu()
                 labels[start : start + len(out)] = y.cpu()
                 if kept:
-                    if features is None or not len(features):
+                    if features is None:
                         features = torch.empty((len(rows), kept[-1].shape[1]))
                     features[start : start + len(out)] = kept[-1].float().cpu()
+                    filled += len(out)
                     kept.clear()
                 start += len(out)
     finally:
         if hook is not None:
             hook.remove()
-    return logits, labels, features
+    return logits, labels, features if filled == len(rows) else None
 
 
 def _hits(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -336,6 +337,8 @@ def read_set(
     if full or total <= pilot:
         rows = torch.arange(total)
         logits, labels, features = _logits(model, dataset, rows, batch, head)
+        if features is not None and len(features) != total:
+            features = None  # the head was not run on every batch
         value = _hits(logits, labels) / total
         return Readout(logits, labels, rows, Estimate(value, value, value, total, total,
                                                       confidence), features)  # fmt: skip
@@ -354,6 +357,8 @@ def read_set(
     hits = _hits(logits, labels)
     low, high = wilson(hits, n, total=total, confidence=confidence)
     rows = order[:n]
+    if features is not None and len(features) != n:
+        features = None  # the head was not run on every batch: no features rather than some
     estimate = Estimate(hits / n, low, high, n, total, confidence)
     return Readout(logits, labels, rows, estimate, features)
 
