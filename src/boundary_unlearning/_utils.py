@@ -143,12 +143,19 @@ def channels_last_(model: nn.Module) -> bool:
         >>> channels_last_(nn.Linear(2, 2))
         False
     """
-    tensors = [*model.parameters(), *model.buffers()]
-    dims = {t.dim() for t in tensors}
-    if 4 not in dims or 5 in dims or any(t.device.type != "cpu" for t in tensors):
+    if not _four_d_on_cpu(model):
         return False
     model.to(memory_format=torch.channels_last)
     return True
+
+
+def _four_d_on_cpu(model: nn.Module) -> list[torch.Tensor]:
+    """The 4-D weights and buffers of a model that lives on the CPU and has no 5-D ones
+    (what :func:`channels_last_` converts); empty otherwise."""
+    tensors = [*model.parameters(), *model.buffers()]
+    if any(t.dim() == 5 or t.device.type != "cpu" for t in tensors):
+        return []
+    return [t for t in tensors if t.dim() == 4]
 
 
 def inference_view(model: nn.Module) -> nn.Module:
@@ -168,14 +175,12 @@ def inference_view(model: nn.Module) -> nn.Module:
         >>> view is net, inference_view(view) is view, net[0].weight.is_contiguous()
         (False, True, True)
     """
-    tensors = [*model.parameters(), *model.buffers()]
-    four = [t for t in tensors if t.dim() == 4]
-    if not four or any(t.device.type != "cpu" for t in tensors):
-        return model
-    if all(t.is_contiguous(memory_format=torch.channels_last) for t in four):
-        return model  # laid out already (a view, or a copy converted by its owner)
+    four = _four_d_on_cpu(model)
+    if not four or all(t.is_contiguous(memory_format=torch.channels_last) for t in four):
+        return model  # nothing to convert, or laid out already (a view, or an owner's copy)
     view = copy.deepcopy(model)
-    return view if channels_last_(view) else model
+    channels_last_(view)
+    return view
 
 
 def _umask() -> int:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset, TensorDataset
 
-from ._utils import atomic_write_json
+from ._utils import atomic_write_json, inference_view
 from .data import UnlearningData
 from .metrics import class_evidence, depth_evidence
 from .metrics.estimate import SETS, EvidenceSettings, read_sets
@@ -72,13 +72,14 @@ def evidence_entry(
         >>> sorted(entry["acc_samples"].items())[0]
         ('forget', 10)
     """
-    readouts = read_sets(model, data, settings, features=True)  # the probe reads them too
+    view = inference_view(model)  # one copy laid out for the CPU, for the passes below
+    readouts = read_sets(view, data, settings, features=True)  # the probe reads them too
     found = {k: r.estimate for k, r in readouts.items()}
     return {
         "acc": {k: e.value for k, e in found.items()},
         "acc_interval": {k: e.as_dict()["interval"] for k, e in found.items()},
         "acc_samples": {k: e.n for k, e in found.items()},
-        **depth_evidence(model, data, seed=seed, readouts=readouts),
+        **depth_evidence(view, data, seed=seed, readouts=readouts),
         "per_class": class_evidence(model, data, readouts=readouts),
     }
 

@@ -291,8 +291,7 @@ def _outputs(
 
 
 def _forget_logits(model: nn.Module, data: UnlearningData, read: Readout) -> torch.Tensor:
-    """Logits of a reference model on the D_f images ``read`` holds, in its order (laid out
-    as read_sets lays a model out: a model compared with itself gives the same logits)."""
+    """A reference's logits on ``read``'s D_f rows, laid out as read_sets lays one out."""
     dataset: Dataset[Any] = data.forget_eval
     total = len(dataset)  # type: ignore[arg-type]
     if len(read.rows) != total or not torch.equal(read.rows, torch.arange(total)):
@@ -455,7 +454,8 @@ def compute_metrics(
         >>> metrics["mia"]["loss_lr"], metrics["zrf"], metrics["relearn_steps"]
         (0.5, None, None)
     """
-    out = _outputs(model, data, evidence, features=probe)
+    view = inference_view(model)  # one copy laid out for the CPU, for the passes below
+    out = _outputs(view, data, evidence, features=probe)
     y_r, y_f = out.retain.labels, out.forget.labels
     y_tr, y_tf = out.test_retain.labels, out.test_forget.labels
     p_r, p_f = out.retain.logits.softmax(1), out.forget.logits.softmax(1)
@@ -484,7 +484,7 @@ def compute_metrics(
     if random_model is not None:
         r_f = _forget_logits(random_model, data, out.forget).softmax(1)
         values["zrf"] = _clean(zrf_score(p_f, r_f))
-    values.update(depth_evidence(model, data, seed=seed, relearn=relearn, probe=probe,
+    values.update(depth_evidence(view, data, seed=seed, relearn=relearn, probe=probe,
                                  readouts=vars(out)))  # fmt: skip
     entry = _nested(values)
     if evidence is not None:
