@@ -75,17 +75,31 @@ class RetainPool:
             centroids[c] = self.features[self.labels == c].mean(0)
         return centroids
 
-    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """A seeded random batch (with replacement): inputs, labels and original features, on
-        the original's device.
+    def draw(self, size: int) -> torch.Tensor:
+        """The pool's rows of a seeded random batch (with replacement).
 
         Args:
             size: images in the batch.
 
         Returns:
+            ``(size,)`` row numbers.
+        """
+        return torch.randint(len(self.labels), (size,), generator=self.generator)
+
+    def batch(
+        self, size: int, *, rows: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A seeded random batch (with replacement): inputs, labels and original features, on
+        the original's device.
+
+        Args:
+            size: images in the batch.
+            rows: the pool's rows to take (from :meth:`draw`), instead of drawing ``size``.
+
+        Returns:
             ``(x, y, features)``.
         """
-        idx = torch.randint(len(self.labels), (size,), generator=self.generator)
+        idx = self.draw(size) if rows is None else rows
         if isinstance(self.inputs, torch.Tensor):
             x = self.inputs[idx]
         else:

@@ -50,6 +50,7 @@ from ._feature_data import (
     _watched,
     _way_to_go,
 )
+from ._replay import FrozenPrefix
 from ._stats import ForgettingWarning
 
 __all__ = [
@@ -260,11 +261,13 @@ def _run_stage(
     start = {name: t.detach().clone() for name, t in model.state_dict().items()}
     for attempt in range(LR_HALVINGS + 1):
         pool.generator.manual_seed(recipe.seed + 1)  # every attempt draws the same batches
-        loss_fn = _FeatureLoss(model, pool, centroids, spread, recipe, head, watched)
+        replay = _replay(trained, pool, recipe)
+        loss_fn = _FeatureLoss(model, pool, centroids, spread, recipe, head, watched, replay)
         stop = _stage_rule(recipe, loss_fn, x, y, k)
+        rows = torch.arange(len(new_labels))  # names each forget image for the replay
         try:
             fit(
-                model, with_columns(trained, new_labels), loss_fn, recipe=recipe.stage(),
+                model, with_columns(trained, new_labels, rows), loss_fn, recipe=recipe.stage(),
                 options=options, stop=stop, desc=f"{desc} (features)", shard=False,
             )  # fmt: skip
             undone = _undo_a_collapse(model, before, loss_fn, desc)
@@ -281,6 +284,19 @@ def _run_stage(
         finally:
             loss_fn.close()
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _replay(
+    trained: torch.Tensor | Dataset[Any], pool: RetainPool, recipe: FeatureRecipe
+) -> FrozenPrefix | None:
+    """The stage's replay of its frozen layers (:mod:`._replay`), when every image it reads
+    is a fixed tensor (a dataset may transform an image differently each time it is read).
+    The forget images' values are kept only when the stage may come back to them (fewer
+    images than its steps take)."""
+    if not isinstance(trained, torch.Tensor) or not isinstance(pool.inputs, torch.Tensor):
+        return None
+    again = len(trained) < recipe.feature_steps * recipe.feature_batch_size
+    return FrozenPrefix(keep=lambda key: again or key[0] != "forget")  # type: ignore[index]
 
 
 def _stage_rule(
@@ -359,14 +375,16 @@ def reset_rows(head: nn.Linear, classes: Sequence[int], *, seed: int) -> None:
 
 
 class _HeadInput:
-    """Keeps the input of ``head`` from the latest forward pass."""
+    """Keeps the input of ``head`` from the first forward pass since it was last taken (the
+    step's own pass: the replay's checks of its first step come after it)."""
 
     def __init__(self, head: nn.Module) -> None:
         self.value: torch.Tensor | None = None
         self._hook = head.register_forward_hook(self._keep)
 
     def _keep(self, _module: nn.Module, inputs: tuple[torch.Tensor, ...], _out: Any) -> None:
-        self.value = inputs[0].flatten(1)
+        if self.value is None:
+            self.value = inputs[0].flatten(1)
 
     def take(self, desc: str) -> torch.Tensor:
         value, self.value = self.value, None
@@ -392,8 +410,9 @@ class _FeatureLoss:
         recipe: FeatureRecipe,
         head: str | None,
         watched: tuple[torch.Tensor, torch.Tensor] | None = None,
+        replay: FrozenPrefix | None = None,
     ) -> None:
-        self.pool, self.spread, self.watched = pool, spread, watched
+        self.pool, self.spread, self.watched, self.replay = pool, spread, watched, replay
         self.centroids = centroids.to(model_device(model))
         self.weights = (recipe.feature_weight, recipe.retain_weight)
         self.batch_size = recipe.retain_batch_size
@@ -404,13 +423,20 @@ class _FeatureLoss:
 
     def __call__(self, net: nn.Module, batch: Batch) -> torch.Tensor:
         x, labels = batch[0], batch[1]
-        x_r, y_r, kept = self.pool.batch(self.batch_size)
+        pooled = self.pool.draw(self.batch_size)
+        x_r, y_r, kept = self.pool.batch(self.batch_size, rows=pooled)
         n = len(x)  # one forward pass over both batches, the forget rows first (the
         # stopping rule reads the first rows of the step's first forward pass)
         parts = [x, x_r.to(dtype=x.dtype)]
         if self.watched is not None:  # read in the same pass; no loss on them
             parts.append(self.watched[0].to(dtype=x.dtype))
-        out = net(torch.cat(parts))
+        if self.replay is None or len(batch) < 3:
+            out = net(torch.cat(parts))
+        else:  # each image named for the replay of the frozen layers
+            keys = [("forget", i) for i in batch[2].tolist()]
+            keys += [("pool", i) for i in pooled.tolist()]
+            keys += [("watched", i) for i in range(len(parts[2]) if len(parts) > 2 else 0)]
+            out = self.replay.forward(net, torch.cat(parts), keys)
         feats = self.new.take("feature stage")
         m = n + len(x_r)
         pull = ((feats[:n] - self.centroids[labels]) ** 2).sum(1).mean()
