@@ -143,6 +143,22 @@ class CalledTwice(nn.Module):
         return out
 
 
+class DropsBlocks(nn.Module):
+    """Stochastic depth (torchvision's EfficientNet): a random draw inside a module that is
+    neither a Dropout nor a BatchNorm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.head = nn.Linear(4, 8).requires_grad_(False), nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stem(x)
+        if self.training:
+            h = h * torch.empty(len(h), 1).bernoulli_(0.9)
+        out: torch.Tensor = self.head(h)
+        return out
+
+
 def _noisy() -> nn.Module:
     net = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 3))
     net[0].requires_grad_(False)
@@ -156,7 +172,9 @@ def _batch_statistics() -> nn.Module:
     return net
 
 
-@pytest.mark.parametrize("build", [MadeOutside, CalledTwice, _noisy, _batch_statistics])
+@pytest.mark.parametrize(
+    "build", [MadeOutside, CalledTwice, DropsBlocks, _noisy, _batch_statistics]
+)
 def test_the_replay_stays_off_where_it_cannot_be_exact(build: type[nn.Module]) -> None:
     torch.manual_seed(0)
     net = build().train()

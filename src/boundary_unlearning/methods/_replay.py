@@ -10,8 +10,8 @@ pass, the module calls that finish before the first trained parameter is read (t
 cut's values per image and, in later steps, makes those calls return the kept values instead
 of computing them. The pass that follows is the same computation, so the stage trains the
 same way; the first step checks this against a normal forward pass, and the replay stays off
-wherever it cannot be exact: a stochastic or batch-dependent layer in the prefix (Dropout, a
-BatchNorm in train mode), a module called twice, a cut value that is not one tensor per
+wherever it cannot be exact: a stochastic or batch-dependent layer in the prefix (Dropout,
+stochastic depth or any other random draw, a BatchNorm in train mode), a module called twice, a cut value that is not one tensor per
 image, or a value the rest of the pass reads that the prefix computed outside a module.
 """
 
@@ -45,15 +45,37 @@ class _Call:
         self.output: Any = None
 
 
+# Operations that draw random numbers (torchvision's stochastic depth calls ``bernoulli_``):
+# the prefix's output would not be a function of the image alone.
+_RANDOM = frozenset({
+    "bernoulli", "bernoulli_", "rand", "rand_like", "randn", "randn_like", "randint",
+    "randint_like", "randperm", "normal", "normal_", "uniform_", "multinomial", "exponential_",
+    "geometric_", "cauchy_", "log_normal_", "random_", "poisson", "rrelu", "rrelu_",
+})  # fmt: skip
+
+
+def _draws_at_random(func: Callable[..., Any], args: Any, kwargs: dict[str, Any]) -> bool:
+    """Whether ``func(*args, **kwargs)`` draws random numbers (a dropout only when training
+    with p > 0)."""
+    name = getattr(func, "__name__", "")
+    if "dropout" in name:
+        p = kwargs.get("p", args[1] if len(args) > 1 else 0.5)
+        training = kwargs.get("training", kwargs.get("train", args[2] if len(args) > 2 else True))
+        return bool(training) and not (isinstance(p, (int, float)) and p == 0)
+    return name in _RANDOM
+
+
 class _Recorder(TorchFunctionMode):
     """Counts the torch operations of a forward pass and notes the first one that reads a
     tensor requiring a gradient (a trained parameter: the end of the prefix), the ids of the
-    tensors made before it and of those read from it on."""
+    tensors made before it and of those read from it on, and whether the prefix drew random
+    numbers."""
 
     def __init__(self) -> None:
         super().__init__()
         self.clock = 0
         self.trigger: int | None = None
+        self.random = False
         self.made: set[int] = set()
         self.read_after: set[int] = set()
         self.alive: list[torch.Tensor] = []  # keeps ids from being reused during the pass
@@ -67,6 +89,8 @@ class _Recorder(TorchFunctionMode):
             self.trigger = self.clock
         if self.trigger is not None:
             self.read_after.update(id(t) for t in tensors)
+        elif _draws_at_random(func, args, kwargs):
+            self.random = True
         out = func(*args, **kwargs)
         if self.trigger is None:
             for t in tree_flatten(out)[0]:
@@ -113,8 +137,8 @@ def _plan(net: nn.Module, sample: torch.Tensor) -> _Plan | None:
         for hook in hooks:
             hook.remove()
     trigger = recorder.trigger
-    if trigger is None:
-        return None
+    if trigger is None or recorder.random:
+        return None  # nothing frozen, or noise below the cut
 
     def before(call: _Call | None) -> bool:
         return call is not None and call.end <= trigger
