@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -35,7 +36,7 @@ from torch.utils.data import Dataset
 from .._utils import model_device
 from ..checks import AtLeastOne, Growth, NonNegative, Positive, UnitFraction
 from ..data.split import UnlearningData
-from ..data.streaming import inputs_and_labels, with_columns
+from ..data.streaming import inputs_and_labels, tensor_backed, with_columns
 from ..errors import DivergenceError, ModelError
 from ..heads import find_head, frozen_below
 from ..recipe import ForgetRecipe, Recipe, RunOptions
@@ -290,12 +291,17 @@ def _replay(
     trained: torch.Tensor | Dataset[Any], pool: RetainPool, recipe: FeatureRecipe
 ) -> FrozenPrefix | None:
     """The stage's replay of its frozen layers (:mod:`._replay`), when every image it reads
-    is a fixed tensor (a dataset may transform an image differently each time it is read).
-    The forget images' values are kept only when the stage may come back to them (fewer
-    images than its steps take)."""
-    if not isinstance(trained, torch.Tensor) or not isinstance(pool.inputs, torch.Tensor):
+    is held as a tensor, in memory or as stored pixel bytes read batch by batch (another
+    dataset may transform an image differently each time it is read). The forget images'
+    values are kept only when the stage may come back to them (fewer images than its steps
+    take)."""
+
+    def fixed(images: torch.Tensor | Dataset[Any]) -> bool:
+        return isinstance(images, torch.Tensor) or tensor_backed(images, budget=sys.maxsize)
+
+    if not fixed(trained) or not fixed(pool.inputs):
         return None
-    again = len(trained) < recipe.feature_steps * recipe.feature_batch_size
+    again = len(trained) < recipe.feature_steps * recipe.feature_batch_size  # type: ignore[arg-type]
     return FrozenPrefix(keep=lambda key: again or key[0] != "forget")  # type: ignore[index]
 
 
