@@ -614,6 +614,7 @@ def add_depth_shares(rows: list[Row]) -> None:
         if row.depth and row.name not in ("original", "retrain"):
             shares = depth_shares(row.depth, original, retrain)
             row.depth["depth"] = shares.pop("depth")
+            row.depth["depth_probe_se"] = shares.pop("probe_forget_acc_se")
             row.depth["depth_shares"] = shares  # beside the raw values, not over them
 
 
@@ -622,6 +623,8 @@ def _depth_cells(row: Row) -> str:
     relearn = "" if d.get("relearn_steps") is None else str(d["relearn_steps"])
     probe = "" if d.get("probe_forget_acc") is None else f"{100 * d['probe_forget_acc']:.1f}"
     depth = "" if d.get("depth") is None else f"{d['depth']:.2f}"
+    if depth and d.get("depth_probe_se") is not None:  # the probe share's standard error
+        depth += f" ±{d['depth_probe_se']:.2f}"
     return f"{relearn} | {probe} | {depth}"
 
 

@@ -308,6 +308,8 @@ def run_cell(
         "retrain_test_retain": refs["retrain"]["test_retain"],
         "depth": shares["depth"],
         "depth_shares": {k: v for k, v in shares.items() if k != "depth"},
+        # the probe share's standard error over the probe's draws (close to 0.5: undecided)
+        "depth_probe_se": shares["probe_forget_acc_se"],
         "verdict": judged,
         "hyperparameters": hparams,
     }
@@ -333,7 +335,7 @@ def _pct(value: Any) -> str:
 def format_table(cells: list[dict[str, Any]]) -> str:
     head = (
         f"{'setting':<14} {'method':<19} {'D_f':>6} {'D_tf':>6} {'D_tr':>14} {'drop':>6} "
-        f"{'relearn':>11} {'probe o/r/m':>20} {'depth':>5} {'verdict':>19} {'steps':>5} "
+        f"{'relearn':>11} {'probe o/r/m':>20} {'depth':>5} {'±':>5} {'verdict':>19} {'steps':>5} "
         f"{'s':>6} {'x':>6}  target"
     )
     lines = [head, "-" * len(head)]
@@ -345,6 +347,8 @@ def format_table(cells: list[dict[str, Any]]) -> str:
             f"{_pct(c['probe_forget_acc'])}"
         )
         depth = "    —" if c["depth"] is None else f"{c['depth']:5.2f}"
+        se = c.get("depth_probe_se")
+        depth += "     —" if se is None else f" {se:5.2f}"
         target = {True: "met", False: "MISSED", None: "(baseline)"}[c["meets_target"]]
         speed = "     —" if c["speedup"] is None else f"{c['speedup']:5.1f}x"
         lines.append(

@@ -348,20 +348,55 @@ def test_the_probe_imports_no_scikit_learn() -> None:
     assert not imported_after(code, "sklearn")
 
 
+def test_the_probe_s_standard_error_comes_from_its_draws(
+    tiny_model: nn.Module, tiny_data: UnlearningData
+) -> None:
+    from boundary_unlearning.metrics import (
+        depth_evidence,
+        depth_shares,
+        probe_forget_accuracy,
+        probe_forget_draws,
+        standard_error,
+    )
+
+    scores = probe_forget_draws(tiny_model, tiny_data, retain_samples=60, draws=4)
+    assert scores is not None and len(scores) == 4
+    mean = probe_forget_accuracy(tiny_model, tiny_data, retain_samples=60, draws=4)
+    assert mean == pytest.approx(sum(scores) / 4)
+    evidence = depth_evidence(tiny_model, tiny_data, relearn=False)
+    five = probe_forget_draws(tiny_model, tiny_data)
+    assert evidence["probe_forget_acc_se"] == pytest.approx(standard_error(five))
+    assert evidence["probe_forget_acc"] == pytest.approx(sum(five) / 5)  # type: ignore[arg-type]
+    # the share's error: first-order propagation of the three models' errors
+    o, r, m = 0.9, 0.6, 0.75  # share (0.9 - 0.75) / 0.3 = 0.5
+    shares = depth_shares(
+        {"probe_forget_acc": m, "probe_forget_acc_se": 0.03},
+        {"probe_forget_acc": o, "probe_forget_acc_se": 0.02},
+        {"probe_forget_acc": r, "probe_forget_acc_se": 0.04},
+    )
+    want = (0.03**2 + (0.5 * 0.02) ** 2 + (0.5 * 0.04) ** 2) ** 0.5 / 0.3
+    assert shares["probe_forget_acc"] == pytest.approx(0.5)
+    assert shares["probe_forget_acc_se"] == pytest.approx(want)
+
+
 def test_depth_shares_cap_and_ignore_a_gap_too_small_to_measure() -> None:
     from boundary_unlearning.metrics import depth_shares
 
     original = {"relearn_steps": 0, "probe_forget_acc": 0.9}
     retrained = {"relearn_steps": 20, "probe_forget_acc": 0.6}
     deeper = depth_shares({"relearn_steps": 40, "probe_forget_acc": 0.3}, original, retrained)
-    assert deeper == {"relearn_steps": 1.0, "probe_forget_acc": 1.0, "depth": 1.0}
+    assert deeper == {
+        "relearn_steps": 1.0, "probe_forget_acc": 1.0, "depth": 1.0, "probe_forget_acc_se": None
+    }  # fmt: skip
     worse = depth_shares({"relearn_steps": 0, "probe_forget_acc": 0.95}, original, retrained)
     assert worse["depth"] == 0.0
     half = depth_shares({"relearn_steps": 10, "probe_forget_acc": 0.9}, original, retrained)
     assert half["relearn_steps"] == 0.5 and half["depth"] == 0.0  # the smaller share counts
     close = {"relearn_steps": 2, "probe_forget_acc": 0.88}  # gaps of 2 steps and 2 points
     only = depth_shares({"relearn_steps": 10, "probe_forget_acc": 0.6}, original, close)
-    assert only == {"relearn_steps": None, "probe_forget_acc": None, "depth": None}
+    assert only == {
+        "relearn_steps": None, "probe_forget_acc": None, "depth": None, "probe_forget_acc_se": None
+    }  # fmt: skip
     missing = depth_shares({"relearn_steps": 15}, original, retrained)
     assert missing["probe_forget_acc"] is None and missing["depth"] == 0.75
 

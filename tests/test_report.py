@@ -95,6 +95,36 @@ def test_a_method_that_only_hid_the_class_is_told_so_and_how_to_go_deeper() -> N
     assert "8.0×" in md  # it did leave the outputs: the speed-up stays
 
 
+SE = "probe_forget_acc_se"
+
+
+@pytest.mark.parametrize(
+    ("depth", "shares", "close"),
+    [
+        (0.52, {"relearn_steps": 0.9, "probe_forget_acc": 0.52, SE: 0.15}, True),
+        (0.44, {"relearn_steps": 0.9, "probe_forget_acc": 0.44, SE: 0.05}, True),
+        (0.9, {"relearn_steps": 0.95, "probe_forget_acc": 0.9, SE: 0.15}, False),
+        (0.52, {"relearn_steps": 0.52, "probe_forget_acc": 0.8, SE: 0.15}, False),
+        (0.52, {"relearn_steps": 0.9, "probe_forget_acc": 0.52}, False),
+    ],
+)
+def test_a_verdict_within_the_probe_s_noise_is_called_close(
+    depth: float, shares: dict[str, float], close: bool
+) -> None:
+    # close: the depth is the probe's share and 0.5 lies within two of its standard errors;
+    # not when it is far, when relearn steps set the depth, or without a standard error
+    report = single_seed_report()
+    entry = report["results"]["boundary_shrink"]
+    entry["acc"] = {"retain": 1.0, "forget": 0.0, "test_retain": 0.97, "test_forget": 0.0}
+    entry["depth"], entry["depth_shares"] = depth, shares
+    md = format_markdown(report)
+    assert ("boundary_shrink's verdict is a close call" in md) is close
+    assert ("| Verdict ≈R | — | — | forgot |" in md) is (depth >= 0.5)  # the verdict stays
+    if close:
+        se = shares[SE]
+        assert f"whose standard error over the probe's draws of a few images is {se:.2f}" in md
+
+
 def test_without_depth_the_verdict_claims_only_the_outputs() -> None:
     report = single_seed_report()
     report["results"]["boundary_shrink"]["acc"]["forget"] = 0.0

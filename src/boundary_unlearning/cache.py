@@ -51,8 +51,8 @@ __all__ = [
 
 
 RECIPE_VERSION = 1  # bump when the training loop changes what a cached checkpoint holds
-STAGE_VERSION = 2  # bump when what a saved stage of a run holds changes (2: the probe's
-# retained images changed, so a resumed run does not mix two probes)
+STAGE_VERSION = 3  # bump when what a saved stage of a run holds changes (2: the probe's
+# retained images changed, so a resumed run does not mix two probes; 3: its standard error)
 RANDOM_MODEL_SEED_OFFSET = 10_000  # the ZRF reference is initialised with seed + this
 
 

@@ -40,7 +40,7 @@ __all__ = [
     "state_sha256",
 ]
 
-EVIDENCE_VERSION = 3  # bump when what an entry holds or how it is computed changes
+EVIDENCE_VERSION = 4  # bump when what an entry holds or how it is computed changes
 # (3: the probe's retained images are the first of the seeded order D_r is sampled in)
 
 

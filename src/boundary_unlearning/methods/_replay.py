@@ -11,8 +11,9 @@ cut's values per image and, in later steps, makes those calls return the kept va
 of computing them. The pass that follows is the same computation, so the stage trains the
 same way; the first step checks this against a normal forward pass, and the replay stays off
 wherever it cannot be exact: a stochastic or batch-dependent layer in the prefix (Dropout,
-stochastic depth or any other random draw, a BatchNorm in train mode), a module called twice, a cut value that is not one tensor per
-image, or a value the rest of the pass reads that the prefix computed outside a module.
+stochastic depth or any other random draw, a BatchNorm in train mode), a module called
+twice, a cut value that is not one tensor per image, or a value the rest of the pass reads
+that the prefix computed outside a module.
 """
 
 from __future__ import annotations

@@ -9,9 +9,15 @@ from .distances import activation_distance, entropy, js_divergence, zrf_score
 from .estimate import Estimate, estimate_accuracy
 from .forgotten import class_evidence, class_holds
 from .mia import confidence_svc, entropy_attack, loss_lr, paper_asr, ulira
-from .probe import depth_shares, probe_forget_accuracy
+from .probe import (
+    depth_evidence,
+    depth_shares,
+    probe_forget_accuracy,
+    probe_forget_draws,
+    standard_error,
+)
 from .relearn import relearn_steps
-from .suite import METRICS, Metric, compute_metrics, depth_evidence
+from .suite import METRICS, Metric, compute_metrics
 
 __all__ = [
     "METRICS",
@@ -34,7 +40,9 @@ __all__ = [
     "paper_asr",
     "predict_logits",
     "probe_forget_accuracy",
+    "probe_forget_draws",
     "relearn_steps",
+    "standard_error",
     "ulira",
     "zrf_score",
 ]

@@ -19,7 +19,7 @@ closed; ``depth`` is the smaller share.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -28,11 +28,20 @@ from torch.utils.data import Dataset, Subset
 
 from .._utils import inference_view
 from ..data.split import UnlearningData, dataset_labels
+from ..errors import ModelError
 from ..heads import head_inputs
 from ._logistic import LogisticProbe
 from .estimate import Readout
+from .relearn import relearn_steps
 
-__all__ = ["MIN_GAP", "depth_shares", "probe_forget_accuracy"]
+__all__ = [
+    "MIN_GAP",
+    "depth_evidence",
+    "depth_shares",
+    "probe_forget_accuracy",
+    "probe_forget_draws",
+    "standard_error",
+]
 
 # The smallest original-to-retrained gap a depth metric must show to count: below it the
 # share a method closed is noise (a relearn count moves by a step or two between seeds; the
@@ -108,6 +117,40 @@ def probe_forget_accuracy(
         >>> 0.0 <= score <= 1.0
         True
     """
+    scores = probe_forget_draws(
+        model, data, forget_samples=forget_samples, retain_samples=retain_samples, draws=draws,
+        max_eval=max_eval, head=head, seed=seed, readouts=readouts,
+    )  # fmt: skip
+    return None if scores is None else sum(scores) / len(scores)
+
+
+def probe_forget_draws(
+    model: nn.Module,
+    data: UnlearningData,
+    *,
+    forget_samples: int = 8,
+    retain_samples: int = 3000,
+    draws: int = 5,
+    max_eval: int = 2000,
+    head: str | None = None,
+    seed: int = 0,
+    readouts: Mapping[str, Readout] | None = None,
+) -> list[float] | None:
+    """Each draw's score of :func:`probe_forget_accuracy` (which is their mean; the same
+    arguments): how far apart they are is how precise the mean is
+    (:func:`standard_error`).
+
+    Returns:
+        ``draws`` accuracies in [0, 1], or ``None`` as :func:`probe_forget_accuracy`.
+
+    Example:
+        >>> from boundary_unlearning.data import toy_problem
+        >>> data, net = toy_problem(n=120)
+        >>> scores = probe_forget_draws(net, data, retain_samples=90, draws=3)
+        >>> len(scores), sum(scores) / 3 == probe_forget_accuracy(net, data, retain_samples=90,
+        ...                                                      draws=3)
+        (3, True)
+    """
     test_y = dataset_labels(data.test_forget)
     retain_y = dataset_labels(data.retain)
     gen = torch.Generator().manual_seed(seed)
@@ -145,7 +188,7 @@ def probe_forget_accuracy(
         first = first or probe  # the draws differ in a few images: start from the first
         predicted = probe.predict((x_test[hidden] - mean) / std)
         scores.append(float((predicted == y_test[hidden]).double().mean()))
-    return sum(scores) / len(scores)
+    return scores
 
 
 def _features(
@@ -177,6 +220,67 @@ def _features(
     return out
 
 
+def standard_error(scores: Sequence[float] | None) -> float | None:
+    """The standard error of the mean of ``scores`` (their sample standard deviation over
+    the square root of their number); ``None`` for fewer than two.
+
+    Example:
+        >>> round(standard_error([0.5, 0.7, 0.6]), 4)
+        0.0577
+        >>> standard_error([0.5]) is None
+        True
+    """
+    if scores is None or len(scores) < 2:
+        return None
+    mean = sum(scores) / len(scores)
+    spread = sum((v - mean) ** 2 for v in scores) / (len(scores) - 1)
+    return math.sqrt(spread / len(scores))
+
+
+def depth_evidence(
+    model: nn.Module,
+    data: UnlearningData,
+    *,
+    seed: int = 0,
+    relearn: bool = True,
+    probe: bool = True,
+    readouts: Mapping[str, Readout] | None = None,
+) -> dict[str, Any]:
+    """The two measurements below the head, as the reports hold them: ``relearn_steps``
+    (:func:`~boundary_unlearning.metrics.relearn_steps`) and ``probe_forget_acc``
+    (:func:`probe_forget_accuracy`; ``None`` for a model whose head is not an ``nn.Linear``
+    with one output per class: there are no head inputs), with ``probe_forget_acc_se``, the
+    standard error of that mean over the probe's draws (:func:`probe_forget_draws`).
+
+    Args:
+        model: the model (not modified).
+        data: the class split.
+        seed: seeds both.
+        relearn: measure relearn steps (else ``None``).
+        probe: fit the probe (else ``None``).
+        readouts: the model's pass over the four sets, with the features the probe reuses.
+
+    Returns:
+        ``{"relearn_steps": int | None, "probe_forget_acc": float | None,
+        "probe_forget_acc_se": float | None}``.
+
+    Example:
+        >>> from boundary_unlearning.data import toy_problem
+        >>> data, net = toy_problem()
+        >>> depth_evidence(net, data, probe=False)  # an untrained net: the class is far off
+        {'relearn_steps': 32, 'probe_forget_acc': None, 'probe_forget_acc_se': None}
+    """
+    try:
+        scores = probe_forget_draws(model, data, seed=seed, readouts=readouts) if probe else None
+    except ModelError:  # no head to probe
+        scores = None
+    return {
+        "relearn_steps": relearn_steps(model, data, seed=seed) if relearn else None,
+        "probe_forget_acc": None if scores is None else sum(scores) / len(scores),
+        "probe_forget_acc_se": standard_error(scores),
+    }
+
+
 def depth_shares(
     method: dict[str, Any], original: dict[str, Any], retrained: dict[str, Any]
 ) -> dict[str, Any]:
@@ -187,6 +291,10 @@ def depth_shares(
     A metric whose gap ``|r - o|`` is below :data:`MIN_GAP` (or that is missing) cannot tell
     hiding from forgetting on this data: its share is ``None`` and it does not count.
     ``depth`` is the smaller counted share (``None`` when neither counts).
+    ``probe_forget_acc_se`` is the probe share's standard error, from the three models'
+    ``probe_forget_acc_se`` (:func:`depth_evidence`; taken as independent, which overstates
+    it a little: the draws show every model the same images) by the usual first-order
+    propagation, ``None`` without them or when the probe does not count.
 
     Args:
         method: the method's values by metric key.
@@ -195,7 +303,7 @@ def depth_shares(
 
     Returns:
         ``{"relearn_steps": share | None, "probe_forget_acc": share | None,
-        "depth": smaller share | None}``.
+        "depth": smaller share | None, "probe_forget_acc_se": float | None}``.
 
     Example:
         >>> o = {"relearn_steps": 0, "probe_forget_acc": 0.875}
@@ -206,8 +314,13 @@ def depth_shares(
         >>> deep = depth_shares({"relearn_steps": 40, "probe_forget_acc": 0.75}, o, r)
         >>> deep["relearn_steps"], round(deep["depth"], 3)
         (1.0, 0.772)
-        >>> depth_shares({"relearn_steps": 4}, {"relearn_steps": 2}, {"relearn_steps": 3})
-        {'relearn_steps': None, 'probe_forget_acc': None, 'depth': None}
+        >>> none = depth_shares({"relearn_steps": 4}, {"relearn_steps": 2}, {"relearn_steps": 3})
+        >>> none["relearn_steps"], none["probe_forget_acc"], none["depth"]
+        (None, None, None)
+        >>> se = {"probe_forget_acc_se": 0.02}
+        >>> close = depth_shares({"probe_forget_acc": 0.79, **se}, {**o, **se}, {**r, **se})
+        >>> round(close["depth"], 2), round(close["probe_forget_acc_se"], 2)
+        (0.52, 0.15)
     """
     out: dict[str, Any] = {}
     for key, sign in (("relearn_steps", 1.0), ("probe_forget_acc", -1.0)):
@@ -219,7 +332,25 @@ def depth_shares(
         out[key] = min(1.0, max(0.0, (m - o) / (r - o)))
     counted = [v for v in out.values() if v is not None]
     out["depth"] = min(counted) if counted else None
+    out["probe_forget_acc_se"] = _share_error(method, original, retrained, out)
     return out
+
+
+def _share_error(
+    method: dict[str, Any], original: dict[str, Any], retrained: dict[str, Any], shares: Any
+) -> float | None:
+    """The probe share's standard error (see :func:`depth_shares`)."""
+    key = "probe_forget_acc"
+    errors = [_number(d.get(f"{key}_se")) for d in (method, original, retrained)]
+    values = [_number(d.get(key)) for d in (method, original, retrained)]
+    if shares.get(key) is None or any(v is None for v in (*errors, *values)):
+        return None
+    (se_m, se_o, se_r), (m, o, r) = errors, values
+    assert None not in (se_m, se_o, se_r, m, o, r)  # for the type checker
+    gap = o - r  # type: ignore[operator]
+    share = (o - m) / gap  # type: ignore[operator]
+    spread = se_m**2 + ((1 - share) * se_o) ** 2 + (share * se_r) ** 2  # type: ignore[operator]
+    return float(math.sqrt(spread) / abs(gap))
 
 
 def _number(value: Any) -> float | None:

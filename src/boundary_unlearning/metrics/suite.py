@@ -11,7 +11,6 @@ retrained model's value beside every metric.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -22,15 +21,13 @@ from torch.utils.data import Dataset, Subset
 
 from .._utils import inference_view
 from ..data.split import UnlearningData
-from ..errors import ModelError
 from . import mia as _mia
 from .accuracy import predict_logits
 from .distances import activation_distance, entropy, js_divergence, zrf_score
 from .estimate import EvidenceSettings, Readout, read_sets
 from .forgotten import class_evidence
 from .mia import confidence_svc, entropy_attack, loss_lr, paper_asr
-from .probe import probe_forget_accuracy
-from .relearn import relearn_steps
+from .probe import depth_evidence
 
 __all__ = [
     "DIRECTIONS",
@@ -238,6 +235,15 @@ METRICS: tuple[Metric, ...] = (
         "features count: near the original's value = the class is still in the features",
     ),
     Metric(
+        key="probe_forget_acc_se",
+        label="Probe's standard error",
+        direction="lower",
+        unit="fraction",
+        meaning="the standard error of the probe's mean over its 5 draws (another draw of 8 "
+        "images moves it by about this much); a depth within two of its standard errors of "
+        "0.5 is a close call, and the report says so",
+    ),
+    Metric(
         key="depth",
         label="Depth",
         direction="higher",
@@ -321,47 +327,6 @@ def _losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def _p_y(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return probs.gather(1, labels.view(-1, 1)).squeeze(1)
-
-
-def depth_evidence(
-    model: nn.Module,
-    data: UnlearningData,
-    *,
-    seed: int = 0,
-    relearn: bool = True,
-    probe: bool = True,
-    readouts: Mapping[str, Readout] | None = None,
-) -> dict[str, Any]:
-    """The two measurements below the head, as the reports hold them: ``relearn_steps``
-    (:func:`~boundary_unlearning.metrics.relearn_steps`) and ``probe_forget_acc``
-    (:func:`~boundary_unlearning.metrics.probe_forget_accuracy`; ``None`` for a model whose
-    head is not an ``nn.Linear`` with one output per class: there are no head inputs).
-
-    Args:
-        model: the model (not modified).
-        data: the class split.
-        seed: seeds both.
-        relearn: measure relearn steps (else ``None``).
-        probe: fit the probe (else ``None``).
-        readouts: the model's pass over the four sets, with the features the probe reuses.
-
-    Returns:
-        ``{"relearn_steps": int | None, "probe_forget_acc": float | None}``.
-
-    Example:
-        >>> from boundary_unlearning.data import toy_problem
-        >>> data, net = toy_problem()
-        >>> depth_evidence(net, data, probe=False)  # an untrained net: the class is far off
-        {'relearn_steps': 32, 'probe_forget_acc': None}
-    """
-    try:
-        score = probe_forget_accuracy(model, data, seed=seed, readouts=readouts) if probe else None
-    except ModelError:  # no head to probe
-        score = None
-    return {
-        "relearn_steps": relearn_steps(model, data, seed=seed) if relearn else None,
-        "probe_forget_acc": score,
-    }
 
 
 def _nested(values: dict[str, float | None]) -> dict[str, Any]:

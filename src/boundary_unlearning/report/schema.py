@@ -101,6 +101,7 @@ class ModelEntry(TypedDict, total=False):
     zrf: float | None
     relearn_steps: float | None
     probe_forget_acc: float | None  # the few-shot feature probe on D_tf
+    probe_forget_acc_se: float | None  # its standard error over the probe's draws
     depth: float | None  # smaller share of the original-to-retrained gap closed (methods)
     depth_shares: dict[str, float | None]  # that share per depth metric
     seconds: float  # training time for original and retrain, unlearning time for a method

@@ -240,7 +240,9 @@ def verdict_notes(report: Report) -> list[str]:
                 "boundary_shrink/boundary_expanding with depth='features' (their default) "
                 "train below the final layer."
             )
-        elif judged == "no longer predicted":
+        if judged in ("forgot", "hid") and (close := _close_call(entry)):
+            notes.append(f"{name}'s verdict is a close call: {close}")
+        if judged == "no longer predicted":
             notes.append(
                 f"{name}: the class is no longer predicted; whether it is gone from the "
                 "features needs a retrained model to compare with (bunlearn run trains one). "
@@ -248,6 +250,36 @@ def verdict_notes(report: Report) -> list[str]:
                 "features moved, not how far a model that never saw the class would be."
             )
     return notes
+
+
+def _close_call(entry: Mapping[str, Any]) -> str | None:
+    """Why a method's verdict could turn with the probe's draws, or ``None``: its depth is
+    the probe's share and lies within two of that share's standard errors of
+    :data:`FORGOT_DEPTH`.
+
+    Example:
+        >>> entry = {"depth": 0.52, "depth_shares": {"relearn_steps": 0.9,
+        ...          "probe_forget_acc": 0.52, "probe_forget_acc_se": 0.15}}
+        >>> print(_close_call(entry))  # doctest: +ELLIPSIS
+        its depth 0.52 is the probe's share, whose standard error over the probe's draws ...
+        >>> _close_call({**entry, "depth": 0.9}) is None  # far from 0.5: decided
+        True
+    """
+    shares = entry.get("depth_shares") or {}
+    depth, probe = _number(entry.get("depth")), _number(shares.get("probe_forget_acc"))
+    error = _number(shares.get("probe_forget_acc_se"))
+    if depth is None or probe is None or error is None or probe > depth + 1e-12:
+        return None
+    if abs(depth - FORGOT_DEPTH) >= 2 * error:
+        return None
+    relearn = _number(shares.get("relearn_steps"))
+    other = "" if relearn is None else f" (relearn steps put it at {relearn:.2f})"
+    return (
+        f"its depth {depth:.2f} is the probe's share, whose standard error over the probe's "
+        f"draws of a few images is {error:.2f}: {FORGOT_DEPTH:.1f} lies within two standard "
+        f"errors{other}. Read it as undecided; the evidence with another seed, or more "
+        "seeds, tells it."
+    )
 
 
 def metric_label(key: str) -> str:
