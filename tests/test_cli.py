@@ -61,6 +61,10 @@ def test_train_then_unlearn(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     after = report["results"]["boundary_shrink"]
     assert after["acc"]["forget"] < report["results"]["original"]["acc"]["forget"]
     assert after["hyperparameters"]["eps"] == 0.25
+    # the depth line: the probe beside the original's, each with its standard error
+    se = [report["results"][m]["probe_forget_acc_se"] for m in ("original", "boundary_shrink")]
+    line = next(t for t in capsys.readouterr().out.splitlines() if t.startswith("depth:"))
+    assert all(f"±{100 * v:.1f}" in line for v in se), line
     unlearned_meta = json.loads((out / "model.json").read_text())
     assert unlearned_meta["unlearned"]["method"] == "boundary_shrink"
     assert (out / "model.safetensors").is_file() and (out / "report.md").is_file()

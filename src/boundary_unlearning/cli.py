@@ -229,13 +229,16 @@ def _depth_line(report: dict[str, Any], method: str) -> str:
     """``unlearn``'s evidence below the outputs, beside the original's, and what it means."""
     entry, before = report["results"][method], report["results"]["original"]
 
-    def pct(value: Any) -> str:
-        return "—" if value is None else f"{100 * value:.1f}%"
+    def pct(row: dict[str, Any]) -> str:  # the probe, ± its standard error over its draws
+        value, se = row.get("probe_forget_acc"), row.get("probe_forget_acc_se")
+        if value is None:
+            return "—"
+        return f"{100 * value:.1f}%" + ("" if se is None else f" ±{100 * se:.1f}")
 
     return (
         f"depth: relearn steps {before.get('relearn_steps')} -> {entry.get('relearn_steps')}, "
-        f"few-shot probe on D_tf {pct(before.get('probe_forget_acc'))} -> "
-        f"{pct(entry.get('probe_forget_acc'))} (more steps and a lower probe: the class left the "
+        f"few-shot probe on D_tf {pct(before)} -> "
+        f"{pct(entry)} (more steps and a lower probe: the class left the "
         "features; how far a never-trained model would be needs a retrained reference, "
         "see report.md)"
     )
