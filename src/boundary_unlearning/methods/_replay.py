@@ -279,10 +279,11 @@ class FrozenPrefix:
         if missing:
             fresh = self._prefix_pass(net, x[torch.tensor(missing, device=x.device)])
             for j, i in enumerate(missing):
-                row = tuple(v[j] for v in fresh)
-                size = sum(t.numel() * t.element_size() for t in row)
+                size = sum(v[j].numel() * v[j].element_size() for v in fresh)
                 if self.keep(keys[i]) and self.bytes + size <= REPLAY_BUDGET:
-                    self.kept[keys[i]], self.bytes = row, self.bytes + size
+                    # a copy: a view would hold the whole batch's storage alive
+                    self.kept[keys[i]] = tuple(v[j].clone() for v in fresh)
+                    self.bytes += size
             if len(missing) == len(keys):
                 return fresh
             at = {i: j for j, i in enumerate(missing)}
