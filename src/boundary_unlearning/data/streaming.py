@@ -38,6 +38,7 @@ __all__ = [
     "normalized",
     "release_free_memory",
     "stored_tensors",
+    "take_rows",
     "tensor_backed",
     "with_columns",
 ]
@@ -83,6 +84,23 @@ def tensor_backed(dataset: Dataset[Any], budget: int | None = None) -> bool:
     x = base.tensors[0]
     per_sample = x[0].numel() * x.element_size() if len(x) else 0
     return n * per_sample <= (MEMORY_BUDGET if budget is None else budget)
+
+
+def take_rows(
+    inputs: torch.Tensor | Dataset[Any], rows: torch.Tensor
+) -> torch.Tensor | Dataset[Any]:
+    """``rows`` of inputs as :func:`inputs_and_labels` hands them over: the tensor's rows, or
+    a ``Subset`` of the dataset (read later, batch by batch).
+
+    Example:
+        >>> take_rows(torch.tensor([[1], [2], [3]]), torch.tensor([2, 0])).tolist()
+        [[3], [1]]
+        >>> take_rows(TensorDataset(torch.arange(3)), torch.tensor([2]))[0]
+        (tensor(2),)
+    """
+    if isinstance(inputs, torch.Tensor):
+        return inputs[rows]
+    return Subset(inputs, rows.tolist())
 
 
 def inputs_and_labels(

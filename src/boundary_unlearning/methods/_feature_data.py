@@ -14,7 +14,7 @@ from torch.utils.data import Dataset, Subset
 
 from .._utils import model_device
 from ..data.split import UnlearningData, dataset_labels
-from ..data.streaming import inputs_and_labels, iterate_batches
+from ..data.streaming import inputs_and_labels, iterate_batches, take_rows
 from ..heads import head_inputs
 
 __all__ = ["RETAIN_SAMPLES", "WATCHED", "RetainPool"]
@@ -56,7 +56,7 @@ class RetainPool:
         gen = torch.Generator().manual_seed(seed)
         rows = torch.randperm(len(labels), generator=gen)[:RETAIN_SAMPLES].sort().values
         x, _ = inputs_and_labels(data.retain)
-        self.inputs = x[rows] if isinstance(x, torch.Tensor) else Subset(x, rows.tolist())
+        self.inputs = take_rows(x, rows)
         self.labels = labels[rows]
         self.features = head_inputs(original, self.inputs, num_classes=data.num_classes, head=head)
         self.num_classes = data.num_classes
@@ -146,7 +146,7 @@ def _way_to_go(
     n = len(labels)
     rows = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:RETAIN_SAMPLES]
     rows = rows.sort().values
-    sample = x[rows] if isinstance(x, torch.Tensor) else Subset(x, rows.tolist())
+    sample = take_rows(x, rows)
     feats = head_inputs(original, sample, num_classes=data.num_classes, head=head)
     way = float(((feats - centroids[labels[rows]]) ** 2).sum(1).mean())
     return way if way > 1e-12 else 1.0

@@ -7,12 +7,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
 from .._utils import eval_mode, model_device
 from ..checks import AtLeastOne, Positive, Seed
 from ..data.split import UnlearningData
-from ..data.streaming import concat, input_batches, inputs_and_labels
+from ..data.streaming import concat, input_batches, inputs_and_labels, take_rows
 from ._common import working_copy
 from ._registry import register_method
 from ._stats import set_unlearning_stats
@@ -102,7 +102,7 @@ def ssd(
     unlearned = working_copy(model)
     forget_importance = parameter_importance(unlearned, xf, yf, batch_size=batch_size)
     order = torch.randperm(len(ys), generator=torch.Generator().manual_seed(seed))
-    shuffled = xs[order] if isinstance(xs, torch.Tensor) else Subset(xs, order.tolist())
+    shuffled = take_rows(xs, order)
     full_importance = parameter_importance(unlearned, shuffled, ys[order], batch_size=batch_size)
     dampened = 0
     total = 0

@@ -8,10 +8,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
 from .._utils import eval_mode, model_device
-from ..data.streaming import input_batches
+from ..data.streaming import input_batches, take_rows
 from ..errors import DivergenceError
 from .rule import FitRun
 
@@ -75,10 +75,7 @@ class ForgetTarget:
             pick = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
             self.rows = pick[:max_samples].sort().values
             labels = labels[self.rows]
-            inputs = (
-                inputs[self.rows] if isinstance(inputs, torch.Tensor)
-                else Subset(inputs, self.rows.tolist())
-            )  # fmt: skip
+            inputs = take_rows(inputs, self.rows)
         self.inputs, self.labels, self.num_classes = inputs, labels, num_classes
         self.target, self.head = target, head
         self.use_cache = False  # on where the features below the head cannot change
