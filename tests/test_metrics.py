@@ -378,6 +378,20 @@ def test_the_probe_s_standard_error_comes_from_its_draws(
     assert shares["probe_forget_acc"] == pytest.approx(0.5)
     assert shares["probe_forget_acc_se"] == pytest.approx(want)
 
+    # with each draw's scores the draws are paired (every model saw the same images): a draw
+    # that moves all three together does not count, one that moves the method alone does
+    def model(mean: float, draws: list[float]) -> dict[str, object]:
+        return {"probe_forget_acc": mean, "probe_forget_draws": draws, "probe_forget_acc_se": 0.9}
+
+    together = depth_shares(
+        model(m, [0.8, 0.7, 0.75]), model(o, [0.95, 0.85, 0.9]), model(r, [0.65, 0.55, 0.6])
+    )
+    assert together["probe_forget_acc_se"] == pytest.approx(0.0, abs=1e-9)
+    alone = depth_shares(
+        model(m, [0.8, 0.7, 0.75]), model(o, [0.9, 0.9, 0.9]), model(r, [0.6, 0.6, 0.6])
+    )
+    assert alone["probe_forget_acc_se"] == pytest.approx(standard_error([0.8, 0.7, 0.75]) / 0.3)
+
 
 def test_depth_shares_cap_and_ignore_a_gap_too_small_to_measure() -> None:
     from boundary_unlearning.metrics import depth_shares

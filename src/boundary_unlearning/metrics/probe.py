@@ -250,7 +250,9 @@ def depth_evidence(
     (:func:`~boundary_unlearning.metrics.relearn_steps`) and ``probe_forget_acc``
     (:func:`probe_forget_accuracy`; ``None`` for a model whose head is not an ``nn.Linear``
     with one output per class: there are no head inputs), with ``probe_forget_acc_se``, the
-    standard error of that mean over the probe's draws (:func:`probe_forget_draws`).
+    standard error of that mean over the probe's draws, and the draws' scores themselves
+    (``probe_forget_draws``, :func:`probe_forget_draws`: with one seed every model is shown
+    the same images in each draw, so :func:`depth_shares` can pair them).
 
     Args:
         model: the model (not modified).
@@ -262,13 +264,15 @@ def depth_evidence(
 
     Returns:
         ``{"relearn_steps": int | None, "probe_forget_acc": float | None,
-        "probe_forget_acc_se": float | None}``.
+        "probe_forget_acc_se": float | None, "probe_forget_draws": list[float] | None}``.
 
     Example:
         >>> from boundary_unlearning.data import toy_problem
         >>> data, net = toy_problem()
-        >>> depth_evidence(net, data, probe=False)  # an untrained net: the class is far off
-        {'relearn_steps': 32, 'probe_forget_acc': None, 'probe_forget_acc_se': None}
+        >>> depth_evidence(net, data, probe=False)["relearn_steps"]  # untrained: far off
+        32
+        >>> depth_evidence(net, data, probe=False)["probe_forget_draws"] is None
+        True
     """
     try:
         scores = probe_forget_draws(model, data, seed=seed, readouts=readouts) if probe else None
@@ -278,6 +282,7 @@ def depth_evidence(
         "relearn_steps": relearn_steps(model, data, seed=seed) if relearn else None,
         "probe_forget_acc": None if scores is None else sum(scores) / len(scores),
         "probe_forget_acc_se": standard_error(scores),
+        "probe_forget_draws": scores,
     }
 
 
@@ -291,10 +296,13 @@ def depth_shares(
     A metric whose gap ``|r - o|`` is below :data:`MIN_GAP` (or that is missing) cannot tell
     hiding from forgetting on this data: its share is ``None`` and it does not count.
     ``depth`` is the smaller counted share (``None`` when neither counts).
-    ``probe_forget_acc_se`` is the probe share's standard error, from the three models'
-    ``probe_forget_acc_se`` (:func:`depth_evidence`; taken as independent, which overstates
-    it a little: the draws show every model the same images) by the usual first-order
-    propagation, ``None`` without them or when the probe does not count.
+    ``probe_forget_acc_se`` is the probe share's standard error over the probe's draws
+    (first-order propagation; ``None`` when the probe does not count or the errors are
+    missing). With each model's ``probe_forget_draws`` (:func:`depth_evidence`, one seed: the
+    same images shown to every model in each draw) the draws are paired: the error is that
+    of the mean of ``(o_i - m_i) - share * (o_i - r_i)`` over draws ``i``, over ``|o - r|``,
+    so what moves all three models together does not count. Without them, the three
+    ``probe_forget_acc_se`` are combined as if independent, which overstates it.
 
     Args:
         method: the method's values by metric key.
@@ -341,16 +349,22 @@ def _share_error(
 ) -> float | None:
     """The probe share's standard error (see :func:`depth_shares`)."""
     key = "probe_forget_acc"
-    errors = [_number(d.get(f"{key}_se")) for d in (method, original, retrained)]
-    values = [_number(d.get(key)) for d in (method, original, retrained)]
-    if shares.get(key) is None or any(v is None for v in (*errors, *values)):
+    m, o, r = (_number(d.get(key)) for d in (method, original, retrained))
+    if shares.get(key) is None or m is None or o is None or r is None:
         return None
-    (se_m, se_o, se_r), (m, o, r) = errors, values
-    assert None not in (se_m, se_o, se_r, m, o, r)  # for the type checker
-    gap = o - r  # type: ignore[operator]
-    share = (o - m) / gap  # type: ignore[operator]
-    spread = se_m**2 + ((1 - share) * se_o) ** 2 + (share * se_r) ** 2  # type: ignore[operator]
-    return float(math.sqrt(spread) / abs(gap))
+    gap, share = o - r, (o - m) / (o - r)
+    draws = [d.get("probe_forget_draws") for d in (method, original, retrained)]
+    lists = [list(d) for d in draws if isinstance(d, list)]
+    if len(lists) == 3 and len({len(d) for d in lists}) == 1:  # the same images, paired
+        dm, do, dr = lists
+        paired = [(a - b) - share * (a - c) for b, a, c in zip(dm, do, dr, strict=True)]
+        error = standard_error(paired)
+        return None if error is None else error / abs(gap)
+    se_m, se_o, se_r = (_number(d.get(f"{key}_se")) for d in (method, original, retrained))
+    if se_m is None or se_o is None or se_r is None:
+        return None
+    spread = se_m**2 + ((1 - share) * se_o) ** 2 + (share * se_r) ** 2
+    return math.sqrt(spread) / abs(gap)
 
 
 def _number(value: Any) -> float | None:

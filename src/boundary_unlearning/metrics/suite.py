@@ -449,9 +449,12 @@ def compute_metrics(
     if random_model is not None:
         r_f = _forget_logits(random_model, data, out.forget).softmax(1)
         values["zrf"] = _clean(zrf_score(p_f, r_f))
-    values.update(depth_evidence(view, data, seed=seed, relearn=relearn, probe=probe,
-                                 readouts=vars(out)))  # fmt: skip
+    depth = depth_evidence(view, data, seed=seed, relearn=relearn, probe=probe,
+                           readouts=vars(out))  # fmt: skip
+    draws = depth.pop("probe_forget_draws")  # not a metric: what depth_shares pairs
+    values.update(depth)
     entry = _nested(values)
+    entry["probe_forget_draws"] = draws
     if evidence is not None:
         read = {k: getattr(out, k).estimate for k in ("retain", "forget", "test_retain",
                                                       "test_forget")}  # fmt: skip

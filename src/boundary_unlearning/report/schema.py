@@ -102,6 +102,7 @@ class ModelEntry(TypedDict, total=False):
     relearn_steps: float | None
     probe_forget_acc: float | None  # the few-shot feature probe on D_tf
     probe_forget_acc_se: float | None  # its standard error over the probe's draws
+    probe_forget_draws: list[float] | None  # each draw's score (paired across models)
     depth: float | None  # smaller share of the original-to-retrained gap closed (methods)
     depth_shares: dict[str, float | None]  # that share per depth metric
     seconds: float  # training time for original and retrain, unlearning time for a method
