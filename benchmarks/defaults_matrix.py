@@ -60,7 +60,7 @@ from boundary_unlearning._utils import model_device
 from boundary_unlearning.data import to_tensors
 from boundary_unlearning.metrics import depth_evidence, depth_shares
 from boundary_unlearning.models import reinitialize
-from boundary_unlearning.report.tables import verdict
+from boundary_unlearning.report.tables import close_call, verdict
 
 METHODS = ("boundary_shrink", "boundary_expanding")
 MAX_DROP = {"boundary_shrink": 0.02, "boundary_expanding": 0.04}
@@ -310,6 +310,8 @@ def run_cell(
         "depth_shares": {k: v for k, v in shares.items() if k != "depth"},
         # the probe share's standard error over the probe's draws (close to 0.5: undecided)
         "depth_probe_se": shares["probe_forget_acc_se"],
+        # the depth is the probe's share and 0.5 lies within two of its standard errors
+        "close_call": close_call({"depth": shares["depth"], "depth_shares": shares}) is not None,
         "verdict": judged,
         "hyperparameters": hparams,
     }
@@ -350,6 +352,7 @@ def format_table(cells: list[dict[str, Any]]) -> str:
         se = c.get("depth_probe_se")
         depth += "     —" if se is None else f" {se:5.2f}"
         target = {True: "met", False: "MISSED", None: "(baseline)"}[c["meets_target"]]
+        target += " (close call)" if c.get("close_call") else ""
         speed = "     —" if c["speedup"] is None else f"{c['speedup']:5.1f}x"
         lines.append(
             f"{c['setting']:<14} {c['method']:<19} {100 * c['forget']:6.2f} "

@@ -15,6 +15,7 @@ from .schema import Report, as_report
 __all__ = [
     "ARROWS",
     "METRIC_ORDER",
+    "close_call",
     "columns",
     "failures",
     "format_table",
@@ -240,7 +241,7 @@ def verdict_notes(report: Report) -> list[str]:
                 "boundary_shrink/boundary_expanding with depth='features' (their default) "
                 "train below the final layer."
             )
-        if judged in ("forgot", "hid") and (close := _close_call(entry)):
+        if judged in ("forgot", "hid") and (close := close_call(entry)):
             notes.append(f"{name}'s verdict is a close call: {close}")
         if judged == "no longer predicted":
             notes.append(
@@ -252,7 +253,7 @@ def verdict_notes(report: Report) -> list[str]:
     return notes
 
 
-def _close_call(entry: Mapping[str, Any]) -> str | None:
+def close_call(entry: Mapping[str, Any]) -> str | None:
     """Why a method's verdict could turn with the probe's draws, or ``None``: its depth is
     the probe's share and lies within two of that share's standard errors of
     :data:`FORGOT_DEPTH`.
@@ -260,9 +261,9 @@ def _close_call(entry: Mapping[str, Any]) -> str | None:
     Example:
         >>> entry = {"depth": 0.52, "depth_shares": {"relearn_steps": 0.9,
         ...          "probe_forget_acc": 0.52, "probe_forget_acc_se": 0.15}}
-        >>> print(_close_call(entry))  # doctest: +ELLIPSIS
+        >>> print(close_call(entry))  # doctest: +ELLIPSIS
         its depth 0.52 is the probe's share, whose standard error over the probe's draws ...
-        >>> _close_call({**entry, "depth": 0.9}) is None  # far from 0.5: decided
+        >>> close_call({**entry, "depth": 0.9}) is None  # far from 0.5: decided
         True
     """
     shares = entry.get("depth_shares") or {}
