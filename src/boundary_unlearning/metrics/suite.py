@@ -33,6 +33,7 @@ __all__ = [
     "DIRECTIONS",
     "METRICS",
     "METRIC_BY_KEY",
+    "RAW_FIELDS",
     "Metric",
     "compute_metrics",
     "depth_evidence",
@@ -278,6 +279,11 @@ METRICS: tuple[Metric, ...] = (
 )
 
 METRIC_BY_KEY: dict[str, Metric] = {m.key: m for m in METRICS}
+# What an entry holds beside its metrics, for other computations rather than a table row.
+RAW_FIELDS: dict[str, str] = {
+    "probe_forget_draws": "each of the probe's draws' scores, in draw order (one seed shows "
+    "every model the same images in a draw, so depth_shares pairs them across models)",
+}
 
 
 @dataclass(frozen=True)
@@ -451,7 +457,7 @@ def compute_metrics(
         values["zrf"] = _clean(zrf_score(p_f, r_f))
     depth = depth_evidence(view, data, seed=seed, relearn=relearn, probe=probe,
                            readouts=vars(out))  # fmt: skip
-    draws = depth.pop("probe_forget_draws")  # not a metric: what depth_shares pairs
+    draws = depth.pop("probe_forget_draws")  # a raw field (RAW_FIELDS), not a metric
     values.update(depth)
     entry = _nested(values)
     entry["probe_forget_draws"] = draws
