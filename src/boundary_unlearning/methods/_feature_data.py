@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
 from .._utils import model_device
 from ..data.split import UnlearningData, dataset_labels
@@ -44,7 +44,7 @@ class RetainPool:
         >>> pool = RetainPool(net, data, head=None, seed=0)
         >>> len(pool.labels), tuple(pool.centroids().shape)  # the toy's 30 retained images
         (30, (4, 16))
-        >>> x, y, feats = pool.batch(8)
+        >>> x, y, feats = pool.batch(pool.draw(8))
         >>> tuple(x.shape), tuple(feats.shape)
         ((8, 1, 4, 4), (8, 16))
     """
@@ -86,26 +86,22 @@ class RetainPool:
         """
         return torch.randint(len(self.labels), (size,), generator=self.generator)
 
-    def batch(
-        self, size: int, *, rows: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """A seeded random batch (with replacement): inputs, labels and original features, on
-        the original's device.
+    def batch(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The pool's ``rows`` (from :meth:`draw`) as a batch: inputs, labels and original
+        features, on the original's device.
 
         Args:
-            size: images in the batch.
-            rows: the pool's rows to take (from :meth:`draw`), instead of drawing ``size``.
+            rows: the pool's rows.
 
         Returns:
             ``(x, y, features)``.
         """
-        idx = self.draw(size) if rows is None else rows
         if isinstance(self.inputs, torch.Tensor):
-            x = self.inputs[idx]
+            x = self.inputs[rows]
         else:
-            x = next(iterate_batches(self.inputs, size, order=idx))[0]
-        return (x.to(self.device), self.labels[idx].to(self.device),
-                self.features[idx].to(self.device))  # fmt: skip
+            x = next(iterate_batches(self.inputs, len(rows), order=rows))[0]
+        return (x.to(self.device), self.labels[rows].to(self.device),
+                self.features[rows].to(self.device))  # fmt: skip
 
 
 def _watched(
@@ -122,12 +118,8 @@ def _watched(
         return x, labels, None
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 2))
     held, kept = order[:size].sort().values, order[size:].sort().values
-    trained: torch.Tensor | Dataset[Any]
-    if isinstance(x, torch.Tensor):
-        trained, seen = x[kept], x[held]
-    else:
-        trained = Subset(x, kept.tolist())
-        seen = next(iterate_batches(Subset(x, held.tolist()), size))[0]
+    trained, watched = take_rows(x, kept), take_rows(x, held)
+    seen = watched if isinstance(watched, torch.Tensor) else next(iterate_batches(watched, size))[0]
     return trained, labels[kept], (seen.to(device), labels[held].to(device))
 
 

@@ -432,18 +432,18 @@ class _FeatureLoss:
     def __call__(self, net: nn.Module, batch: Batch) -> torch.Tensor:
         x, labels = batch[0], batch[1]
         pooled = self.pool.draw(self.batch_size)
-        x_r, y_r, kept = self.pool.batch(self.batch_size, rows=pooled)
+        x_r, y_r, kept = self.pool.batch(pooled)
         n = len(x)  # one forward pass over both batches, the forget rows first (the
         # stopping rule reads the first rows of the step's first forward pass)
         parts = [x, x_r.to(dtype=x.dtype)]
         if self.watched is not None:  # read in the same pass; no loss on them
             parts.append(self.watched[0].to(dtype=x.dtype))
-        if self.replay is None or len(batch) < 3:
+        if self.replay is None:
             out = net(torch.cat(parts))
-        else:  # each image named for the replay of the frozen layers
+        else:  # each image named for the replay of the frozen layers (batch[2]: forget rows)
             keys = [("forget", i) for i in batch[2].tolist()]
             keys += [("pool", i) for i in pooled.tolist()]
-            keys += [("watched", i) for i in range(len(parts[2]) if len(parts) > 2 else 0)]
+            keys += [("watched", i) for i in range(len(parts[2]) if self.watched else 0)]
             out = self.replay.forward(net, torch.cat(parts), keys)
         feats = self.new.take("feature stage")
         m = n + len(x_r)
